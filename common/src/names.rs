@@ -1,0 +1,107 @@
+//! Client and set names (§8.2, §7.2): 1 to 48 ASCII letters, digits, `-`, `_`.
+//!
+//! The reference also accepts Unicode letters (§18.19); couic keeps to the
+//! documented ASCII set, which every conforming client already uses.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub const NAME_MAX_LEN: usize = 48;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("{0} name cannot be empty")]
+    Empty(&'static str),
+    #[error("{0} name must be at most 48 characters")]
+    TooLong(&'static str),
+    #[error("{0} name can only contain alphanumeric characters, hyphens, and underscores")]
+    Charset(&'static str),
+}
+
+fn check(kind: &'static str, s: &str) -> Result<(), NameError> {
+    if s.is_empty() {
+        return Err(NameError::Empty(kind));
+    }
+    if s.len() > NAME_MAX_LEN {
+        return Err(NameError::TooLong(kind));
+    }
+    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(NameError::Charset(kind));
+    }
+    Ok(())
+}
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $ty:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $ty(String);
+
+        impl $ty {
+            pub fn parse(s: &str) -> Result<Self, NameError> {
+                check($kind, s).map(|()| $ty(s.to_string()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = NameError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $ty::parse(s)
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                $ty::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// The name of an API client: the stem of its file in `rbac/clients/`.
+    ClientName,
+    "Client"
+);
+name_type!(
+    /// The name of a set: the stem of its `.couic` file.
+    SetName,
+    "Set"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_name_messages() {
+        assert_eq!(ClientName::parse("").unwrap_err().to_string(), "Client name cannot be empty");
+        assert_eq!(
+            ClientName::parse(&"a".repeat(49)).unwrap_err().to_string(),
+            "Client name must be at most 48 characters"
+        );
+        assert_eq!(
+            ClientName::parse("a b").unwrap_err().to_string(),
+            "Client name can only contain alphanumeric characters, hyphens, and underscores"
+        );
+        assert!(ClientName::parse("couicctl").is_ok());
+        assert!(SetName::parse("lan.couic").is_err());
+        assert!(SetName::parse("été").is_err());
+        assert!(SetName::parse(&"x".repeat(48)).is_ok());
+    }
+}

@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR MIT) */
+/*
+ * Layouts shared by the XDP program and the daemon. This header is the only
+ * definition: Rust sees these types through the skeleton's generated `types`
+ * module, never through hand-written mirrors.
+ */
+#ifndef COUIC_H
+#define COUIC_H
+
+#include <linux/types.h>
+
+/* Default capacities; the daemon overrides max_entries from its config
+ * before loading, so these only size a program loaded by other tools. */
+#define COUIC_DROP_MAX 262144
+#define COUIC_IGNORE_MAX 65536
+#define COUIC_TAG_MAX 4096
+
+/*
+ * Key of every rule map, trie or hash. The tries use it as an LPM key
+ * (prefixlen first, address in network byte order); the exact-host hashes
+ * use the same struct with prefixlen fixed at 32 or 128, so user space builds
+ * one key per family whatever map the rule lands in.
+ */
+struct couic_v4_key {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct couic_v6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* Value of every rule map: the rule's tag, an index into the per-tag
+ * counter arrays. Tag id 0 is "untagged". */
+struct couic_rule {
+	__u32 tag_id;
+};
+
+/* One counter cell; per CPU, so the hot path never needs an atomic. */
+struct couic_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/*
+ * Indexes of couic_stats. 0..4 are the XDP actions themselves (XDP_ABORTED,
+ * XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT); MALFORMED counts frames that
+ * were too short or inconsistent to parse. They pass, so they are counted
+ * under XDP_PASS as well.
+ */
+enum couic_stat {
+	COUIC_STAT_ABORTED = 0,
+	COUIC_STAT_DROP = 1,
+	COUIC_STAT_PASS = 2,
+	COUIC_STAT_TX = 3,
+	COUIC_STAT_REDIRECT = 4,
+	COUIC_STAT_MALFORMED = 5,
+	COUIC_STAT_MAX = 6,
+};
+
+/*
+ * Indexes of couic_sizes: how many rules each map holds. The program skips
+ * a lookup into a map whose size is zero. User space raises a size before it
+ * inserts and lowers it after it deletes, so a non-empty map is never skipped.
+ */
+enum couic_map_index {
+	COUIC_MAP_IGN4_HOST = 0,
+	COUIC_MAP_IGN4_NET = 1,
+	COUIC_MAP_IGN6_HOST = 2,
+	COUIC_MAP_IGN6_NET = 3,
+	COUIC_MAP_DROP4_HOST = 4,
+	COUIC_MAP_DROP4_NET = 5,
+	COUIC_MAP_DROP6_HOST = 6,
+	COUIC_MAP_DROP6_NET = 7,
+	COUIC_MAP_COUNT = 8,
+};
+
+#endif /* COUIC_H */
