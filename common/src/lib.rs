@@ -2,6 +2,7 @@
 //! couic-report. Newtypes validate when they are parsed, so bad input is
 //! refused at the door (clap, serde or the API) with the contract's message.
 
+pub mod check;
 pub mod cidr;
 pub mod client;
 pub mod entry;
@@ -14,6 +15,7 @@ pub mod stats;
 pub mod tag;
 pub mod uds;
 
+pub use check::{CheckReason, CheckResult, Origin, Verdict};
 pub use cidr::{Cidr, CidrError};
 pub use client::{Client, ClientRequest, Group};
 pub use entry::{Entry, EntryRequest, Metadata, Report, ReportAction};
