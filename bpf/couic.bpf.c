@@ -34,6 +34,12 @@
 #include "couic.h"
 #include "parsing.h"
 
+/* Never read: these read-only globals only put the shared enums in the
+ * object's BTF, which is how the skeleton's `types` module gets them. */
+const volatile enum couic_limits couic_limits_anchor = COUIC_DROP_MAX;
+const volatile enum couic_stat couic_stat_anchor = COUIC_STAT_MAX;
+const volatile enum couic_map_index couic_map_anchor = COUIC_MAP_COUNT;
+
 /* Flags, one byte per map of enum couic_map_index: non-zero while the map
  * may hold rules. Written only by the daemon. */
 struct couic_active {

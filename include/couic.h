@@ -9,11 +9,13 @@
 
 #include <linux/types.h>
 
-/* Default capacities; the daemon overrides max_entries from its config
- * before loading, so these only size a program loaded by other tools. */
-#define COUIC_DROP_MAX 262144
-#define COUIC_IGNORE_MAX 65536
-#define COUIC_TAG_MAX 4096
+/* Default capacities; the daemon sets max_entries from its config before
+ * loading, so these only size a program loaded as it was compiled. */
+enum couic_limits {
+	COUIC_DROP_MAX = 262144,  /* drop rules per address family */
+	COUIC_IGNORE_MAX = 65536, /* ignore rules per address family */
+	COUIC_TAG_MAX = 4096,     /* per-tag counter slots per policy */
+};
 
 /*
  * Key of every rule map, trie or hash. The tries use it as an LPM key

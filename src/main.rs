@@ -1,1 +1,99 @@
-fn main() {}
+//! couic: load and attach the XDP program, then serve the API until a signal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use anyhow::Context as _;
+use clap::Parser;
+
+use couic::actors::expirer::Expirer;
+use couic::actors::map_writer::MapWriter;
+use couic::bpf::{self, Capacities};
+use couic::clock::{SharedClock, SystemClock};
+use couic::config::Config;
+use couic::firewall::Firewall;
+use couic::{logging, privileges, xdp};
+
+/// XDP firewall that drops layer-7 DDoS sources before the kernel network stack.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file.
+    #[arg(short, long, default_value = "/etc/couic/couic.toml")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    println!("Starting Couic version {}", couic::VERSION);
+    let cli = Cli::parse();
+    let config = match Config::load(&cli.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("Error loading configuration: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _log_guard = match logging::init(config.logging.as_ref()) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("Error initializing logging: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    // Load the program sized from the config and attach it everywhere (or
+    // nowhere: a failed attach drops the links already made).
+    let caps = Capacities {
+        drop: config.limits.drop_max_entries,
+        ignore: config.limits.ignore_max_entries,
+        tags: config.limits.max_tags,
+    };
+    let loaded = bpf::load(caps)?;
+    let links = xdp::attach_all(&loaded.program, &config.ifaces, config.operation_mode)?;
+    for link in &links {
+        tracing::info!("XDP program attached to interface: {} (mode: {})", link.iface, link.mode);
+    }
+
+    // Every kernel handle is taken: give up every capability.
+    privileges::drop_all().context("Drop all capabilities")?;
+
+    let system = System::new();
+    system.block_on(async move {
+        let clock: SharedClock = Arc::new(SystemClock);
+        let writer_arbiter = Arbiter::new();
+        let firewall = Firewall::new(loaded.maps, caps);
+        let writer_clock = clock.clone();
+        let writer = MapWriter::start_in_arbiter(&writer_arbiter.handle(), move |_| {
+            MapWriter::new(firewall, writer_clock)
+        });
+        let _expirer = Expirer::new(writer.clone(), clock.clone()).start();
+
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        writer_arbiter.stop();
+    });
+    drop(links);
+    tracing::info!("XDP program detached");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

@@ -3,7 +3,7 @@
 //! couicctl's local mode and the test suites speak to the daemon through it.
 //! It keeps one connection alive and reconnects once if the daemon closed it.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

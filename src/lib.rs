@@ -1,0 +1,21 @@
+//! couic, the daemon: an XDP program that drops blocklisted sources and the
+//! control plane that keeps its rules.
+//!
+//! Plain domain types (`store`, `tags`, `expiry`, `firewall`, `config`) hold
+//! the logic; `actors` wrap them; `api` serves them on a Unix socket.
+
+pub mod actors;
+pub mod api;
+pub mod bpf;
+pub mod clock;
+pub mod config;
+pub mod expiry;
+pub mod firewall;
+pub mod logging;
+pub mod privileges;
+pub mod store;
+pub mod tags;
+pub mod xdp;
+
+/// The daemon's version, as `couic -V` and the webhook User-Agent show it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,48 @@
+//! Giving up privileges once every kernel handle is taken.
+//!
+//! couic needs CAP_BPF and CAP_NET_ADMIN only to load and attach. After
+//! that, map fds work without capabilities, so all of them are dropped and
+//! `no_new_privs` is set: a compromised daemon cannot regain them.
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrivilegeError {
+    #[error("cannot drop capabilities: {0}")]
+    Capset(#[source] std::io::Error),
+    #[error("cannot set no_new_privs: {0}")]
+    NoNewPrivs(#[source] std::io::Error),
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Empties the effective, permitted and inheritable sets and sets
+/// `no_new_privs`.
+pub fn drop_all() -> Result<(), PrivilegeError> {
+    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let data = [CapData::default(); 2];
+    // SAFETY: header and data are valid, correctly sized v3 structures that
+    // live across the call; capset only reads them.
+    let ret = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) };
+    if ret != 0 {
+        return Err(PrivilegeError::Capset(std::io::Error::last_os_error()));
+    }
+    // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes plain integer arguments.
+    let ret = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    if ret != 0 {
+        return Err(PrivilegeError::NoNewPrivs(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
