@@ -74,13 +74,13 @@ struct {
 	} name SEC(".maps")
 
 HOST_MAP(couic_i4_host, struct couic_v4_key, COUIC_IGNORE_MAX); /* ignore, IPv4 /32 */
-NET_MAP(couic_i4_net, struct couic_v4_key, COUIC_IGNORE_MAX);   /* ignore, IPv4 /0-/31 */
+NET_MAP(couic_i4_net, struct couic_v4_key, COUIC_IGNORE_MAX);	/* ignore, IPv4 /0-/31 */
 HOST_MAP(couic_i6_host, struct couic_v6_key, COUIC_IGNORE_MAX); /* ignore, IPv6 /128 */
-NET_MAP(couic_i6_net, struct couic_v6_key, COUIC_IGNORE_MAX);   /* ignore, IPv6 /0-/127 */
-HOST_MAP(couic_d4_host, struct couic_v4_key, COUIC_DROP_MAX);   /* drop, IPv4 /32 */
-NET_MAP(couic_d4_net, struct couic_v4_key, COUIC_DROP_MAX);     /* drop, IPv4 /0-/31 */
-HOST_MAP(couic_d6_host, struct couic_v6_key, COUIC_DROP_MAX);   /* drop, IPv6 /128 */
-NET_MAP(couic_d6_net, struct couic_v6_key, COUIC_DROP_MAX);     /* drop, IPv6 /0-/127 */
+NET_MAP(couic_i6_net, struct couic_v6_key, COUIC_IGNORE_MAX);	/* ignore, IPv6 /0-/127 */
+HOST_MAP(couic_d4_host, struct couic_v4_key, COUIC_DROP_MAX);	/* drop, IPv4 /32 */
+NET_MAP(couic_d4_net, struct couic_v4_key, COUIC_DROP_MAX);	/* drop, IPv4 /0-/31 */
+HOST_MAP(couic_d6_host, struct couic_v6_key, COUIC_DROP_MAX);	/* drop, IPv6 /128 */
+NET_MAP(couic_d6_net, struct couic_v6_key, COUIC_DROP_MAX);	/* drop, IPv6 /0-/127 */
 
 /* Packets and bytes per XDP action, plus malformed frames (enum couic_stat). */
 struct {
@@ -105,7 +105,11 @@ struct {
 	__type(value, struct couic_counter);
 } couic_tag_ign SEC(".maps");
 
-enum matched { MATCHED_NONE, MATCHED_IGNORE, MATCHED_DROP };
+enum matched {
+	MATCHED_NONE,
+	MATCHED_IGNORE,
+	MATCHED_DROP
+};
 
 struct verdict {
 	__u32 action;

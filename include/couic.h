@@ -14,7 +14,7 @@
 enum couic_limits {
 	COUIC_DROP_MAX = 262144,  /* drop rules per address family */
 	COUIC_IGNORE_MAX = 65536, /* ignore rules per address family */
-	COUIC_TAG_MAX = 4096,     /* per-tag counter slots per policy */
+	COUIC_TAG_MAX = 4096,	  /* per-tag counter slots per policy */
 };
 
 /*

@@ -25,7 +25,8 @@ const _: () = assert!(size_of::<couic_v4_key>() == 8);
 const _: () = assert!(size_of::<couic_v6_key>() == 20);
 const _: () = assert!(size_of::<couic_rule>() == 4);
 const _: () = assert!(size_of::<couic_counter>() == 16);
-const _: () = assert!(size_of::<types::couic_active>() == types::couic_map_index::COUIC_MAP_COUNT.0 as usize);
+const _: () =
+    assert!(size_of::<types::couic_active>() == types::couic_map_index::COUIC_MAP_COUNT.0 as usize);
 
 pub const DEFAULT_DROP_MAX: u32 = types::couic_limits::COUIC_DROP_MAX.0;
 pub const DEFAULT_IGNORE_MAX: u32 = types::couic_limits::COUIC_IGNORE_MAX.0;
@@ -150,8 +151,16 @@ pub fn rule_map_index(policy: Policy, cidr: Cidr) -> usize {
 pub fn key_bytes(cidr: Cidr) -> Vec<u8> {
     let prefix = u32::from(cidr.prefix_len());
     let key: Vec<u8> = match cidr.addr() {
-        std::net::IpAddr::V4(a) => as_bytes(&couic_v4_key { prefixlen: prefix, addr: a.octets() }).to_vec(),
-        std::net::IpAddr::V6(a) => as_bytes(&couic_v6_key { prefixlen: prefix, addr: a.octets() }).to_vec(),
+        std::net::IpAddr::V4(a) => as_bytes(&couic_v4_key {
+            prefixlen: prefix,
+            addr: a.octets(),
+        })
+        .to_vec(),
+        std::net::IpAddr::V6(a) => as_bytes(&couic_v6_key {
+            prefixlen: prefix,
+            addr: a.octets(),
+        })
+        .to_vec(),
     };
     key
 }
@@ -205,7 +214,13 @@ pub struct BatchOutcome {
 
 impl KernelMaps {
     /// Inserts `count` keys and values (concatenated) into rule map `index`.
-    pub fn update_batch(&self, index: usize, keys: &[u8], values: &[u8], count: usize) -> BatchOutcome {
+    pub fn update_batch(
+        &self,
+        index: usize,
+        keys: &[u8],
+        values: &[u8],
+        count: usize,
+    ) -> BatchOutcome {
         let mut n = count as u32;
         let opts = batch_opts(libbpf_sys::BPF_ANY as u64);
         // SAFETY: `keys` and `values` hold `count` keys and values of the map's
@@ -279,14 +294,22 @@ impl KernelMaps {
         }
     }
 
-    fn read_percpu(&self, map: &MapHandle, name: &'static str, index: u32) -> Result<Counter, BpfError> {
+    fn read_percpu(
+        &self,
+        map: &MapHandle,
+        name: &'static str,
+        index: u32,
+    ) -> Result<Counter, BpfError> {
         let values = map
             .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
             .map_err(|e| map_err("read", name, e))?
             .unwrap_or_default();
         Ok(values.iter().fold(Counter::default(), |acc, v| {
             let c = counter_from(v);
-            Counter { packets: acc.packets + c.packets, bytes: acc.bytes + c.bytes }
+            Counter {
+                packets: acc.packets + c.packets,
+                bytes: acc.bytes + c.bytes,
+            }
         }))
     }
 }
@@ -302,9 +325,18 @@ fn batch_opts(elem_flags: u64) -> libbpf_sys::bpf_map_batch_opts {
 
 fn outcome(ret: i32, processed: usize, count: usize) -> BatchOutcome {
     if ret == 0 {
-        return BatchOutcome { applied: count, error: None };
+        return BatchOutcome {
+            applied: count,
+            error: None,
+        };
     }
-    let errno = if ret < 0 { -ret } else { std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) };
+    let errno = if ret < 0 {
+        -ret
+    } else {
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    };
     BatchOutcome {
         applied: processed.min(count),
         error: Some(std::io::Error::from_raw_os_error(errno)),
@@ -312,12 +344,20 @@ fn outcome(ret: i32, processed: usize, count: usize) -> BatchOutcome {
 }
 
 fn map_err(op: &'static str, map: &'static str, e: libbpf_rs::Error) -> BpfError {
-    BpfError::Map { op, map, source: std::io::Error::other(e.to_string()) }
+    BpfError::Map {
+        op,
+        map,
+        source: std::io::Error::other(e.to_string()),
+    }
 }
 
 /// One BPF_PROG_TEST_RUN of the program on `frame`, `repeat` times: the XDP
 /// action returned and the kernel's average time per run.
-pub fn test_run(program: &ProgramHandle, frame: &[u8], repeat: u32) -> std::io::Result<(u32, std::time::Duration)> {
+pub fn test_run(
+    program: &ProgramHandle,
+    frame: &[u8],
+    repeat: u32,
+) -> std::io::Result<(u32, std::time::Duration)> {
     let mut opts = libbpf_sys::bpf_test_run_opts {
         sz: size_of::<libbpf_sys::bpf_test_run_opts>() as _,
         data_in: frame.as_ptr().cast(),
@@ -331,5 +371,8 @@ pub fn test_run(program: &ProgramHandle, frame: &[u8], repeat: u32) -> std::io::
     if ret != 0 {
         return Err(std::io::Error::from_raw_os_error(-ret));
     }
-    Ok((opts.retval, std::time::Duration::from_nanos(u64::from(opts.duration))))
+    Ok((
+        opts.retval,
+        std::time::Duration::from_nanos(u64::from(opts.duration)),
+    ))
 }

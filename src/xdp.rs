@@ -70,7 +70,12 @@ pub fn ifindex(iface: &str) -> Result<u32, AttachError> {
     Ok(index)
 }
 
-fn link_create(prog: &ProgramHandle, iface: &str, ifindex: u32, mode: AttachMode) -> Result<XdpLink, AttachError> {
+fn link_create(
+    prog: &ProgramHandle,
+    iface: &str,
+    ifindex: u32,
+    mode: AttachMode,
+) -> Result<XdpLink, AttachError> {
     let opts = libbpf_sys::bpf_link_create_opts {
         sz: size_of::<libbpf_sys::bpf_link_create_opts>() as _,
         flags: mode.flags(),
@@ -79,7 +84,12 @@ fn link_create(prog: &ProgramHandle, iface: &str, ifindex: u32, mode: AttachMode
     // SAFETY: the program fd is valid for the call and `opts` is a properly
     // sized, initialised options struct.
     let fd = unsafe {
-        libbpf_sys::bpf_link_create(prog.as_fd().as_raw_fd(), ifindex as i32, libbpf_sys::BPF_XDP, &opts)
+        libbpf_sys::bpf_link_create(
+            prog.as_fd().as_raw_fd(),
+            ifindex as i32,
+            libbpf_sys::BPF_XDP,
+            &opts,
+        )
     };
     if fd < 0 {
         return Err(AttachError::Refused {
@@ -90,11 +100,19 @@ fn link_create(prog: &ProgramHandle, iface: &str, ifindex: u32, mode: AttachMode
     }
     // SAFETY: bpf_link_create returned a new fd that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    Ok(XdpLink { iface: iface.to_string(), mode, _fd: fd })
+    Ok(XdpLink {
+        iface: iface.to_string(),
+        mode,
+        _fd: fd,
+    })
 }
 
 /// Attaches to one interface; `auto` tries native then generic.
-pub fn attach(prog: &ProgramHandle, iface: &str, mode: OperationMode) -> Result<XdpLink, AttachError> {
+pub fn attach(
+    prog: &ProgramHandle,
+    iface: &str,
+    mode: OperationMode,
+) -> Result<XdpLink, AttachError> {
     let index = ifindex(iface)?;
     match mode {
         OperationMode::Generic => link_create(prog, iface, index, AttachMode::Generic),
@@ -109,6 +127,13 @@ pub fn attach(prog: &ProgramHandle, iface: &str, mode: OperationMode) -> Result<
 
 /// Attaches to every interface or to none: on an error the links made so far
 /// are dropped, which detaches them.
-pub fn attach_all(prog: &ProgramHandle, ifaces: &[String], mode: OperationMode) -> Result<Vec<XdpLink>, AttachError> {
-    ifaces.iter().map(|iface| attach(prog, iface, mode)).collect()
+pub fn attach_all(
+    prog: &ProgramHandle,
+    ifaces: &[String],
+    mode: OperationMode,
+) -> Result<Vec<XdpLink>, AttachError> {
+    ifaces
+        .iter()
+        .map(|iface| attach(prog, iface, mode))
+        .collect()
 }
