@@ -1,0 +1,306 @@
+//! Helpers shared by the kernel tests: crafted frames, and network namespaces
+//! with a veth pair that are removed when their guard drops, even when the
+//! test panics.
+//!
+//! Every test binary includes this module with `mod common;` and uses only
+//! part of it.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+
+// ---------------------------------------------------------------- frames
+
+/// Builds a frame layer by layer: Ethernet, optional VLAN tags, then a
+/// network header and a payload.
+#[derive(Clone, Default)]
+pub struct Frame {
+    tags: Vec<u16>,
+    bytes: Vec<u8>,
+}
+
+impl Frame {
+    /// Ethernet header with zero MACs; the EtherType is written by `l3`.
+    pub fn eth() -> Self {
+        Frame {
+            tags: Vec::new(),
+            bytes: Vec::new(),
+        }
+    }
+
+    /// Adds a VLAN tag (`tpid` is 0x8100 or 0x88a8), outermost first.
+    pub fn vlan(mut self, tpid: u16) -> Self {
+        self.tags.push(tpid);
+        self
+    }
+
+    /// The frame carrying `ethertype` and the network-layer `payload`.
+    pub fn l3(self, ethertype: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+        for (i, tpid) in self.tags.iter().enumerate() {
+            f.extend_from_slice(&tpid.to_be_bytes());
+            f.extend_from_slice(&(100 + i as u16).to_be_bytes()); // TCI: VLAN id
+        }
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(&self.bytes);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    pub fn ipv4(self, src: Ipv4Addr) -> Vec<u8> {
+        self.l3(ETH_P_IP, &ipv4_header(src, 5, 8))
+    }
+
+    pub fn ipv6(self, src: Ipv6Addr) -> Vec<u8> {
+        self.l3(ETH_P_IPV6, &ipv6_header(src, 8))
+    }
+}
+
+/// An IPv4 header of `ihl` 32-bit words (options are NOPs) announcing
+/// `payload` bytes of UDP, followed by that payload (zeros).
+pub fn ipv4_header(src: Ipv4Addr, ihl: u8, payload: usize) -> Vec<u8> {
+    let hlen = usize::from(ihl.max(5)) * 4;
+    let total = (hlen + payload) as u16;
+    let mut h = vec![0u8; hlen + payload];
+    h[0] = 0x40 | (ihl & 0x0f);
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h[8] = 64;
+    h[9] = 17;
+    h[12..16].copy_from_slice(&src.octets());
+    h[16..20].copy_from_slice(&[192, 0, 2, 254]);
+    for b in &mut h[20..hlen] {
+        *b = 1; // IPOPT_NOOP
+    }
+    h
+}
+
+pub fn ipv6_header(src: Ipv6Addr, payload: usize) -> Vec<u8> {
+    let mut h = vec![0u8; 40 + payload];
+    h[0] = 0x60;
+    h[4..6].copy_from_slice(&(payload as u16).to_be_bytes());
+    h[6] = 17;
+    h[7] = 64;
+    h[8..24].copy_from_slice(&src.octets());
+    h[24..40].copy_from_slice(&"2001:db8:ffff::1".parse::<Ipv6Addr>().unwrap().octets());
+    h
+}
+
+// ---------------------------------------------------------------- names
+
+/// A name unique to this process and call, short enough for an interface
+/// (15 bytes): `<prefix><pid mod 10^5><counter>`.
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{prefix}{}x{n}", std::process::id() % 100_000);
+    assert!(name.len() <= 15, "{name} is too long for an interface");
+    name
+}
+
+// ---------------------------------------------------------------- commands
+
+/// Runs a command and panics with its output if it fails.
+pub fn run(cmd: &str, args: &[&str]) -> Output {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------- namespaces
+
+/// A network namespace under /run/netns, deleted on drop (which also
+/// deletes the interfaces inside it).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Self {
+        let name = unique_name(prefix);
+        run("ip", &["netns", "add", &name]);
+        Netns { name }
+    }
+
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// Runs `f` on a fresh thread that has entered this namespace, so the
+    /// calling thread (and the rest of the test process) stays where it was.
+    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = self.path();
+        std::thread::spawn(move || {
+            let ns = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            // SAFETY: setns takes a valid fd that lives across the call; it
+            // only changes the network namespace of this thread.
+            let ret = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(ret, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("thread inside the namespace panicked")
+    }
+
+    /// `ip -n <ns> <args>`.
+    pub fn ip(&self, args: &[&str]) -> Output {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// Whether an XDP program is attached to `iface` in this namespace.
+    pub fn has_xdp(&self, iface: &str) -> bool {
+        let out = self.ip(&["-d", "link", "show", "dev", iface]);
+        String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Two namespaces joined by a veth pair: `tx` (sender) and `rx` (receiver,
+/// where couic attaches), with IPv4 and IPv6 addresses on both ends.
+pub struct VethPair {
+    pub tx: Netns,
+    pub rx: Netns,
+    pub tx_if: String,
+    pub rx_if: String,
+}
+
+pub const TX_V4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+pub const RX_V4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
+pub const TX_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 1);
+pub const RX_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 2);
+
+impl VethPair {
+    pub fn new() -> Self {
+        let tx = Netns::new("cts");
+        let rx = Netns::new("ctr");
+        let tx_if = unique_name("vs");
+        let rx_if = unique_name("vr");
+        run(
+            "ip",
+            &[
+                "link", "add", &tx_if, "netns", &tx.name, "type", "veth", "peer", "name", &rx_if,
+                "netns", &rx.name,
+            ],
+        );
+        for (ns, ifname, v4, v6) in [(&tx, &tx_if, TX_V4, TX_V6), (&rx, &rx_if, RX_V4, RX_V6)] {
+            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", ifname]);
+            ns.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                ifname,
+                "nodad",
+            ]);
+            ns.ip(&["link", "set", "dev", ifname, "up"]);
+            ns.ip(&["link", "set", "dev", "lo", "up"]);
+        }
+        VethPair {
+            tx,
+            rx,
+            tx_if,
+            rx_if,
+        }
+    }
+}
+
+impl Default for VethPair {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A UDP socket bound in the receiving namespace, counting datagrams.
+pub struct Receiver {
+    socket: UdpSocket,
+}
+
+impl Receiver {
+    pub fn bind(ns: &Netns, addr: SocketAddr) -> Self {
+        let socket = ns.enter(move || UdpSocket::bind(addr).expect("bind receiver"));
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Receiver { socket }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.socket.local_addr().unwrap().port()
+    }
+
+    /// Reads until `expected` datagrams arrived or nothing came for 200 ms
+    /// (after at most `patience`); returns how many arrived.
+    pub fn count(&self, expected: usize, patience: Duration) -> usize {
+        let deadline = Instant::now() + patience;
+        let mut buf = [0u8; 2048];
+        let mut got = 0;
+        while got < expected && Instant::now() < deadline {
+            if self.socket.recv(&mut buf).is_ok() {
+                got += 1;
+            }
+        }
+        // Anything that still trickles in counts too.
+        while self.socket.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        got
+    }
+}
+
+/// Sends `count` UDP datagrams of `len` bytes from the sending namespace,
+/// from `from` (an address of the sender) to `to`.
+pub fn send_udp(ns: &Netns, from: SocketAddr, to: SocketAddr, count: usize, len: usize) {
+    ns.enter(move || {
+        let socket = UdpSocket::bind(from).expect("bind sender");
+        let payload = vec![0x5a; len];
+        for _ in 0..count {
+            socket.send_to(&payload, to).expect("send");
+        }
+    });
+}

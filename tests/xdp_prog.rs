@@ -1,0 +1,383 @@
+//! The XDP program on crafted frames through BPF_PROG_TEST_RUN: parsing
+//! (VLAN, QinQ, IPv4 options, malformed and truncated frames), verdicts
+//! (longest prefix, ignore over drop) and exact counters.
+//!
+//! Each test loads its own copy of the program, so its maps and counters
+//! are its own and the tests run in parallel.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use common::*;
+use couic::bpf::{self, Capacities, Counter, Loaded, STAT_MALFORMED};
+use couic::firewall::{Firewall, NewEntry, Snapshot};
+use couic::store::Origin;
+use couic_common::{Cidr, Policy};
+use libbpf_rs::ProgramHandle;
+
+struct Prog {
+    program: ProgramHandle,
+    fw: Firewall,
+}
+
+impl Prog {
+    fn load() -> Self {
+        let caps = Capacities {
+            drop: 1024,
+            ignore: 1024,
+            tags: 64,
+        };
+        let Loaded { program, maps } = bpf::load(caps).expect("load the program (run as root)");
+        Prog {
+            program,
+            fw: Firewall::new(maps, caps),
+        }
+    }
+
+    fn add(&mut self, policy: Policy, cidr: &str, tag: &str) {
+        let cidr: Cidr = cidr.parse::<Cidr>().unwrap().normalized();
+        let entry = NewEntry {
+            cidr,
+            tag: tag.into(),
+            expiration: 0,
+            metadata: None,
+        };
+        let (results, _) = self.fw.add(policy, vec![entry], Origin::Api, false, 1);
+        results[0].as_ref().expect("add entry");
+    }
+
+    fn remove(&mut self, policy: Policy, cidr: &str) {
+        let cidr: Cidr = cidr.parse::<Cidr>().unwrap().normalized();
+        let (results, _) = self.fw.remove(policy, vec![cidr], false, false);
+        results[0].as_ref().expect("remove entry");
+    }
+
+    fn run(&self, frame: &[u8]) -> u32 {
+        bpf::test_run(&self.program, frame, 1)
+            .expect("BPF_PROG_TEST_RUN")
+            .0
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        self.fw.snapshot().expect("read counters")
+    }
+
+    fn tag(&self, policy: Policy, tag: &str) -> Counter {
+        let snap = self.snapshot();
+        let tags = match policy {
+            Policy::Drop => snap.drop_tags,
+            Policy::Ignore => snap.ignore_tags,
+        };
+        tags.into_iter()
+            .find(|(name, _)| name == tag)
+            .map(|(_, c)| c)
+            .unwrap_or_default()
+    }
+}
+
+fn v4(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+fn v6(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+fn frame_from(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => Frame::eth().ipv4(a),
+        IpAddr::V6(a) => Frame::eth().ipv6(a),
+    }
+}
+
+fn counter(packets: u64, bytes: usize) -> Counter {
+    Counter {
+        packets,
+        bytes: bytes as u64,
+    }
+}
+
+#[test]
+fn ipv4_and_ipv6_sources_are_dropped_only_when_listed() {
+    let mut p = Prog::load();
+    let (a4, b4) = (
+        IpAddr::V4(v4("198.51.100.7")),
+        IpAddr::V4(v4("198.51.100.8")),
+    );
+    let (a6, b6) = (IpAddr::V6(v6("2001:db8::7")), IpAddr::V6(v6("2001:db8::8")));
+    for ip in [a4, b4, a6, b6] {
+        assert_eq!(p.run(&frame_from(ip)), XDP_PASS, "{ip} before any rule");
+    }
+    p.add(Policy::Drop, "198.51.100.7/32", "h4");
+    p.add(Policy::Drop, "2001:db8::7/128", "h6");
+    assert_eq!(p.run(&frame_from(a4)), XDP_DROP);
+    assert_eq!(p.run(&frame_from(b4)), XDP_PASS);
+    assert_eq!(p.run(&frame_from(a6)), XDP_DROP);
+    assert_eq!(p.run(&frame_from(b6)), XDP_PASS);
+    p.remove(Policy::Drop, "198.51.100.7/32");
+    p.remove(Policy::Drop, "2001:db8::7/128");
+    assert_eq!(p.run(&frame_from(a4)), XDP_PASS, "after removal");
+    assert_eq!(p.run(&frame_from(a6)), XDP_PASS, "after removal");
+}
+
+#[test]
+fn vlan_and_qinq_frames_are_filtered_like_untagged_ones() {
+    let mut p = Prog::load();
+    p.add(Policy::Drop, "203.0.113.0/24", "net4");
+    p.add(Policy::Drop, "2001:db8:1::/48", "net6");
+    let src4 = v4("203.0.113.9");
+    let src6 = v6("2001:db8:1::9");
+    let stacks: [&[u16]; 5] = [
+        &[],
+        &[ETH_P_8021Q],
+        &[ETH_P_8021AD],
+        &[ETH_P_8021AD, ETH_P_8021Q],
+        &[ETH_P_8021Q, ETH_P_8021Q],
+    ];
+    for tags in stacks {
+        let tagged = || tags.iter().fold(Frame::eth(), |f, t| f.vlan(*t));
+        assert_eq!(
+            p.run(&tagged().ipv4(src4)),
+            XDP_DROP,
+            "IPv4 under {tags:x?}"
+        );
+        assert_eq!(
+            p.run(&tagged().ipv6(src6)),
+            XDP_DROP,
+            "IPv6 under {tags:x?}"
+        );
+        assert_eq!(
+            p.run(&tagged().ipv4(v4("192.0.2.1"))),
+            XDP_PASS,
+            "unlisted under {tags:x?}"
+        );
+    }
+    // A third tag is beyond what is parsed: the frame passes, unjudged and
+    // not malformed.
+    let three = Frame::eth()
+        .vlan(ETH_P_8021AD)
+        .vlan(ETH_P_8021Q)
+        .vlan(ETH_P_8021Q)
+        .ipv4(src4);
+    assert_eq!(p.run(&three), XDP_PASS);
+    let snap = p.snapshot();
+    assert_eq!(snap.xdp[STAT_MALFORMED].packets, 0);
+    assert_eq!(p.tag(Policy::Drop, "net4").packets, 5);
+    assert_eq!(p.tag(Policy::Drop, "net6").packets, 5);
+}
+
+#[test]
+fn ipv4_options_are_skipped_and_short_ihl_is_malformed() {
+    let mut p = Prog::load();
+    p.add(Policy::Drop, "192.0.2.0/24", "t");
+    let src = v4("192.0.2.55");
+    for ihl in 5..=15 {
+        let frame = Frame::eth().l3(ETH_P_IP, &ipv4_header(src, ihl, 8));
+        assert_eq!(p.run(&frame), XDP_DROP, "ihl {ihl}");
+        let frame = Frame::eth()
+            .vlan(ETH_P_8021Q)
+            .l3(ETH_P_IP, &ipv4_header(src, ihl, 0));
+        assert_eq!(p.run(&frame), XDP_DROP, "ihl {ihl} under a tag, no payload");
+    }
+    for ihl in 0..5 {
+        let mut header = ipv4_header(src, 5, 8);
+        header[0] = 0x40 | ihl;
+        assert_eq!(
+            p.run(&Frame::eth().l3(ETH_P_IP, &header)),
+            XDP_PASS,
+            "ihl {ihl}"
+        );
+    }
+    // An IPv4 EtherType with a version-6 header, and the reverse.
+    let mut header = ipv4_header(src, 5, 8);
+    header[0] = 0x65;
+    assert_eq!(p.run(&Frame::eth().l3(ETH_P_IP, &header)), XDP_PASS);
+    let mut header = ipv6_header(v6("2001:db8::1"), 8);
+    header[0] = 0x45;
+    assert_eq!(p.run(&Frame::eth().l3(ETH_P_IPV6, &header)), XDP_PASS);
+
+    let snap = p.snapshot();
+    assert_eq!(snap.xdp[STAT_MALFORMED].packets, 5 + 2);
+    assert_eq!(snap.xdp[XDP_DROP as usize].packets, 22);
+    assert_eq!(
+        snap.xdp[XDP_PASS as usize].packets, 7,
+        "malformed frames pass"
+    );
+}
+
+#[test]
+fn frames_truncated_in_each_header_pass_and_count_as_malformed() {
+    let mut p = Prog::load();
+    p.add(Policy::Drop, "0.0.0.0/0", "all4");
+    p.add(Policy::Drop, "::/0", "all6");
+    let src4 = v4("192.0.2.1");
+    let src6 = v6("2001:db8::1");
+    let full4 = Frame::eth().ipv4(src4);
+    let full6 = Frame::eth().ipv6(src6);
+    let q4 = Frame::eth().vlan(ETH_P_8021Q).ipv4(src4);
+    let qq6 = Frame::eth().vlan(ETH_P_8021AD).vlan(ETH_P_8021Q).ipv6(src6);
+    let opts = Frame::eth().l3(ETH_P_IP, &ipv4_header(src4, 10, 0));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("IPv4 header cut at 19 bytes", full4[..14 + 19].to_vec()),
+        ("IPv4 header cut at 1 byte", full4[..15].to_vec()),
+        ("no IPv4 header at all", full4[..14].to_vec()),
+        ("IPv4 options cut", opts[..14 + 30].to_vec()),
+        ("IPv6 header cut at 39 bytes", full6[..14 + 39].to_vec()),
+        ("no IPv6 header at all", full6[..14].to_vec()),
+        ("802.1Q tag cut", q4[..16].to_vec()),
+        ("IPv4 under 802.1Q cut", q4[..18 + 12].to_vec()),
+        ("second tag of QinQ cut", qq6[..20].to_vec()),
+        ("IPv6 under QinQ cut", qq6[..22 + 20].to_vec()),
+    ];
+    let mut bytes = 0;
+    for (what, frame) in &cases {
+        assert_eq!(p.run(frame), XDP_PASS, "{what}");
+        bytes += frame.len();
+    }
+    // The same frames whole are judged (and dropped).
+    for frame in [&full4, &full6, &q4, &qq6, &opts] {
+        assert_eq!(p.run(frame), XDP_DROP);
+    }
+    let snap = p.snapshot();
+    assert_eq!(snap.xdp[STAT_MALFORMED], counter(cases.len() as u64, bytes));
+    assert_eq!(
+        snap.xdp[XDP_PASS as usize],
+        counter(cases.len() as u64, bytes)
+    );
+    assert_eq!(snap.xdp[XDP_ABORTED as usize].packets, 0);
+    // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header, so
+    // that case cannot reach the program from here.
+    assert!(bpf::test_run(&p.program, &full4[..13], 1).is_err());
+}
+
+#[test]
+fn non_ip_frames_pass_uncounted_by_tags() {
+    let mut p = Prog::load();
+    p.add(Policy::Drop, "0.0.0.0/0", "all");
+    let arp = Frame::eth().l3(ETH_P_ARP, &[0u8; 28]);
+    let lldp = Frame::eth().l3(0x88cc, &[0u8; 40]);
+    let arp_q = Frame::eth().vlan(ETH_P_8021Q).l3(ETH_P_ARP, &[0u8; 28]);
+    for frame in [&arp, &lldp, &arp_q] {
+        assert_eq!(p.run(frame), XDP_PASS);
+    }
+    let snap = p.snapshot();
+    assert_eq!(
+        snap.xdp[XDP_PASS as usize],
+        counter(3, arp.len() + lldp.len() + arp_q.len())
+    );
+    assert_eq!(snap.xdp[STAT_MALFORMED].packets, 0);
+    assert_eq!(p.tag(Policy::Drop, "all"), Counter::default());
+}
+
+#[test]
+fn longest_prefix_names_the_counted_tag() {
+    let mut p = Prog::load();
+    p.add(Policy::Drop, "10.0.0.0/8", "p8");
+    p.add(Policy::Drop, "10.1.0.0/16", "p16");
+    p.add(Policy::Drop, "10.1.2.0/24", "p24");
+    p.add(Policy::Drop, "10.1.2.3/32", "p32");
+    p.add(Policy::Drop, "2001:db8::/32", "q32");
+    p.add(Policy::Drop, "2001:db8:1::/48", "q48");
+    p.add(Policy::Drop, "2001:db8:1::1/128", "q128");
+    let sent = [
+        ("10.1.2.3", "p32"),
+        ("10.1.2.4", "p24"),
+        ("10.1.3.4", "p16"),
+        ("10.2.3.4", "p8"),
+        ("2001:db8:1::1", "q128"),
+        ("2001:db8:1::2", "q48"),
+        ("2001:db8:2::1", "q32"),
+    ];
+    for (src, _) in sent {
+        assert_eq!(p.run(&frame_from(src.parse().unwrap())), XDP_DROP, "{src}");
+    }
+    for (src, tag) in sent {
+        let len = frame_from(src.parse().unwrap()).len();
+        assert_eq!(
+            p.tag(Policy::Drop, tag),
+            counter(1, len),
+            "tag {tag} ({src})"
+        );
+    }
+    assert_eq!(p.run(&frame_from("11.0.0.1".parse().unwrap())), XDP_PASS);
+    assert_eq!(p.run(&frame_from("2001:db9::1".parse().unwrap())), XDP_PASS);
+}
+
+#[test]
+fn ignore_wins_over_a_longer_drop_prefix() {
+    let mut p = Prog::load();
+    p.add(Policy::Ignore, "10.0.0.0/8", "wide4");
+    p.add(Policy::Drop, "10.1.2.3/32", "host4");
+    p.add(Policy::Drop, "10.1.0.0/16", "net4");
+    p.add(Policy::Ignore, "2001:db8::/32", "wide6");
+    p.add(Policy::Drop, "2001:db8::1/128", "host6");
+    // Same CIDR in both policies: ignore still wins.
+    p.add(Policy::Ignore, "172.16.0.0/12", "both");
+    p.add(Policy::Drop, "172.16.0.0/12", "both");
+
+    for src in ["10.1.2.3", "10.1.9.9", "2001:db8::1", "172.16.5.5"] {
+        assert_eq!(p.run(&frame_from(src.parse().unwrap())), XDP_PASS, "{src}");
+    }
+    let l4 = Frame::eth().ipv4(v4("10.0.0.1")).len();
+    let l6 = Frame::eth().ipv6(v6("::1")).len();
+    assert_eq!(p.tag(Policy::Ignore, "wide4"), counter(2, 2 * l4));
+    assert_eq!(p.tag(Policy::Ignore, "wide6"), counter(1, l6));
+    assert_eq!(p.tag(Policy::Ignore, "both"), counter(1, l4));
+    for tag in ["host4", "net4", "host6", "both"] {
+        assert_eq!(p.tag(Policy::Drop, tag), Counter::default(), "{tag}");
+    }
+
+    // Without the ignore rules the drop rules take effect.
+    p.remove(Policy::Ignore, "10.0.0.0/8");
+    p.remove(Policy::Ignore, "2001:db8::/32");
+    p.remove(Policy::Ignore, "172.16.0.0/12");
+    for src in ["10.1.2.3", "10.1.9.9", "2001:db8::1", "172.16.5.5"] {
+        assert_eq!(p.run(&frame_from(src.parse().unwrap())), XDP_DROP, "{src}");
+    }
+    assert_eq!(p.tag(Policy::Drop, "host4").packets, 1);
+    assert_eq!(p.tag(Policy::Drop, "net4").packets, 1);
+}
+
+#[test]
+fn ipv4_mapped_ipv6_rules_never_match_ipv4_traffic() {
+    let mut p = Prog::load();
+    p.add(Policy::Drop, "::ffff:192.0.2.0/120", "mapped");
+    assert_eq!(p.run(&Frame::eth().ipv4(v4("192.0.2.1"))), XDP_PASS);
+    assert_eq!(p.run(&Frame::eth().ipv6(v6("::ffff:192.0.2.1"))), XDP_DROP);
+}
+
+#[test]
+fn counters_add_up_exactly_per_action_and_tag() {
+    let mut p = Prog::load();
+    p.add(Policy::Drop, "198.51.100.0/24", "");
+    p.add(Policy::Drop, "2001:db8::/64", "six");
+    p.add(Policy::Ignore, "198.51.100.128/25", "ok");
+    let dropped = Frame::eth().ipv4(v4("198.51.100.1"));
+    let ignored = Frame::eth().vlan(ETH_P_8021Q).ipv4(v4("198.51.100.200"));
+    let dropped6 = Frame::eth().ipv6(v6("2001:db8::5"));
+    let passed = Frame::eth().ipv6(v6("2001:db9::5"));
+    let repeat = |frame: &[u8], n: u32| assert!(bpf::test_run(&p.program, frame, n).is_ok());
+    repeat(&dropped, 7);
+    repeat(&ignored, 5);
+    repeat(&dropped6, 3);
+    repeat(&passed, 11);
+    let snap = p.snapshot();
+    assert_eq!(
+        snap.xdp[XDP_DROP as usize],
+        counter(10, 7 * dropped.len() + 3 * dropped6.len())
+    );
+    assert_eq!(
+        snap.xdp[XDP_PASS as usize],
+        counter(16, 5 * ignored.len() + 11 * passed.len())
+    );
+    assert_eq!(snap.xdp[XDP_ABORTED as usize], Counter::default());
+    assert_eq!(snap.xdp[STAT_MALFORMED], Counter::default());
+    assert_eq!(
+        p.tag(Policy::Drop, ""),
+        counter(7, 7 * dropped.len()),
+        "untagged"
+    );
+    assert_eq!(p.tag(Policy::Drop, "six"), counter(3, 3 * dropped6.len()));
+    assert_eq!(p.tag(Policy::Ignore, "ok"), counter(5, 5 * ignored.len()));
+}
