@@ -12,6 +12,9 @@ use couic_common::{Cidr, Metadata, Policy};
 
 use crate::bpf::{self, BpfError, Counter, KernelMaps, RULE_MAPS, STAT_SLOTS};
 use crate::store::{EntryStore, Origin, Record, StoredEntry};
+use crate::tags::Acquired;
+
+mod sets;
 
 /// An entry to add; `cidr` is normalised, `tag` is "" when untagged.
 #[derive(Debug, Clone, PartialEq)]
@@ -277,13 +280,17 @@ impl Firewall {
     }
 
     fn acquire_slot(&mut self, policy: Policy, tag: &str) -> u32 {
+        self.acquire_tag(policy, tag).slot
+    }
+
+    fn acquire_tag(&mut self, policy: Policy, tag: &str) -> Acquired {
         let acquired = self.store.tags_mut(policy).acquire(tag);
         if acquired.fresh_slot {
             if let Err(e) = self.maps.reset_tag(policy, acquired.slot) {
                 tracing::warn!(error = %e, tag, "cannot zero the counters of a reused tag slot");
             }
         }
-        acquired.slot
+        acquired
     }
 
     /// Marks a rule map as holding entries before anything is inserted.

@@ -13,6 +13,7 @@ pub mod expiry;
 pub mod firewall;
 pub mod logging;
 pub mod privileges;
+pub mod sets;
 pub mod store;
 pub mod tags;
 pub mod xdp;

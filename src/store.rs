@@ -63,6 +63,18 @@ impl StoredEntry {
     }
 }
 
+/// An API or peer entry hidden by a set entry of the same CIDR, kept aside
+/// until the set line goes away (§18.13).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shadowed {
+    /// "" when untagged. Kept as text: the tag holds no counter slot while
+    /// its entry is hidden.
+    pub tag: String,
+    pub creation: u64,
+    pub expiration: u64,
+    pub origin: Origin,
+}
+
 #[derive(Debug)]
 struct Family<K> {
     entries: HashMap<K, Record>,
@@ -82,11 +94,19 @@ struct PolicyStore {
     capacity: usize,
     /// Tags of this policy's entries and their slots in its counter array.
     tags: TagTable,
+    /// Entries hidden by set entries, by CIDR.
+    shadows: HashMap<Cidr, Shadowed>,
 }
 
 impl PolicyStore {
     fn new(capacity: usize, tag_slots: u32) -> Self {
-        PolicyStore { v4: Family::new(), v6: Family::new(), capacity, tags: TagTable::new(tag_slots) }
+        PolicyStore {
+            v4: Family::new(),
+            v6: Family::new(),
+            capacity,
+            tags: TagTable::new(tag_slots),
+            shadows: HashMap::new(),
+        }
     }
 
     fn get(&self, cidr: Cidr) -> Option<&Record> {
@@ -214,6 +234,24 @@ impl EntryStore {
 
     pub fn list(&self, policy: Policy) -> Vec<StoredEntry> {
         self.iter(policy).map(|(c, r)| self.view(policy, c, r)).collect()
+    }
+
+    /// Keeps `entry` aside while a set entry hides its CIDR.
+    pub fn shadow(&mut self, policy: Policy, cidr: Cidr, entry: Shadowed) {
+        self.policy_mut(policy).shadows.insert(cidr, entry);
+    }
+
+    /// Takes back the entry hidden under `cidr`, if any.
+    pub fn take_shadow(&mut self, policy: Policy, cidr: Cidr) -> Option<Shadowed> {
+        self.policy_mut(policy).shadows.remove(&cidr)
+    }
+
+    pub fn shadowed(&self, policy: Policy, cidr: Cidr) -> Option<&Shadowed> {
+        self.policy(policy).shadows.get(&cidr)
+    }
+
+    pub fn shadow_count(&self, policy: Policy) -> usize {
+        self.policy(policy).shadows.len()
     }
 
     /// The most specific entry of `policy` containing `ip`, if any.

@@ -11,7 +11,8 @@ use couic_common::{Cidr, Policy};
 use crate::actors::messages::{Changed, EventOrigin};
 use crate::bpf::BpfError;
 use crate::clock::SharedClock;
-use crate::firewall::{Change, Firewall, ItemResult, NewEntry, Snapshot, Verdict};
+use crate::firewall::{Change, Firewall, ItemResult, NewEntry, Snapshot, Verdict, WriteError};
+use crate::sets::{ReloadCounts, SetsTarget};
 use crate::store::{Origin, StoredEntry};
 
 /// Add entries, in order. `atomic`: all or none.
@@ -65,6 +66,15 @@ pub struct CheckAddress {
 #[rtype(result = "usize")]
 pub struct ExpireDue {
     pub due: Vec<(Policy, Cidr, u64)>,
+}
+
+/// Make the set entries of both policies what the (already validated) set
+/// files say, applying only the difference; published as one event with
+/// [`EventOrigin::Set`].
+#[derive(Message)]
+#[rtype(result = "Result<[(Policy, ReloadCounts); 2], WriteError>")]
+pub struct ReloadSets {
+    pub target: SetsTarget,
 }
 
 #[derive(Message)]
@@ -172,6 +182,32 @@ impl Handler<ExpireDue> for MapWriter {
         }
         self.publish(EventOrigin::Expiry, changes);
         removed
+    }
+}
+
+impl Handler<ReloadSets> for MapWriter {
+    type Result = Result<[(Policy, ReloadCounts); 2], WriteError>;
+
+    fn handle(&mut self, msg: ReloadSets, _: &mut Context<Self>) -> Self::Result {
+        let (result, changes) = self.firewall.reload_sets(&msg.target, self.clock.now());
+        match &result {
+            Ok(counts) => {
+                for (policy, c) in counts {
+                    tracing::info!(
+                        "sets reload: policy={policy}, updated={}, removed={}, created={}",
+                        c.updated,
+                        c.removed,
+                        c.created
+                    );
+                    if c.restored > 0 {
+                        tracing::info!("sets reload: policy={policy}, restored {} hidden entries", c.restored);
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, applied = changes.len(), "sets reload failed"),
+        }
+        self.publish(EventOrigin::Set, changes);
+        result
     }
 }
 
