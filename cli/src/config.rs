@@ -24,9 +24,11 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("invalid configuration file {}: {}", path.display(), source.message().trim_end())]
+    #[error("invalid configuration file {}: {detail}", path.display())]
     Parse {
         path: PathBuf,
+        /// One line: where, then what.
+        detail: String,
         source: toml::de::Error,
     },
     #[error("invalid configuration file {}: {reason}", path.display())]
@@ -103,6 +105,7 @@ impl Config {
     fn parse(path: &Path, text: &str, env_url: Option<String>) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
+            detail: describe_toml_error(text, &source),
             source,
         })?;
         let invalid = |reason: &str| ConfigError::Invalid {
@@ -176,6 +179,18 @@ fn read_client_token(path: &Path) -> Result<Uuid, ConfigError> {
     let file: ClientFile =
         toml::from_str(&text).map_err(|e| bad(e.message().trim_end().to_string()))?;
     Uuid::parse_str(&file.token).map_err(|e| bad(format!("token is not a valid UUID: {e}")))
+}
+
+/// `line <n>: <message>` on one line, so the error stays a single line.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', ", ");
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {message}")
+        }
+        None => message,
+    }
 }
 
 #[cfg(test)]
@@ -293,6 +308,23 @@ mod tests {
             let err = parse(&text).unwrap_err().to_string();
             assert!(err.ends_with(want) || err.contains(want), "{err} lacks {want}");
         }
+    }
+
+    #[test]
+    fn parse_errors_name_the_line() {
+        let err = parse("mode = \"local\"\nsocket = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid configuration file couicctl.toml: line 2: invalid type: integer `3`, expected path string"
+        );
+        let err = parse("mode = local\n").unwrap_err().to_string();
+        assert!(
+            err.starts_with("invalid configuration file couicctl.toml: line 1: "),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
     }
 
     #[test]

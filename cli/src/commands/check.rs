@@ -10,6 +10,7 @@ use couic_common::{CheckReason, CheckResult, Origin};
 
 use super::Ctx;
 use crate::output::{self, now_secs};
+use crate::transport::ApiError;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -21,7 +22,14 @@ pub struct CheckArgs {
 }
 
 pub fn run(args: CheckArgs, ctx: &mut Ctx, out: &mut dyn Write) -> anyhow::Result<()> {
-    let result: CheckResult = ctx.api.get(&format!("/v1/check/{}", args.ip))?;
+    let result: CheckResult = match ctx.api.get(&format!("/v1/check/{}", args.ip)) {
+        // An unknown route is a bare 404; a known one always has a body.
+        Err(ApiError::Plain { status: 404, .. }) => anyhow::bail!(
+            "this couic daemon has no GET /v1/check/{{ip}} route (404 without an error body); \
+             it is older than `couicctl check`"
+        ),
+        other => other?,
+    };
     if args.json {
         output::print_json(out, &result)?;
     } else {

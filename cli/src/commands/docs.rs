@@ -18,8 +18,10 @@ pub fn completions(shell: Shell, out: &mut dyn Write) -> io::Result<()> {
     out.write_all(&script)
 }
 
-/// `couicctl.1`, `couicctl-drop.1`, `couicctl-drop-add.1`, ... in `dir`.
+/// `couicctl.1`, `couicctl-drop.1`, `couicctl-drop-add.1`, ... in `dir`
+/// (created if missing).
 pub fn man_pages(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
     clap_mangen::generate_to(Cli::command(), dir)
 }
 

@@ -84,7 +84,7 @@ pub enum Command {
     /// Write man pages into a directory
     #[command(hide = true)]
     Man {
-        /// Output directory (must exist)
+        /// Output directory (created if missing)
         dir: PathBuf,
     },
 }
