@@ -319,7 +319,6 @@ fn batch_opts(elem_flags: u64) -> libbpf_sys::bpf_map_batch_opts {
         sz: size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
         elem_flags,
         flags: 0,
-        ..Default::default()
     }
 }
 

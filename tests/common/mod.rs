@@ -185,6 +185,17 @@ impl Netns {
         run("ip", &full)
     }
 
+    /// The MAC address of `iface` in this namespace.
+    pub fn mac(&self, iface: &str) -> String {
+        let out = self.ip(&["-o", "link", "show", "dev", iface]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let mut words = text.split_whitespace();
+        words
+            .find(|w| *w == "link/ether")
+            .expect("an Ethernet interface");
+        words.next().expect("a MAC address").to_string()
+    }
+
     /// Whether an XDP program is attached to `iface` in this namespace.
     pub fn has_xdp(&self, iface: &str) -> bool {
         let out = self.ip(&["-d", "link", "show", "dev", iface]);
@@ -240,6 +251,40 @@ impl VethPair {
             ]);
             ns.ip(&["link", "set", "dev", ifname, "up"]);
             ns.ip(&["link", "set", "dev", "lo", "up"]);
+        }
+        // Permanent neighbours: no ARP or ND traffic of its own, so the
+        // counters see exactly the packets a test sends, and a drop rule on
+        // the sender cannot starve neighbour resolution.
+        let tx_mac = tx.mac(&tx_if);
+        let rx_mac = rx.mac(&rx_if);
+        for (ns, ifname, mac, v4, v6) in [
+            (&tx, &tx_if, &rx_mac, RX_V4, RX_V6),
+            (&rx, &rx_if, &tx_mac, TX_V4, TX_V6),
+        ] {
+            let (v4, v6) = (v4.to_string(), v6.to_string());
+            ns.ip(&[
+                "neigh",
+                "replace",
+                &v4,
+                "lladdr",
+                mac,
+                "dev",
+                ifname,
+                "nud",
+                "permanent",
+            ]);
+            ns.ip(&[
+                "-6",
+                "neigh",
+                "replace",
+                &v6,
+                "lladdr",
+                mac,
+                "dev",
+                ifname,
+                "nud",
+                "permanent",
+            ]);
         }
         VethPair {
             tx,
