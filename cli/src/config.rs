@@ -29,7 +29,7 @@ pub enum ConfigError {
         path: PathBuf,
         /// One line: where, then what.
         detail: String,
-        source: toml::de::Error,
+        source: Box<toml::de::Error>,
     },
     #[error("invalid configuration file {}: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
@@ -106,7 +106,7 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
             detail: describe_toml_error(text, &source),
-            source,
+            source: Box::new(source),
         })?;
         let invalid = |reason: &str| ConfigError::Invalid {
             path: path.to_path_buf(),

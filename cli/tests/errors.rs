@@ -173,11 +173,21 @@ fn bodies_that_are_not_the_envelope_are_shown_plainly() {
         out.stderr,
         "Error executing command: Couic error: API error:\n  Status: 422\n  Message: Entry defined in a set cannot be removed\n"
     );
-    let out = d.run(&["check", "192.0.2.1"]);
+    let out = d.run(&["stats", "drop"]);
     assert_eq!(out.code, 1);
     assert!(
         out.stderr
             .ends_with("  Status: 404\n  Message: Not Found (empty response body)\n"),
+        "{}",
+        out.stderr
+    );
+    // A daemon without the check route.
+    let out = d.run(&["check", "192.0.2.1"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.starts_with(
+            "Error executing command: this couic daemon has no GET /v1/check/{ip} route"
+        ),
         "{}",
         out.stderr
     );
