@@ -6,13 +6,16 @@
 
 pub mod actors;
 pub mod api;
+pub mod batch;
 pub mod bpf;
 pub mod clock;
 pub mod config;
+pub mod dirs;
 pub mod expiry;
 pub mod firewall;
 pub mod logging;
 pub mod privileges;
+pub mod rbac;
 pub mod sets;
 pub mod store;
 pub mod tags;

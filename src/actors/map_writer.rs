@@ -9,6 +9,7 @@ use actix::prelude::*;
 use couic_common::{Cidr, Policy};
 
 use crate::actors::messages::{Changed, EventOrigin};
+use crate::batch::{self, Op};
 use crate::bpf::BpfError;
 use crate::clock::SharedClock;
 use crate::firewall::{Change, Firewall, ItemResult, NewEntry, Snapshot, Verdict, WriteError};
@@ -31,6 +32,18 @@ pub struct AddEntries {
 pub struct RemoveEntries {
     pub policy: Policy,
     pub cidrs: Vec<Cidr>,
+    pub origin: EventOrigin,
+    pub protect_sets: bool,
+    pub atomic: bool,
+}
+
+/// An ordered batch of adds and removes (peer batches, the bulk route),
+/// played against the store before anything is written; see [`batch`].
+#[derive(Message)]
+#[rtype(result = "Vec<Result<(), WriteError>>")]
+pub struct ApplyBatch {
+    pub policy: Policy,
+    pub ops: Vec<Op>,
     pub origin: EventOrigin,
     pub protect_sets: bool,
     pub atomic: bool,
@@ -134,6 +147,19 @@ impl Handler<RemoveEntries> for MapWriter {
 
     fn handle(&mut self, msg: RemoveEntries, _: &mut Context<Self>) -> Self::Result {
         let (results, changes) = self.firewall.remove(msg.policy, msg.cidrs, msg.protect_sets, msg.atomic);
+        self.publish(msg.origin, changes);
+        results
+    }
+}
+
+impl Handler<ApplyBatch> for MapWriter {
+    type Result = Vec<Result<(), WriteError>>;
+
+    fn handle(&mut self, msg: ApplyBatch, _: &mut Context<Self>) -> Self::Result {
+        let now = self.clock.now();
+        let origin = store_origin(&msg.origin);
+        let (results, changes) =
+            batch::apply(&mut self.firewall, msg.policy, msg.ops, origin, msg.protect_sets, msg.atomic, now);
         self.publish(msg.origin, changes);
         results
     }

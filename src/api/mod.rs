@@ -1,1 +1,194 @@
-//! The REST API on the Unix socket (placeholder until the control plane lands).
+//! The REST API on a Unix socket (§1-§5, §8, §9).
+//!
+//! Handlers are thin: authorise, read path and body, send one message to
+//! the MapWriter, map its answer. The order of checks is the contract's
+//! (§1.3): routing (404/405, empty bodies, no auth) is actix's; each handler
+//! then authorises (401) before it reads path parameters (400) and the body
+//! (400/422). [`configure`] builds every route so that tests can run the App
+//! in process as well as behind the real socket of [`serve`].
+
+pub mod auth;
+pub mod body;
+pub mod bulk;
+pub mod check;
+pub mod clients;
+pub mod error;
+pub mod params;
+pub mod peer;
+pub mod policies;
+pub mod socket;
+pub mod stats;
+
+use std::os::unix::net::UnixListener;
+
+use actix::Addr;
+use actix_web::dev::Server;
+use actix_web::http::{header, StatusCode};
+use actix_web::web::{self, Data};
+use actix_web::{
+    App, FromRequest, Handler, HttpRequest, HttpResponse, HttpServer, Resource, Responder,
+};
+use serde::Serialize;
+
+use crate::actors::map_writer::MapWriter;
+use crate::clock::SharedClock;
+use crate::rbac::{ClientFiles, ClientRegistry, Scope};
+
+pub use auth::Caller;
+pub use error::ApiError;
+
+/// Seconds in-flight requests get to finish once a stop is asked for.
+pub const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+
+/// What every handler needs.
+pub struct AppState {
+    pub writer: Addr<MapWriter>,
+    pub clients: clients::ClientsState,
+    pub clock: SharedClock,
+}
+
+impl AppState {
+    pub fn new(
+        writer: Addr<MapWriter>,
+        registry: ClientRegistry,
+        files: ClientFiles,
+        clock: SharedClock,
+    ) -> Self {
+        AppState {
+            writer,
+            clients: clients::ClientsState::new(registry, files),
+            clock,
+        }
+    }
+
+    /// Authenticates the request and checks its client may use `scope`.
+    pub fn authorize(&self, req: &HttpRequest, scope: Scope) -> Result<Caller, ApiError> {
+        auth::authorize(&self.clients.registry, req, scope)
+    }
+}
+
+/// A compact JSON response.
+pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> HttpResponse {
+    match serde_json::to_vec(value) {
+        Ok(body) => HttpResponse::build(status)
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .body(body),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialise a response");
+            HttpResponse::InternalServerError().finish()
+        }
+    }
+}
+
+/// A route of the API and the scopes it needs: the table the RBAC and
+/// OpenAPI tests check the running server against.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteSpec {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub scopes: &'static [Scope],
+}
+
+const fn route(method: &'static str, path: &'static str, scopes: &'static [Scope]) -> RouteSpec {
+    RouteSpec {
+        method,
+        path,
+        scopes,
+    }
+}
+
+/// Every route served (HEAD is also served wherever GET is).
+pub const ROUTES: &[RouteSpec] = &[
+    route("GET", "/v1/stats", &[Scope::STATS_LIST]),
+    route("GET", "/v1/stats/tags/{policy}", &[Scope::STATS_GET]),
+    route("GET", "/v1/metrics", &[Scope::STATS_LIST]),
+    route("GET", "/v1/client", &[Scope::CLIENTS_LIST]),
+    route("POST", "/v1/client", &[Scope::CLIENTS_CREATE]),
+    route("GET", "/v1/client/{name}", &[Scope::CLIENTS_GET]),
+    route("DELETE", "/v1/client/{name}", &[Scope::CLIENTS_DELETE]),
+    route("GET", "/v1/check/{ip}", &[Scope::POLICY_GET]),
+    route("POST", "/v1/{policy}/peer", &[Scope::POLICY_PEER]),
+    route(
+        "POST",
+        "/v1/{policy}/bulk",
+        &[Scope::POLICY_CREATE, Scope::POLICY_DELETE],
+    ),
+    route("GET", "/v1/{policy}", &[Scope::POLICY_LIST]),
+    route("POST", "/v1/{policy}", &[Scope::POLICY_CREATE]),
+    route("GET", "/v1/{policy}/{ip}/{prefix}", &[Scope::POLICY_GET]),
+    route(
+        "DELETE",
+        "/v1/{policy}/{ip}/{prefix}",
+        &[Scope::POLICY_DELETE],
+    ),
+];
+
+/// A GET route that also answers HEAD (same status and headers, no body).
+fn get_and_head<F, Args>(resource: Resource, handler: F) -> Resource
+where
+    F: Handler<Args> + Clone,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    resource
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+}
+
+/// Registers every route. Resources with literal segments come first:
+/// actix tries resources in order, so `/v1/stats` is never a `{policy}`.
+/// Other methods on a known path get actix's 405 (empty, with `Allow`);
+/// unknown paths a 404 with an empty body.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(get_and_head(web::resource("/v1/stats"), stats::global))
+        .service(get_and_head(
+            web::resource("/v1/stats/tags/{policy}"),
+            stats::tags,
+        ))
+        .service(get_and_head(web::resource("/v1/metrics"), stats::metrics))
+        .service(
+            get_and_head(web::resource("/v1/client"), clients::list)
+                .route(web::post().to(clients::create)),
+        )
+        .service(
+            get_and_head(web::resource("/v1/client/{name}"), clients::get)
+                .route(web::delete().to(clients::delete)),
+        )
+        .service(get_and_head(web::resource("/v1/check/{ip}"), check::check))
+        .service(web::resource("/v1/{policy}/peer").route(web::post().to(peer::batch)))
+        .service(web::resource("/v1/{policy}/bulk").route(web::post().to(bulk::bulk)))
+        .service(
+            get_and_head(web::resource("/v1/{policy}"), policies::list)
+                .route(web::post().to(policies::add)),
+        )
+        .service(
+            get_and_head(web::resource("/v1/{policy}/{ip}/{prefix}"), policies::get)
+                .route(web::delete().to(policies::delete)),
+        )
+        .default_service(web::to(|| async { HttpResponse::NotFound().finish() }));
+}
+
+/// [`configure`] with the state attached: `App::new().configure(with_state(state))`.
+pub fn with_state(state: Data<AppState>) -> impl Fn(&mut web::ServiceConfig) + Clone {
+    move |cfg| {
+        cfg.app_data(state.clone());
+        configure(cfg);
+    }
+}
+
+/// Starts serving on `listener` (HTTP/1.1, keep-alive). The caller runs the
+/// returned server and stops it through its handle: a graceful stop lets
+/// in-flight requests finish within [`SHUTDOWN_TIMEOUT_SECS`].
+pub fn serve(
+    listener: UnixListener,
+    state: Data<AppState>,
+    workers: usize,
+) -> std::io::Result<Server> {
+    let server = HttpServer::new(move || App::new().configure(with_state(state.clone())))
+        .workers(workers.max(1))
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        .listen_uds(listener)?
+        .run();
+    Ok(server)
+}

@@ -1,0 +1,192 @@
+//! Reading JSON bodies: content type, size limit, then deserialisation.
+//!
+//! Done by hand rather than with an extractor so that authentication and
+//! path parameters are checked first (§1.3), and so each route chooses how
+//! a bad body is answered: the envelope (`Invalid JSON format: ...`) or the
+//! plain-text framework style of the peer route (415/413/400/422).
+
+use std::pin::Pin;
+
+use actix::prelude::Stream;
+use actix_web::http::{header, StatusCode};
+use actix_web::web::{Bytes, BytesMut, Payload};
+use actix_web::HttpRequest;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// Largest body of every route but the bulk one (2 MiB).
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+/// Past the limit, at most this much more is read and thrown away so the
+/// client can read the answer; beyond it the connection is closed.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    ContentType,
+    TooLarge,
+    Read(String),
+    Syntax(String),
+    Data(String),
+}
+
+impl BodyError {
+    pub fn message(&self) -> String {
+        match self {
+            BodyError::ContentType => {
+                "Expected request with `Content-Type: application/json`".into()
+            }
+            BodyError::TooLarge => {
+                "Failed to buffer the request body: length limit exceeded".into()
+            }
+            BodyError::Read(e) => format!("Failed to buffer the request body: {e}"),
+            BodyError::Syntax(e) => format!("Failed to parse the request body as JSON: {e}"),
+            BodyError::Data(e) => {
+                format!("Failed to deserialize the JSON body into the target type: {e}")
+            }
+        }
+    }
+
+    /// As an envelope route answers it: always 400.
+    pub fn envelope(self) -> ApiError {
+        ApiError::InvalidJson(self.message())
+    }
+
+    /// As the peer route answers it, in plain text.
+    pub fn plain(self) -> ApiError {
+        let status = match self {
+            BodyError::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Read(_) | BodyError::Syntax(_) => StatusCode::BAD_REQUEST,
+            BodyError::Data(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        ApiError::Plain {
+            status,
+            message: self.message(),
+        }
+    }
+}
+
+/// `application/json` or `application/<anything>+json`, parameters allowed.
+fn is_json(req: &HttpRequest) -> bool {
+    let Some(value) = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.split_once('/') {
+        Some(("application", sub)) => sub == "json" || (sub.ends_with("+json") && sub.len() > 5),
+        _ => false,
+    }
+}
+
+async fn next_chunk(payload: &mut Payload) -> Option<Result<Bytes, String>> {
+    std::future::poll_fn(|cx| Pin::new(&mut *payload).poll_next(cx))
+        .await
+        .map(|r| r.map_err(|e| e.to_string()))
+}
+
+/// Reads at most `limit` bytes of a JSON body.
+pub async fn read(
+    req: &HttpRequest,
+    mut payload: Payload,
+    limit: usize,
+) -> Result<Bytes, BodyError> {
+    if !is_json(req) {
+        return Err(BodyError::ContentType);
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        drain(&mut payload).await;
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = next_chunk(&mut payload).await {
+        let chunk = chunk.map_err(BodyError::Read)?;
+        if body.len() + chunk.len() > limit {
+            drain(&mut payload).await;
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Throws away the rest of a refused body, within reason.
+async fn drain(payload: &mut Payload) {
+    let mut seen = 0;
+    while let Some(Ok(chunk)) = next_chunk(payload).await {
+        seen += chunk.len();
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+}
+
+/// Deserialises, telling syntax errors (400) from shape errors (422).
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => BodyError::Data(e.to_string()),
+        _ => BodyError::Syntax(e.to_string()),
+    })
+}
+
+/// Reads and deserialises a body of an envelope route.
+pub async fn json<T: DeserializeOwned>(
+    req: &HttpRequest,
+    payload: Payload,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes = read(req, payload, limit)
+        .await
+        .map_err(BodyError::envelope)?;
+    parse(&bytes).map_err(BodyError::envelope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn json_content_types() {
+        let with = |ct: &str| {
+            is_json(
+                &TestRequest::default()
+                    .insert_header(("content-type", ct))
+                    .to_http_request(),
+            )
+        };
+        assert!(with("application/json"));
+        assert!(with("application/json; charset=utf-8"));
+        assert!(with("Application/JSON"));
+        assert!(with("application/merge-patch+json"));
+        assert!(!with("application/+json"));
+        assert!(!with("text/plain"));
+        assert!(!with("application/xml"));
+        assert!(!is_json(&TestRequest::default().to_http_request()));
+    }
+
+    #[test]
+    fn syntax_and_shape_errors_differ() {
+        assert!(matches!(parse::<Vec<u8>>(b""), Err(BodyError::Syntax(_))));
+        assert!(matches!(
+            parse::<Vec<u8>>(b"[1,"),
+            Err(BodyError::Syntax(_))
+        ));
+        assert!(matches!(parse::<Vec<u8>>(b"{}"), Err(BodyError::Data(_))));
+        assert_eq!(parse::<Vec<u8>>(b"[1]"), Ok(vec![1]));
+    }
+}

@@ -1,0 +1,330 @@
+//! `/v1/stats`, `/v1/stats/tags/{policy}` and `/v1/metrics` (§9): store
+//! sizes and the kernel's counters, as JSON or OpenMetrics text.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::web::Data;
+use actix_web::{HttpRequest, HttpResponse};
+use couic_common::{Metrics, PktStats, Policy, Stats, TagStats, XDP_ACTIONS};
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::error::ApiError;
+use super::{json, params, AppState};
+use crate::actors::map_writer::ReadSnapshot;
+use crate::bpf::Counter;
+use crate::firewall::Snapshot;
+use crate::rbac::Scope;
+
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// How per-tag statistics name the empty tag.
+const UNTAGGED: &str = "untagged";
+
+fn pkt(c: &Counter) -> PktStats {
+    PktStats {
+        rx_packets: c.packets,
+        rx_bytes: c.bytes,
+    }
+}
+
+fn stats_of(s: &Snapshot) -> Stats {
+    Stats {
+        drop_cidr_count: s.drop_count,
+        ignore_cidr_count: s.ignore_count,
+        xdp: XDP_ACTIONS
+            .iter()
+            .zip(&s.xdp)
+            .map(|(name, c)| (name.to_string(), pkt(c)))
+            .collect(),
+    }
+}
+
+fn tag_name(tag: &str) -> &str {
+    if tag.is_empty() {
+        UNTAGGED
+    } else {
+        tag
+    }
+}
+
+fn tags_of(tags: &[(String, Counter)]) -> TagStats {
+    TagStats {
+        tags: tags
+            .iter()
+            .map(|(t, c)| (tag_name(t).to_string(), pkt(c)))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
+    state
+        .writer
+        .send(ReadSnapshot)
+        .await?
+        .map_err(ApiError::internal)
+}
+
+pub async fn global(req: HttpRequest, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.authorize(&req, Scope::STATS_LIST)?;
+    let snap = snapshot(&state).await?;
+    Ok(json(StatusCode::OK, &stats_of(&snap)))
+}
+
+pub async fn tags(req: HttpRequest, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.authorize(&req, Scope::STATS_GET)?;
+    let policy = params::policy(&req)?;
+    let snap = snapshot(&state).await?;
+    let tags = match policy {
+        Policy::Drop => &snap.drop_tags,
+        Policy::Ignore => &snap.ignore_tags,
+    };
+    Ok(json(StatusCode::OK, &tags_of(tags)))
+}
+
+pub async fn metrics(req: HttpRequest, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.authorize(&req, Scope::STATS_LIST)?;
+    let prometheus = wants_prometheus(req.query_string())?;
+    let snap = snapshot(&state).await?;
+    if prometheus {
+        let text = openmetrics(&snap).map_err(ApiError::internal)?;
+        return Ok(HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE))
+            .body(text));
+    }
+    let metrics = Metrics {
+        stats: stats_of(&snap),
+        drop_tags: tags_of(&snap.drop_tags),
+        ignore_tags: tags_of(&snap.ignore_tags),
+    };
+    Ok(json(StatusCode::OK, &metrics))
+}
+
+/// `format=prometheus` exactly; any other value or none means JSON, and
+/// other parameters are ignored. `format` twice cannot be read (400 text).
+fn wants_prometheus(query: &str) -> Result<bool, ApiError> {
+    let mut format = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if percent_decode(key) != "format" {
+            continue;
+        }
+        if format.is_some() {
+            return Err(ApiError::Plain {
+                status: StatusCode::BAD_REQUEST,
+                message: "Failed to deserialize query string: duplicate field `format`".into(),
+            });
+        }
+        format = Some(percent_decode(value));
+    }
+    Ok(format.as_deref() == Some("prometheus"))
+}
+
+/// Form decoding of a query component: `+` is a space, `%XX` a byte.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Samples of one family, written under the exact registered name. The
+/// counters are encoded as plain values so that the `# TYPE` line and the
+/// samples both carry the `_total` name the reference's dashboards use.
+#[derive(Debug)]
+struct Samples {
+    kind: MetricType,
+    label: &'static str,
+    values: Vec<(String, u64)>,
+}
+
+impl EncodeMetric for Samples {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (label, value) in &self.values {
+            if self.label.is_empty() {
+                encoder.encode_gauge(value)?;
+            } else {
+                encoder
+                    .encode_family(&[(self.label, label.as_str())])?
+                    .encode_gauge(value)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.kind
+    }
+}
+
+/// The text of §9.3, families in the contract's order.
+pub fn openmetrics(s: &Snapshot) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    let gauge = |v: usize| Samples {
+        kind: MetricType::Gauge,
+        label: "",
+        values: vec![(String::new(), v as u64)],
+    };
+    let xdp = |f: fn(&Counter) -> u64| Samples {
+        kind: MetricType::Counter,
+        label: "action",
+        values: XDP_ACTIONS
+            .iter()
+            .zip(&s.xdp)
+            .map(|(a, c)| (a.to_string(), f(c)))
+            .collect(),
+    };
+    let tags = |t: &[(String, Counter)], f: fn(&Counter) -> u64| Samples {
+        kind: MetricType::Counter,
+        label: "tag",
+        values: t
+            .iter()
+            .map(|(name, c)| (tag_name(name).to_string(), f(c)))
+            .collect(),
+    };
+    let packets: fn(&Counter) -> u64 = |c| c.packets;
+    let bytes: fn(&Counter) -> u64 = |c| c.bytes;
+    registry.register(
+        "couic_drop_cidr_total",
+        "Current number of CIDR dropped by couic",
+        gauge(s.drop_count),
+    );
+    registry.register(
+        "couic_ignore_cidr_total",
+        "Current number of CIDR ignored by couic",
+        gauge(s.ignore_count),
+    );
+    registry.register(
+        "couic_stats_rx_packets_total",
+        "Current number of packets handled by XDP",
+        xdp(packets),
+    );
+    registry.register(
+        "couic_stats_rx_bytes_total",
+        "Current number of bytes handled by XDP",
+        xdp(bytes),
+    );
+    registry.register(
+        "couic_drop_tag_rx_packets_total",
+        "Number of packets dropped per tag",
+        tags(&s.drop_tags, packets),
+    );
+    registry.register(
+        "couic_drop_tag_rx_bytes_total",
+        "Number of bytes dropped per tag",
+        tags(&s.drop_tags, bytes),
+    );
+    registry.register(
+        "couic_ignore_tag_rx_packets_total",
+        "Number of packets ignored per tag",
+        tags(&s.ignore_tags, packets),
+    );
+    registry.register(
+        "couic_ignore_tag_rx_bytes_total",
+        "Number of bytes ignored per tag",
+        tags(&s.ignore_tags, bytes),
+    );
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_format() {
+        assert!(wants_prometheus("format=prometheus").unwrap());
+        assert!(wants_prometheus("a=1&format=prometheus&b").unwrap());
+        assert!(wants_prometheus("%66ormat=prometheus").unwrap());
+        assert!(!wants_prometheus("format=Prometheus").unwrap());
+        assert!(!wants_prometheus("format=").unwrap());
+        assert!(!wants_prometheus("").unwrap());
+        assert!(wants_prometheus("format=json&format=prometheus").is_err());
+    }
+
+    #[test]
+    fn openmetrics_text_is_exact() {
+        let mut snap = Snapshot {
+            drop_count: 3,
+            ignore_count: 1,
+            ..Default::default()
+        };
+        snap.xdp[1] = Counter {
+            packets: 5,
+            bytes: 300,
+        };
+        snap.drop_tags = vec![(
+            String::new(),
+            Counter {
+                packets: 2,
+                bytes: 120,
+            },
+        )];
+        snap.ignore_tags = vec![(
+            "lan.couic".into(),
+            Counter {
+                packets: 1,
+                bytes: 60,
+            },
+        )];
+        let text = openmetrics(&snap).unwrap();
+        let expected = "\
+# HELP couic_drop_cidr_total Current number of CIDR dropped by couic.
+# TYPE couic_drop_cidr_total gauge
+couic_drop_cidr_total 3
+# HELP couic_ignore_cidr_total Current number of CIDR ignored by couic.
+# TYPE couic_ignore_cidr_total gauge
+couic_ignore_cidr_total 1
+# HELP couic_stats_rx_packets_total Current number of packets handled by XDP.
+# TYPE couic_stats_rx_packets_total counter
+couic_stats_rx_packets_total{action=\"XDP_ABORTED\"} 0
+couic_stats_rx_packets_total{action=\"XDP_DROP\"} 5
+couic_stats_rx_packets_total{action=\"XDP_PASS\"} 0
+couic_stats_rx_packets_total{action=\"XDP_TX\"} 0
+couic_stats_rx_packets_total{action=\"XDP_REDIRECT\"} 0
+# HELP couic_stats_rx_bytes_total Current number of bytes handled by XDP.
+# TYPE couic_stats_rx_bytes_total counter
+couic_stats_rx_bytes_total{action=\"XDP_ABORTED\"} 0
+couic_stats_rx_bytes_total{action=\"XDP_DROP\"} 300
+couic_stats_rx_bytes_total{action=\"XDP_PASS\"} 0
+couic_stats_rx_bytes_total{action=\"XDP_TX\"} 0
+couic_stats_rx_bytes_total{action=\"XDP_REDIRECT\"} 0
+# HELP couic_drop_tag_rx_packets_total Number of packets dropped per tag.
+# TYPE couic_drop_tag_rx_packets_total counter
+couic_drop_tag_rx_packets_total{tag=\"untagged\"} 2
+# HELP couic_drop_tag_rx_bytes_total Number of bytes dropped per tag.
+# TYPE couic_drop_tag_rx_bytes_total counter
+couic_drop_tag_rx_bytes_total{tag=\"untagged\"} 120
+# HELP couic_ignore_tag_rx_packets_total Number of packets ignored per tag.
+# TYPE couic_ignore_tag_rx_packets_total counter
+couic_ignore_tag_rx_packets_total{tag=\"lan.couic\"} 1
+# HELP couic_ignore_tag_rx_bytes_total Number of bytes ignored per tag.
+# TYPE couic_ignore_tag_rx_bytes_total counter
+couic_ignore_tag_rx_bytes_total{tag=\"lan.couic\"} 60
+# EOF
+";
+        assert_eq!(text, expected);
+    }
+}

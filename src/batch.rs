@@ -1,0 +1,346 @@
+//! Ordered batches of adds and removes (peer batches, the bulk route).
+//!
+//! A batch is first played in order against the store without touching
+//! anything, as if each operation ran alone after the ones before it: that
+//! gives every operation its own result (duplicate, not found, set entry,
+//! full) up front. Only then is the batch's net effect written: the removals
+//! of entries that existed before, then the additions that remain at the
+//! end. With `atomic`, one failing operation means nothing is written.
+
+use std::collections::HashMap;
+
+use couic_common::{Cidr, Policy, SET_TAG_SUFFIX};
+
+use crate::firewall::{Change, ChangeKind, Firewall, NewEntry, WriteError};
+use crate::store::{EntryStore, Origin, Record, StoredEntry};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Add(NewEntry),
+    Remove(Cidr),
+}
+
+impl Op {
+    pub fn cidr(&self) -> Cidr {
+        match self {
+            Op::Add(e) => e.cidr,
+            Op::Remove(c) => *c,
+        }
+    }
+}
+
+/// What a CIDR looks like after the operations played so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Absent,
+    /// As in the store before the batch.
+    Stored {
+        set_entry: bool,
+    },
+    /// Added by the operation at this index.
+    Added(usize),
+}
+
+/// The outcome of playing a batch against the store.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// One result per operation, in order.
+    pub results: Vec<Result<(), WriteError>>,
+    /// Entries present before the batch and absent or replaced after it.
+    pub removes: Vec<Cidr>,
+    /// Operation indexes of the additions present after the batch.
+    pub adds: Vec<usize>,
+}
+
+impl Plan {
+    pub fn failed(&self) -> bool {
+        self.results.iter().any(Result::is_err)
+    }
+}
+
+/// As [`StoredEntry::is_set_entry`], without copying the tag.
+fn is_set_record(store: &EntryStore, policy: Policy, record: &Record) -> bool {
+    record.origin == Origin::Set
+        || store
+            .tags(policy)
+            .name(record.tag)
+            .ends_with(SET_TAG_SUFFIX)
+}
+
+/// Plays `ops` in order against `store` (nothing is changed).
+pub fn plan(store: &EntryStore, policy: Policy, ops: &[Op], protect_sets: bool) -> Plan {
+    let capacity = store.capacity(policy);
+    let mut counts = [
+        store.family_len(policy, true),
+        store.family_len(policy, false),
+    ];
+    let mut states: HashMap<Cidr, State> = HashMap::new();
+    let mut results = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        let cidr = op.cidr();
+        let family = usize::from(!cidr.is_ipv4());
+        let state = *states
+            .entry(cidr)
+            .or_insert_with(|| match store.record(policy, cidr) {
+                Some(r) => State::Stored {
+                    set_entry: is_set_record(store, policy, &r),
+                },
+                None => State::Absent,
+            });
+        let result = match (op, state) {
+            (Op::Add(_), State::Stored { .. } | State::Added(_)) => {
+                Err(WriteError::Duplicate(cidr))
+            }
+            (Op::Add(_), State::Absent) if counts[family] >= capacity => {
+                Err(WriteError::Full { max: capacity })
+            }
+            (Op::Add(_), State::Absent) => {
+                counts[family] += 1;
+                states.insert(cidr, State::Added(i));
+                Ok(())
+            }
+            (Op::Remove(_), State::Absent) => Err(WriteError::NotFound(cidr)),
+            (Op::Remove(_), State::Stored { set_entry: true }) if protect_sets => {
+                Err(WriteError::SetEntry(cidr))
+            }
+            (Op::Remove(_), _) => {
+                counts[family] -= 1;
+                states.insert(cidr, State::Absent);
+                Ok(())
+            }
+        };
+        results.push(result);
+    }
+
+    // Net effect, in the order the CIDRs were first met.
+    let mut removes = Vec::new();
+    let mut adds = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for op in ops {
+        let cidr = op.cidr();
+        if !seen.insert(cidr) {
+            continue;
+        }
+        let existed = store.record(policy, cidr).is_some();
+        match states[&cidr] {
+            State::Absent if existed => removes.push(cidr),
+            State::Added(i) => {
+                if existed {
+                    removes.push(cidr);
+                }
+                adds.push(i);
+            }
+            _ => {}
+        }
+    }
+    Plan {
+        results,
+        removes,
+        adds,
+    }
+}
+
+/// Plays and applies a batch; returns one result per operation and the
+/// applied changes (to publish as one event).
+pub fn apply(
+    firewall: &mut Firewall,
+    policy: Policy,
+    ops: Vec<Op>,
+    origin: Origin,
+    protect_sets: bool,
+    atomic: bool,
+    now: u64,
+) -> (Vec<Result<(), WriteError>>, Vec<Change>) {
+    let mut plan = plan(firewall.store(), policy, &ops, protect_sets);
+    if atomic && plan.failed() {
+        let results = plan
+            .results
+            .into_iter()
+            .map(|r| r.and(Err(WriteError::Aborted)))
+            .collect();
+        return (results, Vec::new());
+    }
+
+    // Validated entries can still be refused by the kernel (memory): such
+    // a failure is given to every operation on that CIDR.
+    let (removed, mut changes) = firewall.remove(policy, plan.removes.clone(), false, atomic);
+    let mut kernel_failures: HashMap<Cidr, WriteError> = HashMap::new();
+    for (cidr, result) in plan.removes.iter().zip(&removed) {
+        if let Err(e) = result {
+            kernel_failures.insert(*cidr, e.clone());
+        }
+    }
+    let adds: Vec<usize> = if atomic && !kernel_failures.is_empty() {
+        Vec::new()
+    } else {
+        plan.adds
+            .iter()
+            .copied()
+            .filter(|i| !kernel_failures.contains_key(&ops[*i].cidr()))
+            .collect()
+    };
+    let entries: Vec<NewEntry> = adds
+        .iter()
+        .map(|&i| match &ops[i] {
+            Op::Add(e) => e.clone(),
+            Op::Remove(_) => unreachable!("adds index additions"),
+        })
+        .collect();
+    let (added, add_changes) = firewall.add(policy, entries, origin, atomic, now);
+    changes.extend(add_changes);
+    for (&i, result) in adds.iter().zip(added) {
+        if let Err(e) = result {
+            if !matches!(e, WriteError::Aborted) {
+                kernel_failures.insert(ops[i].cidr(), e);
+            }
+        }
+    }
+
+    if atomic && !kernel_failures.is_empty() {
+        changes.extend(restore(firewall, policy, &changes));
+        let first = kernel_failures.values().next().cloned().expect("not empty");
+        let results = ops
+            .iter()
+            .map(|op| {
+                Err(kernel_failures
+                    .get(&op.cidr())
+                    .cloned()
+                    .unwrap_or_else(|| first.clone()))
+            })
+            .collect();
+        return (results, changes);
+    }
+    for (i, op) in ops.iter().enumerate() {
+        if let (Ok(()), Some(e)) = (&plan.results[i], kernel_failures.get(&op.cidr())) {
+            plan.results[i] = Err(e.clone());
+        }
+    }
+    (plan.results, changes)
+}
+
+/// Puts back the entries an atomic batch removed before the kernel refused
+/// one of its additions (the additions were already rolled back).
+fn restore(firewall: &mut Firewall, policy: Policy, changes: &[Change]) -> Vec<Change> {
+    let mut restored = Vec::new();
+    for change in changes.iter().filter(|c| c.kind == ChangeKind::Removed) {
+        let StoredEntry {
+            cidr,
+            tag,
+            creation,
+            expiration,
+            origin,
+        } = change.entry.clone();
+        let entry = NewEntry {
+            cidr,
+            tag,
+            expiration,
+            metadata: None,
+        };
+        let (result, applied) = firewall.add(policy, vec![entry], origin, false, creation);
+        if let Some(Err(e)) = result.first() {
+            tracing::error!(%cidr, error = %e, "cannot restore an entry after a failed batch");
+        }
+        restored.extend(applied);
+    }
+    restored
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(s: &str) -> Cidr {
+        s.parse().unwrap()
+    }
+
+    fn add(s: &str) -> Op {
+        Op::Add(NewEntry {
+            cidr: cidr(s),
+            tag: String::new(),
+            expiration: 0,
+            metadata: None,
+        })
+    }
+
+    fn store_with(entries: &[(&str, &str)], capacity: usize) -> EntryStore {
+        let mut store = EntryStore::new(capacity, capacity, 16);
+        for (c, tag) in entries {
+            let id = store.tags_mut(Policy::Drop).acquire(tag).id;
+            let origin = if tag.ends_with(".couic") {
+                Origin::Set
+            } else {
+                Origin::Api
+            };
+            let record = Record {
+                creation: 1,
+                expiration: 0,
+                tag: id,
+                origin,
+            };
+            store.insert(Policy::Drop, cidr(c), record);
+        }
+        store
+    }
+
+    #[test]
+    fn plays_operations_in_order() {
+        let store = store_with(&[("10.0.0.1/32", "")], 10);
+        let ops = vec![
+            add("10.0.0.1/32"),
+            Op::Remove(cidr("10.0.0.1/32")),
+            add("10.0.0.1/32"),
+            add("10.0.0.2/32"),
+            Op::Remove(cidr("10.0.0.2/32")),
+            Op::Remove(cidr("10.0.0.3/32")),
+            add("10.0.0.4/32"),
+            add("10.0.0.4/32"),
+        ];
+        let plan = plan(&store, Policy::Drop, &ops, true);
+        let errors: Vec<Option<WriteError>> =
+            plan.results.iter().map(|r| r.clone().err()).collect();
+        assert!(matches!(errors[0], Some(WriteError::Duplicate(_))));
+        assert!(errors[1..5].iter().all(Option::is_none));
+        assert!(matches!(errors[5], Some(WriteError::NotFound(_))));
+        assert!(errors[6].is_none());
+        assert!(
+            matches!(errors[7], Some(WriteError::Duplicate(_))),
+            "duplicate within the batch"
+        );
+        // 10.0.0.1 replaced, 10.0.0.2 came and went, 10.0.0.4 added once.
+        assert_eq!(plan.removes, vec![cidr("10.0.0.1/32")]);
+        assert_eq!(plan.adds, vec![2, 6]);
+    }
+
+    #[test]
+    fn set_entries_are_protected_and_capacity_counted() {
+        let store = store_with(&[("10.0.0.0/8", "lan.couic"), ("10.0.0.1/32", "")], 3);
+        let ops = vec![
+            Op::Remove(cidr("10.0.0.0/8")),
+            add("1.1.1.1/32"),
+            add("1.1.1.2/32"),
+        ];
+        let plan_protected = plan(&store, Policy::Drop, &ops, true);
+        assert!(matches!(
+            plan_protected.results[0],
+            Err(WriteError::SetEntry(_))
+        ));
+        assert!(plan_protected.results[1].is_ok());
+        assert!(matches!(
+            plan_protected.results[2],
+            Err(WriteError::Full { max: 3 })
+        ));
+        let plan_open = plan(&store, Policy::Drop, &ops, false);
+        assert!(
+            plan_open.results.iter().all(Result::is_ok),
+            "a removal frees a slot"
+        );
+        // IPv6 has its own capacity.
+        let v6 = plan(
+            &store,
+            Policy::Drop,
+            &[add("::1/128"), add("::2/128")],
+            true,
+        );
+        assert!(!v6.failed());
+    }
+}
