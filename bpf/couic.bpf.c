@@ -181,16 +181,16 @@ static __always_inline void judge_l3(struct xdp_md *ctx, struct verdict *v, __be
 	struct couic_active *on = bpf_map_lookup_elem(&couic_active, &zero);
 
 	if (proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *iph = parse_iphdr(ctx, off);
+		struct iphdr *iph;
 
-		if (!iph)
+		if (parse_iphdr(ctx, off, &iph))
 			v->malformed = 1;
 		else if (on)
 			judge_v4(v, on, iph);
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6h = parse_ipv6hdr(ctx, off);
+		struct ipv6hdr *ip6h;
 
-		if (!ip6h)
+		if (parse_ipv6hdr(ctx, off, &ip6h))
 			v->malformed = 1;
 		else if (on)
 			judge_v6(v, on, ip6h);
@@ -215,8 +215,7 @@ int couic(struct xdp_md *ctx)
 	struct ethhdr *eth;
 	__u64 bytes;
 
-	eth = parse_ethhdr(ctx);
-	if (!eth) {
+	if (parse_ethhdr(ctx, &eth)) {
 		v.malformed = 1;
 		goto out;
 	}
@@ -227,8 +226,7 @@ int couic(struct xdp_md *ctx)
 
 	/* One tag: its inner EtherType follows the TCI. Unrolled so every
 	 * header sits at a constant offset. */
-	outer = parse_vlan(ctx, ETH_HLEN);
-	if (!outer) {
+	if (parse_vlan(ctx, ETH_HLEN, &outer)) {
 		v.malformed = 1;
 		goto out;
 	}
@@ -237,8 +235,7 @@ int couic(struct xdp_md *ctx)
 		goto out;
 	}
 
-	inner = parse_vlan(ctx, ETH_HLEN + sizeof(struct vlan_tag));
-	if (!inner) {
+	if (parse_vlan(ctx, ETH_HLEN + sizeof(struct vlan_tag), &inner)) {
 		v.malformed = 1;
 		goto out;
 	}
