@@ -10,10 +10,14 @@ use clap::Parser;
 
 use couic::actors::expirer::Expirer;
 use couic::actors::map_writer::MapWriter;
+use couic::api::socket::SocketFile;
+use couic::api::{self, AppState};
 use couic::bpf::{self, Capacities};
 use couic::clock::{SharedClock, SystemClock};
 use couic::config::Config;
+use couic::dirs::{Layout, Owner};
 use couic::firewall::Firewall;
+use couic::rbac::{self, ClientFiles};
 use couic::{logging, privileges, xdp};
 
 /// XDP firewall that drops layer-7 DDoS sources before the kernel network stack.
@@ -35,6 +39,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let layout = match Owner::resolve(&config.user, &config.group)
+        .and_then(|owner| Layout::prepare(&config.working_dir, owner))
+    {
+        Ok(layout) => layout,
+        Err(e) => {
+            eprintln!("Error initializing default directories: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let _log_guard = match logging::init(config.logging.as_ref()) {
         Ok(guard) => guard,
         Err(e) => {
@@ -42,7 +55,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match run(config) {
+    match run(config, layout) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -51,7 +64,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, layout: Layout) -> anyhow::Result<()> {
     // Load the program sized from the config and attach it everywhere (or
     // nowhere: a failed attach drops the links already made).
     let caps = Capacities {
@@ -64,6 +77,17 @@ fn run(config: Config) -> anyhow::Result<()> {
     for link in &links {
         tracing::info!("XDP program attached to interface: {} (mode: {})", link.iface, link.mode);
     }
+
+    // API clients: a bad file stops startup, naming the file and why.
+    let client_files = ClientFiles::new(layout.clients_dir(), layout.owner);
+    let (clients, created) = rbac::load_or_init(&client_files).context("Failed to instantiate RBAC service")?;
+    if let Some(path) = created {
+        tracing::info!("Client file created: {}", path.display());
+    }
+    // The socket is a handle too: bound and given to user:group while
+    // couic may still chown.
+    let (socket, listener) =
+        SocketFile::bind(&config.server.socket, layout.owner).context("Failed to bind the API socket")?;
 
     // Every kernel handle is taken: give up every capability.
     privileges::drop_all().context("Drop all capabilities")?;
@@ -79,10 +103,24 @@ fn run(config: Config) -> anyhow::Result<()> {
         });
         let _expirer = Expirer::new(writer.clone(), clock.clone()).start();
 
-        wait_for_signal().await;
+        let state = actix_web::web::Data::new(AppState::new(writer, clients, client_files, clock));
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let server = api::serve(listener, state, workers).context("Failed to start the API server")?;
+        let handle = server.handle();
+        let mut serving = actix_rt::spawn(server);
+        tracing::info!("API listening on {}", socket.path().display());
+
+        let outcome = tokio::select! {
+            _ = wait_for_signal() => Ok(()),
+            ended = &mut serving => Err(anyhow::anyhow!("the API server stopped: {ended:?}")),
+        };
         tracing::info!("shutting down");
+        // In-flight requests are answered, then the socket file goes.
+        handle.stop(true).await;
+        drop(socket);
         writer_arbiter.stop();
-    });
+        outcome
+    })?;
     drop(links);
     tracing::info!("XDP program detached");
     Ok(())
