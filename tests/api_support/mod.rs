@@ -1,0 +1,238 @@
+//! The daemon's pieces for API tests: the real BPF program (loaded, not
+//! attached), the MapWriter, the Expirer on a manual clock, and the API on
+//! a real Unix socket in a temporary directory.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::dev::ServerHandle;
+use couic::actors::expirer::{Expirer, Sweep};
+use couic::actors::map_writer::{AddEntries, MapWriter};
+use couic::actors::messages::EventOrigin;
+use couic::api::socket::SocketFile;
+use couic::api::{self, AppState};
+use couic::bpf::{self, Capacities};
+use couic::clock::{ManualClock, SharedClock};
+use couic::dirs::{Layout, Owner};
+use couic::firewall::{Firewall, NewEntry};
+use couic::rbac::{self, ClientFiles, DEFAULT_CLIENT};
+use couic_common::uds::{Response, UdsClient};
+use couic_common::Policy;
+use libbpf_rs::ProgramHandle;
+use serde_json::Value;
+
+/// The manual clock starts here (2025-01-01).
+pub const T0: u64 = 1_735_689_600;
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub admin: String,
+    pub clock: ManualClock,
+    pub writer: Addr<MapWriter>,
+    pub expirer: Addr<Expirer>,
+    pub program: ProgramHandle,
+    server: ServerHandle,
+    system: System,
+    thread: Option<JoinHandle<()>>,
+    _socket_file: SocketFile,
+}
+
+/// Runs a future to completion from a test thread.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        Daemon::start_with(Capacities {
+            drop: 4096,
+            ignore: 4096,
+            tags: 64,
+        })
+    }
+
+    pub fn start_with(caps: Capacities) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let layout = Layout::prepare(&work, Owner::current()).unwrap();
+        let files = ClientFiles::new(layout.clients_dir(), layout.owner);
+        let (registry, _) = rbac::load_or_init(&files).unwrap();
+        let admin = registry.get(DEFAULT_CLIENT).unwrap().token.to_string();
+        let socket = dir.path().join("couic.sock");
+        let (socket_file, listener) = SocketFile::bind(&socket, layout.owner).unwrap();
+
+        let loaded = bpf::load(caps).expect("load the XDP program (run as root)");
+        let program = loaded.program;
+        let firewall = Firewall::new(loaded.maps, caps);
+        let clock = ManualClock::new(T0);
+        let shared: SharedClock = Arc::new(clock.clone());
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let system = System::new();
+            system.block_on(async move {
+                let writer = MapWriter::new(firewall, shared.clone()).start();
+                let expirer = Expirer::new(writer.clone(), shared.clone()).start();
+                let state = actix_web::web::Data::new(AppState::new(
+                    writer.clone(),
+                    registry,
+                    files,
+                    shared,
+                ));
+                let server = api::serve(listener, state, 2).unwrap();
+                tx.send((server.handle(), writer, expirer, System::current()))
+                    .unwrap();
+                actix_rt::spawn(server);
+            });
+            system.run().unwrap();
+        });
+        let (server, writer, expirer, system) = rx.recv().unwrap();
+        Daemon {
+            dir,
+            socket,
+            admin,
+            clock,
+            writer,
+            expirer,
+            program,
+            server,
+            system,
+            thread: Some(thread),
+            _socket_file: socket_file,
+        }
+    }
+
+    pub fn work_dir(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    /// A client speaking with the admin token.
+    pub fn admin(&self) -> Api {
+        self.client(Some(&self.admin))
+    }
+
+    pub fn client(&self, token: Option<&str>) -> Api {
+        Api {
+            uds: UdsClient::new(&self.socket, Duration::from_secs(10)),
+            token: token.map(String::from),
+        }
+    }
+
+    /// Expires what the manual clock says is due, as the interval would.
+    pub fn sweep(&self) {
+        block_on(self.expirer.send(Sweep)).unwrap();
+    }
+
+    /// Adds a set entry (tag `<name>.couic`) as a set reload would.
+    pub fn add_set_entry(&self, policy: Policy, cidr: &str, set: &str) {
+        let entry = NewEntry {
+            cidr: cidr.parse().unwrap(),
+            tag: format!("{set}.couic"),
+            expiration: 0,
+            metadata: None,
+        };
+        let msg = AddEntries {
+            policy,
+            entries: vec![entry],
+            origin: EventOrigin::Set,
+            atomic: true,
+        };
+        let results = block_on(self.writer.send(msg)).unwrap();
+        assert!(results[0].is_ok(), "{results:?}");
+    }
+
+    /// Creates a client of `group` through the API; returns its token.
+    pub fn create_client(&self, name: &str, group: &str) -> String {
+        let resp = self.admin().post(
+            "/v1/client",
+            &format!(r#"{{"name":"{name}","group":"{group}"}}"#),
+        );
+        assert_eq!(resp.status, 201, "{}", resp.text());
+        json(&resp)["token"].as_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        block_on(self.server.stop(true));
+        self.system.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn json(resp: &Response) -> Value {
+    serde_json::from_slice(&resp.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", resp.text()))
+}
+
+/// A keep-alive connection, with a bearer token or none.
+pub struct Api {
+    pub uds: UdsClient,
+    pub token: Option<String>,
+}
+
+impl Api {
+    /// Any request; `Authorization` added when the client has a token.
+    pub fn raw(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Response {
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if let Some(auth) = &auth {
+            all.push(("Authorization", auth));
+        }
+        self.uds.request(method, path, &all, body).expect("request")
+    }
+
+    pub fn get(&mut self, path: &str) -> Response {
+        self.raw("GET", path, &[], None)
+    }
+
+    pub fn delete(&mut self, path: &str) -> Response {
+        self.raw("DELETE", path, &[], None)
+    }
+
+    /// POST with `Content-Type: application/json`.
+    pub fn post(&mut self, path: &str, body: &str) -> Response {
+        self.raw(
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            Some(body.as_bytes()),
+        )
+    }
+
+    /// POSTs an entry request; returns the response.
+    pub fn add(
+        &mut self,
+        policy: &str,
+        cidr: &str,
+        tag: Option<&str>,
+        expiration: u64,
+    ) -> Response {
+        let body = serde_json::json!({"cidr": cidr, "tag": tag, "expiration": expiration});
+        self.post(&format!("/v1/{policy}"), &body.to_string())
+    }
+
+    /// Number of entries of a policy.
+    pub fn count(&mut self, policy: &str) -> usize {
+        let resp = self.get(&format!("/v1/{policy}"));
+        assert_eq!(resp.status, 200);
+        json(&resp).as_array().unwrap().len()
+    }
+}
