@@ -103,7 +103,12 @@ fn run(config: Config, layout: Layout) -> anyhow::Result<()> {
         });
         let _expirer = Expirer::new(writer.clone(), clock.clone()).start();
 
-        let state = actix_web::web::Data::new(AppState::new(writer, clients, client_files, clock));
+        // Set files are applied before serving; a bad one stops startup,
+        // naming the file, the line and why.
+        let sets = couic::sets::Sets::new(layout.root.join("sets"), layout.owner, writer.clone());
+        couic::sets::initial_load(&sets).await.context("Failed to load sets")?;
+
+        let state = actix_web::web::Data::new(AppState::new(writer, clients, client_files, clock).with_sets(sets));
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let server = api::serve(listener, state, workers).context("Failed to start the API server")?;
         let handle = server.handle();

@@ -16,10 +16,12 @@ pub mod error;
 pub mod params;
 pub mod peer;
 pub mod policies;
+pub mod sets;
 pub mod socket;
 pub mod stats;
 
 use std::os::unix::net::UnixListener;
+use std::sync::Arc;
 
 use actix::Addr;
 use actix_web::dev::Server;
@@ -45,6 +47,8 @@ pub struct AppState {
     pub writer: Addr<MapWriter>,
     pub clients: clients::ClientsState,
     pub clock: SharedClock,
+    /// The set files and their reload; `None` answers the set routes 500.
+    pub sets: Option<Arc<crate::sets::Sets>>,
 }
 
 impl AppState {
@@ -58,7 +62,14 @@ impl AppState {
             writer,
             clients: clients::ClientsState::new(registry, files),
             clock,
+            sets: None,
         }
+    }
+
+    /// Serves the set routes with `sets`.
+    pub fn with_sets(mut self, sets: Arc<crate::sets::Sets>) -> Self {
+        self.sets = Some(sets);
+        self
     }
 
     /// Authenticates the request and checks its client may use `scope`.
@@ -107,6 +118,12 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/v1/client/{name}", &[Scope::CLIENTS_GET]),
     route("DELETE", "/v1/client/{name}", &[Scope::CLIENTS_DELETE]),
     route("GET", "/v1/check/{ip}", &[Scope::POLICY_GET]),
+    route("POST", "/v1/sets/reload", &[Scope::SETS_CREATE]),
+    route("GET", "/v1/sets/{policy}", &[Scope::SETS_LIST]),
+    route("POST", "/v1/sets/{policy}", &[Scope::SETS_CREATE]),
+    route("GET", "/v1/sets/{policy}/{name}", &[Scope::SETS_GET]),
+    route("PUT", "/v1/sets/{policy}/{name}", &[Scope::SETS_UPDATE]),
+    route("DELETE", "/v1/sets/{policy}/{name}", &[Scope::SETS_DELETE]),
     route("POST", "/v1/{policy}/peer", &[Scope::POLICY_PEER]),
     route(
         "POST",
@@ -155,6 +172,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(clients::delete)),
         )
         .service(get_and_head(web::resource("/v1/check/{ip}"), check::check))
+        .configure(sets::configure)
         .service(web::resource("/v1/{policy}/peer").route(web::post().to(peer::batch)))
         .service(web::resource("/v1/{policy}/bulk").route(web::post().to(bulk::bulk)))
         .service(

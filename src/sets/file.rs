@@ -16,26 +16,7 @@ use couic_common::{Policy, SetName, SET_FILE_EXTENSION, SET_MAX_FILE_SIZE};
 
 use super::SetError;
 
-/// The account that must own set files: the configured `user:group`
-/// (resolved by the caller, e.g. through `dirs::Owner`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Owner {
-    pub uid: u32,
-    pub gid: u32,
-}
-
-impl Owner {
-    /// The process's effective uid and gid.
-    pub fn current() -> Owner {
-        // SAFETY: geteuid/getegid take no arguments and cannot fail.
-        unsafe {
-            Owner {
-                uid: libc::geteuid(),
-                gid: libc::getegid(),
-            }
-        }
-    }
-}
+pub use crate::dirs::Owner;
 
 /// Permission bits every set file must have, exactly.
 pub const SET_FILE_MODE: u32 = 0o600;
