@@ -1,0 +1,285 @@
+//! An in-process daemon for the set tests: the real BPF program (loaded,
+//! not attached), the MapWriter, the Expirer on a manual clock, the sets of
+//! a temporary working directory, and the API on a real Unix socket. A
+//! recorder subscribed to the MapWriter keeps every published event.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::dev::ServerHandle;
+use couic::actors::expirer::{Expirer, Sweep};
+use couic::actors::map_writer::{MapWriter, Subscribe};
+use couic::actors::messages::Changed;
+use couic::api::socket::SocketFile;
+use couic::api::{self, AppState};
+use couic::bpf::{self, Capacities};
+use couic::clock::{ManualClock, SharedClock};
+use couic::dirs::{Layout, Owner};
+use couic::firewall::Firewall;
+use couic::rbac::{self, ClientFiles, DEFAULT_CLIENT};
+use couic::sets::Sets;
+use couic_common::uds::{Response, UdsClient};
+use libbpf_rs::ProgramHandle;
+use serde_json::Value;
+
+/// The manual clock starts here (2025-01-01).
+pub const T0: u64 = 1_735_689_600;
+
+/// Keeps every event the MapWriter publishes.
+struct Recorder(Arc<Mutex<Vec<Changed>>>);
+
+impl Actor for Recorder {
+    type Context = Context<Self>;
+}
+
+impl Handler<Changed> for Recorder {
+    type Result = ();
+
+    fn handle(&mut self, msg: Changed, _: &mut Context<Self>) {
+        self.0.lock().unwrap().push(msg);
+    }
+}
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub admin: String,
+    pub clock: ManualClock,
+    pub writer: Addr<MapWriter>,
+    pub expirer: Addr<Expirer>,
+    pub sets: Arc<Sets>,
+    pub program: ProgramHandle,
+    pub events: Arc<Mutex<Vec<Changed>>>,
+    server: ServerHandle,
+    system: System,
+    thread: Option<JoinHandle<()>>,
+    _socket_file: SocketFile,
+}
+
+/// Runs a future to completion from a test thread.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        Daemon::start_with(Capacities {
+            drop: 4096,
+            ignore: 4096,
+            tags: 64,
+        })
+    }
+
+    pub fn start_with(caps: Capacities) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        fs::create_dir(&work).unwrap();
+        let layout = Layout::prepare(&work, Owner::current()).unwrap();
+        let files = ClientFiles::new(layout.clients_dir(), layout.owner);
+        let (registry, _) = rbac::load_or_init(&files).unwrap();
+        let admin = registry.get(DEFAULT_CLIENT).unwrap().token.to_string();
+        let socket = dir.path().join("couic.sock");
+        let (socket_file, listener) = SocketFile::bind(&socket, layout.owner).unwrap();
+
+        let loaded = bpf::load(caps).expect("load the XDP program (run as root)");
+        let program = loaded.program;
+        let firewall = Firewall::new(loaded.maps, caps);
+        let clock = ManualClock::new(T0);
+        let shared: SharedClock = Arc::new(clock.clone());
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let recorded = events.clone();
+        let sets_root = work.join("sets");
+        let owner = layout.owner;
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let system = System::new();
+            system.block_on(async move {
+                let writer = MapWriter::new(firewall, shared.clone()).start();
+                let recorder = Recorder(recorded).start();
+                writer
+                    .send(Subscribe {
+                        subscriber: recorder.recipient(),
+                    })
+                    .await
+                    .unwrap();
+                let expirer = Expirer::new(writer.clone(), shared.clone()).start();
+                let sets = Sets::new(sets_root, owner, writer.clone());
+                let state =
+                    AppState::new(writer.clone(), registry, files, shared).with_sets(sets.clone());
+                let server = api::serve(listener, actix_web::web::Data::new(state), 2).unwrap();
+                tx.send((server.handle(), writer, expirer, sets, System::current()))
+                    .unwrap();
+                actix_rt::spawn(server);
+            });
+            system.run().unwrap();
+        });
+        let (server, writer, expirer, sets, system) = rx.recv().unwrap();
+        Daemon {
+            dir,
+            socket,
+            admin,
+            clock,
+            writer,
+            expirer,
+            sets,
+            program,
+            events,
+            server,
+            system,
+            thread: Some(thread),
+            _socket_file: socket_file,
+        }
+    }
+
+    pub fn work_dir(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    /// `work/sets/<policy>/`.
+    pub fn set_dir(&self, policy: &str) -> PathBuf {
+        self.work_dir().join("sets").join(policy)
+    }
+
+    /// Writes `file` in the policy's set directory with `mode` (owner: us).
+    pub fn write_file(&self, policy: &str, file: &str, content: &str, mode: u32) -> PathBuf {
+        let path = self.set_dir(policy).join(file);
+        fs::write(&path, content).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    /// A valid set file (mode 0600) named `<stem>.couic`.
+    pub fn write_set(&self, policy: &str, stem: &str, content: &str) -> PathBuf {
+        self.write_file(policy, &format!("{stem}.couic"), content, 0o600)
+    }
+
+    pub fn admin(&self) -> Api {
+        self.client(Some(&self.admin))
+    }
+
+    pub fn client(&self, token: Option<&str>) -> Api {
+        Api {
+            uds: UdsClient::new(&self.socket, Duration::from_secs(30)),
+            token: token.map(String::from),
+        }
+    }
+
+    /// Expires what the manual clock says is due, as the interval would.
+    pub fn sweep(&self) {
+        block_on(self.expirer.send(Sweep)).unwrap();
+    }
+
+    /// Takes the events published so far. Events are sent before the
+    /// answer to the request that caused them; delivery is polled briefly.
+    pub fn take_events(&self) -> Vec<Changed> {
+        std::thread::sleep(Duration::from_millis(50));
+        std::mem::take(&mut *self.events.lock().unwrap())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        block_on(self.server.stop(true));
+        self.system.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn json(resp: &Response) -> Value {
+    serde_json::from_slice(&resp.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", resp.text()))
+}
+
+/// A keep-alive connection, with a bearer token or none.
+pub struct Api {
+    pub uds: UdsClient,
+    pub token: Option<String>,
+}
+
+impl Api {
+    pub fn raw(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Response {
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if let Some(auth) = &auth {
+            all.push(("Authorization", auth));
+        }
+        self.uds.request(method, path, &all, body).expect("request")
+    }
+
+    pub fn get(&mut self, path: &str) -> Response {
+        self.raw("GET", path, &[], None)
+    }
+
+    pub fn delete(&mut self, path: &str) -> Response {
+        self.raw("DELETE", path, &[], None)
+    }
+
+    /// `method` with a JSON body.
+    pub fn send(&mut self, method: &str, path: &str, body: &str) -> Response {
+        self.raw(
+            method,
+            path,
+            &[("Content-Type", "application/json")],
+            Some(body.as_bytes()),
+        )
+    }
+
+    pub fn post(&mut self, path: &str, body: &str) -> Response {
+        self.send("POST", path, body)
+    }
+
+    /// `POST /v1/sets/reload`, no body.
+    pub fn reload(&mut self) -> Response {
+        self.raw("POST", "/v1/sets/reload", &[], None)
+    }
+
+    /// POSTs an entry; returns the response.
+    pub fn add(
+        &mut self,
+        policy: &str,
+        cidr: &str,
+        tag: Option<&str>,
+        expiration: u64,
+    ) -> Response {
+        let body = serde_json::json!({"cidr": cidr, "tag": tag, "expiration": expiration});
+        self.post(&format!("/v1/{policy}"), &body.to_string())
+    }
+
+    /// The entries of a policy, as `cidr -> (tag, expiration)`, sorted.
+    pub fn entries(&mut self, policy: &str) -> Vec<(String, String, u64)> {
+        let resp = self.get(&format!("/v1/{policy}"));
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let mut out: Vec<(String, String, u64)> = json(&resp)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["cidr"].as_str().unwrap().to_string(),
+                    e["tag"].as_str().unwrap().to_string(),
+                    e["expiration"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
