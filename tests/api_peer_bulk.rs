@@ -1,0 +1,338 @@
+//! The peer batch route (§4.5, atomic and ordered as §18.4 asks) and the
+//! bulk route.
+
+mod api_support;
+
+use api_support::*;
+use couic::bpf::Capacities;
+use couic_common::Policy;
+use serde_json::{json, Value};
+
+fn job(action: &str, cidr: &str, tag: Option<&str>, expiration: u64) -> Value {
+    json!({"action": action, "entry": {"cidr": cidr, "tag": tag, "expiration": expiration, "metadata": null}})
+}
+
+fn peer(api: &mut Api, policy: &str, jobs: &[Value]) -> couic_common::uds::Response {
+    api.post(
+        &format!("/v1/{policy}/peer"),
+        &Value::from(jobs.to_vec()).to_string(),
+    )
+}
+
+#[test]
+fn peer_batches_apply_in_order_and_echo() {
+    let d = Daemon::start();
+    let mut api = d.admin();
+    assert_eq!(api.add("drop", "10.0.0.9/32", Some("old"), 0).status, 201);
+
+    let resp = peer(
+        &mut api,
+        "drop",
+        &[
+            job("add", "10.1.2.3/16", None, 0),
+            job("add", "10.0.0.1/32", Some("x"), T0 + 60),
+            job("remove", "10.0.0.1/32", Some("ignored"), 0),
+            job("remove", "10.0.0.9/32", None, 0),
+            job("add", "10.0.0.9/32", Some("new"), 0),
+            job("add", "2001:db8::5/64", Some(""), 0),
+        ],
+    );
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let echo = json(&resp);
+    assert_eq!(echo[0]["entry"]["cidr"], "10.1.0.0/16");
+    assert_eq!(echo[0]["entry"]["tag"], json!(null));
+    assert_eq!(echo[0]["action"], "add");
+    assert_eq!(echo[5]["entry"]["cidr"], "2001:db8::/64");
+    assert_eq!(echo[5]["entry"]["tag"], "");
+    assert_eq!(echo.as_array().unwrap().len(), 6);
+
+    assert_eq!(api.get("/v1/drop/10.1.0.0/16").status, 200);
+    assert_eq!(
+        api.get("/v1/drop/10.0.0.1/32").status,
+        404,
+        "added then removed"
+    );
+    assert_eq!(
+        json(&api.get("/v1/drop/10.0.0.9/32"))["tag"],
+        "new",
+        "removed then re-added"
+    );
+    assert_eq!(api.count("drop"), 3);
+
+    let empty = api.post("/v1/ignore/peer", "[]");
+    assert_eq!((empty.status, json(&empty)), (201, json!([])));
+    assert_eq!(
+        peer(&mut api, "ignore", &[job("add", "192.0.2.1/32", None, 0)]).status,
+        201
+    );
+    assert_eq!(api.count("ignore"), 1);
+}
+
+#[test]
+fn peer_failures_apply_nothing() {
+    let d = Daemon::start();
+    let mut api = d.admin();
+    assert_eq!(api.add("drop", "10.0.0.1/32", None, 0).status, 201);
+    d.add_set_entry(Policy::Drop, "192.168.0.0/16", "lan");
+
+    // An add of an existing CIDR: 409, the job before it is not applied.
+    let resp = peer(
+        &mut api,
+        "drop",
+        &[
+            job("add", "10.0.0.2/32", None, 0),
+            job("add", "10.0.0.1/32", None, 0),
+        ],
+    );
+    assert_eq!(resp.status, 409);
+    assert_eq!(
+        json(&resp)["errors"]["cidr"]["message"],
+        "10.0.0.1/32 already exists"
+    );
+    // A duplicate inside the batch.
+    let resp = peer(
+        &mut api,
+        "drop",
+        &[
+            job("add", "10.0.0.3/32", None, 0),
+            job("add", "10.0.0.3/32", None, 0),
+        ],
+    );
+    assert_eq!(resp.status, 409);
+    // Removing what is absent.
+    let resp = peer(
+        &mut api,
+        "drop",
+        &[
+            job("remove", "10.0.0.1/32", None, 0),
+            job("remove", "10.9.9.9/32", None, 0),
+        ],
+    );
+    assert_eq!(resp.status, 404);
+    assert_eq!(json(&resp)["code"], "not_found");
+    // A set entry cannot be removed by a peer either.
+    let resp = peer(
+        &mut api,
+        "drop",
+        &[job("remove", "192.168.0.0/16", None, 0)],
+    );
+    assert_eq!(resp.status, 422);
+    assert_eq!(resp.text(), "Entry defined in a set cannot be removed");
+
+    assert_eq!(api.count("drop"), 2);
+    assert_eq!(api.get("/v1/drop/10.0.0.1/32").status, 200);
+    assert_eq!(api.get("/v1/drop/10.0.0.2/32").status, 404);
+}
+
+#[test]
+fn peer_body_rejections_are_plain_text() {
+    let d = Daemon::start();
+    let mut api = d.admin();
+    let one = Value::from(vec![job("add", "10.0.0.1/32", None, 0)]).to_string();
+    let check = |resp: couic_common::uds::Response, status: u16| {
+        assert_eq!(resp.status, status, "{}", resp.text());
+        assert!(
+            resp.header("content-type")
+                .unwrap()
+                .starts_with("text/plain"),
+            "{status}"
+        );
+    };
+    check(
+        api.raw("POST", "/v1/drop/peer", &[], Some(one.as_bytes())),
+        415,
+    );
+    check(
+        api.raw(
+            "POST",
+            "/v1/drop/peer",
+            &[("Content-Type", "text/plain")],
+            Some(one.as_bytes()),
+        ),
+        415,
+    );
+    check(api.post("/v1/drop/peer", ""), 400);
+    check(api.post("/v1/drop/peer", "[{"), 400);
+    for bad in [
+        json!({"action": "add"}),
+        json!([{"action": "ADD", "entry": {"cidr": "10.0.0.1/32", "expiration": 0}}]),
+        json!([{"action": "add"}]),
+        json!([{"action": "add", "entry": {"expiration": 0}}]),
+        json!([{"action": "add", "entry": {"cidr": "10.0.0.1/32"}}]),
+        json!([{"action": "add", "entry": {"cidr": "10.0.0.1", "expiration": 0}}]),
+        json!([{"action": "add", "entry": {"cidr": "10.0.0.1/32", "tag": "untagged", "expiration": 0}}]),
+        json!([{"action": "add", "entry": {"cidr": "10.0.0.1/32", "tag": "x.couic", "expiration": 0}}]),
+        json!([{"action": "remove", "entry": {"cidr": "10.0.0.1/32", "expiration": T0}}]),
+    ] {
+        check(api.post("/v1/drop/peer", &bad.to_string()), 422);
+    }
+    let resp = api.post(
+        "/v1/drop/peer",
+        r#"[{"action":"add","entry":{"cidr":"10.0.0.1","expiration":0}}]"#,
+    );
+    assert!(
+        resp.text()
+            .starts_with("Failed to deserialize the JSON body into the target type: "),
+        "{}",
+        resp.text()
+    );
+    let big = format!("[{}]", vec![one.trim_matches(['[', ']']); 30_000].join(","));
+    assert!(big.len() > 2 * 1024 * 1024);
+    check(api.post("/v1/drop/peer", &big), 413);
+    // The policy is checked before the body, as an envelope.
+    let resp = api.post("/v1/nope/peer", "garbage");
+    assert_eq!(
+        (resp.status, json(&resp)["code"].clone()),
+        (400, json!("bad_request"))
+    );
+    assert_eq!(api.count("drop"), 0);
+}
+
+#[test]
+fn bulk_non_atomic_gives_a_result_per_item() {
+    let d = Daemon::start_with(Capacities {
+        drop: 3,
+        ignore: 16,
+        tags: 16,
+    });
+    let mut api = d.admin();
+    assert_eq!(api.add("drop", "10.0.0.1/32", None, 0).status, 201);
+    d.add_set_entry(Policy::Drop, "192.168.0.0/16", "lan");
+    let body = json!({
+        "remove": ["10.0.0.1/32", "10.0.0.99/32", "192.168.0.0/16", "bad"],
+        "add": [
+            {"cidr": "10.0.0.2/32", "tag": "t", "expiration": 0},
+            {"cidr": "10.0.0.2/32", "expiration": 0},
+            {"cidr": "10.0.0.3/32", "expiration": T0},
+            {"cidr": "10.0.0.4/32", "expiration": 0},
+            {"cidr": "10.0.0.5/32", "expiration": 0},
+            {"cidr": "2001:db8::/32", "expiration": 0}
+        ]
+    });
+    let resp = api.post("/v1/drop/bulk", &body.to_string());
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let out = json(&resp);
+    let statuses = |key: &str| -> Vec<u64> {
+        out[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["status"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(statuses("remove"), vec![204, 404, 422, 422]);
+    assert_eq!(statuses("add"), vec![201, 409, 422, 201, 409, 201]);
+    assert_eq!(
+        out["add"][4]["error"]["message"],
+        "couic underlying ebpf map is full: max 3 entries"
+    );
+    assert_eq!(
+        out["add"][2]["error"]["errors"]["expiration"]["code"],
+        "invalid"
+    );
+    assert_eq!(out["remove"][3]["cidr"], "bad");
+    assert_eq!(
+        (
+            out["applied"].clone(),
+            out["failed"].clone(),
+            out["atomic"].clone()
+        ),
+        (json!(4), json!(6), json!(false))
+    );
+    assert_eq!(api.count("drop"), 4);
+    assert_eq!(json(&api.get("/v1/drop/10.0.0.2/32"))["tag"], "t");
+}
+
+#[test]
+fn bulk_atomic_is_all_or_nothing() {
+    let d = Daemon::start();
+    let mut api = d.admin();
+    assert_eq!(api.add("ignore", "10.0.0.1/32", None, 0).status, 201);
+    let body = json!({
+        "atomic": true,
+        "remove": ["10.0.0.1/32"],
+        "add": [{"cidr": "10.0.0.2/32", "expiration": 0}, {"cidr": "10.0.0.2/32", "expiration": 0}]
+    });
+    let out = json(&api.post("/v1/ignore/bulk", &body.to_string()));
+    assert_eq!(out["applied"], 0);
+    assert_eq!(out["remove"][0]["status"], 424);
+    assert_eq!(out["add"][0]["status"], 424);
+    assert_eq!(out["add"][1]["status"], 409);
+    assert_eq!(
+        api.get("/v1/ignore/10.0.0.1/32").status,
+        200,
+        "nothing applied"
+    );
+    assert_eq!(api.count("ignore"), 1);
+
+    // A validation error also stops everything.
+    let body = json!({"atomic": true, "add": [{"cidr": "10.0.0.3/32", "expiration": 0}, {"cidr": "x", "expiration": 0}]});
+    let out = json(&api.post("/v1/ignore/bulk", &body.to_string()));
+    assert_eq!(
+        (
+            out["add"][0]["status"].clone(),
+            out["add"][1]["status"].clone()
+        ),
+        (json!(424), json!(422))
+    );
+    assert_eq!(api.count("ignore"), 1);
+
+    // Replacing an entry in one atomic request.
+    let body = json!({"atomic": true, "remove": ["10.0.0.1/32"], "add": [{"cidr": "10.0.0.1/32", "tag": "v2", "expiration": 0}]});
+    let out = json(&api.post("/v1/ignore/bulk", &body.to_string()));
+    assert_eq!(
+        (out["applied"].clone(), out["failed"].clone()),
+        (json!(2), json!(0))
+    );
+    assert_eq!(json(&api.get("/v1/ignore/10.0.0.1/32"))["tag"], "v2");
+}
+
+#[test]
+fn bulk_loads_many_entries_and_checks_its_body() {
+    let d = Daemon::start_with(Capacities {
+        drop: 65_536,
+        ignore: 16,
+        tags: 16,
+    });
+    let mut api = d.admin();
+    let add: Vec<Value> = (0..50_000u32)
+        .map(|i| json!({"cidr": format!("10.{}.{}.{}/32", i >> 16, (i >> 8) & 255, i & 255), "tag": "bulk", "expiration": 0}))
+        .collect();
+    let body = json!({"atomic": true, "add": add}).to_string();
+    assert!(
+        body.len() > 2 * 1024 * 1024,
+        "beyond the single-route limit"
+    );
+    let out = json(&api.post("/v1/drop/bulk", &body));
+    assert_eq!(
+        (out["applied"].clone(), out["failed"].clone()),
+        (json!(50_000), json!(0))
+    );
+    assert_eq!(api.count("drop"), 50_000);
+    let remove: Vec<String> = (0..50_000u32)
+        .map(|i| format!("10.{}.{}.{}/32", i >> 16, (i >> 8) & 255, i & 255))
+        .collect();
+    let out = json(&api.post("/v1/drop/bulk", &json!({"remove": remove}).to_string()));
+    assert_eq!(out["applied"], 50_000);
+    assert_eq!(api.count("drop"), 0);
+
+    for bad in [
+        "",
+        "null",
+        r#"{"add":{}}"#,
+        r#"{"atomic":"yes"}"#,
+        r#"{"remove":[1]}"#,
+    ] {
+        let resp = api.post("/v1/drop/bulk", bad);
+        assert_eq!(resp.status, 400, "{bad}");
+        assert_eq!(json(&resp)["code"], "bad_request");
+    }
+    let resp = api.raw(
+        "POST",
+        "/v1/drop/bulk",
+        &[("Content-Type", "text/plain")],
+        Some(b"{}"),
+    );
+    assert_eq!(resp.status, 400);
+    assert_eq!(json(&api.post("/v1/drop/bulk", "{}"))["applied"], 0);
+}
