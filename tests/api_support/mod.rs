@@ -20,6 +20,7 @@ use couic::clock::{ManualClock, SharedClock};
 use couic::dirs::{Layout, Owner};
 use couic::firewall::{Firewall, NewEntry};
 use couic::rbac::{self, ClientFiles, DEFAULT_CLIENT};
+use couic::sets::Sets;
 use couic_common::uds::{Response, UdsClient};
 use couic_common::Policy;
 use libbpf_rs::ProgramHandle;
@@ -77,18 +78,16 @@ impl Daemon {
         let clock = ManualClock::new(T0);
         let shared: SharedClock = Arc::new(clock.clone());
 
+        let (sets_root, owner) = (layout.root.join("sets"), layout.owner);
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let system = System::new();
             system.block_on(async move {
                 let writer = MapWriter::new(firewall, shared.clone()).start();
                 let expirer = Expirer::new(writer.clone(), shared.clone()).start();
-                let state = actix_web::web::Data::new(AppState::new(
-                    writer.clone(),
-                    registry,
-                    files,
-                    shared,
-                ));
+                let sets = Sets::new(sets_root, owner, writer.clone());
+                let state = AppState::new(writer.clone(), registry, files, shared).with_sets(sets);
+                let state = actix_web::web::Data::new(state);
                 let server = api::serve(listener, state, 2).unwrap();
                 tx.send((server.handle(), writer, expirer, System::current()))
                     .unwrap();
