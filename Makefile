@@ -8,7 +8,7 @@ APT_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make gcc linux-libc-
 	iproute2 iptables ipset nftables nginx openssl clang-format util-linux
 APT_OPTIONAL := bpftool
 
-C_SOURCES := $(wildcard bpf/*.c bpf/*.h include/*.h)
+C_SOURCES := $(wildcard bpf/*.c bpf/*.h include/*.h bench/bpf/*.c)
 CARGO ?= cargo
 CONFIG ?=
 

@@ -1,0 +1,105 @@
+//! The couic program as the benchmarks use it: loaded with drop rules
+//! written straight through `KernelMaps` (the same batch calls the daemon's
+//! MapWriter makes), frames built for a source, and BPF_PROG_TEST_RUN timing.
+
+use std::net::IpAddr;
+
+use anyhow::{bail, Context as _};
+use couic::bpf::{self, Capacities, KernelMaps, Loaded, RULE_MAPS};
+use couic_common::{Cidr, Policy};
+use libbpf_rs::ProgramHandle;
+
+/// Entries per batch call.
+const BATCH: usize = 8_192;
+
+pub struct Program {
+    pub program: ProgramHandle,
+    pub maps: KernelMaps,
+}
+
+/// Loads the program sized for 262,144 drop rules per family and inserts
+/// `rules` (untagged).
+pub fn load(rules: &[Cidr]) -> anyhow::Result<Program> {
+    let caps = Capacities {
+        drop: 262_144,
+        ignore: 65_536,
+        tags: 4_096,
+    };
+    let Loaded { program, maps } = bpf::load(caps).context("load couic (run as root)")?;
+    let mut groups: [Vec<Cidr>; RULE_MAPS] = Default::default();
+    for cidr in rules {
+        groups[bpf::rule_map_index(Policy::Drop, *cidr)].push(*cidr);
+    }
+    let mut active = [0u8; RULE_MAPS];
+    for (index, cidrs) in groups.iter().enumerate() {
+        active[index] = u8::from(!cidrs.is_empty());
+    }
+    maps.set_active(active)?;
+    for (index, cidrs) in groups.iter().enumerate() {
+        for chunk in cidrs.chunks(BATCH) {
+            let keys: Vec<u8> = chunk.iter().flat_map(|c| bpf::key_bytes(*c)).collect();
+            let values: Vec<u8> = chunk.iter().flat_map(|_| bpf::rule_bytes(0)).collect();
+            let outcome = maps.update_batch(index, &keys, &values, chunk.len());
+            if let Some(e) = outcome.error {
+                bail!("inserting into {}: {e}", KernelMaps::rule_map_name(index));
+            }
+        }
+    }
+    Ok(Program { program, maps })
+}
+
+/// A 64-byte UDP frame from `src` (60 bytes on the wire before the FCS).
+pub fn frame(src: IpAddr) -> Vec<u8> {
+    let mut f = vec![0u8; 64];
+    f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 2]);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+    match src {
+        IpAddr::V4(a) => {
+            f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+            f[14] = 0x45;
+            f[16..18].copy_from_slice(&50u16.to_be_bytes());
+            f[22] = 64;
+            f[23] = 17;
+            f[26..30].copy_from_slice(&a.octets());
+            f[30..34].copy_from_slice(&[198, 18, 0, 1]);
+        }
+        IpAddr::V6(a) => {
+            f.resize(14 + 40 + 18, 0);
+            f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+            f[14] = 0x60;
+            f[18..20].copy_from_slice(&18u16.to_be_bytes());
+            f[20] = 17;
+            f[21] = 64;
+            f[22..38].copy_from_slice(&a.octets());
+            f[38..54].copy_from_slice(
+                &"2001:db8::1"
+                    .parse::<std::net::Ipv6Addr>()
+                    .unwrap()
+                    .octets(),
+            );
+        }
+    }
+    f
+}
+
+/// Kernel-reported ns per run of one frame repeated `repeat` times.
+pub fn repeated(program: &ProgramHandle, frame: &[u8], repeat: u32) -> anyhow::Result<f64> {
+    let (_, per_run) = bpf::test_run(program, frame, repeat).context("BPF_PROG_TEST_RUN")?;
+    Ok(per_run.as_nanos() as f64)
+}
+
+/// Kernel-reported ns per run when every run is a different frame: one
+/// BPF_PROG_TEST_RUN per frame, durations summed. Median of `passes`.
+pub fn rotating(program: &ProgramHandle, frames: &[Vec<u8>], passes: usize) -> anyhow::Result<f64> {
+    let mut results = Vec::with_capacity(passes);
+    for _ in 0..passes {
+        let mut total = 0u128;
+        for frame in frames {
+            let (_, d) = bpf::test_run(program, frame, 1).context("BPF_PROG_TEST_RUN")?;
+            total += d.as_nanos();
+        }
+        results.push(total as f64 / frames.len() as f64);
+    }
+    results.sort_by(|a, b| a.total_cmp(b));
+    Ok(results[results.len() / 2])
+}
