@@ -131,6 +131,14 @@ pub struct Blocklist {
 }
 
 impl Blocklist {
+    pub fn empty(family: Family) -> Self {
+        Blocklist {
+            family,
+            rules: Vec::new(),
+            by_len: vec![HashSet::new(); usize::from(family.bits()) + 1],
+        }
+    }
+
     /// `count` distinct rules of `family` with the mix above.
     pub fn generate(rng: &mut Rng, family: Family, count: usize) -> Self {
         let mut list = Blocklist {

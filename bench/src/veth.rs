@@ -31,6 +31,8 @@ const IPSET: &str = "couicbench";
 /// Frames per live test run call; the clock is checked between calls.
 const CHUNK: u32 = 262_144;
 const HIT_PERCENT: usize = 90;
+/// The generator's CPU; the receiving veth's NAPI runs there too.
+const GEN_CPU: usize = 0;
 
 fn sh(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(cmd)
@@ -206,7 +208,7 @@ fn measure(generator: &Generator, settings: &Settings) -> anyhow::Result<f64> {
     for _ in 0..settings.rounds {
         let before = Lab::rx_packets()?;
         let start = Instant::now();
-        in_ns(TX_NS, Some(0), || {
+        in_ns(TX_NS, Some(GEN_CPU), || {
             while start.elapsed().as_secs_f64() < settings.seconds {
                 generator.send(CHUNK)?;
             }
@@ -294,8 +296,9 @@ pub fn run(settings: &Settings) -> anyhow::Result<Section> {
             "Two namespaces joined by a veth pair. In the sending one, an XDP program run through \
              BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES (bench/bpf/gen.bpf.c) redirects 64-byte \
              IPv4/UDP frames into the veth, cycling through {} distinct sources, {HIT_PERCENT} % of them \
-             covered by the rules; it runs pinned to CPU 0, where the receiving veth's NAPI also runs, \
-             so each figure is the rate of the whole path on one core. GRO is on on the receiving veth. \
+             covered by the rules; it runs pinned to CPU 0, where the receiving veth's NAPI runs too, so \
+             each figure is the whole path (generator included) on one core. GRO is on on the \
+             receiving veth. \
              couic holds the rules in native XDP; the comparison has no XDP program and one iptables \
              rule in the raw PREROUTING chain matching an ipset hash:net with the same rules. Rate = \
              frames counted by the receiving veth per second, best of {} rounds of {} s. Rules: about \
@@ -316,6 +319,17 @@ pub fn run(settings: &Settings) -> anyhow::Result<Section> {
     let large = Blocklist::generate(&mut rng, Family::V4, 262_144);
     let large_traffic = rules::traffic(&mut rng, &large, settings.sources, HIT_PERCENT);
 
+    let (couic_empty, _) = couic_rate(
+        &link,
+        &Blocklist::empty(Family::V4),
+        &small_traffic,
+        settings,
+    )?;
+    section.push(Figure::plain(
+        "couic, no rules (ceiling of this setup)",
+        "Mpps",
+        couic_empty,
+    ));
     let (couic_small, share_small) = couic_rate(&link, &small, &small_traffic, settings)?;
     section.push(Figure::plain("couic, 10,000 rules", "Mpps", couic_small));
     let (couic_large, share_large) = couic_rate(&link, &large, &large_traffic, settings)?;
