@@ -101,7 +101,12 @@ fn run(config: Config, layout: Layout) -> anyhow::Result<()> {
         let writer = MapWriter::start_in_arbiter(&writer_arbiter.handle(), move |_| {
             MapWriter::new(firewall, writer_clock)
         });
-        let _expirer = Expirer::new(writer.clone(), clock.clone()).start();
+        // Beside the MapWriter: change events reach it without waking
+        // another thread on every API write.
+        let (expiry_writer, expiry_clock) = (writer.clone(), clock.clone());
+        let _expirer = Expirer::start_in_arbiter(&writer_arbiter.handle(), move |_| {
+            Expirer::new(expiry_writer, expiry_clock)
+        });
 
         // Set files are applied before serving; a bad one stops startup,
         // naming the file, the line and why.
