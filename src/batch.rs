@@ -74,20 +74,27 @@ pub fn plan(store: &EntryStore, policy: Policy, ops: &[Op], protect_sets: bool) 
         store.family_len(policy, true),
         store.family_len(policy, false),
     ];
-    let mut states: HashMap<Cidr, State> = HashMap::new();
+    // Per CIDR: whether it was stored before the batch, and its state now;
+    // `order` keeps the CIDRs in the order they were first met.
+    let mut states: HashMap<Cidr, (bool, State)> = HashMap::with_capacity(ops.len());
+    let mut order = Vec::with_capacity(ops.len());
     let mut results = Vec::with_capacity(ops.len());
     for (i, op) in ops.iter().enumerate() {
         let cidr = op.cidr();
         let family = usize::from(!cidr.is_ipv4());
-        let state = *states
-            .entry(cidr)
-            .or_insert_with(|| match store.record(policy, cidr) {
-                Some(r) => State::Stored {
-                    set_entry: is_set_record(store, policy, &r),
-                },
-                None => State::Absent,
-            });
-        let result = match (op, state) {
+        let (_, state) = states.entry(cidr).or_insert_with(|| {
+            order.push(cidr);
+            match store.record(policy, cidr) {
+                Some(r) => (
+                    true,
+                    State::Stored {
+                        set_entry: is_set_record(store, policy, &r),
+                    },
+                ),
+                None => (false, State::Absent),
+            }
+        });
+        let result = match (op, *state) {
             (Op::Add(_), State::Stored { .. } | State::Added(_)) => {
                 Err(WriteError::Duplicate(cidr))
             }
@@ -96,7 +103,7 @@ pub fn plan(store: &EntryStore, policy: Policy, ops: &[Op], protect_sets: bool) 
             }
             (Op::Add(_), State::Absent) => {
                 counts[family] += 1;
-                states.insert(cidr, State::Added(i));
+                *state = State::Added(i);
                 Ok(())
             }
             (Op::Remove(_), State::Absent) => Err(WriteError::NotFound(cidr)),
@@ -105,26 +112,21 @@ pub fn plan(store: &EntryStore, policy: Policy, ops: &[Op], protect_sets: bool) 
             }
             (Op::Remove(_), _) => {
                 counts[family] -= 1;
-                states.insert(cidr, State::Absent);
+                *state = State::Absent;
                 Ok(())
             }
         };
         results.push(result);
     }
 
-    // Net effect, in the order the CIDRs were first met.
+    // Net effect: what existed and is gone or replaced is removed; what is
+    // added at the end is added.
     let mut removes = Vec::new();
     let mut adds = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for op in ops {
-        let cidr = op.cidr();
-        if !seen.insert(cidr) {
-            continue;
-        }
-        let existed = store.record(policy, cidr).is_some();
+    for cidr in order {
         match states[&cidr] {
-            State::Absent if existed => removes.push(cidr),
-            State::Added(i) => {
+            (true, State::Absent) => removes.push(cidr),
+            (existed, State::Added(i)) => {
                 if existed {
                     removes.push(cidr);
                 }
@@ -145,7 +147,7 @@ pub fn plan(store: &EntryStore, policy: Policy, ops: &[Op], protect_sets: bool) 
 pub fn apply(
     firewall: &mut Firewall,
     policy: Policy,
-    ops: Vec<Op>,
+    mut ops: Vec<Op>,
     origin: Origin,
     protect_sets: bool,
     atomic: bool,
@@ -181,9 +183,12 @@ pub fn apply(
     };
     let entries: Vec<NewEntry> = adds
         .iter()
-        .map(|&i| match &ops[i] {
-            Op::Add(e) => e.clone(),
-            Op::Remove(_) => unreachable!("adds index additions"),
+        .map(|&i| {
+            let placeholder = Op::Remove(ops[i].cidr());
+            match std::mem::replace(&mut ops[i], placeholder) {
+                Op::Add(e) => e,
+                Op::Remove(_) => unreachable!("adds index additions"),
+            }
         })
         .collect();
     let (added, add_changes) = firewall.add(policy, entries, origin, atomic, now);

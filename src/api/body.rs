@@ -12,6 +12,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::web::{Bytes, BytesMut, Payload};
 use actix_web::HttpRequest;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use super::error::ApiError;
 
@@ -136,7 +137,7 @@ async fn drain(payload: &mut Payload) {
 }
 
 /// Deserialises, telling syntax errors (400) from shape errors (422).
-pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
+pub fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, BodyError> {
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => BodyError::Data(e.to_string()),
         _ => BodyError::Syntax(e.to_string()),

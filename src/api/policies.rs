@@ -5,7 +5,7 @@
 use actix_web::http::StatusCode;
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
-use couic_common::{Cidr, EntryRequest, Tag};
+use couic_common::{Cidr, EntryRequest, Metadata, Tag};
 use serde::Serialize;
 
 use super::body::{self, BODY_LIMIT};
@@ -19,27 +19,47 @@ use crate::store::StoredEntry;
 
 pub const EXPIRATION_MESSAGE: &str = "expiration timestamp must be in the future or zero";
 
+/// The fields of an add request (§3.2), however they were read.
+pub struct EntryParts<'a> {
+    pub cidr: &'a str,
+    pub tag: Option<&'a str>,
+    pub expiration: u64,
+    pub metadata: Option<Metadata>,
+}
+
 /// Checks an add request against the rules of §4.3, gathering every field
 /// error: `cidr`, `tag`, `expiration` (0 or after `now`).
 pub fn validate(request: &EntryRequest, now: u64) -> Result<NewEntry, Fields> {
+    validate_parts(
+        EntryParts {
+            cidr: &request.cidr,
+            tag: request.tag.as_deref(),
+            expiration: request.expiration,
+            metadata: request.metadata.clone(),
+        },
+        now,
+    )
+}
+
+pub fn validate_parts(parts: EntryParts<'_>, now: u64) -> Result<NewEntry, Fields> {
     let mut fields = Fields::default();
-    let cidr = request
+    let cidr = parts
         .cidr
         .parse::<Cidr>()
         .map_err(|e| fields.invalid("cidr", e))
         .ok();
-    let tag = Tag::parse_optional(request.tag.as_deref())
+    let tag = Tag::parse_optional(parts.tag)
         .map_err(|e| fields.invalid("tag", e))
         .ok();
-    if request.expiration != 0 && request.expiration <= now {
+    if parts.expiration != 0 && parts.expiration <= now {
         fields.invalid("expiration", EXPIRATION_MESSAGE);
     }
     match (cidr, tag) {
         (Some(cidr), Some(tag)) if fields.is_empty() => Ok(NewEntry {
             cidr: cidr.normalized(),
             tag: tag.map(Tag::into_string).unwrap_or_default(),
-            expiration: request.expiration,
-            metadata: request.metadata.clone(),
+            expiration: parts.expiration,
+            metadata: parts.metadata,
         }),
         _ => Err(fields),
     }
