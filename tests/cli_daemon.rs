@@ -976,13 +976,14 @@ fn transport_and_configuration_errors_have_their_own_messages() {
         ),
     );
     let err = couicctl(&cfg, &["drop", "list"]).err(1).to_string();
-    assert!(
-        err.starts_with(&format!(
-            "Error executing command: cannot reach couic on {}: ",
+    assert_eq!(
+        err,
+        format!(
+            "Error executing command: cannot reach couic on {} (is the couic daemon running?): \
+             Connection refused (os error 111)\n",
             stale.display()
-        )) && err.contains("Connection refused")
-            && err.contains("(is the couic daemon running?)"),
-        "{err}"
+        ),
+        "the cause is printed once"
     );
 
     // Bad configuration files.

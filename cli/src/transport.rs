@@ -56,16 +56,17 @@ pub enum ApiError {
     Plain { status: u16, text: String },
     #[error("Unix socket does not exist: {}", .0.display())]
     SocketMissing(PathBuf),
-    #[error("cannot reach couic on {}: {source}{}", socket.display(), connect_hint(source))]
+    // The cause is printed by the caller's `{:#}` chain, not here.
+    #[error("cannot reach couic on {}{}", socket.display(), connect_hint(source))]
     Local { socket: PathBuf, source: io::Error },
-    #[error("cannot reach couic at {url}: {source}")]
+    #[error("cannot reach couic at {url}")]
     Remote {
         url: String,
         source: Box<ureq::Error>,
     },
     #[error("cannot use ca_file {}: {reason}", path.display())]
     CaFile { path: PathBuf, reason: String },
-    #[error("unexpected answer from couic (HTTP {status}): {source}")]
+    #[error("unexpected answer from couic (HTTP {status})")]
     Decode {
         status: u16,
         source: serde_json::Error,
