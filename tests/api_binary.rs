@@ -209,3 +209,46 @@ fn a_wrong_directory_mode_stops_startup() {
         "{text}"
     );
 }
+
+#[test]
+fn graceful_stop_answers_the_request_in_flight() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    let s = setup();
+    let mut child = spawn(&s);
+    wait_ready(&s.socket, &mut child);
+    let text = fs::read_to_string(s.work.join("rbac/clients/couicctl.toml")).unwrap();
+    let token = text.split('"').nth(1).unwrap().to_string();
+
+    let mut stream = UnixStream::connect(&s.socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let body = br#"{"cidr":"192.0.2.0/24","expiration":0}"#;
+    let head = format!(
+        "POST /v1/drop HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    // Half the request, then the signal, then the rest.
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&body[..10]).unwrap();
+    stream.flush().unwrap();
+    // Give the worker time to take the connection before the signal; the
+    // outcome does not depend on this delay, only the path taken does.
+    std::thread::sleep(Duration::from_millis(200));
+    sigterm(&child);
+    std::thread::sleep(Duration::from_millis(100));
+    stream.write_all(&body[10..]).unwrap();
+
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 201"), "{status}");
+    let mut rest = Vec::new();
+    let _ = reader.read_to_end(&mut rest);
+    drop(reader);
+    assert!(wait_exit(&mut child).success());
+    assert!(!s.socket.exists());
+}
