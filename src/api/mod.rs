@@ -210,3 +210,40 @@ pub fn serve(
         .run();
     Ok(server)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::{call_service, init_service, TestRequest};
+
+    /// Routing answers before any handler (and so before authentication):
+    /// no state is needed to see it.
+    #[actix_web::test]
+    async fn routing_is_decided_before_the_handlers() {
+        let app = init_service(App::new().configure(configure)).await;
+        for (method, path, status) in [
+            ("GET", "/v1/nope/a/b/c", 404),
+            ("GET", "/v1/drop/", 404),
+            ("PUT", "/v1/drop", 405),
+            ("DELETE", "/v1/stats", 405),
+            ("GET", "/v1/drop/peer", 405),
+            ("OPTIONS", "/v1/client", 405),
+        ] {
+            let method = actix_web::http::Method::from_bytes(method.as_bytes()).unwrap();
+            let req = TestRequest::default()
+                .method(method.clone())
+                .uri(path)
+                .to_request();
+            let resp = call_service(&app, req).await;
+            assert_eq!(resp.status().as_u16(), status, "{method} {path}");
+            let body = actix_web::body::to_bytes(resp.into_body()).await.unwrap();
+            assert!(body.is_empty(), "{method} {path}");
+        }
+        let req = TestRequest::put().uri("/v1/drop/10.0.0.0/8").to_request();
+        let resp = call_service(&app, req).await;
+        assert_eq!(
+            resp.headers().get(header::ALLOW).unwrap(),
+            "GET, HEAD, DELETE"
+        );
+    }
+}
