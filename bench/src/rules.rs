@@ -131,11 +131,14 @@ pub struct Blocklist {
 }
 
 impl Blocklist {
-    pub fn empty(family: Family) -> Self {
+    /// A blocklist of one rule.
+    pub fn single(family: Family, rule: Cidr) -> Self {
+        let mut by_len = vec![HashSet::new(); usize::from(family.bits()) + 1];
+        by_len[usize::from(rule.prefix_len())].insert(rule.addr());
         Blocklist {
             family,
-            rules: Vec::new(),
-            by_len: vec![HashSet::new(); usize::from(family.bits()) + 1],
+            rules: vec![rule],
+            by_len,
         }
     }
 
