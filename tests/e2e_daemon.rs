@@ -241,3 +241,11 @@ fn keep_only_caps(caps: &[u32]) {
     };
     assert_eq!(ret, 0, "capset: {}", std::io::Error::last_os_error());
 }
+
+#[test]
+fn example_config_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/couic.toml");
+    let config = couic::config::Config::load(&path).expect("examples/couic.toml is valid");
+    assert_eq!(config.operation_mode, OperationMode::Auto);
+    assert_eq!(config.limits.drop_max_entries, 262_144);
+}
