@@ -1,5 +1,9 @@
 //! Logging: text to stdout, and to a rotating file when `[logging]` is set.
 //! Level from `RUST_LOG` (env-filter syntax), `info` by default.
+//!
+//! Both outputs are written by background threads: a request never waits on
+//! a slow terminal or disk. Their buffers are bounded and, when full under a
+//! flood of changes, lines are dropped rather than stalling the API.
 
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{Builder, Rotation as AppenderRotation};
@@ -21,13 +25,20 @@ pub enum LoggingError {
     Init(#[from] tracing_subscriber::util::TryInitError),
 }
 
-/// Installs the global subscriber; keep the guard alive to flush the file.
-pub fn init(config: Option<&Logging>) -> Result<Option<WorkerGuard>, LoggingError> {
+/// Keeps the background writers alive; dropping it flushes them.
+pub struct LogGuards(#[allow(dead_code)] Vec<WorkerGuard>);
+
+/// Installs the global subscriber.
+pub fn init(config: Option<&Logging>) -> Result<LogGuards, LoggingError> {
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let stdout = fmt::layer().with_target(false).with_filter(filter());
+    let (stdout_writer, stdout_guard) = tracing_appender::non_blocking(std::io::stdout());
+    let stdout = fmt::layer()
+        .with_target(false)
+        .with_writer(stdout_writer)
+        .with_filter(filter());
     let Some(config) = config else {
         tracing_subscriber::registry().with(stdout).try_init()?;
-        return Ok(None);
+        return Ok(LogGuards(vec![stdout_guard]));
     };
     let rotation = match config.rotation {
         Rotation::Daily => AppenderRotation::DAILY,
@@ -40,7 +51,10 @@ pub fn init(config: Option<&Logging>) -> Result<Option<WorkerGuard>, LoggingErro
         .filename_suffix("log")
         .max_log_files(config.max_log_files.max(1))
         .build(&config.dir)
-        .map_err(|source| LoggingError::File { dir: config.dir.clone(), source })?;
+        .map_err(|source| LoggingError::File {
+            dir: config.dir.clone(),
+            source,
+        })?;
     let (writer, guard) = tracing_appender::non_blocking(appender);
     let file = fmt::layer().with_ansi(false).with_writer(writer);
     let file = match config.format {
@@ -51,5 +65,5 @@ pub fn init(config: Option<&Logging>) -> Result<Option<WorkerGuard>, LoggingErro
         .with(stdout)
         .with(file.with_filter(filter()))
         .try_init()?;
-    Ok(Some(guard))
+    Ok(LogGuards(vec![stdout_guard, guard]))
 }
