@@ -13,7 +13,7 @@ use crate::batch::{self, Op};
 use crate::bpf::BpfError;
 use crate::clock::SharedClock;
 use crate::firewall::{Change, Firewall, ItemResult, NewEntry, Snapshot, Verdict, WriteError};
-use crate::sets::{ReloadCounts, SetsTarget};
+use crate::sets::{ReloadSummary, SetsTarget};
 use crate::store::{Origin, StoredEntry};
 
 /// Add entries, in order. `atomic`: all or none.
@@ -85,7 +85,7 @@ pub struct ExpireDue {
 /// files say, applying only the difference; published as one event with
 /// [`EventOrigin::Set`].
 #[derive(Message)]
-#[rtype(result = "Result<[(Policy, ReloadCounts); 2], WriteError>")]
+#[rtype(result = "Result<ReloadSummary, WriteError>")]
 pub struct ReloadSets {
     pub target: SetsTarget,
 }
@@ -212,7 +212,7 @@ impl Handler<ExpireDue> for MapWriter {
 }
 
 impl Handler<ReloadSets> for MapWriter {
-    type Result = Result<[(Policy, ReloadCounts); 2], WriteError>;
+    type Result = Result<ReloadSummary, WriteError>;
 
     fn handle(&mut self, msg: ReloadSets, _: &mut Context<Self>) -> Self::Result {
         let (result, changes) = self.firewall.reload_sets(&msg.target, self.clock.now());

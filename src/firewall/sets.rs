@@ -10,9 +10,50 @@ use couic_common::{Cidr, Policy};
 
 use super::{Change, ChangeKind, Firewall, WriteError};
 use crate::bpf;
-use crate::sets::reload::{self, PolicyTarget, ReloadCounts, SetsTarget};
-use crate::store::{Origin, Record, Shadowed, StoredEntry};
+use crate::sets::reload::{self, Existing, PolicyTarget, ReloadCounts, ReloadSummary, SetsTarget};
+use crate::store::{EntryStore, Origin, Record, Shadowed, StoredEntry};
 use crate::tags::TagId;
+
+/// The store as the reload plan sees one policy: tags compared by id, so
+/// an unchanged entry costs one lookup.
+struct StoreView<'a> {
+    store: &'a EntryStore,
+    policy: Policy,
+}
+
+impl reload::Current for StoreView<'_> {
+    type Tag = TagId;
+
+    fn file_tag(&self, tag: &str) -> Option<TagId> {
+        let id = self.store.tags(self.policy).id_of(tag);
+        (id != TagId::UNTAGGED).then_some(id)
+    }
+
+    fn existing(&self, cidr: Cidr) -> Existing<TagId> {
+        match self.store.record(self.policy, cidr) {
+            None => Existing::Absent,
+            Some(r) if r.origin == Origin::Set => Existing::Set(r.tag),
+            Some(_) => Existing::Other,
+        }
+    }
+
+    fn set_count(&self) -> usize {
+        self.set_records().count()
+    }
+
+    fn set_entries(&self) -> impl Iterator<Item = Cidr> + '_ {
+        self.set_records()
+    }
+}
+
+impl StoreView<'_> {
+    fn set_records(&self) -> impl Iterator<Item = Cidr> + '_ {
+        self.store
+            .iter(self.policy)
+            .filter(|(_, r)| r.origin == Origin::Set)
+            .map(|(c, _)| c)
+    }
+}
 
 /// A policy's reload, classified against the store before anything is
 /// written. Tags are indexes into the policy's target.
@@ -38,7 +79,7 @@ impl Firewall {
         &mut self,
         target: &SetsTarget,
         now: u64,
-    ) -> (Result<[(Policy, ReloadCounts); 2], WriteError>, Vec<Change>) {
+    ) -> (Result<ReloadSummary, WriteError>, Vec<Change>) {
         let steps = [Policy::Ignore, Policy::Drop].map(|p| self.classify(p, target.policy(p), now));
         for step in &steps {
             if let Err(e) = self.check_capacity(step) {
@@ -63,18 +104,7 @@ impl Firewall {
 
     fn classify(&self, policy: Policy, target: &PolicyTarget, now: u64) -> Step {
         let store = &self.store;
-        let tags = store.tags(policy);
-        let current = store
-            .iter(policy)
-            .filter(|(_, r)| r.origin == Origin::Set)
-            .map(|(c, r)| (c, tags.name(r.tag)));
-        let is_set = |c| {
-            store
-                .record(policy, c)
-                .is_some_and(|r| r.origin == Origin::Set)
-        };
-        let plan = reload::plan(target, current, is_set);
-
+        let plan = reload::plan(target, &StoreView { store, policy });
         let mut step = Step {
             policy,
             delete: Vec::new(),

@@ -22,7 +22,7 @@ use crate::firewall::WriteError;
 pub use file::Owner;
 use file::WriteMode;
 pub use parse::LineError;
-pub use reload::{PolicyTarget, ReloadCounts, SetsTarget};
+pub use reload::{PolicyTarget, ReloadCounts, ReloadSummary, SetsTarget};
 
 /// A set file that a reload (or a read through the API) refuses.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +130,7 @@ impl Sets {
 
     /// Reads and validates every file, then applies the difference in one
     /// MapWriter message. Runs the file work on a blocking thread.
-    pub async fn reload(self: &Arc<Self>) -> Result<[(Policy, ReloadCounts); 2], ReloadError> {
+    pub async fn reload(self: &Arc<Self>) -> Result<ReloadSummary, ReloadError> {
         let _one_at_a_time = self.reloading.lock().await;
         let sets = Arc::clone(self);
         let target = tokio::task::spawn_blocking(move || load_target(&sets.root, sets.owner))

@@ -3,11 +3,71 @@
 //!
 //! Reading the files builds a [`SetsTarget`]; the MapWriter compares it with
 //! the store through [`plan`] and applies only the difference, so a reload in
-//! which one line of 262,144 changed writes one map entry.
+//! which one line of 262,144 changed writes one map entry. The comparison
+//! is one pass over the target, plus one over the current set entries only
+//! when some of them are no longer listed.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use couic_common::{Cidr, Policy, SET_TAG_SUFFIX};
+
+/// A multiply-rotate hasher for the target's CIDR keys. Set files are the
+/// operator's own, so the flooding resistance of SipHash buys nothing here,
+/// and a reload hashes every line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CidrHasher(u64);
+
+const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl CidrHasher {
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
+    }
+}
+
+impl Hasher for CidrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.mix(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.mix(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.mix(n);
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.mix(n as u64);
+        self.mix((n >> 64) as u64);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+
+    /// The SplitMix64 finaliser: every output bit depends on every input
+    /// bit, so both the bucket index (low bits) and the control byte (top
+    /// bits) vary between neighbouring addresses.
+    fn finish(&self) -> u64 {
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+type CidrMap<V> = HashMap<Cidr, V, BuildHasherDefault<CidrHasher>>;
 
 /// What the set files of one policy ask for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -15,7 +75,7 @@ pub struct PolicyTarget {
     /// Tags (`<stem>.couic`), one per file, in file name order.
     tags: Vec<String>,
     /// Normalised CIDR -> index in `tags` of the first file listing it.
-    entries: HashMap<Cidr, u32>,
+    entries: CidrMap<u32>,
 }
 
 impl PolicyTarget {
@@ -25,6 +85,8 @@ impl PolicyTarget {
     pub fn add_file(&mut self, stem: &str, cidrs: impl IntoIterator<Item = Cidr>) {
         let index = self.tags.len() as u32;
         self.tags.push(format!("{stem}{SET_TAG_SUFFIX}"));
+        let cidrs = cidrs.into_iter();
+        self.entries.reserve(cidrs.size_hint().0);
         for cidr in cidrs {
             self.entries.entry(cidr.normalized()).or_insert(index);
         }
@@ -38,12 +100,21 @@ impl PolicyTarget {
         self.entries.is_empty()
     }
 
+    /// The tags of the files, by file index.
+    pub fn tags(&self) -> &[String] {
+        &self.tags
+    }
+
     pub fn tag(&self, index: u32) -> &str {
         &self.tags[index as usize]
     }
 
     pub fn tag_of(&self, cidr: Cidr) -> Option<&str> {
         self.entries.get(&cidr).map(|&i| self.tag(i))
+    }
+
+    pub fn contains(&self, cidr: Cidr) -> bool {
+        self.entries.contains_key(&cidr)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (Cidr, &str)> {
@@ -98,32 +169,62 @@ pub struct ReloadCounts {
     /// Entries re-tagged (file renamed, line moved to another file).
     pub updated: usize,
     pub removed: usize,
-    /// New set entries, including API/peer entries they now shadow.
+    /// New set entries, including API/peer entries they now hide.
     pub created: usize,
-    /// API/peer entries back in force after the set line shadowing them went.
+    /// API/peer entries back in force after the set line hiding them went.
     pub restored: usize,
 }
 
-/// Compares `target` with `current`, the set entries of the policy and their
-/// tags; `is_current` answers whether a CIDR is one of them. Unchanged
-/// entries appear nowhere in the plan.
-pub fn plan<'a>(
-    target: &PolicyTarget,
-    current: impl Iterator<Item = (Cidr, &'a str)>,
-    is_current: impl Fn(Cidr) -> bool,
-) -> Plan {
+/// The counts of a whole reload: ignore first, then drop.
+pub type ReloadSummary = [(Policy, ReloadCounts); 2];
+
+/// What the store holds at a CIDR, as the plan needs it. `T` identifies a
+/// tag (the store's tag id; text in tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing<T> {
+    Absent,
+    /// An API or peer entry.
+    Other,
+    /// A set entry with this tag.
+    Set(T),
+}
+
+/// What [`plan`] needs to know of the current entries of the policy.
+pub trait Current {
+    type Tag: PartialEq + Copy;
+
+    /// Each target file's tag as the store identifies it, if the store
+    /// knows it (a tag no entry has cannot match).
+    fn file_tag(&self, tag: &str) -> Option<Self::Tag>;
+    fn existing(&self, cidr: Cidr) -> Existing<Self::Tag>;
+    /// How many set entries there are.
+    fn set_count(&self) -> usize;
+    /// Every set entry (only walked when some are no longer listed).
+    fn set_entries(&self) -> impl Iterator<Item = Cidr> + '_;
+}
+
+/// Compares `target` with the current set entries. Unchanged entries
+/// appear nowhere in the plan.
+pub fn plan<C: Current>(target: &PolicyTarget, current: &C) -> Plan {
+    let file_tags: Vec<Option<C::Tag>> = target.tags.iter().map(|t| current.file_tag(t)).collect();
     let mut plan = Plan::default();
-    for (cidr, tag) in current {
-        match target.entries.get(&cidr) {
-            None => plan.remove.push(cidr),
-            Some(&index) if target.tag(index) != tag => plan.retag.push((cidr, index)),
-            Some(_) => {}
+    let mut still_listed = 0;
+    for (&cidr, &index) in &target.entries {
+        match current.existing(cidr) {
+            Existing::Absent | Existing::Other => plan.add.push((cidr, index)),
+            Existing::Set(tag) => {
+                still_listed += 1;
+                if file_tags[index as usize] != Some(tag) {
+                    plan.retag.push((cidr, index));
+                }
+            }
         }
     }
-    for (&cidr, &index) in &target.entries {
-        if !is_current(cidr) {
-            plan.add.push((cidr, index));
-        }
+    if still_listed < current.set_count() {
+        plan.remove = current
+            .set_entries()
+            .filter(|c| !target.contains(*c))
+            .collect();
     }
     plan
 }
@@ -146,14 +247,47 @@ mod tests {
         t
     }
 
-    fn run(t: &PolicyTarget, current: &[(&str, &str)]) -> (Vec<String>, Vec<String>, Vec<String>) {
-        let current: HashMap<Cidr, String> = current
-            .iter()
-            .map(|(c_, t_)| (c(c_), t_.to_string()))
-            .collect();
-        let p = plan(t, current.iter().map(|(k, v)| (*k, v.as_str())), |k| {
-            current.contains_key(&k)
-        });
+    /// Current entries as text: set entries have a tag ending in `.couic`.
+    struct Fake(HashMap<Cidr, &'static str>);
+
+    impl Current for Fake {
+        type Tag = &'static str;
+
+        fn file_tag(&self, tag: &str) -> Option<&'static str> {
+            self.0.values().find(|t| **t == tag).copied()
+        }
+
+        fn existing(&self, cidr: Cidr) -> Existing<&'static str> {
+            match self.0.get(&cidr) {
+                None => Existing::Absent,
+                Some(t) if t.ends_with(SET_TAG_SUFFIX) => Existing::Set(t),
+                Some(_) => Existing::Other,
+            }
+        }
+
+        fn set_count(&self) -> usize {
+            self.0
+                .values()
+                .filter(|t| t.ends_with(SET_TAG_SUFFIX))
+                .count()
+        }
+
+        fn set_entries(&self) -> impl Iterator<Item = Cidr> + '_ {
+            self.0
+                .iter()
+                .filter(|(_, t)| t.ends_with(SET_TAG_SUFFIX))
+                .map(|(c, _)| *c)
+        }
+    }
+
+    fn run(
+        t: &PolicyTarget,
+        current: &[(&str, &'static str)],
+    ) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let p = plan(
+            t,
+            &Fake(current.iter().map(|(c_, t_)| (c(c_), *t_)).collect()),
+        );
         let mut remove: Vec<String> = p.remove.iter().map(ToString::to_string).collect();
         let mut retag: Vec<String> = p
             .retag
@@ -200,7 +334,8 @@ mod tests {
         let lines: Vec<String> = (0..1000)
             .map(|i| format!("10.0.{}.{}/32", i / 256, i % 256))
             .collect();
-        let current: Vec<(&str, &str)> = lines.iter().map(|l| (l.as_str(), "big.couic")).collect();
+        let current: Vec<(&str, &'static str)> =
+            lines.iter().map(|l| (l.as_str(), "big.couic")).collect();
         let mut changed: Vec<&str> = lines.iter().map(String::as_str).collect();
         changed[500] = "192.0.2.1/32";
         let t = target(&[("big", &changed)]);
@@ -220,6 +355,29 @@ mod tests {
         assert_eq!(remove, ["3.3.3.3/32"]);
         assert_eq!(retag, ["1.1.1.1/32=renamed.couic"]);
         assert!(add.is_empty());
+    }
+
+    #[test]
+    fn api_entries_are_added_over_and_unknown_tags_retag() {
+        let t = target(&[("a", &["1.1.1.1/32", "2.2.2.2/32"])]);
+        let (remove, retag, add) =
+            run(&t, &[("1.1.1.1/32", "fail2ban"), ("2.2.2.2/32", "z.couic")]);
+        assert!(remove.is_empty());
+        assert_eq!(retag, ["2.2.2.2/32=a.couic"]);
+        assert_eq!(add, ["1.1.1.1/32=a.couic"]);
+    }
+
+    #[test]
+    fn hasher_spreads_neighbouring_cidrs() {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let b = BuildHasherDefault::<CidrHasher>::default();
+        // Bucket indexes (low bits) of 4096 neighbouring hosts: about as
+        // many distinct values as random ones would give (~2590 of 4096).
+        let buckets: std::collections::HashSet<u64> = (0..4096u32)
+            .map(|i| b.hash_one(c(&format!("10.0.{}.{}/32", i / 256, i % 256))) & 0xfff)
+            .collect();
+        assert!(buckets.len() > 2400, "{}", buckets.len());
+        assert_ne!(b.hash_one(c("10.0.0.0/24")), b.hash_one(c("10.0.0.0/25")));
     }
 
     #[test]
