@@ -5,7 +5,7 @@
 # veth). Bench: iptables + ipset for the comparison. nftables, nginx and
 # openssl serve the API tests; clang-format checks the C style.
 APT_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make gcc linux-libc-dev \
-	iproute2 iptables ipset nftables nginx openssl clang-format util-linux
+	iproute2 iptables ipset nftables nginx openssl clang-format util-linux iputils-ping
 APT_OPTIONAL := bpftool
 
 C_SOURCES := $(wildcard bpf/*.c bpf/*.h include/*.h bench/bpf/*.c)
