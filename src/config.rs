@@ -15,7 +15,10 @@ pub const DEFAULT_MAX_TAGS: u32 = 4_096;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: {message}")]
@@ -176,7 +179,9 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         let l = &self.limits;
         if l.drop_max_entries == 0 || l.ignore_max_entries == 0 {
-            return Err("limits: drop_max_entries and ignore_max_entries must be at least 1".into());
+            return Err(
+                "limits: drop_max_entries and ignore_max_entries must be at least 1".into(),
+            );
         }
         if l.max_tags < 2 {
             return Err("limits: max_tags must be at least 2".into());
@@ -212,21 +217,33 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         let text = format!("{MINIMAL}\nbogus_key = 1\n");
-        let err = Config::parse(Path::new("c.toml"), &text).unwrap_err().to_string();
+        let err = Config::parse(Path::new("c.toml"), &text)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bogus_key"), "{err}");
         let text = MINIMAL.replace("[server]", "[server]\nsockett = \"x\"");
-        let err = Config::parse(Path::new("c.toml"), &text).unwrap_err().to_string();
+        let err = Config::parse(Path::new("c.toml"), &text)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sockett"), "{err}");
     }
 
     #[test]
     fn bad_values_are_refused() {
-        let text = MINIMAL.replace("ifaces = [\"eth0\"]", "ifaces = [\"eth0\"]\noperation_mode = \"turbo\"");
+        let text = MINIMAL.replace(
+            "ifaces = [\"eth0\"]",
+            "ifaces = [\"eth0\"]\noperation_mode = \"turbo\"",
+        );
         assert!(Config::parse(Path::new("c.toml"), &text).is_err());
         let text = format!("{MINIMAL}\n[limits]\nmax_tags = 1\n");
-        let err = Config::parse(Path::new("c.toml"), &text).unwrap_err().to_string();
+        let err = Config::parse(Path::new("c.toml"), &text)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max_tags"), "{err}");
         let text = MINIMAL.replace("user = \"couic\"\n", "");
-        assert!(Config::parse(Path::new("c.toml"), &text).unwrap_err().to_string().contains("user"));
+        assert!(Config::parse(Path::new("c.toml"), &text)
+            .unwrap_err()
+            .to_string()
+            .contains("user"));
     }
 }

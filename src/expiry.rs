@@ -63,7 +63,13 @@ mod tests {
         assert_eq!(idx.len(), 3, "expiration 0 is never indexed");
         assert!(idx.pop_due(9, 10).is_empty());
         let due = idx.pop_due(20, 10);
-        assert_eq!(due, vec![(Policy::Drop, c("2.2.2.2/32"), 10), (Policy::Ignore, c("3.3.3.3/32"), 20)]);
+        assert_eq!(
+            due,
+            vec![
+                (Policy::Drop, c("2.2.2.2/32"), 10),
+                (Policy::Ignore, c("3.3.3.3/32"), 20)
+            ]
+        );
         idx.remove(Policy::Drop, c("1.1.1.1/32"), 30);
         assert!(idx.is_empty());
     }

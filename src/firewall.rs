@@ -120,7 +120,8 @@ impl Firewall {
         let capacity = self.store.capacity(policy);
         for (i, item) in items.iter().enumerate() {
             let family = usize::from(!item.cidr.is_ipv4());
-            let error = if self.store.record(policy, item.cidr).is_some() || !seen.insert(item.cidr) {
+            let error = if self.store.record(policy, item.cidr).is_some() || !seen.insert(item.cidr)
+            {
                 Some(WriteError::Duplicate(item.cidr))
             } else if self.store.family_len(policy, family == 0) + pending[family] >= capacity {
                 Some(WriteError::Full { max: capacity })
@@ -143,7 +144,11 @@ impl Firewall {
         for &i in &accepted {
             self.activate(bpf::rule_map_index(policy, items[i].cidr));
         }
-        let written = self.write(policy, accepted.iter().map(|&i| items[i].cidr).collect(), Some(&slots));
+        let written = self.write(
+            policy,
+            accepted.iter().map(|&i| items[i].cidr).collect(),
+            Some(&slots),
+        );
         if atomic && written.iter().any(Result::is_err) {
             // Roll back what went in so the batch stays all-or-nothing.
             let ok: Vec<Cidr> = accepted
@@ -171,7 +176,12 @@ impl Firewall {
             results[i] = Some(match w {
                 Ok(()) => {
                     self.counts[bpf::rule_map_index(policy, item.cidr)] += 1;
-                    let record = Record { creation: now, expiration: item.expiration, tag, origin };
+                    let record = Record {
+                        creation: now,
+                        expiration: item.expiration,
+                        tag,
+                        origin,
+                    };
                     self.store.insert(policy, item.cidr, record);
                     let entry = self.store.view(policy, item.cidr, &record);
                     changes.push(Change {
@@ -189,7 +199,13 @@ impl Firewall {
             });
         }
         self.sync_active();
-        (results.into_iter().map(|r| r.expect("every item decided")).collect(), changes)
+        (
+            results
+                .into_iter()
+                .map(|r| r.expect("every item decided"))
+                .collect(),
+            changes,
+        )
     }
 
     /// Removes `cidrs` in order. `protect_sets` refuses set entries (API
@@ -207,7 +223,9 @@ impl Firewall {
             results[i] = match self.store.get(policy, *cidr) {
                 None => Some(Err(WriteError::NotFound(*cidr))),
                 Some(_) if !seen.insert(*cidr) => Some(Err(WriteError::NotFound(*cidr))),
-                Some(e) if protect_sets && e.is_set_entry() => Some(Err(WriteError::SetEntry(*cidr))),
+                Some(e) if protect_sets && e.is_set_entry() => {
+                    Some(Err(WriteError::SetEntry(*cidr)))
+                }
                 Some(_) => None,
             };
         }
@@ -222,14 +240,25 @@ impl Firewall {
                 Ok(()) => {
                     self.counts[bpf::rule_map_index(policy, cidrs[i])] -= 1;
                     let entry = self.store.remove(policy, cidrs[i]).expect("checked above");
-                    changes.push(Change { kind: ChangeKind::Removed, policy, entry: entry.clone(), metadata: None });
+                    changes.push(Change {
+                        kind: ChangeKind::Removed,
+                        policy,
+                        entry: entry.clone(),
+                        metadata: None,
+                    });
                     Ok(entry)
                 }
                 Err(e) => Err(e),
             });
         }
         self.sync_active();
-        (results.into_iter().map(|r| r.expect("every item decided")).collect(), changes)
+        (
+            results
+                .into_iter()
+                .map(|r| r.expect("every item decided"))
+                .collect(),
+            changes,
+        )
     }
 
     /// Removes the listed entries that are still due: same expiration as when
@@ -243,7 +272,10 @@ impl Firewall {
                     *p == policy
                         && *exp > 0
                         && *exp <= now
-                        && self.store.record(policy, *c).is_some_and(|r| r.expiration == *exp)
+                        && self
+                            .store
+                            .record(policy, *c)
+                            .is_some_and(|r| r.expiration == *exp)
                 })
                 .map(|(_, c, _)| *c)
                 .collect();
@@ -256,10 +288,16 @@ impl Firewall {
     pub fn check(&self, ip: IpAddr) -> Verdict {
         for policy in [Policy::Ignore, Policy::Drop] {
             if let Some(entry) = self.store.longest_match(policy, ip) {
-                return Verdict { policy: Some(policy), entry: Some(entry) };
+                return Verdict {
+                    policy: Some(policy),
+                    entry: Some(entry),
+                };
             }
         }
-        Verdict { policy: None, entry: None }
+        Verdict {
+            policy: None,
+            entry: None,
+        }
     }
 
     pub fn snapshot(&self) -> Result<Snapshot, BpfError> {
@@ -317,7 +355,12 @@ impl Firewall {
     /// Inserts (`slots` given) or deletes `cidrs` in the kernel, one batch
     /// per rule map; what a batch could not apply is retried one by one so
     /// each item gets its own result.
-    fn write(&mut self, policy: Policy, cidrs: Vec<Cidr>, slots: Option<&[u32]>) -> Vec<Result<(), WriteError>> {
+    fn write(
+        &mut self,
+        policy: Policy,
+        cidrs: Vec<Cidr>,
+        slots: Option<&[u32]>,
+    ) -> Vec<Result<(), WriteError>> {
         let mut results: Vec<Result<(), WriteError>> = vec![Ok(()); cidrs.len()];
         let mut groups: [Vec<usize>; RULE_MAPS] = Default::default();
         for (i, cidr) in cidrs.iter().enumerate() {
@@ -326,10 +369,16 @@ impl Firewall {
         for (index, members) in groups.iter().enumerate() {
             let mut rest: &[usize] = members;
             while !rest.is_empty() {
-                let keys: Vec<u8> = rest.iter().flat_map(|&i| bpf::key_bytes(cidrs[i])).collect();
+                let keys: Vec<u8> = rest
+                    .iter()
+                    .flat_map(|&i| bpf::key_bytes(cidrs[i]))
+                    .collect();
                 let outcome = match slots {
                     Some(slots) => {
-                        let values: Vec<u8> = rest.iter().flat_map(|&i| bpf::rule_bytes(slots[i])).collect();
+                        let values: Vec<u8> = rest
+                            .iter()
+                            .flat_map(|&i| bpf::rule_bytes(slots[i]))
+                            .collect();
                         self.maps.update_batch(index, &keys, &values, rest.len())
                     }
                     None => self.maps.delete_batch(index, &keys, rest.len()),
@@ -349,7 +398,12 @@ impl Firewall {
                     let single = &rest[..1];
                     let keys: Vec<u8> = bpf::key_bytes(cidrs[single[0]]);
                     let out = match slots {
-                        Some(slots) => self.maps.update_batch(index, &keys, &bpf::rule_bytes(slots[single[0]]), 1),
+                        Some(slots) => self.maps.update_batch(
+                            index,
+                            &keys,
+                            &bpf::rule_bytes(slots[single[0]]),
+                            1,
+                        ),
                         None => self.maps.delete_batch(index, &keys, 1),
                     };
                     if let Some(e) = out.error {

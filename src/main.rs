@@ -76,19 +76,24 @@ fn run(config: Config, layout: Layout) -> anyhow::Result<()> {
     let loaded = bpf::load(caps)?;
     let links = xdp::attach_all(&loaded.program, &config.ifaces, config.operation_mode)?;
     for link in &links {
-        tracing::info!("XDP program attached to interface: {} (mode: {})", link.iface, link.mode);
+        tracing::info!(
+            "XDP program attached to interface: {} (mode: {})",
+            link.iface,
+            link.mode
+        );
     }
 
     // API clients: a bad file stops startup, naming the file and why.
     let client_files = ClientFiles::new(layout.clients_dir(), layout.owner);
-    let (clients, created) = rbac::load_or_init(&client_files).context("Failed to instantiate RBAC service")?;
+    let (clients, created) =
+        rbac::load_or_init(&client_files).context("Failed to instantiate RBAC service")?;
     if let Some(path) = created {
         tracing::info!("Client file created: {}", path.display());
     }
     // The socket is a handle too: bound and given to user:group while
     // couic may still chown.
-    let (socket, listener) =
-        SocketFile::bind(&config.server.socket, layout.owner).context("Failed to bind the API socket")?;
+    let (socket, listener) = SocketFile::bind(&config.server.socket, layout.owner)
+        .context("Failed to bind the API socket")?;
 
     // Every kernel handle is taken: give up every capability.
     privileges::drop_all().context("Drop all capabilities")?;
@@ -112,11 +117,16 @@ fn run(config: Config, layout: Layout) -> anyhow::Result<()> {
         // Set files are applied before serving; a bad one stops startup,
         // naming the file, the line and why.
         let sets = couic::sets::Sets::new(layout.root.join("sets"), layout.owner, writer.clone());
-        couic::sets::initial_load(&sets).await.context("Failed to load sets")?;
+        couic::sets::initial_load(&sets)
+            .await
+            .context("Failed to load sets")?;
 
-        let state = actix_web::web::Data::new(AppState::new(writer, clients, client_files, clock).with_sets(sets));
+        let state = actix_web::web::Data::new(
+            AppState::new(writer, clients, client_files, clock).with_sets(sets),
+        );
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let server = api::serve(listener, state, workers).context("Failed to start the API server")?;
+        let server =
+            api::serve(listener, state, workers).context("Failed to start the API server")?;
         let handle = server.handle();
         let mut serving = actix_rt::spawn(server);
         tracing::info!("API listening on {}", socket.path().display());

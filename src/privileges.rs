@@ -31,11 +31,20 @@ const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 /// Empties the effective, permitted and inheritable sets and sets
 /// `no_new_privs`.
 pub fn drop_all() -> Result<(), PrivilegeError> {
-    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
     let data = [CapData::default(); 2];
     // SAFETY: header and data are valid, correctly sized v3 structures that
     // live across the call; capset only reads them.
-    let ret = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        )
+    };
     if ret != 0 {
         return Err(PrivilegeError::Capset(std::io::Error::last_os_error()));
     }

@@ -82,7 +82,9 @@ struct Family<K> {
 
 impl<K: Eq + Hash + Copy> Family<K> {
     fn new() -> Self {
-        Family { entries: HashMap::new() }
+        Family {
+            entries: HashMap::new(),
+        }
     }
 }
 
@@ -200,7 +202,8 @@ impl EntryStore {
     }
 
     pub fn get(&self, policy: Policy, cidr: Cidr) -> Option<StoredEntry> {
-        self.record(policy, cidr).map(|r| self.view(policy, cidr, &r))
+        self.record(policy, cidr)
+            .map(|r| self.view(policy, cidr, &r))
     }
 
     /// Inserts or replaces; the caller holds a tag reference for `record.tag`
@@ -233,7 +236,9 @@ impl EntryStore {
     }
 
     pub fn list(&self, policy: Policy) -> Vec<StoredEntry> {
-        self.iter(policy).map(|(c, r)| self.view(policy, c, r)).collect()
+        self.iter(policy)
+            .map(|(c, r)| self.view(policy, c, r))
+            .collect()
     }
 
     /// Keeps `entry` aside while a set entry hides its CIDR.
@@ -274,7 +279,12 @@ mod tests {
 
     fn add(store: &mut EntryStore, p: Policy, c: &str, tag: &str) {
         let id = store.tags_mut(p).acquire(tag).id;
-        let rec = Record { creation: 1, expiration: 0, tag: id, origin: Origin::Api };
+        let rec = Record {
+            creation: 1,
+            expiration: 0,
+            tag: id,
+            origin: Origin::Api,
+        };
         assert!(store.insert(p, cidr(c), rec).is_none());
     }
 
@@ -308,8 +318,12 @@ mod tests {
         let mut s = EntryStore::new(10, 10, 16);
         add(&mut s, Policy::Drop, "10.0.0.0/8", "wide");
         add(&mut s, Policy::Drop, "10.1.0.0/16", "narrow");
-        let hit = s.longest_match(Policy::Drop, "10.1.2.3".parse().unwrap()).unwrap();
+        let hit = s
+            .longest_match(Policy::Drop, "10.1.2.3".parse().unwrap())
+            .unwrap();
         assert_eq!(hit.tag, "narrow");
-        assert!(s.longest_match(Policy::Drop, "11.0.0.1".parse().unwrap()).is_none());
+        assert!(s
+            .longest_match(Policy::Drop, "11.0.0.1".parse().unwrap())
+            .is_none());
     }
 }

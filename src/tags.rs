@@ -78,16 +78,33 @@ impl TagTable {
         };
         if let Some(info) = self.infos.get_mut(&id) {
             info.refs += 1;
-            return Acquired { id, slot: info.slot, fresh_slot: false };
+            return Acquired {
+                id,
+                slot: info.slot,
+                fresh_slot: false,
+            };
         }
         let slot = self.take_slot();
-        self.infos.insert(id, TagInfo { name: name.to_string(), refs: 1, slot });
-        Acquired { id, slot, fresh_slot: slot != self.overflow }
+        self.infos.insert(
+            id,
+            TagInfo {
+                name: name.to_string(),
+                refs: 1,
+                slot,
+            },
+        );
+        Acquired {
+            id,
+            slot,
+            fresh_slot: slot != self.overflow,
+        }
     }
 
     /// Drops one reference; the last one frees the tag and its slot.
     pub fn release(&mut self, id: TagId) {
-        let Some(info) = self.infos.get_mut(&id) else { return };
+        let Some(info) = self.infos.get_mut(&id) else {
+            return;
+        };
         info.refs -= 1;
         if info.refs > 0 {
             return;

@@ -74,6 +74,9 @@ mod tests {
             r#"{"ip":"2001:db8::1","verdict":"pass","reason":"none","entry":null,"policy":null,"origin":null}"#,
         )
         .unwrap();
-        assert_eq!((miss.verdict, miss.reason, miss.entry), (Verdict::Pass, CheckReason::None, None));
+        assert_eq!(
+            (miss.verdict, miss.reason, miss.entry),
+            (Verdict::Pass, CheckReason::None, None)
+        );
     }
 }

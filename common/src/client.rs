@@ -97,10 +97,15 @@ mod tests {
         assert_eq!(Group::parse_insensitive("ADMIN"), Ok(Group::Admin));
         assert_eq!(Group::parse_insensitive("ClientRO"), Ok(Group::Clientro));
         assert_eq!(
-            Group::parse_insensitive("client_ro").unwrap_err().to_string(),
+            Group::parse_insensitive("client_ro")
+                .unwrap_err()
+                .to_string(),
             "Invalid group: client_ro"
         );
         assert_eq!(Group::Clientrw.display_name(), "client_rw");
-        assert_eq!(serde_json::to_string(&Group::Clientro).unwrap(), "\"clientro\"");
+        assert_eq!(
+            serde_json::to_string(&Group::Clientro).unwrap(),
+            "\"clientro\""
+        );
     }
 }

@@ -67,10 +67,10 @@ mod tests {
         let b: EntryRequest = serde_json::from_str(r#"["1.1.1.1/32", null, 0]"#).unwrap();
         assert_eq!(a, b);
         assert!(serde_json::from_str::<EntryRequest>(r#"{"cidr":"1.1.1.1/32"}"#).is_err());
-        assert!(serde_json::from_str::<EntryRequest>(
-            r#"{"cidr":"1.1.1.1/32","expiration":-1}"#
-        )
-        .is_err());
+        assert!(
+            serde_json::from_str::<EntryRequest>(r#"{"cidr":"1.1.1.1/32","expiration":-1}"#)
+                .is_err()
+        );
         let bad_meta = r#"{"cidr":"1.1.1.1/32","expiration":0,"metadata":{"kind":"k","detail":"d","extra":[1]}}"#;
         assert!(serde_json::from_str::<EntryRequest>(bad_meta).is_err());
     }

@@ -78,7 +78,12 @@ impl ErrorBody {
         }
     }
 
-    pub fn field(mut self, name: impl Into<String>, code: ErrorCode, message: impl Into<String>) -> Self {
+    pub fn field(
+        mut self,
+        name: impl Into<String>,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> Self {
         self.errors.insert(
             name.into(),
             FieldError {

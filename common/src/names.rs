@@ -27,7 +27,10 @@ fn check(kind: &'static str, s: &str) -> Result<(), NameError> {
     if s.len() > NAME_MAX_LEN {
         return Err(NameError::TooLong(kind));
     }
-    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         return Err(NameError::Charset(kind));
     }
     Ok(())
@@ -90,7 +93,10 @@ mod tests {
 
     #[test]
     fn client_name_messages() {
-        assert_eq!(ClientName::parse("").unwrap_err().to_string(), "Client name cannot be empty");
+        assert_eq!(
+            ClientName::parse("").unwrap_err().to_string(),
+            "Client name cannot be empty"
+        );
         assert_eq!(
             ClientName::parse(&"a".repeat(49)).unwrap_err().to_string(),
             "Client name must be at most 48 characters"

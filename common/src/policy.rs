@@ -55,6 +55,9 @@ mod tests {
         assert_eq!("drop".parse::<Policy>().unwrap(), Policy::Drop);
         assert_eq!("ignore".parse::<Policy>().unwrap(), Policy::Ignore);
         let err = "DROP".parse::<Policy>().unwrap_err();
-        assert_eq!(err.to_string(), "invalid policy: 'DROP' (expected 'drop' or 'ignore')");
+        assert_eq!(
+            err.to_string(),
+            "invalid policy: 'DROP' (expected 'drop' or 'ignore')"
+        );
     }
 }

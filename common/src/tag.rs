@@ -39,7 +39,10 @@ impl Tag {
         if s.eq_ignore_ascii_case("untagged") {
             return Err(TagError::Reserved);
         }
-        if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(TagError::Charset);
         }
         Ok(Tag(s.to_string()))
@@ -95,7 +98,10 @@ mod tests {
         assert_eq!(Tag::parse("UnTagged"), Err(TagError::Reserved));
         assert_eq!(Tag::parse("a.b"), Err(TagError::Charset));
         assert_eq!(Tag::parse("é"), Err(TagError::Charset));
-        assert_eq!(Tag::parse("fail2ban-sshd_1").unwrap().as_str(), "fail2ban-sshd_1");
+        assert_eq!(
+            Tag::parse("fail2ban-sshd_1").unwrap().as_str(),
+            "fail2ban-sshd_1"
+        );
         assert_eq!(Tag::parse_optional(Some("")), Ok(None));
     }
 }

@@ -88,7 +88,11 @@ impl UdsClient {
         stream.write_all(body)?;
         let result = read_response(conn, method == "HEAD");
         match &result {
-            Ok(resp) if resp.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) => {
+            Ok(resp)
+                if resp
+                    .header("connection")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("close")) =>
+            {
                 self.conn = None
             }
             Err(_) => self.conn = None,
@@ -105,7 +109,10 @@ fn bad(msg: &str) -> io::Error {
 fn read_line(r: &mut impl BufRead) -> io::Result<String> {
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
     }
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
@@ -123,7 +130,9 @@ fn read_response(r: &mut impl BufRead, head_only: bool) -> io::Result<Response> 
         if line.is_empty() {
             break;
         }
-        let (k, v) = line.split_once(':').ok_or_else(|| bad("malformed header"))?;
+        let (k, v) = line
+            .split_once(':')
+            .ok_or_else(|| bad("malformed header"))?;
         headers.push((k.trim().to_string(), v.trim().to_string()));
     }
     let mut resp = Response {

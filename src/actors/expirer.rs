@@ -33,7 +33,12 @@ pub struct Expirer {
 
 impl Expirer {
     pub fn new(writer: Addr<MapWriter>, clock: SharedClock) -> Self {
-        Expirer { index: ExpiryIndex::default(), writer, clock, busy: false }
+        Expirer {
+            index: ExpiryIndex::default(),
+            writer,
+            clock,
+            busy: false,
+        }
     }
 }
 
@@ -41,7 +46,9 @@ impl Actor for Expirer {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.writer.do_send(Subscribe { subscriber: ctx.address().recipient() });
+        self.writer.do_send(Subscribe {
+            subscriber: ctx.address().recipient(),
+        });
         ctx.run_interval(SWEEP_PERIOD, |_, ctx| ctx.notify(Sweep));
     }
 }
@@ -64,19 +71,28 @@ impl Handler<Sweep> for Expirer {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Sweep, _: &mut Context<Self>) -> Self::Result {
-        let due = if self.busy { Vec::new() } else { self.index.pop_due(self.clock.now(), SWEEP_CHUNK) };
+        let due = if self.busy {
+            Vec::new()
+        } else {
+            self.index.pop_due(self.clock.now(), SWEEP_CHUNK)
+        };
         if due.is_empty() {
             return Box::pin(fut::ready(()));
         }
         self.busy = true;
         let more = due.len() == SWEEP_CHUNK;
-        Box::pin(self.writer.send(ExpireDue { due }).into_actor(self).map(move |res, act, ctx| {
-            act.busy = false;
-            if let Err(e) = res {
-                tracing::error!(error = %e, "expiry: the MapWriter is gone");
-            } else if more {
-                ctx.notify(Sweep);
-            }
-        }))
+        Box::pin(
+            self.writer
+                .send(ExpireDue { due })
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    act.busy = false;
+                    if let Err(e) = res {
+                        tracing::error!(error = %e, "expiry: the MapWriter is gone");
+                    } else if more {
+                        ctx.notify(Sweep);
+                    }
+                }),
+        )
     }
 }

@@ -104,14 +104,21 @@ pub struct MapWriter {
 
 impl MapWriter {
     pub fn new(firewall: Firewall, clock: SharedClock) -> Self {
-        MapWriter { firewall, clock, subscribers: Vec::new() }
+        MapWriter {
+            firewall,
+            clock,
+            subscribers: Vec::new(),
+        }
     }
 
     fn publish(&self, origin: EventOrigin, changes: Vec<Change>) {
         if changes.is_empty() {
             return;
         }
-        let event = Changed { origin, changes: changes.into() };
+        let event = Changed {
+            origin,
+            changes: changes.into(),
+        };
         for subscriber in &self.subscribers {
             subscriber.do_send(event.clone());
         }
@@ -135,8 +142,13 @@ impl Handler<AddEntries> for MapWriter {
 
     fn handle(&mut self, msg: AddEntries, _: &mut Context<Self>) -> Self::Result {
         let now = self.clock.now();
-        let (results, changes) =
-            self.firewall.add(msg.policy, msg.entries, store_origin(&msg.origin), msg.atomic, now);
+        let (results, changes) = self.firewall.add(
+            msg.policy,
+            msg.entries,
+            store_origin(&msg.origin),
+            msg.atomic,
+            now,
+        );
         self.publish(msg.origin, changes);
         results
     }
@@ -146,7 +158,9 @@ impl Handler<RemoveEntries> for MapWriter {
     type Result = Vec<ItemResult>;
 
     fn handle(&mut self, msg: RemoveEntries, _: &mut Context<Self>) -> Self::Result {
-        let (results, changes) = self.firewall.remove(msg.policy, msg.cidrs, msg.protect_sets, msg.atomic);
+        let (results, changes) =
+            self.firewall
+                .remove(msg.policy, msg.cidrs, msg.protect_sets, msg.atomic);
         self.publish(msg.origin, changes);
         results
     }
@@ -158,8 +172,15 @@ impl Handler<ApplyBatch> for MapWriter {
     fn handle(&mut self, msg: ApplyBatch, _: &mut Context<Self>) -> Self::Result {
         let now = self.clock.now();
         let origin = store_origin(&msg.origin);
-        let (results, changes) =
-            batch::apply(&mut self.firewall, msg.policy, msg.ops, origin, msg.protect_sets, msg.atomic, now);
+        let (results, changes) = batch::apply(
+            &mut self.firewall,
+            msg.policy,
+            msg.ops,
+            origin,
+            msg.protect_sets,
+            msg.atomic,
+            now,
+        );
         self.publish(msg.origin, changes);
         results
     }
@@ -226,7 +247,10 @@ impl Handler<ReloadSets> for MapWriter {
                         c.created
                     );
                     if c.restored > 0 {
-                        tracing::info!("sets reload: policy={policy}, restored {} hidden entries", c.restored);
+                        tracing::info!(
+                            "sets reload: policy={policy}, restored {} hidden entries",
+                            c.restored
+                        );
                     }
                 }
             }
