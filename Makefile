@@ -12,7 +12,7 @@ C_SOURCES := $(wildcard bpf/*.c bpf/*.h include/*.h bench/bpf/*.c)
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: deps build run test lint fmt bench clean-run
+.PHONY: deps build run test lint fmt bench man clean-run
 
 deps:
 	@missing=""; \
@@ -47,6 +47,10 @@ lint:
 
 test: deps lint
 	$(CARGO) test --workspace
+
+# Man pages of couicctl, generated from its command-line definitions.
+man:
+	$(CARGO) run -q -p couicctl -- man target/man
 
 # Formats Rust and C in place.
 fmt:
