@@ -49,6 +49,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let startup_log = match logging::startup(config.logging.as_ref()) {
+        Ok(dispatch) => dispatch,
+        Err(e) => {
+            eprintln!("Error initializing logging: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The privileged part runs on this thread alone: capabilities are per
+    // thread, so any thread started before they are dropped would keep them.
+    let acquired = tracing::dispatcher::with_default(&startup_log, || {
+        acquire(&config, &layout).inspect_err(|e| tracing::error!("{e:#}"))
+    });
+    let Ok(acquired) = acquired else {
+        return ExitCode::FAILURE;
+    };
     let _log_guard = match logging::init(config.logging.as_ref()) {
         Ok(guard) => guard,
         Err(e) => {
@@ -56,7 +71,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match run(config, layout) {
+    match run(layout, acquired) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -65,7 +80,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config, layout: Layout) -> anyhow::Result<()> {
+/// Everything taken from the kernel and the filesystem while couic still
+/// holds its capabilities.
+struct Acquired {
+    caps: Capacities,
+    maps: couic::bpf::KernelMaps,
+    links: Vec<xdp::XdpLink>,
+    clients: rbac::ClientRegistry,
+    client_files: ClientFiles,
+    socket: SocketFile,
+    listener: std::os::unix::net::UnixListener,
+}
+
+fn acquire(config: &Config, layout: &Layout) -> anyhow::Result<Acquired> {
     // Load the program sized from the config and attach it everywhere (or
     // nowhere: a failed attach drops the links already made).
     let caps = Capacities {
@@ -97,12 +124,32 @@ fn run(config: Config, layout: Layout) -> anyhow::Result<()> {
 
     // Every kernel handle is taken: give up every capability.
     privileges::drop_all().context("Drop all capabilities")?;
+    Ok(Acquired {
+        caps,
+        maps: loaded.maps,
+        links,
+        clients,
+        client_files,
+        socket,
+        listener,
+    })
+}
 
+fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
+    let Acquired {
+        caps,
+        maps,
+        links,
+        clients,
+        client_files,
+        socket,
+        listener,
+    } = acquired;
     let system = System::new();
     system.block_on(async move {
         let clock: SharedClock = Arc::new(SystemClock);
         let writer_arbiter = Arbiter::new();
-        let firewall = Firewall::new(loaded.maps, caps);
+        let firewall = Firewall::new(maps, caps);
         let writer_clock = clock.clone();
         let writer = MapWriter::start_in_arbiter(&writer_arbiter.handle(), move |_| {
             MapWriter::new(firewall, writer_clock)
