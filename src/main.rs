@@ -93,6 +93,17 @@ struct Acquired {
 }
 
 fn acquire(config: &Config, layout: &Layout) -> anyhow::Result<Acquired> {
+    // Webhook reports and peer sync are accepted in the config (the
+    // reference's keys) but not built yet: say so instead of ignoring them.
+    if config.reporting.as_ref().is_some_and(|r| r.enabled) {
+        tracing::warn!(
+            "[reporting] is enabled but this couic version sends no webhook reports yet"
+        );
+    }
+    if config.peering.as_ref().is_some_and(|p| p.enabled) {
+        tracing::warn!("[peering] is enabled but this couic version does not sync peers yet");
+    }
+
     // Load the program sized from the config and attach it everywhere (or
     // nowhere: a failed attach drops the links already made).
     let caps = Capacities {
