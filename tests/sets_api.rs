@@ -1,13 +1,13 @@
 //! The set routes over the real socket (§7.6): files written and read
 //! through the API, validation, statuses and bodies, scopes.
 
-mod sets_support;
+mod api_support;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
+use api_support::*;
 use serde_json::json;
-use sets_support::*;
 
 #[test]
 fn create_get_update_delete() {

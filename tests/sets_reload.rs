@@ -2,17 +2,17 @@
 //! §18.12-14): what is loaded, what is refused (and then nothing changes),
 //! and how set entries meet API entries.
 
-mod sets_support;
+mod api_support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
+use api_support::*;
 use couic::actors::messages::EventOrigin;
 use couic::bpf::Capacities;
 use couic::firewall::ChangeKind;
 use serde_json::json;
-use sets_support::*;
 
 fn entry(cidr: &str, tag: &str) -> (String, String, u64) {
     (cidr.to_string(), tag.to_string(), 0)

@@ -1,18 +1,21 @@
-//! The daemon's pieces for API tests: the real BPF program (loaded, not
-//! attached), the MapWriter, the Expirer on a manual clock, and the API on
-//! a real Unix socket in a temporary directory.
+//! An in-process daemon for the API and set tests: the real BPF program
+//! (loaded, not attached), the MapWriter, the Expirer on a manual clock, the
+//! sets of a temporary working directory, and the API on a real Unix socket.
+//! A recorder subscribed to the MapWriter keeps every published event.
 #![allow(dead_code)]
 
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web::dev::ServerHandle;
 use couic::actors::expirer::{Expirer, Sweep};
-use couic::actors::map_writer::{AddEntries, MapWriter};
-use couic::actors::messages::EventOrigin;
+use couic::actors::map_writer::{AddEntries, MapWriter, Subscribe};
+use couic::actors::messages::{Changed, EventOrigin};
 use couic::api::socket::SocketFile;
 use couic::api::{self, AppState};
 use couic::bpf::{self, Capacities};
@@ -29,6 +32,21 @@ use serde_json::Value;
 /// The manual clock starts here (2025-01-01).
 pub const T0: u64 = 1_735_689_600;
 
+/// Keeps every event the MapWriter publishes.
+struct Recorder(Arc<Mutex<Vec<Changed>>>);
+
+impl Actor for Recorder {
+    type Context = Context<Self>;
+}
+
+impl Handler<Changed> for Recorder {
+    type Result = ();
+
+    fn handle(&mut self, msg: Changed, _: &mut Context<Self>) {
+        self.0.lock().unwrap().push(msg);
+    }
+}
+
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
@@ -36,7 +54,9 @@ pub struct Daemon {
     pub clock: ManualClock,
     pub writer: Addr<MapWriter>,
     pub expirer: Addr<Expirer>,
+    pub sets: Arc<Sets>,
     pub program: ProgramHandle,
+    pub events: Arc<Mutex<Vec<Changed>>>,
     server: ServerHandle,
     system: System,
     thread: Option<JoinHandle<()>>,
@@ -64,7 +84,7 @@ impl Daemon {
     pub fn start_with(caps: Capacities) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let work = dir.path().join("work");
-        std::fs::create_dir(&work).unwrap();
+        fs::create_dir(&work).unwrap();
         let layout = Layout::prepare(&work, Owner::current()).unwrap();
         let files = ClientFiles::new(layout.clients_dir(), layout.owner);
         let (registry, _) = rbac::load_or_init(&files).unwrap();
@@ -77,25 +97,35 @@ impl Daemon {
         let firewall = Firewall::new(loaded.maps, caps);
         let clock = ManualClock::new(T0);
         let shared: SharedClock = Arc::new(clock.clone());
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let recorded = events.clone();
+        let sets_root = work.join("sets");
+        let owner = layout.owner;
 
-        let (sets_root, owner) = (layout.root.join("sets"), layout.owner);
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let system = System::new();
             system.block_on(async move {
                 let writer = MapWriter::new(firewall, shared.clone()).start();
+                let recorder = Recorder(recorded).start();
+                writer
+                    .send(Subscribe {
+                        subscriber: recorder.recipient(),
+                    })
+                    .await
+                    .unwrap();
                 let expirer = Expirer::new(writer.clone(), shared.clone()).start();
                 let sets = Sets::new(sets_root, owner, writer.clone());
-                let state = AppState::new(writer.clone(), registry, files, shared).with_sets(sets);
-                let state = actix_web::web::Data::new(state);
-                let server = api::serve(listener, state, 2).unwrap();
-                tx.send((server.handle(), writer, expirer, System::current()))
+                let state =
+                    AppState::new(writer.clone(), registry, files, shared).with_sets(sets.clone());
+                let server = api::serve(listener, actix_web::web::Data::new(state), 2).unwrap();
+                tx.send((server.handle(), writer, expirer, sets, System::current()))
                     .unwrap();
                 actix_rt::spawn(server);
             });
             system.run().unwrap();
         });
-        let (server, writer, expirer, system) = rx.recv().unwrap();
+        let (server, writer, expirer, sets, system) = rx.recv().unwrap();
         Daemon {
             dir,
             socket,
@@ -103,7 +133,9 @@ impl Daemon {
             clock,
             writer,
             expirer,
+            sets,
             program,
+            events,
             server,
             system,
             thread: Some(thread),
@@ -115,6 +147,24 @@ impl Daemon {
         self.dir.path().join("work")
     }
 
+    /// `work/sets/<policy>/`.
+    pub fn set_dir(&self, policy: &str) -> PathBuf {
+        self.work_dir().join("sets").join(policy)
+    }
+
+    /// Writes `file` in the policy's set directory with `mode` (owner: us).
+    pub fn write_file(&self, policy: &str, file: &str, content: &str, mode: u32) -> PathBuf {
+        let path = self.set_dir(policy).join(file);
+        fs::write(&path, content).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    /// A valid set file (mode 0600) named `<stem>.couic`.
+    pub fn write_set(&self, policy: &str, stem: &str, content: &str) -> PathBuf {
+        self.write_file(policy, &format!("{stem}.couic"), content, 0o600)
+    }
+
     /// A client speaking with the admin token.
     pub fn admin(&self) -> Api {
         self.client(Some(&self.admin))
@@ -122,7 +172,7 @@ impl Daemon {
 
     pub fn client(&self, token: Option<&str>) -> Api {
         Api {
-            uds: UdsClient::new(&self.socket, Duration::from_secs(10)),
+            uds: UdsClient::new(&self.socket, Duration::from_secs(30)),
             token: token.map(String::from),
         }
     }
@@ -130,6 +180,13 @@ impl Daemon {
     /// Expires what the manual clock says is due, as the interval would.
     pub fn sweep(&self) {
         block_on(self.expirer.send(Sweep)).unwrap();
+    }
+
+    /// Takes the events published so far. Events are sent before the
+    /// answer to the request that caused them; delivery is polled briefly.
+    pub fn take_events(&self) -> Vec<Changed> {
+        std::thread::sleep(Duration::from_millis(50));
+        std::mem::take(&mut *self.events.lock().unwrap())
     }
 
     /// Adds a set entry (tag `<name>.couic`) as a set reload would.
@@ -206,17 +263,27 @@ impl Api {
         self.raw("DELETE", path, &[], None)
     }
 
-    /// POST with `Content-Type: application/json`.
-    pub fn post(&mut self, path: &str, body: &str) -> Response {
+    /// `method` with a JSON body.
+    pub fn send(&mut self, method: &str, path: &str, body: &str) -> Response {
         self.raw(
-            "POST",
+            method,
             path,
             &[("Content-Type", "application/json")],
             Some(body.as_bytes()),
         )
     }
 
-    /// POSTs an entry request; returns the response.
+    /// POST with `Content-Type: application/json`.
+    pub fn post(&mut self, path: &str, body: &str) -> Response {
+        self.send("POST", path, body)
+    }
+
+    /// `POST /v1/sets/reload`, no body.
+    pub fn reload(&mut self) -> Response {
+        self.raw("POST", "/v1/sets/reload", &[], None)
+    }
+
+    /// POSTs an entry; returns the response.
     pub fn add(
         &mut self,
         policy: &str,
@@ -226,6 +293,26 @@ impl Api {
     ) -> Response {
         let body = serde_json::json!({"cidr": cidr, "tag": tag, "expiration": expiration});
         self.post(&format!("/v1/{policy}"), &body.to_string())
+    }
+
+    /// The entries of a policy, as `cidr -> (tag, expiration)`, sorted.
+    pub fn entries(&mut self, policy: &str) -> Vec<(String, String, u64)> {
+        let resp = self.get(&format!("/v1/{policy}"));
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let mut out: Vec<(String, String, u64)> = json(&resp)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["cidr"].as_str().unwrap().to_string(),
+                    e["tag"].as_str().unwrap().to_string(),
+                    e["expiration"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     /// Number of entries of a policy.
