@@ -1,13 +1,15 @@
-//! couic-bench: measures the couic data path and prints every figure with
-//! its ratio to a baseline; `--write BENCHMARKS.md` refreshes the generated
-//! section of that file. Run as root on an otherwise idle machine.
+//! couic-bench: measures couic and prints every figure with its ratio to a
+//! baseline or goal; `--write BENCHMARKS.md` refreshes the generated
+//! sections of that file. Run as root on an otherwise idle machine.
 //!
 //! (a) BPF_PROG_TEST_RUN cost per packet, 262,144 rules vs empty maps.
 //! (b) Drop rate on a veth pair in native XDP, 10,000 vs 262,144 rules, and
 //!     iptables raw + ipset holding the same rules.
-//! (c) Hooks for figures measured elsewhere (API throughput, daemon memory):
-//!     each is a function returning its section, or None until written.
+//! (c) The control plane (`--only api`): the release daemon started by the
+//!     bench, its API throughput, memory, expiry, sets and couicctl.
 
+mod api;
+mod daemon;
 mod gen;
 mod kernel;
 mod report;
@@ -33,9 +35,13 @@ pub struct Settings {
     pub seconds: f64,
     /// Rounds of the live configurations (best kept).
     pub rounds: usize,
+    /// Timed single-entry adds per client thread.
+    pub api_requests: usize,
+    /// Timed couicctl runs.
+    pub ctl_runs: usize,
 }
 
-const USAGE: &str = "usage: couic-bench [--quick] [--only testrun|veth] [--write FILE]";
+const USAGE: &str = "usage: couic-bench [--quick] [--only testrun|veth|api] [--write FILE]";
 
 fn main() -> anyhow::Result<()> {
     let mut settings = Settings {
@@ -44,19 +50,25 @@ fn main() -> anyhow::Result<()> {
         passes: 3,
         seconds: 3.0,
         rounds: 3,
+        api_requests: 20_000,
+        ctl_runs: 200,
     };
     let mut write: Option<PathBuf> = None;
     let mut only: Option<String> = None;
+    let mut quick = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => {
+                quick = true;
                 settings = Settings {
                     sources: 100_000,
                     repeat: 100_000,
                     passes: 1,
                     seconds: 1.0,
                     rounds: 1,
+                    api_requests: 5_000,
+                    ctl_runs: 50,
                 }
             }
             "--write" => write = Some(args.next().ok_or_else(|| anyhow::anyhow!(USAGE))?.into()),
@@ -73,34 +85,80 @@ fn main() -> anyhow::Result<()> {
         bail!("couic-bench needs root: it loads XDP programs and creates namespaces");
     }
 
-    let mut sections: Vec<Section> = Vec::new();
+    let mut data_path: Vec<Section> = Vec::new();
     let wants = |what: &str| only.as_deref().is_none_or(|o| o == what);
+    if let Some(o) = only
+        .as_deref()
+        .filter(|o| !["testrun", "veth", "api"].contains(o))
+    {
+        bail!("unknown part {o}\n{USAGE}");
+    }
     if wants("testrun") {
-        sections.push(testrun::run(&settings)?);
+        data_path.push(testrun::run(&settings)?);
     }
     if wants("veth") {
-        sections.push(veth::run(&settings)?);
+        data_path.push(veth::run(&settings)?);
     }
-    sections.extend(api_throughput());
-    sections.extend(daemon_rss());
+    let mut control_plane = None;
+    if wants("api") {
+        let measured = api::run(&settings)?;
+        println!(
+            "\n  control plane measured in {:.0} s; load average before {}, after {}",
+            measured.took.as_secs_f64(),
+            measured.load_before,
+            measured.load_after
+        );
+        control_plane = Some(measured);
+    }
 
     if let Some(path) = write {
-        let command = "make bench";
-        report::write(&path, command, &context(), &sections)?;
+        // The command as run: `make bench` runs every part.
+        let command = match &only {
+            None => "make bench".to_string(),
+            Some(o) => format!(
+                "./target/release/couic-bench{} --only {o} --write {}",
+                if quick { " --quick" } else { "" },
+                path.display()
+            ),
+        };
+        if !data_path.is_empty() {
+            report::write(
+                &path,
+                &report::DATA_PATH,
+                &command,
+                "about 5 minutes",
+                &context(),
+                &data_path,
+            )?;
+        }
+        if let Some(m) = control_plane {
+            let context = format!(
+                "{} Load average (1, 5, 15 min) when the control-plane part started: {}; when it \
+                 ended: {}. That part took {:.0} s, building couic and couicctl left out.",
+                context(),
+                m.load_before,
+                m.load_after,
+                m.took.as_secs_f64()
+            );
+            report::write(
+                &path,
+                &report::CONTROL_PLANE,
+                &command,
+                "the control-plane part takes about half a minute after the build",
+                &context,
+                &[m.section],
+            )?;
+        }
         println!("\nwrote {}", path.display());
     }
     Ok(())
 }
 
-/// Hook (c): requests per second through the API socket. To be written by
-/// whoever owns the API; return the section once it measures something.
-fn api_throughput() -> Option<Section> {
-    None
-}
-
-/// Hook (c): resident memory of the daemon holding full maps.
-fn daemon_rss() -> Option<Section> {
-    None
+/// The three load averages of /proc/loadavg.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Where the figures come from: kernel, CPU, date.
