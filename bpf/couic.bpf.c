@@ -19,13 +19,16 @@
  *      couic_stats, and per tag of the matching rule in couic_tag_drop or
  *      couic_tag_ign. All counters are per CPU: no atomics on this path.
  *
- * Each policy and family is two maps: a hash of exact hosts (/32, /128),
- * which is one or two cache misses whatever its size, and an LPM trie for
- * shorter prefixes, whose walk costs a miss per level. Most blocklist rules
- * are hosts, so most lookups never walk a trie. A host rule is the longest
- * possible prefix, so trying the hash first keeps longest-prefix semantics.
- * couic_active says which of the eight maps hold anything, so an empty
- * map (typically the ignore ones) costs nothing.
+ * Each policy and family has exact hosts (/32, /128) and shorter prefixes.
+ * Hosts sit in buckets of one cache line (see include/couic.h): the source
+ * hashes to one bucket, a single array read, whose few slots are compared
+ * in an unrolled loop; only a bucket that spilled sends the lookup on to
+ * its overflow hash. Shorter prefixes are in an LPM trie, whose walk costs
+ * a miss per level. Most blocklist rules are hosts, so most lookups never
+ * walk a trie. A host rule is the longest possible prefix, so trying hosts
+ * first keeps longest-prefix semantics. couic_active says which hosts and
+ * which tries hold anything, so an empty one (typically ignore) costs
+ * nothing.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -39,6 +42,15 @@
 const volatile enum couic_limits couic_limits_anchor = COUIC_DROP_MAX;
 const volatile enum couic_stat couic_stat_anchor = COUIC_STAT_MAX;
 const volatile enum couic_map_index couic_map_anchor = COUIC_MAP_COUNT;
+const volatile enum couic_bucket_slots couic_slots_anchor = COUIC_B4_SLOTS;
+
+/* Bucket hashing, set by the daemon before loading: a random seed, and per
+ * bucket array log2 of its number of buckets (max_entries, a power of 2). */
+const volatile __u64 couic_seed = 0;
+const volatile __u8 couic_i4_bits = 1;
+const volatile __u8 couic_i6_bits = 1;
+const volatile __u8 couic_d4_bits = 1;
+const volatile __u8 couic_d6_bits = 1;
 
 /* Flags, one byte per map of enum couic_map_index: non-zero while the map
  * may hold rules. Written only by the daemon. */
@@ -55,6 +67,16 @@ struct {
 
 /* Rule maps. max_entries is set by the daemon at load time from its config;
  * the values here are the defaults. */
+/* Buckets of exact hosts; mmapable so each bucket starts on a cache line. */
+#define BUCKETS(name, bucket)                      \
+	struct {                                   \
+		__uint(type, BPF_MAP_TYPE_ARRAY);  \
+		__uint(map_flags, BPF_F_MMAPABLE); \
+		__uint(max_entries, 2);            \
+		__type(key, __u32);                \
+		__type(value, bucket);             \
+	} name SEC(".maps")
+
 #define HOST_MAP(name, keytype, cap)                  \
 	struct {                                      \
 		__uint(type, BPF_MAP_TYPE_HASH);      \
@@ -73,13 +95,17 @@ struct {
 		__type(value, struct couic_rule);     \
 	} name SEC(".maps")
 
-HOST_MAP(couic_i4_host, struct couic_v4_key, COUIC_IGNORE_MAX); /* ignore, IPv4 /32 */
+BUCKETS(couic_i4_bkt, struct couic_b4_bucket);			/* ignore, IPv4 /32 */
+BUCKETS(couic_i6_bkt, struct couic_b6_bucket);			/* ignore, IPv6 /128 */
+BUCKETS(couic_d4_bkt, struct couic_b4_bucket);			/* drop, IPv4 /32 */
+BUCKETS(couic_d6_bkt, struct couic_b6_bucket);			/* drop, IPv6 /128 */
+HOST_MAP(couic_i4_host, struct couic_v4_key, COUIC_IGNORE_MAX); /* ignore, IPv4 /32 overflow */
 NET_MAP(couic_i4_net, struct couic_v4_key, COUIC_IGNORE_MAX);	/* ignore, IPv4 /0-/31 */
-HOST_MAP(couic_i6_host, struct couic_v6_key, COUIC_IGNORE_MAX); /* ignore, IPv6 /128 */
+HOST_MAP(couic_i6_host, struct couic_v6_key, COUIC_IGNORE_MAX); /* ignore, IPv6 /128 overflow */
 NET_MAP(couic_i6_net, struct couic_v6_key, COUIC_IGNORE_MAX);	/* ignore, IPv6 /0-/127 */
-HOST_MAP(couic_d4_host, struct couic_v4_key, COUIC_DROP_MAX);	/* drop, IPv4 /32 */
+HOST_MAP(couic_d4_host, struct couic_v4_key, COUIC_DROP_MAX);	/* drop, IPv4 /32 overflow */
 NET_MAP(couic_d4_net, struct couic_v4_key, COUIC_DROP_MAX);	/* drop, IPv4 /0-/31 */
-HOST_MAP(couic_d6_host, struct couic_v6_key, COUIC_DROP_MAX);	/* drop, IPv6 /128 */
+HOST_MAP(couic_d6_host, struct couic_v6_key, COUIC_DROP_MAX);	/* drop, IPv6 /128 overflow */
 NET_MAP(couic_d6_net, struct couic_v6_key, COUIC_DROP_MAX);	/* drop, IPv6 /0-/127 */
 
 /* Packets and bytes per XDP action, plus malformed frames (enum couic_stat). */
@@ -118,60 +144,151 @@ struct verdict {
 	int malformed;
 };
 
-/* Host hash first, then the trie; each only if it holds rules. */
-static __always_inline struct couic_rule *lookup(void *host, void *net, __u8 host_on, __u8 net_on,
-						 void *key)
-{
-	struct couic_rule *rule = NULL;
+/* Multiplicative hash of the address words, top `bits` bits kept.
+ * src/bpf/hosts.rs computes the same. */
+#define COUIC_HASH_MUL 0x9e3779b97f4a7c15ULL
 
-	if (host_on)
-		rule = bpf_map_lookup_elem(host, key);
-	if (!rule && net_on)
-		rule = bpf_map_lookup_elem(net, key);
-	return rule;
+static __always_inline __u32 couic_bucket_of(const __u32 *words, int n, __u8 bits)
+{
+	__u64 h = couic_seed;
+
+	for (int i = 0; i < n; i++)
+		h = (h ^ words[i]) * COUIC_HASH_MUL;
+	return h >> (64 - bits);
 }
 
-static __always_inline void decide(struct verdict *v, struct couic_rule *ignore,
-				   struct couic_rule *drop)
+/* A slot's tag, read before its address is compared. Volatile so that
+ * clang cannot move the read into a block shared by every slot, where the
+ * slot's offset would be a variable added to the map pointer, which the
+ * verifier refuses without CAP_PERFMON. Same cache line, so it costs ~0. */
+static __always_inline __u32 slot_tag(const __u32 *tag)
 {
-	if (ignore) {
-		v->matched = MATCHED_IGNORE;
-		v->tag_id = ignore->tag_id;
-	} else if (drop) {
-		v->action = XDP_DROP;
-		v->matched = MATCHED_DROP;
-		v->tag_id = drop->tag_id;
+	return *(const volatile __u32 *)tag;
+}
+
+/* An exact IPv4 host: its bucket's slots, then the overflow hash only if
+ * the bucket spilled. Sets *tag and returns 1 when listed. */
+static __always_inline int host_v4(void *buckets, void *overflow, __u8 bits,
+				   const struct couic_v4_key *key, __u32 *tag)
+{
+	__u32 addr, idx, count;
+	struct couic_b4_bucket *b;
+	struct couic_rule *rule;
+
+	__builtin_memcpy(&addr, key->addr, sizeof(addr));
+	idx = couic_bucket_of(&addr, 1, bits);
+	b = bpf_map_lookup_elem(buckets, &idx);
+	if (!b)
+		return 0;
+	count = b->count;
+#pragma unroll
+	for (int i = 0; i < COUIC_B4_SLOTS; i++) {
+		__u32 a, t = slot_tag(&b->slot[i].tag_id);
+
+		__builtin_memcpy(&a, b->slot[i].addr, sizeof(a));
+		if (i < count && a == addr) {
+			*tag = t;
+			return 1;
+		}
 	}
+	if (!b->overflow)
+		return 0;
+	rule = bpf_map_lookup_elem(overflow, key);
+	if (!rule)
+		return 0;
+	*tag = rule->tag_id;
+	return 1;
+}
+
+/* The same for an IPv6 host, compared as four words. */
+static __always_inline int host_v6(void *buckets, void *overflow, __u8 bits,
+				   const struct couic_v6_key *key, __u32 *tag)
+{
+	__u32 w[4], idx, count;
+	struct couic_b6_bucket *b;
+	struct couic_rule *rule;
+
+	__builtin_memcpy(w, key->addr, sizeof(w));
+	idx = couic_bucket_of(w, 4, bits);
+	b = bpf_map_lookup_elem(buckets, &idx);
+	if (!b)
+		return 0;
+	count = b->count;
+#pragma unroll
+	for (int i = 0; i < COUIC_B6_SLOTS; i++) {
+		__u32 a[4], t = slot_tag(&b->slot[i].tag_id);
+
+		__builtin_memcpy(a, b->slot[i].addr, sizeof(a));
+		if (i < count && a[0] == w[0] && a[1] == w[1] && a[2] == w[2] && a[3] == w[3]) {
+			*tag = t;
+			return 1;
+		}
+	}
+	if (!b->overflow)
+		return 0;
+	rule = bpf_map_lookup_elem(overflow, key);
+	if (!rule)
+		return 0;
+	*tag = rule->tag_id;
+	return 1;
+}
+
+/* A prefix in the trie, if it holds rules. */
+static __always_inline int net(void *trie, __u8 on, void *key, __u32 *tag)
+{
+	struct couic_rule *rule;
+
+	if (!on)
+		return 0;
+	rule = bpf_map_lookup_elem(trie, key);
+	if (!rule)
+		return 0;
+	*tag = rule->tag_id;
+	return 1;
 }
 
 static __always_inline void judge_v4(struct verdict *v, const struct couic_active *on,
 				     const struct iphdr *iph)
 {
 	struct couic_v4_key key = { .prefixlen = 32 };
-	struct couic_rule *ignore, *drop = NULL;
+	const __u8 *m = on->map;
+	__u32 tag;
 
 	__builtin_memcpy(key.addr, &iph->saddr, sizeof(key.addr));
-	ignore = lookup(&couic_i4_host, &couic_i4_net, on->map[COUIC_MAP_IGN4_HOST],
-			on->map[COUIC_MAP_IGN4_NET], &key);
-	if (!ignore)
-		drop = lookup(&couic_d4_host, &couic_d4_net, on->map[COUIC_MAP_DROP4_HOST],
-			      on->map[COUIC_MAP_DROP4_NET], &key);
-	decide(v, ignore, drop);
+	if ((m[COUIC_MAP_IGN4_HOST] &&
+	     host_v4(&couic_i4_bkt, &couic_i4_host, couic_i4_bits, &key, &tag)) ||
+	    net(&couic_i4_net, m[COUIC_MAP_IGN4_NET], &key, &tag)) {
+		v->matched = MATCHED_IGNORE;
+		v->tag_id = tag;
+	} else if ((m[COUIC_MAP_DROP4_HOST] &&
+		    host_v4(&couic_d4_bkt, &couic_d4_host, couic_d4_bits, &key, &tag)) ||
+		   net(&couic_d4_net, m[COUIC_MAP_DROP4_NET], &key, &tag)) {
+		v->action = XDP_DROP;
+		v->matched = MATCHED_DROP;
+		v->tag_id = tag;
+	}
 }
 
 static __always_inline void judge_v6(struct verdict *v, const struct couic_active *on,
 				     const struct ipv6hdr *ip6h)
 {
 	struct couic_v6_key key = { .prefixlen = 128 };
-	struct couic_rule *ignore, *drop = NULL;
+	const __u8 *m = on->map;
+	__u32 tag;
 
 	__builtin_memcpy(key.addr, &ip6h->saddr, sizeof(key.addr));
-	ignore = lookup(&couic_i6_host, &couic_i6_net, on->map[COUIC_MAP_IGN6_HOST],
-			on->map[COUIC_MAP_IGN6_NET], &key);
-	if (!ignore)
-		drop = lookup(&couic_d6_host, &couic_d6_net, on->map[COUIC_MAP_DROP6_HOST],
-			      on->map[COUIC_MAP_DROP6_NET], &key);
-	decide(v, ignore, drop);
+	if ((m[COUIC_MAP_IGN6_HOST] &&
+	     host_v6(&couic_i6_bkt, &couic_i6_host, couic_i6_bits, &key, &tag)) ||
+	    net(&couic_i6_net, m[COUIC_MAP_IGN6_NET], &key, &tag)) {
+		v->matched = MATCHED_IGNORE;
+		v->tag_id = tag;
+	} else if ((m[COUIC_MAP_DROP6_HOST] &&
+		    host_v6(&couic_d6_bkt, &couic_d6_host, couic_d6_bits, &key, &tag)) ||
+		   net(&couic_d6_net, m[COUIC_MAP_DROP6_NET], &key, &tag)) {
+		v->action = XDP_DROP;
+		v->matched = MATCHED_DROP;
+		v->tag_id = tag;
+	}
 }
 
 /* The L3 header announced by `proto` at the constant offset `off`. */

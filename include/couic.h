@@ -33,6 +33,43 @@ struct couic_v6_key {
 	__u8 addr[16];
 };
 
+/*
+ * Exact hosts are held in buckets of one cache line, in an array map that
+ * user space manages: it hashes the address to a bucket (the hash is
+ * couic_bucket_of() in couic.bpf.c, mirrored in src/bpf/hosts.rs), keeps a
+ * copy of every bucket and rewrites a whole bucket at a time. `count` slots
+ * are in use, packed from slot 0. A host that finds its bucket full goes to
+ * the overflow hash map of the same policy and family, and the bucket's
+ * `overflow` counts how many did, so the program looks there only then.
+ */
+enum couic_bucket_slots {
+	COUIC_B4_SLOTS = 7, /* IPv4 hosts per bucket */
+	COUIC_B6_SLOTS = 3, /* IPv6 hosts per bucket */
+};
+
+struct couic_b4_slot {
+	__u8 addr[4];
+	__u32 tag_id;
+};
+
+struct couic_b6_slot {
+	__u8 addr[16];
+	__u32 tag_id;
+};
+
+struct couic_b4_bucket {
+	struct couic_b4_slot slot[COUIC_B4_SLOTS];
+	__u16 count;
+	__u16 overflow;
+	__u32 unused;
+};
+
+struct couic_b6_bucket {
+	struct couic_b6_slot slot[COUIC_B6_SLOTS];
+	__u16 count;
+	__u16 overflow;
+};
+
 /* Value of every rule map: the rule's tag, an index into the per-tag
  * counter arrays. Tag id 0 is "untagged". */
 struct couic_rule {

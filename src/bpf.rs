@@ -5,6 +5,9 @@
 //! [`KernelMaps`] is the only writable view of the maps and is owned by the
 //! MapWriter actor.
 
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, RandomState};
+use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -12,11 +15,14 @@ use couic_common::{Cidr, Policy};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
 
+mod hosts;
+
 mod skel {
     #![allow(clippy::all, non_camel_case_types, dead_code, unused_imports)]
     include!(concat!(env!("OUT_DIR"), "/couic.skel.rs"));
 }
 
+pub use hosts::{HostTable, Place};
 pub use skel::types;
 use types::{couic_counter, couic_map_index, couic_rule, couic_stat, couic_v4_key, couic_v6_key};
 
@@ -87,13 +93,46 @@ const RULE_MAP_NAMES: [&str; RULE_MAPS] = [
     "couic_d6_net",
 ];
 
+/// Host bucket arrays, one per host rule map (index / 2 of the latter).
+const HOST_TABLES: usize = RULE_MAPS / 2;
+
 /// Opens, sizes and loads the object, then keeps owned handles only.
 pub fn load(caps: Capacities) -> Result<Loaded, BpfError> {
     let mut storage = MaybeUninit::uninit();
     let mut open = skel::CouicSkelBuilder::default()
         .open(&mut storage)
         .map_err(BpfError::Load)?;
+    // A seed of our own per load, so nobody can pick hosts that collide.
+    let seed = RandomState::new().hash_one(std::process::id());
+    let hosts = [
+        HostTable::new(true, HostTable::buckets_for(true, caps.ignore), seed),
+        HostTable::new(false, HostTable::buckets_for(false, caps.ignore), seed),
+        HostTable::new(true, HostTable::buckets_for(true, caps.drop), seed),
+        HostTable::new(false, HostTable::buckets_for(false, caps.drop), seed),
+    ];
+    let rodata = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .expect("the object has read-only globals");
+    rodata.couic_seed = seed;
+    rodata.couic_i4_bits = hosts[0].bits();
+    rodata.couic_i6_bits = hosts[1].bits();
+    rodata.couic_d4_bits = hosts[2].bits();
+    rodata.couic_d6_bits = hosts[3].bits();
     let m = &mut open.maps;
+    for (map, table) in [
+        &mut m.couic_i4_bkt,
+        &mut m.couic_i6_bkt,
+        &mut m.couic_d4_bkt,
+        &mut m.couic_d6_bkt,
+    ]
+    .into_iter()
+    .zip(&hosts)
+    {
+        map.set_max_entries(1 << table.bits())
+            .map_err(BpfError::Load)?;
+    }
     for (map, cap) in [
         (&mut m.couic_i4_host, caps.ignore),
         (&mut m.couic_i4_net, caps.ignore),
@@ -126,8 +165,16 @@ pub fn load(caps: Capacities) -> Result<Loaded, BpfError> {
         handle!(m.couic_d6_host),
         handle!(m.couic_d6_net),
     ];
+    let buckets = [
+        handle!(m.couic_i4_bkt),
+        handle!(m.couic_i6_bkt),
+        handle!(m.couic_d4_bkt),
+        handle!(m.couic_d6_bkt),
+    ];
     let maps = KernelMaps {
         rules,
+        buckets,
+        hosts,
         active: handle!(m.couic_active),
         stats: handle!(m.couic_stats),
         tag_drop: handle!(m.couic_tag_drop),
@@ -171,6 +218,14 @@ pub fn rule_bytes(slot: u32) -> [u8; 4] {
     out
 }
 
+/// The address of `cidr` as the program compares it (network order).
+fn addr_bytes(cidr: Cidr) -> Vec<u8> {
+    match cidr.addr() {
+        std::net::IpAddr::V4(a) => a.octets().to_vec(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
 /// Views a padding-free `repr(C)` value as its bytes.
 fn as_bytes<T: Copy>(value: &T) -> &[u8] {
     // SAFETY: only called with the generated key/value structs, which are
@@ -195,9 +250,14 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-/// Owned handles on every map of the program. Only the MapWriter holds one.
+/// Owned handles on every map of the program, and the user-space copy of
+/// the host buckets. Only the MapWriter holds one.
 pub struct KernelMaps {
+    /// By `couic_map_index`: the overflow hash of a host index, the trie of
+    /// a net index.
     rules: [MapHandle; RULE_MAPS],
+    buckets: [MapHandle; HOST_TABLES],
+    hosts: [HostTable; HOST_TABLES],
     active: MapHandle,
     stats: MapHandle,
     tag_drop: MapHandle,
@@ -207,51 +267,126 @@ pub struct KernelMaps {
 
 /// Outcome of a batch: how many leading items the kernel applied, and the
 /// error that stopped it, if any.
-pub struct BatchOutcome {
-    pub applied: usize,
-    pub error: Option<std::io::Error>,
+struct BatchOutcome {
+    applied: usize,
+    error: Option<std::io::Error>,
 }
 
 impl KernelMaps {
-    /// Inserts `count` keys and values (concatenated) into rule map `index`.
-    pub fn update_batch(
-        &self,
-        index: usize,
-        keys: &[u8],
-        values: &[u8],
-        count: usize,
-    ) -> BatchOutcome {
-        let mut n = count as u32;
-        let opts = batch_opts(libbpf_sys::BPF_ANY as u64);
-        // SAFETY: `keys` and `values` hold `count` keys and values of the map's
-        // sizes, built by key_bytes()/rule_bytes(); the kernel reads at most
-        // `n` of each and writes back how many it processed into `n`.
-        let ret = unsafe {
-            libbpf_sys::bpf_map_update_batch(
-                self.rules[index].as_fd().as_raw_fd(),
-                keys.as_ptr().cast(),
-                values.as_ptr().cast(),
-                &mut n,
-                &opts,
-            )
-        };
-        outcome(ret, n as usize, count)
+    /// Inserts (or re-tags) `items`, all of rule map `index` (see
+    /// [`rule_map_index`]), as (CIDR, tag slot). One result per item.
+    pub fn insert(&mut self, index: usize, items: &[(Cidr, u32)]) -> Vec<io::Result<()>> {
+        if is_net(index) {
+            let keys: Vec<Vec<u8>> = items.iter().map(|(c, _)| key_bytes(*c)).collect();
+            let values: Vec<Vec<u8>> = items.iter().map(|(_, t)| rule_bytes(*t).to_vec()).collect();
+            return batch_items(&self.rules[index], &keys, Some(&values));
+        }
+        let t = index / 2;
+        let addrs: Vec<Vec<u8>> = items.iter().map(|(c, _)| addr_bytes(*c)).collect();
+        let placed: Vec<(Place, Option<u32>)> = items
+            .iter()
+            .zip(&addrs)
+            .map(|((_, tag), a)| self.hosts[t].insert(a, *tag))
+            .collect();
+        let mut errors: Vec<Option<io::Error>> = items.iter().map(|_| None).collect();
+        // Spilled hosts go into the overflow hash before their bucket, which
+        // flags them, is written.
+        let spilled: Vec<usize> = (0..items.len()).filter(|&i| placed[i].0.spilled).collect();
+        let keys: Vec<Vec<u8>> = spilled.iter().map(|&i| key_bytes(items[i].0)).collect();
+        let values: Vec<Vec<u8>> = spilled
+            .iter()
+            .map(|&i| rule_bytes(items[i].1).to_vec())
+            .collect();
+        for (&i, r) in spilled
+            .iter()
+            .zip(batch_items(&self.rules[index], &keys, Some(&values)))
+        {
+            if let Err(e) = r {
+                self.hosts[t].undo_insert(&addrs[i], placed[i].1);
+                errors[i] = Some(e);
+            }
+        }
+        let by_bucket = group_ok(placed.iter().map(|p| p.0.bucket), &errors);
+        for (bucket, error) in self.write_buckets(t, by_bucket.keys().copied().collect()) {
+            // The kernel keeps the bucket as it was: so does the copy, and
+            // a spilled host it would have flagged leaves the hash again.
+            for &i in &by_bucket[&bucket] {
+                self.hosts[t].undo_insert(&addrs[i], placed[i].1);
+                if placed[i].0.spilled && placed[i].1.is_none() {
+                    let _ = batch_items(&self.rules[index], &[key_bytes(items[i].0)], None);
+                }
+                errors[i] = Some(copy_error(&error));
+            }
+        }
+        errors.into_iter().map(|e| e.map_or(Ok(()), Err)).collect()
     }
 
-    /// Deletes `count` keys (concatenated) from rule map `index`.
-    pub fn delete_batch(&self, index: usize, keys: &[u8], count: usize) -> BatchOutcome {
-        let mut n = count as u32;
-        let opts = batch_opts(0);
-        // SAFETY: as in update_batch, for keys only.
-        let ret = unsafe {
-            libbpf_sys::bpf_map_delete_batch(
-                self.rules[index].as_fd().as_raw_fd(),
-                keys.as_ptr().cast(),
-                &mut n,
-                &opts,
-            )
-        };
-        outcome(ret, n as usize, count)
+    /// Deletes `cidrs`, all of rule map `index`. One result per item.
+    pub fn remove(&mut self, index: usize, cidrs: &[Cidr]) -> Vec<io::Result<()>> {
+        let keys: Vec<Vec<u8>> = cidrs.iter().map(|c| key_bytes(*c)).collect();
+        if is_net(index) {
+            return batch_items(&self.rules[index], &keys, None);
+        }
+        let t = index / 2;
+        let addrs: Vec<Vec<u8>> = cidrs.iter().map(|c| addr_bytes(*c)).collect();
+        let places: Vec<Option<Place>> = addrs.iter().map(|a| self.hosts[t].locate(a)).collect();
+        let mut errors: Vec<Option<io::Error>> = places
+            .iter()
+            .map(|p| {
+                p.is_none()
+                    .then(|| io::Error::from_raw_os_error(libc::ENOENT))
+            })
+            .collect();
+        let spilled: Vec<usize> = (0..cidrs.len())
+            .filter(|&i| places[i].is_some_and(|p| p.spilled))
+            .collect();
+        let spilled_keys: Vec<Vec<u8>> = spilled.iter().map(|&i| keys[i].clone()).collect();
+        for (&i, r) in spilled
+            .iter()
+            .zip(batch_items(&self.rules[index], &spilled_keys, None))
+        {
+            if let Err(e) = r {
+                errors[i] = Some(e);
+            }
+        }
+        let mut tags = vec![0; cidrs.len()];
+        for i in 0..cidrs.len() {
+            if errors[i].is_none() {
+                tags[i] = self.hosts[t].remove(&addrs[i]).map_or(0, |(_, tag)| tag);
+            }
+        }
+        let by_bucket = group_ok(places.iter().map(|p| p.map_or(0, |p| p.bucket)), &errors);
+        for (bucket, error) in self.write_buckets(t, by_bucket.keys().copied().collect()) {
+            // Slotted hosts are still in the kernel's bucket; spilled ones
+            // already left the hash, so their removal stands.
+            for &i in &by_bucket[&bucket] {
+                if !places[i].is_some_and(|p| p.spilled) {
+                    self.hosts[t].insert(&addrs[i], tags[i]);
+                    errors[i] = Some(copy_error(&error));
+                }
+            }
+        }
+        errors.into_iter().map(|e| e.map_or(Ok(()), Err)).collect()
+    }
+
+    /// The user-space copy of the buckets of host rule map `index`.
+    pub fn host_table(&self, index: usize) -> &HostTable {
+        &self.hosts[index / 2]
+    }
+
+    /// Writes `buckets` of host table `t` from the copy; returns those the
+    /// kernel refused, with the error.
+    fn write_buckets(&self, t: usize, buckets: Vec<u32>) -> Vec<(u32, io::Error)> {
+        let keys: Vec<Vec<u8>> = buckets.iter().map(|b| b.to_ne_bytes().to_vec()).collect();
+        let values: Vec<Vec<u8>> = buckets
+            .iter()
+            .map(|b| self.hosts[t].bucket_bytes(*b))
+            .collect();
+        buckets
+            .into_iter()
+            .zip(batch_items(&self.buckets[t], &keys, Some(&values)))
+            .filter_map(|(b, r)| r.err().map(|e| (b, e)))
+            .collect()
     }
 
     /// Publishes which rule maps hold entries (see `couic_active`).
@@ -312,6 +447,92 @@ impl KernelMaps {
             }
         }))
     }
+}
+
+fn is_net(index: usize) -> bool {
+    index % 2 == 1
+}
+
+/// Items without an error, grouped by bucket.
+fn group_ok(
+    buckets: impl Iterator<Item = u32>,
+    errors: &[Option<io::Error>],
+) -> BTreeMap<u32, Vec<usize>> {
+    let mut groups: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, bucket) in buckets.enumerate() {
+        if errors[i].is_none() {
+            groups.entry(bucket).or_default().push(i);
+        }
+    }
+    groups
+}
+
+fn copy_error(e: &io::Error) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Writes (`values` given) or deletes `keys` in `map` by batches; what a
+/// batch could not apply is retried one by one, so each item gets its own
+/// result.
+fn batch_items(
+    map: &MapHandle,
+    keys: &[Vec<u8>],
+    values: Option<&[Vec<u8>]>,
+) -> Vec<io::Result<()>> {
+    let mut results: Vec<io::Result<()>> = keys.iter().map(|_| Ok(())).collect();
+    let mut start = 0;
+    while start < keys.len() {
+        let outcome = batch_call(map, &keys[start..], values.map(|v| &v[start..]));
+        if outcome.error.is_none() {
+            break;
+        }
+        if outcome.applied > 0 {
+            start += outcome.applied;
+            continue;
+        }
+        // Nothing applied: the first item fails alone, or the batch as a
+        // whole did; either way try it singly.
+        let single = batch_call(map, &keys[start..=start], values.map(|v| &v[start..=start]));
+        if let Some(e) = single.error {
+            results[start] = Err(e);
+        }
+        start += 1;
+    }
+    results
+}
+
+/// One batch update (`values` given) or delete of `keys` in `map`.
+fn batch_call(map: &MapHandle, keys: &[Vec<u8>], values: Option<&[Vec<u8>]>) -> BatchOutcome {
+    let count = keys.len();
+    let mut n = count as u32;
+    let flat_keys: Vec<u8> = keys.concat();
+    let fd = map.as_fd().as_raw_fd();
+    let ret = match values {
+        Some(values) => {
+            let flat_values: Vec<u8> = values.concat();
+            let opts = batch_opts(libbpf_sys::BPF_ANY as u64);
+            // SAFETY: the buffers hold `count` keys and values of the map's
+            // sizes; the kernel reads at most `n` of each and writes back how
+            // many it processed into `n`.
+            unsafe {
+                libbpf_sys::bpf_map_update_batch(
+                    fd,
+                    flat_keys.as_ptr().cast(),
+                    flat_values.as_ptr().cast(),
+                    &mut n,
+                    &opts,
+                )
+            }
+        }
+        None => {
+            let opts = batch_opts(0);
+            // SAFETY: as above, for keys only.
+            unsafe {
+                libbpf_sys::bpf_map_delete_batch(fd, flat_keys.as_ptr().cast(), &mut n, &opts)
+            }
+        }
+    };
+    outcome(ret, n as usize, count)
 }
 
 fn batch_opts(elem_flags: u64) -> libbpf_sys::bpf_map_batch_opts {

@@ -352,9 +352,8 @@ impl Firewall {
         }
     }
 
-    /// Inserts (`slots` given) or deletes `cidrs` in the kernel, one batch
-    /// per rule map; what a batch could not apply is retried one by one so
-    /// each item gets its own result.
+    /// Inserts (`slots` given) or deletes `cidrs` in the kernel, grouped by
+    /// rule map; each item gets its own result.
     fn write(
         &mut self,
         policy: Policy,
@@ -366,55 +365,24 @@ impl Firewall {
         for (i, cidr) in cidrs.iter().enumerate() {
             groups[bpf::rule_map_index(policy, *cidr)].push(i);
         }
-        for (index, members) in groups.iter().enumerate() {
-            let mut rest: &[usize] = members;
-            while !rest.is_empty() {
-                let keys: Vec<u8> = rest
-                    .iter()
-                    .flat_map(|&i| bpf::key_bytes(cidrs[i]))
-                    .collect();
-                let outcome = match slots {
-                    Some(slots) => {
-                        let values: Vec<u8> = rest
-                            .iter()
-                            .flat_map(|&i| bpf::rule_bytes(slots[i]))
-                            .collect();
-                        self.maps.update_batch(index, &keys, &values, rest.len())
-                    }
-                    None => self.maps.delete_batch(index, &keys, rest.len()),
-                };
-                let Some(error) = outcome.error else { break };
-                // The item after the applied prefix failed when alone, or
-                // the batch as a whole did; either way retry singly.
-                let failed = rest[outcome.applied.min(rest.len() - 1)];
-                if outcome.applied == 0 && rest.len() == 1 {
-                    results[failed] = Err(WriteError::Kernel {
+        for (index, members) in groups.iter().enumerate().filter(|(_, m)| !m.is_empty()) {
+            let written = match slots {
+                Some(slots) => {
+                    let items: Vec<(Cidr, u32)> =
+                        members.iter().map(|&i| (cidrs[i], slots[i])).collect();
+                    self.maps.insert(index, &items)
+                }
+                None => {
+                    let group: Vec<Cidr> = members.iter().map(|&i| cidrs[i]).collect();
+                    self.maps.remove(index, &group)
+                }
+            };
+            for (&i, w) in members.iter().zip(written) {
+                if let Err(e) = w {
+                    results[i] = Err(WriteError::Kernel {
                         map: KernelMaps::rule_map_name(index),
-                        source: Arc::new(error),
+                        source: Arc::new(e),
                     });
-                    rest = &rest[1..];
-                } else if outcome.applied == 0 {
-                    // Isolate the first item.
-                    let single = &rest[..1];
-                    let keys: Vec<u8> = bpf::key_bytes(cidrs[single[0]]);
-                    let out = match slots {
-                        Some(slots) => self.maps.update_batch(
-                            index,
-                            &keys,
-                            &bpf::rule_bytes(slots[single[0]]),
-                            1,
-                        ),
-                        None => self.maps.delete_batch(index, &keys, 1),
-                    };
-                    if let Some(e) = out.error {
-                        results[single[0]] = Err(WriteError::Kernel {
-                            map: KernelMaps::rule_map_name(index),
-                            source: Arc::new(e),
-                        });
-                    }
-                    rest = &rest[1..];
-                } else {
-                    rest = &rest[outcome.applied..];
                 }
             }
         }

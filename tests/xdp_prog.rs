@@ -381,3 +381,109 @@ fn counters_add_up_exactly_per_action_and_tag() {
     assert_eq!(p.tag(Policy::Drop, "six"), counter(3, 3 * dropped6.len()));
     assert_eq!(p.tag(Policy::Ignore, "ok"), counter(5, 5 * ignored.len()));
 }
+
+/// Hosts that share one bucket beyond its slots spill into the overflow
+/// hash; the program finds them there, misses cleanly, and forgets them once
+/// removed. Written through KernelMaps directly, to pick colliding hosts.
+#[test]
+fn a_spilled_bucket_is_looked_up_in_the_overflow_hash() {
+    let caps = Capacities {
+        drop: 1024,
+        ignore: 16,
+        tags: 64,
+    };
+    let Loaded { program, mut maps } = bpf::load(caps).expect("load the program (run as root)");
+    type Make = fn(u32) -> IpAddr;
+    let cases: [(Make, usize); 2] = [
+        (|i| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | i)), 7),
+        (
+            |i| IpAddr::V6(Ipv6Addr::from(0x2001_0db8u128 << 96 | u128::from(i))),
+            3,
+        ),
+    ];
+    let mut active = [0u8; bpf::RULE_MAPS];
+    for (k, (make, slots)) in cases.into_iter().enumerate() {
+        let first_tag = 1 + 20 * k as u32;
+        let index = bpf::rule_map_index(
+            Policy::Drop,
+            Cidr::new(make(0), if slots == 7 { 32 } else { 128 }).unwrap(),
+        );
+        active[index] = 1;
+        maps.set_active(active).unwrap();
+        let table = maps.host_table(index);
+        let host = |ip: IpAddr| Cidr::new(ip, if ip.is_ipv4() { 32 } else { 128 }).unwrap();
+        let bucket = table.bucket_of(&octets(make(0)));
+        let same: Vec<IpAddr> = (0..)
+            .map(make)
+            .filter(|ip| table.bucket_of(&octets(*ip)) == bucket)
+            .take(slots + 3)
+            .collect();
+        let (listed, unlisted) = same.split_at(slots + 2);
+        let items: Vec<(Cidr, u32)> = listed
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| (host(*ip), first_tag + i as u32))
+            .collect();
+        assert!(maps.insert(index, &items).iter().all(Result::is_ok));
+        for (i, ip) in listed.iter().enumerate() {
+            assert_eq!(
+                maps.host_table(index).locate(&octets(*ip)).unwrap().spilled,
+                i >= slots
+            );
+            let run = bpf::test_run(&program, &frame_from(*ip), 1).unwrap().0;
+            assert_eq!(run, XDP_DROP, "{ip}");
+            assert_eq!(
+                maps.read_tag(Policy::Drop, first_tag + i as u32)
+                    .unwrap()
+                    .packets,
+                1,
+                "tag of {ip}"
+            );
+        }
+        assert_eq!(
+            bpf::test_run(&program, &frame_from(unlisted[0]), 1)
+                .unwrap()
+                .0,
+            XDP_PASS
+        );
+
+        // Remove one slotted and one spilled host: both pass, the rest drop.
+        let gone = [listed[0], listed[slots]];
+        assert!(maps
+            .remove(index, &gone.map(host))
+            .iter()
+            .all(Result::is_ok));
+        for ip in listed {
+            let want = if gone.contains(ip) {
+                XDP_PASS
+            } else {
+                XDP_DROP
+            };
+            assert_eq!(
+                bpf::test_run(&program, &frame_from(*ip), 1).unwrap().0,
+                want,
+                "{ip}"
+            );
+        }
+        let rest: Vec<Cidr> = listed
+            .iter()
+            .filter(|ip| !gone.contains(ip))
+            .map(|ip| host(*ip))
+            .collect();
+        assert!(maps.remove(index, &rest).iter().all(Result::is_ok));
+        for ip in listed {
+            assert_eq!(
+                bpf::test_run(&program, &frame_from(*ip), 1).unwrap().0,
+                XDP_PASS,
+                "{ip}"
+            );
+        }
+    }
+}
+
+fn octets(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}

@@ -25,22 +25,19 @@ pub fn load(rules: &[Cidr]) -> anyhow::Result<Program> {
         ignore: 65_536,
         tags: 4_096,
     };
-    let Loaded { program, maps } = bpf::load(caps).context("load couic (run as root)")?;
-    let mut groups: [Vec<Cidr>; RULE_MAPS] = Default::default();
+    let Loaded { program, mut maps } = bpf::load(caps).context("load couic (run as root)")?;
+    let mut groups: [Vec<(Cidr, u32)>; RULE_MAPS] = Default::default();
     for cidr in rules {
-        groups[bpf::rule_map_index(Policy::Drop, *cidr)].push(*cidr);
+        groups[bpf::rule_map_index(Policy::Drop, *cidr)].push((*cidr, 0));
     }
     let mut active = [0u8; RULE_MAPS];
-    for (index, cidrs) in groups.iter().enumerate() {
-        active[index] = u8::from(!cidrs.is_empty());
+    for (index, items) in groups.iter().enumerate() {
+        active[index] = u8::from(!items.is_empty());
     }
     maps.set_active(active)?;
-    for (index, cidrs) in groups.iter().enumerate() {
-        for chunk in cidrs.chunks(BATCH) {
-            let keys: Vec<u8> = chunk.iter().flat_map(|c| bpf::key_bytes(*c)).collect();
-            let values: Vec<u8> = chunk.iter().flat_map(|_| bpf::rule_bytes(0)).collect();
-            let outcome = maps.update_batch(index, &keys, &values, chunk.len());
-            if let Some(e) = outcome.error {
+    for (index, items) in groups.iter().enumerate() {
+        for chunk in items.chunks(BATCH) {
+            if let Some(Err(e)) = maps.insert(index, chunk).into_iter().find(Result::is_err) {
                 bail!("inserting into {}: {e}", KernelMaps::rule_map_name(index));
             }
         }
