@@ -31,6 +31,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     println!("Starting Couic version {}", couic::VERSION);
+    hold_stop_signals(libc::SIG_BLOCK);
     keep_large_buffers_off_the_heap();
     let cli = Cli::parse();
     let config = match Config::load(&cli.config) {
@@ -219,10 +220,27 @@ fn keep_large_buffers_off_the_heap() {
     }
 }
 
+/// SIGTERM and SIGINT stay blocked (pending) from the start of `main` until
+/// the runtime handles them: one sent during startup then stops couic cleanly
+/// instead of killing it half-started. Threads inherit the blocked mask.
+fn hold_stop_signals(how: libc::c_int) {
+    // SAFETY: the set is initialised by sigemptyset before use and lives
+    // across the calls; pthread_sigmask only changes this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    // Handlers are in place: let a signal held since startup through.
+    hold_stop_signals(libc::SIG_UNBLOCK);
     tokio::select! {
         _ = term.recv() => {},
         _ = int.recv() => {},
