@@ -28,16 +28,23 @@ struct CapData {
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
-/// Empties the effective, permitted and inheritable sets and sets
-/// `no_new_privs`.
-pub fn drop_all() -> Result<(), PrivilegeError> {
+/// Limits the calling thread's effective and permitted sets to `caps`
+/// (capability numbers, e.g. 39 for CAP_BPF) and empties its inheritable set.
+/// Capabilities are per thread: other threads keep theirs.
+pub fn keep_only(caps: &[u32]) -> Result<(), PrivilegeError> {
+    let mut data = [CapData::default(); 2];
+    for &cap in caps {
+        let slot = &mut data[(cap / 32) as usize];
+        slot.effective |= 1 << (cap % 32);
+        slot.permitted |= 1 << (cap % 32);
+    }
     let mut header = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,
     };
-    let data = [CapData::default(); 2];
     // SAFETY: header and data are valid, correctly sized v3 structures that
-    // live across the call; capset only reads them.
+    // live across the call; capset only reads them, and pid 0 is the calling
+    // thread.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_capset,
@@ -48,6 +55,13 @@ pub fn drop_all() -> Result<(), PrivilegeError> {
     if ret != 0 {
         return Err(PrivilegeError::Capset(std::io::Error::last_os_error()));
     }
+    Ok(())
+}
+
+/// Empties the effective, permitted and inheritable sets of the calling
+/// thread and sets `no_new_privs`.
+pub fn drop_all() -> Result<(), PrivilegeError> {
+    keep_only(&[])?;
     // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes plain integer arguments.
     let ret = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     if ret != 0 {

@@ -204,42 +204,9 @@ fn loader_needs_only_bpf_and_net_admin() {
     assert!(message.contains("CAP_BPF"), "{message}");
 }
 
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
 /// Sets this thread's effective and permitted capabilities to `caps`.
 fn keep_only_caps(caps: &[u32]) {
-    let mut data = [CapData::default(); 2];
-    for &cap in caps {
-        let slot = &mut data[(cap / 32) as usize];
-        slot.effective |= 1 << (cap % 32);
-        slot.permitted |= 1 << (cap % 32);
-    }
-    let mut header = CapHeader {
-        version: 0x2008_0522,
-        pid: 0,
-    };
-    // SAFETY: v3 header and two data words, valid for the call; pid 0 is
-    // the calling thread only.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            &mut header as *mut CapHeader,
-            data.as_ptr(),
-        )
-    };
-    assert_eq!(ret, 0, "capset: {}", std::io::Error::last_os_error());
+    couic::privileges::keep_only(caps).expect("capset");
 }
 
 #[test]
