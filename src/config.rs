@@ -8,10 +8,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub const DEFAULT_DROP_MAX: u32 = 262_144;
-pub const DEFAULT_IGNORE_MAX: u32 = 65_536;
-pub const DEFAULT_MAX_TAGS: u32 = 4_096;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -102,9 +98,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            drop_max_entries: DEFAULT_DROP_MAX,
-            ignore_max_entries: DEFAULT_IGNORE_MAX,
-            max_tags: DEFAULT_MAX_TAGS,
+            drop_max_entries: crate::bpf::DEFAULT_DROP_MAX,
+            ignore_max_entries: crate::bpf::DEFAULT_IGNORE_MAX,
+            max_tags: crate::bpf::DEFAULT_TAG_MAX,
         }
     }
 }
