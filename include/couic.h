@@ -36,8 +36,8 @@ struct couic_v6_key {
 /*
  * Exact hosts are held in buckets of one cache line, in an array map that
  * user space manages: it hashes the address to a bucket (the hash is
- * couic_bucket_of() in couic.bpf.c, mirrored in src/bpf/hosts.rs), keeps a
- * copy of every bucket and rewrites a whole bucket at a time. `count` slots
+ * couic_bucket_of() in couic.bpf.c, mirrored in src/bpf/hosts.rs), reads
+ * the buckets a change touches back from the map and rewrites each whole. `count` slots
  * are in use, packed from slot 0. A host that finds its bucket full goes to
  * the overflow hash map of the same policy and family, and the bucket's
  * `overflow` counts how many did, so the program looks there only then.

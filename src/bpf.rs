@@ -5,7 +5,7 @@
 //! [`KernelMaps`] is the only writable view of the maps and is owned by the
 //! MapWriter actor.
 
-use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
 use std::io;
 use std::mem::MaybeUninit;
@@ -22,7 +22,8 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/couic.skel.rs"));
 }
 
-pub use hosts::{HostTable, Place};
+pub use hosts::HostIndex;
+use hosts::{Bucket, BUCKET_SIZE};
 pub use skel::types;
 use types::{couic_counter, couic_map_index, couic_rule, couic_stat, couic_v4_key, couic_v6_key};
 
@@ -105,10 +106,10 @@ pub fn load(caps: Capacities) -> Result<Loaded, BpfError> {
     // A seed of our own per load, so nobody can pick hosts that collide.
     let seed = RandomState::new().hash_one(std::process::id());
     let hosts = [
-        HostTable::new(true, HostTable::buckets_for(true, caps.ignore), seed),
-        HostTable::new(false, HostTable::buckets_for(false, caps.ignore), seed),
-        HostTable::new(true, HostTable::buckets_for(true, caps.drop), seed),
-        HostTable::new(false, HostTable::buckets_for(false, caps.drop), seed),
+        HostIndex::new(HostIndex::buckets_for(true, caps.ignore), seed),
+        HostIndex::new(HostIndex::buckets_for(false, caps.ignore), seed),
+        HostIndex::new(HostIndex::buckets_for(true, caps.drop), seed),
+        HostIndex::new(HostIndex::buckets_for(false, caps.drop), seed),
     ];
     let rodata = open
         .maps
@@ -218,14 +219,6 @@ pub fn rule_bytes(slot: u32) -> [u8; 4] {
     out
 }
 
-/// The address of `cidr` as the program compares it (network order).
-fn addr_bytes(cidr: Cidr) -> Vec<u8> {
-    match cidr.addr() {
-        std::net::IpAddr::V4(a) => a.octets().to_vec(),
-        std::net::IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
-
 /// Views a padding-free `repr(C)` value as its bytes.
 fn as_bytes<T: Copy>(value: &T) -> &[u8] {
     // SAFETY: only called with the generated key/value structs, which are
@@ -250,14 +243,15 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-/// Owned handles on every map of the program, and the user-space copy of
-/// the host buckets. Only the MapWriter holds one.
+/// Owned handles on every map of the program. Only the MapWriter holds
+/// one.
 pub struct KernelMaps {
     /// By `couic_map_index`: the overflow hash of a host index, the trie of
     /// a net index.
     rules: [MapHandle; RULE_MAPS],
     buckets: [MapHandle; HOST_TABLES],
-    hosts: [HostTable; HOST_TABLES],
+    /// How hosts spread over each of `buckets`.
+    hosts: [HostIndex; HOST_TABLES],
     active: MapHandle,
     stats: MapHandle,
     tag_drop: MapHandle,
@@ -282,86 +276,73 @@ impl KernelMaps {
             return batch_items(&self.rules[index], &keys, Some(&values));
         }
         let t = index / 2;
-        let addrs: Vec<Vec<u8>> = items.iter().map(|(c, _)| addr_bytes(*c)).collect();
-        let placed: Vec<(Place, Option<u32>)> = items
-            .iter()
-            .zip(&addrs)
-            .map(|((_, tag), a)| self.hosts[t].insert(a, *tag))
-            .collect();
+        let addrs: Vec<Host> = items.iter().map(|(c, _)| Host::of(*c)).collect();
+        let mut edit =
+            self.read_buckets(t, addrs.iter().map(|a| self.hosts[t].bucket_of(a.bytes())));
         let mut errors: Vec<Option<io::Error>> = items.iter().map(|_| None).collect();
+        // Each item lands in a slot of its bucket, or in the overflow hash
+        // (with whether the hash did not hold it yet).
+        let mut spills: Vec<(usize, bool)> = Vec::new();
+        let mut spilled_now: HashSet<&[u8]> = HashSet::new();
+        for (i, ((cidr, tag), addr)) in items.iter().zip(&addrs).enumerate() {
+            let b = match edit.bucket(i) {
+                Ok(b) => b,
+                Err(e) => {
+                    errors[i] = Some(e);
+                    continue;
+                }
+            };
+            if let Some(slot) = b.find(addr.bytes()) {
+                b.set_tag(slot, *tag);
+            } else if spilled_now.contains(addr.bytes())
+                || (b.overflow() > 0 && self.in_overflow(index, *cidr))
+            {
+                // Already in the hash: re-tagged there, the bucket unchanged.
+                spills.push((i, false));
+                continue;
+            } else if !b.push(addr.bytes(), *tag) {
+                spilled_now.insert(addr.bytes());
+                spills.push((i, true));
+                continue;
+            }
+            edit.touch(i);
+        }
         // Spilled hosts go into the overflow hash before their bucket, which
         // flags them, is written.
-        let spilled: Vec<usize> = (0..items.len()).filter(|&i| placed[i].0.spilled).collect();
-        let keys: Vec<Vec<u8>> = spilled.iter().map(|&i| key_bytes(items[i].0)).collect();
-        let values: Vec<Vec<u8>> = spilled
+        let keys: Vec<Vec<u8>> = spills.iter().map(|&(i, _)| key_bytes(items[i].0)).collect();
+        let values: Vec<Vec<u8>> = spills
             .iter()
-            .map(|&i| rule_bytes(items[i].1).to_vec())
+            .map(|&(i, _)| rule_bytes(items[i].1).to_vec())
             .collect();
-        for (&i, r) in spilled
-            .iter()
-            .zip(batch_items(&self.rules[index], &keys, Some(&values)))
+        let mut spill_of: Vec<Option<bool>> = items.iter().map(|_| None).collect();
+        for (&(i, new), r) in
+            spills
+                .iter()
+                .zip(batch_items(&self.rules[index], &keys, Some(&values)))
         {
-            if let Err(e) = r {
-                self.hosts[t].undo_insert(&addrs[i], placed[i].1);
-                errors[i] = Some(e);
-            }
-        }
-        let by_bucket = group_ok(placed.iter().map(|p| p.0.bucket), &errors);
-        for (bucket, error) in self.write_buckets(t, by_bucket.keys().copied().collect()) {
-            // The kernel keeps the bucket as it was: so does the copy, and
-            // a spilled host it would have flagged leaves the hash again.
-            for &i in &by_bucket[&bucket] {
-                self.hosts[t].undo_insert(&addrs[i], placed[i].1);
-                if placed[i].0.spilled && placed[i].1.is_none() {
-                    let _ = batch_items(&self.rules[index], &[key_bytes(items[i].0)], None);
+            match r {
+                Err(e) => errors[i] = Some(e),
+                Ok(()) => {
+                    spill_of[i] = Some(new);
+                    if new {
+                        edit.bucket(i).expect("read above").spill_one();
+                        edit.touch(i);
+                    }
                 }
-                errors[i] = Some(copy_error(&error));
             }
         }
-        errors.into_iter().map(|e| e.map_or(Ok(()), Err)).collect()
-    }
-
-    /// Deletes `cidrs`, all of rule map `index`. One result per item.
-    pub fn remove(&mut self, index: usize, cidrs: &[Cidr]) -> Vec<io::Result<()>> {
-        let keys: Vec<Vec<u8>> = cidrs.iter().map(|c| key_bytes(*c)).collect();
-        if is_net(index) {
-            return batch_items(&self.rules[index], &keys, None);
-        }
-        let t = index / 2;
-        let addrs: Vec<Vec<u8>> = cidrs.iter().map(|c| addr_bytes(*c)).collect();
-        let places: Vec<Option<Place>> = addrs.iter().map(|a| self.hosts[t].locate(a)).collect();
-        let mut errors: Vec<Option<io::Error>> = places
-            .iter()
-            .map(|p| {
-                p.is_none()
-                    .then(|| io::Error::from_raw_os_error(libc::ENOENT))
-            })
-            .collect();
-        let spilled: Vec<usize> = (0..cidrs.len())
-            .filter(|&i| places[i].is_some_and(|p| p.spilled))
-            .collect();
-        let spilled_keys: Vec<Vec<u8>> = spilled.iter().map(|&i| keys[i].clone()).collect();
-        for (&i, r) in spilled
-            .iter()
-            .zip(batch_items(&self.rules[index], &spilled_keys, None))
-        {
-            if let Err(e) = r {
-                errors[i] = Some(e);
-            }
-        }
-        let mut tags = vec![0; cidrs.len()];
-        for i in 0..cidrs.len() {
-            if errors[i].is_none() {
-                tags[i] = self.hosts[t].remove(&addrs[i]).map_or(0, |(_, tag)| tag);
-            }
-        }
-        let by_bucket = group_ok(places.iter().map(|p| p.map_or(0, |p| p.bucket)), &errors);
-        for (bucket, error) in self.write_buckets(t, by_bucket.keys().copied().collect()) {
-            // Slotted hosts are still in the kernel's bucket; spilled ones
-            // already left the hash, so their removal stands.
-            for &i in &by_bucket[&bucket] {
-                if !places[i].is_some_and(|p| p.spilled) {
-                    self.hosts[t].insert(&addrs[i], tags[i]);
+        for (bucket, error) in self.write_buckets(t, &edit) {
+            // The kernel kept the bucket as it was: what it would have held
+            // fails, and a new spill it would have flagged leaves the hash.
+            for i in edit.items_of(bucket) {
+                match spill_of[i] {
+                    Some(false) => continue,
+                    Some(true) => {
+                        let _ = batch_items(&self.rules[index], &[key_bytes(items[i].0)], None);
+                    }
+                    None => {}
+                }
+                if errors[i].is_none() {
                     errors[i] = Some(copy_error(&error));
                 }
             }
@@ -369,23 +350,129 @@ impl KernelMaps {
         errors.into_iter().map(|e| e.map_or(Ok(()), Err)).collect()
     }
 
-    /// The user-space copy of the buckets of host rule map `index`.
-    pub fn host_table(&self, index: usize) -> &HostTable {
-        &self.hosts[index / 2]
+    /// Deletes `cidrs`, all of rule map `index`. One result per item.
+    pub fn remove(&mut self, index: usize, cidrs: &[Cidr]) -> Vec<io::Result<()>> {
+        if is_net(index) {
+            let keys: Vec<Vec<u8>> = cidrs.iter().map(|c| key_bytes(*c)).collect();
+            return batch_items(&self.rules[index], &keys, None);
+        }
+        let t = index / 2;
+        let addrs: Vec<Host> = cidrs.iter().map(|c| Host::of(*c)).collect();
+        let mut edit =
+            self.read_buckets(t, addrs.iter().map(|a| self.hosts[t].bucket_of(a.bytes())));
+        let mut errors: Vec<Option<io::Error>> = cidrs.iter().map(|_| None).collect();
+        let mut slotted = vec![false; cidrs.len()];
+        let mut spilled: Vec<usize> = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            let b = match edit.bucket(i) {
+                Ok(b) => b,
+                Err(e) => {
+                    errors[i] = Some(e);
+                    continue;
+                }
+            };
+            if let Some(slot) = b.find(addr.bytes()) {
+                b.take(slot);
+                slotted[i] = true;
+                edit.touch(i);
+            } else if b.overflow() > 0 {
+                spilled.push(i);
+            } else {
+                errors[i] = Some(io::Error::from_raw_os_error(libc::ENOENT));
+            }
+        }
+        let keys: Vec<Vec<u8>> = spilled.iter().map(|&i| key_bytes(cidrs[i])).collect();
+        for (&i, r) in spilled
+            .iter()
+            .zip(batch_items(&self.rules[index], &keys, None))
+        {
+            match r {
+                Err(e) => errors[i] = Some(e),
+                Ok(()) => {
+                    edit.bucket(i).expect("read above").unspill_one();
+                    edit.touch(i);
+                }
+            }
+        }
+        for (bucket, error) in self.write_buckets(t, &edit) {
+            // Slotted hosts are still in the kernel's bucket; spilled ones
+            // already left the hash, so their removal stands.
+            for i in edit.items_of(bucket) {
+                if slotted[i] {
+                    errors[i] = Some(copy_error(&error));
+                }
+            }
+        }
+        errors.into_iter().map(|e| e.map_or(Ok(()), Err)).collect()
     }
 
-    /// Writes `buckets` of host table `t` from the copy; returns those the
-    /// kernel refused, with the error.
-    fn write_buckets(&self, t: usize, buckets: Vec<u32>) -> Vec<(u32, io::Error)> {
-        let keys: Vec<Vec<u8>> = buckets.iter().map(|b| b.to_ne_bytes().to_vec()).collect();
-        let values: Vec<Vec<u8>> = buckets
+    /// How hosts of host rule map `index` spread over its buckets.
+    pub fn host_index(&self, index: usize) -> HostIndex {
+        self.hosts[index / 2]
+    }
+
+    /// Whether host `cidr` of host rule map `index` is listed in a slot of
+    /// its bucket (`Some(false)`) or spilled into the overflow hash
+    /// (`Some(true)`), read from the kernel.
+    pub fn host_place(&self, index: usize, cidr: Cidr) -> io::Result<Option<bool>> {
+        let t = index / 2;
+        let addr = Host::of(cidr);
+        let bucket = self.hosts[t].bucket_of(addr.bytes());
+        let b = read_bucket(&self.buckets[t], holds_ipv4(t), bucket)?;
+        Ok(if b.find(addr.bytes()).is_some() {
+            Some(false)
+        } else if self.in_overflow(index, cidr) {
+            Some(true)
+        } else {
+            None
+        })
+    }
+
+    /// Whether the overflow hash of host rule map `index` holds `cidr`.
+    fn in_overflow(&self, index: usize, cidr: Cidr) -> bool {
+        matches!(
+            self.rules[index].lookup(&key_bytes(cidr), MapFlags::ANY),
+            Ok(Some(_))
+        )
+    }
+
+    /// Reads the buckets of host table `t` that `buckets` (one per item)
+    /// name, each once.
+    fn read_buckets(&self, t: usize, buckets: impl Iterator<Item = u32>) -> BucketEdit {
+        let of_item: Vec<u32> = buckets.collect();
+        let mut ids = of_item.clone();
+        ids.sort_unstable();
+        ids.dedup();
+        let read = read_many(&self.buckets[t], holds_ipv4(t), &ids);
+        BucketEdit {
+            of_item,
+            ids,
+            read,
+            dirty: Vec::new(),
+        }
+    }
+
+    /// Writes the changed buckets of `edit` into host table `t`; returns
+    /// those the kernel refused, with the error.
+    fn write_buckets(&self, t: usize, edit: &BucketEdit) -> Vec<(u32, io::Error)> {
+        let mut changed: Vec<usize> = edit.dirty.clone();
+        changed.sort_unstable();
+        changed.dedup();
+        let keys: Vec<Vec<u8>> = changed
             .iter()
-            .map(|b| self.hosts[t].bucket_bytes(*b))
+            .map(|&k| edit.ids[k].to_ne_bytes().to_vec())
             .collect();
-        buckets
+        let values: Vec<Vec<u8>> = changed
+            .iter()
+            .map(|&k| match &edit.read[k] {
+                Ok(b) => b.bytes().to_vec(),
+                Err(_) => unreachable!("only buckets read are changed"),
+            })
+            .collect();
+        changed
             .into_iter()
             .zip(batch_items(&self.buckets[t], &keys, Some(&values)))
-            .filter_map(|(b, r)| r.err().map(|e| (b, e)))
+            .filter_map(|(k, r)| r.err().map(|e| (edit.ids[k], e)))
             .collect()
     }
 
@@ -453,18 +540,166 @@ fn is_net(index: usize) -> bool {
     index % 2 == 1
 }
 
-/// Items without an error, grouped by bucket.
-fn group_ok(
-    buckets: impl Iterator<Item = u32>,
-    errors: &[Option<io::Error>],
-) -> BTreeMap<u32, Vec<usize>> {
-    let mut groups: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-    for (i, bucket) in buckets.enumerate() {
-        if errors[i].is_none() {
-            groups.entry(bucket).or_default().push(i);
+/// Whether host table `t` holds IPv4 hosts: they alternate i4, i6, d4, d6.
+fn holds_ipv4(t: usize) -> bool {
+    t.is_multiple_of(2)
+}
+
+/// An exact host's address as the program compares it (network order).
+struct Host {
+    bytes: [u8; 16],
+    len: usize,
+}
+
+impl Host {
+    fn of(cidr: Cidr) -> Self {
+        let mut bytes = [0; 16];
+        let len = match cidr.addr() {
+            std::net::IpAddr::V4(a) => {
+                bytes[..4].copy_from_slice(&a.octets());
+                4
+            }
+            std::net::IpAddr::V6(a) => {
+                bytes = a.octets();
+                16
+            }
+        };
+        Host { bytes, len }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// The buckets one change touches, read from the kernel, and which of them
+/// the change edited.
+struct BucketEdit {
+    /// The bucket of each item.
+    of_item: Vec<u32>,
+    /// The buckets, sorted and unique.
+    ids: Vec<u32>,
+    /// Each bucket of `ids` as read, or why it could not be read.
+    read: Vec<io::Result<Bucket>>,
+    /// Positions in `ids` of the edited buckets.
+    dirty: Vec<usize>,
+}
+
+impl BucketEdit {
+    fn position(&self, item: usize) -> usize {
+        self.ids
+            .binary_search(&self.of_item[item])
+            .expect("every item's bucket is listed")
+    }
+
+    /// The bucket of `item`, to edit.
+    fn bucket(&mut self, item: usize) -> io::Result<&mut Bucket> {
+        let k = self.position(item);
+        self.read[k].as_mut().map_err(|e| copy_error(e))
+    }
+
+    /// Marks the bucket of `item` as to be written.
+    fn touch(&mut self, item: usize) {
+        let k = self.position(item);
+        self.dirty.push(k);
+    }
+
+    /// The items that fall in `bucket`.
+    fn items_of(&self, bucket: u32) -> impl Iterator<Item = usize> + '_ {
+        (0..self.of_item.len()).filter(move |&i| self.of_item[i] == bucket)
+    }
+}
+
+/// Buckets spanned by one batch read at most (64 KiB).
+const READ_SPAN: u32 = 1024;
+
+/// Reads `ids` (sorted, unique) from a bucket array. Where they lie close
+/// together, one batch lookup reads the whole span; lone ones are read
+/// singly.
+fn read_many(map: &MapHandle, ipv4: bool, ids: &[u32]) -> Vec<io::Result<Bucket>> {
+    let mut out = Vec::with_capacity(ids.len());
+    let mut k = 0;
+    while k < ids.len() {
+        let first = ids[k];
+        let end = ids[k..].partition_point(|&b| b - first < READ_SPAN) + k;
+        let span = ids[end - 1] - first + 1;
+        // A batch read costs a fraction of a single lookup per bucket.
+        if (end - k) as u32 * 4 >= span && end - k > 1 {
+            match read_span(map, ipv4, first, span) {
+                Ok(all) => {
+                    out.extend(
+                        ids[k..end]
+                            .iter()
+                            .map(|&b| Ok(all[(b - first) as usize].clone())),
+                    );
+                }
+                Err(e) => out.extend(ids[k..end].iter().map(|_| Err(copy_error(&e)))),
+            }
+            k = end;
+        } else {
+            out.push(read_bucket(map, ipv4, first));
+            k += 1;
         }
     }
-    groups
+    out
+}
+
+/// One bucket.
+fn read_bucket(map: &MapHandle, ipv4: bool, id: u32) -> io::Result<Bucket> {
+    let mut value = [0u8; BUCKET_SIZE];
+    // SAFETY: the key is a u32 and the value buffer holds one bucket, the
+    // map's key and value sizes.
+    let ret = unsafe {
+        libbpf_sys::bpf_map_lookup_elem(
+            map.as_fd().as_raw_fd(),
+            (&id as *const u32).cast(),
+            value.as_mut_ptr().cast(),
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::from_raw_os_error(-ret));
+    }
+    Ok(Bucket::from_bytes(ipv4, value))
+}
+
+/// `count` buckets from `first` on, in one batch lookup.
+fn read_span(map: &MapHandle, ipv4: bool, first: u32, count: u32) -> io::Result<Vec<Bucket>> {
+    let mut keys = vec![0u32; count as usize];
+    let mut values = vec![0u8; count as usize * BUCKET_SIZE];
+    // The batch starts after the key given, so the one before `first`.
+    let before = first.wrapping_sub(1);
+    let mut next = 0u32;
+    let mut n = count;
+    let opts = batch_opts(0);
+    // SAFETY: `keys` and `values` hold `count` keys and buckets; the kernel
+    // writes at most `n` of each, the next key into `next`, and how many it
+    // read into `n`.
+    let ret = unsafe {
+        libbpf_sys::bpf_map_lookup_batch(
+            map.as_fd().as_raw_fd(),
+            if first == 0 {
+                std::ptr::null_mut()
+            } else {
+                (&before as *const u32).cast_mut().cast()
+            },
+            (&mut next as *mut u32).cast(),
+            keys.as_mut_ptr().cast(),
+            values.as_mut_ptr().cast(),
+            &mut n,
+            &opts,
+        )
+    };
+    // ENOENT only says the array ended; the span never runs past it.
+    if ret != 0 && -ret != libc::ENOENT {
+        return Err(io::Error::from_raw_os_error(-ret));
+    }
+    if n != count || keys.first() != Some(&first) {
+        return Err(io::Error::from_raw_os_error(libc::EIO));
+    }
+    Ok(values
+        .chunks_exact(BUCKET_SIZE)
+        .map(|v| Bucket::from_bytes(ipv4, v.try_into().expect("one bucket")))
+        .collect())
 }
 
 fn copy_error(e: &io::Error) -> io::Error {

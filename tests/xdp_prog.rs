@@ -410,7 +410,7 @@ fn a_spilled_bucket_is_looked_up_in_the_overflow_hash() {
         );
         active[index] = 1;
         maps.set_active(active).unwrap();
-        let table = maps.host_table(index);
+        let table = maps.host_index(index);
         let host = |ip: IpAddr| Cidr::new(ip, if ip.is_ipv4() { 32 } else { 128 }).unwrap();
         let bucket = table.bucket_of(&octets(make(0)));
         let same: Vec<IpAddr> = (0..)
@@ -427,8 +427,9 @@ fn a_spilled_bucket_is_looked_up_in_the_overflow_hash() {
         assert!(maps.insert(index, &items).iter().all(Result::is_ok));
         for (i, ip) in listed.iter().enumerate() {
             assert_eq!(
-                maps.host_table(index).locate(&octets(*ip)).unwrap().spilled,
-                i >= slots
+                maps.host_place(index, host(*ip)).unwrap(),
+                Some(i >= slots),
+                "{ip} is spilled iff its bucket was full"
             );
             let run = bpf::test_run(&program, &frame_from(*ip), 1).unwrap().0;
             assert_eq!(run, XDP_DROP, "{ip}");
@@ -465,6 +466,33 @@ fn a_spilled_bucket_is_looked_up_in_the_overflow_hash() {
                 "{ip}"
             );
         }
+        assert_eq!(maps.host_place(index, host(gone[0])).unwrap(), None);
+        assert_eq!(maps.host_place(index, host(gone[1])).unwrap(), None);
+        let again = maps.remove(index, &[host(gone[1])]);
+        assert_eq!(
+            again[0].as_ref().unwrap_err().raw_os_error(),
+            Some(libc::ENOENT)
+        );
+
+        // Re-tagging the host still spilled keeps it in the hash, under the
+        // new tag, even though a slot is free again.
+        let still = listed[slots + 1];
+        let retag = 1 + first_tag + slots as u32 + 10;
+        assert!(maps.insert(index, &[(host(still), retag)])[0].is_ok());
+        assert_eq!(maps.host_place(index, host(still)).unwrap(), Some(true));
+        assert_eq!(
+            bpf::test_run(&program, &frame_from(still), 1).unwrap().0,
+            XDP_DROP
+        );
+        assert_eq!(maps.read_tag(Policy::Drop, retag).unwrap().packets, 1);
+        // A new host of the bucket takes the free slot.
+        assert!(maps.insert(index, &[(host(unlisted[0]), first_tag)])[0].is_ok());
+        assert_eq!(
+            maps.host_place(index, host(unlisted[0])).unwrap(),
+            Some(false)
+        );
+        assert!(maps.remove(index, &[host(unlisted[0])])[0].is_ok());
+
         let rest: Vec<Cidr> = listed
             .iter()
             .filter(|ip| !gone.contains(ip))

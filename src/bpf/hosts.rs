@@ -1,46 +1,67 @@
-//! The user-space side of one bucket array of exact hosts (layout and
-//! purpose in `include/couic.h`): which bucket a host hashes to, what every
-//! bucket holds, and the bytes of a bucket to write after it changed. Plain
-//! data with no kernel handle; `KernelMaps` does the writing.
+//! The user-space side of the exact-host bucket arrays (layout and purpose
+//! in `include/couic.h`): which bucket a host hashes to, and a bucket's
+//! value decoded for editing. No copy of the buckets is kept here: the
+//! kernel array is the only one, `KernelMaps` reads the buckets a change
+//! touches, edits them with [`Bucket`] and writes them back.
 
-use super::as_bytes;
+use std::mem::offset_of;
+
 use super::types::{couic_b4_bucket, couic_b4_slot, couic_b6_bucket, couic_b6_slot};
 
-const _: () = assert!(size_of::<couic_b4_bucket>() == 64);
-const _: () = assert!(size_of::<couic_b6_bucket>() == 64);
+/// Size of every bucket: one cache line.
+pub const BUCKET_SIZE: usize = 64;
+const _: () = assert!(size_of::<couic_b4_bucket>() == BUCKET_SIZE);
+const _: () = assert!(size_of::<couic_b6_bucket>() == BUCKET_SIZE);
 
 /// The multiplier of `couic_bucket_of()` in `bpf/couic.bpf.c`.
 const HASH_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
-const B4_SLOTS: usize = super::types::couic_bucket_slots::COUIC_B4_SLOTS.0 as usize;
-const B6_SLOTS: usize = super::types::couic_bucket_slots::COUIC_B6_SLOTS.0 as usize;
 
-/// An address as the program compares it: 4 or 16 bytes, network order.
-pub type Addr = Vec<u8>;
-
-/// Where a host sits: in a slot of `bucket`, or spilled from it into the
-/// overflow hash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Place {
-    pub bucket: u32,
-    pub spilled: bool,
-}
-
-#[derive(Debug, Default, Clone)]
-struct Bucket {
-    /// In slot order, as written to the kernel.
-    slots: Vec<(Addr, u32)>,
-    spilled: Vec<(Addr, u32)>,
-}
-
+/// Where the fields of a family's bucket sit, taken from the generated
+/// layouts so that `include/couic.h` stays the only definition.
 #[derive(Debug)]
-pub struct HostTable {
-    ipv4: bool,
+struct Geometry {
+    addr_len: usize,
+    slot_size: usize,
+    tag_at: usize,
+    slots: usize,
+    count_at: usize,
+    overflow_at: usize,
+}
+
+const V4: Geometry = Geometry {
+    addr_len: 4,
+    slot_size: size_of::<couic_b4_slot>(),
+    tag_at: offset_of!(couic_b4_slot, tag_id),
+    slots: super::types::couic_bucket_slots::COUIC_B4_SLOTS.0 as usize,
+    count_at: offset_of!(couic_b4_bucket, count),
+    overflow_at: offset_of!(couic_b4_bucket, overflow),
+};
+
+const V6: Geometry = Geometry {
+    addr_len: 16,
+    slot_size: size_of::<couic_b6_slot>(),
+    tag_at: offset_of!(couic_b6_slot, tag_id),
+    slots: super::types::couic_bucket_slots::COUIC_B6_SLOTS.0 as usize,
+    count_at: offset_of!(couic_b6_bucket, count),
+    overflow_at: offset_of!(couic_b6_bucket, overflow),
+};
+
+fn geometry(ipv4: bool) -> &'static Geometry {
+    if ipv4 {
+        &V4
+    } else {
+        &V6
+    }
+}
+
+/// How hosts of one family are spread over one bucket array.
+#[derive(Debug, Clone, Copy)]
+pub struct HostIndex {
     bits: u8,
     seed: u64,
-    buckets: Vec<Bucket>,
 }
 
-impl HostTable {
+impl HostIndex {
     /// Buckets for `capacity` hosts: at most 2 per IPv4 bucket of 7 slots
     /// and 1 per IPv6 bucket of 3 when full, so few buckets ever spill.
     /// A power of two, at least 2.
@@ -49,28 +70,18 @@ impl HostTable {
         wanted.max(2).checked_next_power_of_two().unwrap_or(1 << 31)
     }
 
-    /// A table of `buckets` (a power of two, at least 2) hashed with `seed`.
-    pub fn new(ipv4: bool, buckets: u32, seed: u64) -> Self {
+    /// An index over `buckets` (a power of two, at least 2) hashed with `seed`.
+    pub fn new(buckets: u32, seed: u64) -> Self {
         assert!(buckets >= 2 && buckets.is_power_of_two());
-        HostTable {
-            ipv4,
+        HostIndex {
             bits: buckets.trailing_zeros() as u8,
             seed,
-            buckets: vec![Bucket::default(); buckets as usize],
         }
     }
 
     /// log2 of the number of buckets, as the program needs it.
     pub fn bits(&self) -> u8 {
         self.bits
-    }
-
-    fn slots(&self) -> usize {
-        if self.ipv4 {
-            B4_SLOTS
-        } else {
-            B6_SLOTS
-        }
     }
 
     /// The bucket of `addr`: the address read as native-endian 32-bit words,
@@ -82,107 +93,129 @@ impl HostTable {
         });
         (h >> (64 - u32::from(self.bits))) as u32
     }
+}
 
-    pub fn locate(&self, addr: &[u8]) -> Option<Place> {
-        let bucket = self.bucket_of(addr);
-        let b = &self.buckets[bucket as usize];
-        let has = |list: &[(Addr, u32)]| list.iter().any(|(a, _)| a == addr);
-        if has(&b.slots) {
-            Some(Place {
-                bucket,
-                spilled: false,
-            })
-        } else if has(&b.spilled) {
-            Some(Place {
-                bucket,
-                spilled: true,
-            })
-        } else {
-            None
+/// One bucket's value, as the kernel stores it, with the edits a change
+/// makes. Slots `0..count` are in use; the rest are zero.
+#[derive(Clone)]
+pub struct Bucket {
+    geo: &'static Geometry,
+    bytes: [u8; BUCKET_SIZE],
+}
+
+impl std::fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hosts: Vec<(&[u8], u32)> = (0..self.count())
+            .map(|s| (self.addr(s), self.tag(s)))
+            .collect();
+        f.debug_struct("Bucket")
+            .field("hosts", &hosts)
+            .field("overflow", &self.overflow())
+            .finish()
+    }
+}
+
+impl Bucket {
+    #[cfg(test)]
+    pub fn empty(ipv4: bool) -> Self {
+        Bucket {
+            geo: geometry(ipv4),
+            bytes: [0; BUCKET_SIZE],
         }
     }
 
-    /// Adds `addr`, or sets its tag if present (where it already is). Also
-    /// returns the tag it had, so a failed kernel write can be undone.
-    pub fn insert(&mut self, addr: &[u8], tag: u32) -> (Place, Option<u32>) {
-        let slots = self.slots();
-        let bucket = self.bucket_of(addr);
-        let b = &mut self.buckets[bucket as usize];
-        for (spilled, list) in [(false, &mut b.slots), (true, &mut b.spilled)] {
-            if let Some(entry) = list.iter_mut().find(|(a, _)| a == addr) {
-                let previous = std::mem::replace(&mut entry.1, tag);
-                return (Place { bucket, spilled }, Some(previous));
-            }
-        }
-        let spilled = b.slots.len() >= slots;
-        let list = if spilled {
-            &mut b.spilled
-        } else {
-            &mut b.slots
-        };
-        list.push((addr.to_vec(), tag));
-        (Place { bucket, spilled }, None)
-    }
-
-    /// Takes `addr` out. The last slot moves into the freed one, so a
-    /// reader racing the bucket write sees every other host at some slot.
-    pub fn remove(&mut self, addr: &[u8]) -> Option<(Place, u32)> {
-        let place = self.locate(addr)?;
-        let b = &mut self.buckets[place.bucket as usize];
-        let list = if place.spilled {
-            &mut b.spilled
-        } else {
-            &mut b.slots
-        };
-        let at = list.iter().position(|(a, _)| a == addr)?;
-        Some((place, list.swap_remove(at).1))
-    }
-
-    /// Undoes an [`insert`](Self::insert) that returned `previous`.
-    pub fn undo_insert(&mut self, addr: &[u8], previous: Option<u32>) {
-        match previous {
-            Some(tag) => {
-                self.insert(addr, tag);
-            }
-            None => {
-                self.remove(addr);
-            }
+    /// A bucket read from the kernel.
+    pub fn from_bytes(ipv4: bool, bytes: [u8; BUCKET_SIZE]) -> Self {
+        Bucket {
+            geo: geometry(ipv4),
+            bytes,
         }
     }
 
-    /// The bucket's value as the kernel stores it.
-    pub fn bucket_bytes(&self, bucket: u32) -> Vec<u8> {
-        let b = &self.buckets[bucket as usize];
-        let count = b.slots.len() as u16;
-        // Only "any spilled" matters to the program; saturate, never wrap.
-        let overflow = b.spilled.len().min(usize::from(u16::MAX)) as u16;
-        if self.ipv4 {
-            let mut v = couic_b4_bucket {
-                count,
-                overflow,
-                ..Default::default()
-            };
-            for (slot, (addr, tag)) in v.slot.iter_mut().zip(&b.slots) {
-                *slot = couic_b4_slot {
-                    addr: addr[..].try_into().expect("IPv4"),
-                    tag_id: *tag,
-                };
-            }
-            as_bytes(&v).to_vec()
-        } else {
-            let mut v = couic_b6_bucket {
-                count,
-                overflow,
-                ..Default::default()
-            };
-            for (slot, (addr, tag)) in v.slot.iter_mut().zip(&b.slots) {
-                *slot = couic_b6_slot {
-                    addr: addr[..].try_into().expect("IPv6"),
-                    tag_id: *tag,
-                };
-            }
-            as_bytes(&v).to_vec()
+    /// The value to write back.
+    pub fn bytes(&self) -> &[u8; BUCKET_SIZE] {
+        &self.bytes
+    }
+
+    fn u16_at(&self, at: usize) -> u16 {
+        u16::from_ne_bytes([self.bytes[at], self.bytes[at + 1]])
+    }
+
+    fn set_u16_at(&mut self, at: usize, v: u16) {
+        self.bytes[at..at + 2].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    /// Slots in use. A corrupt count is read as "all slots".
+    pub fn count(&self) -> usize {
+        usize::from(self.u16_at(self.geo.count_at)).min(self.geo.slots)
+    }
+
+    /// How many hosts of this bucket went to the overflow hash.
+    pub fn overflow(&self) -> u16 {
+        self.u16_at(self.geo.overflow_at)
+    }
+
+    /// One more host spilled. Saturates: only "any" matters to the program.
+    pub fn spill_one(&mut self) {
+        let n = self.overflow().saturating_add(1);
+        self.set_u16_at(self.geo.overflow_at, n);
+    }
+
+    /// One spilled host left the hash. A saturated count stays, since the
+    /// true number is no longer known; the program then just looks.
+    pub fn unspill_one(&mut self) {
+        let n = self.overflow();
+        if n != u16::MAX {
+            self.set_u16_at(self.geo.overflow_at, n.saturating_sub(1));
         }
+    }
+
+    fn slot_at(&self, slot: usize) -> usize {
+        slot * self.geo.slot_size
+    }
+
+    fn addr(&self, slot: usize) -> &[u8] {
+        let at = self.slot_at(slot);
+        &self.bytes[at..at + self.geo.addr_len]
+    }
+
+    pub fn tag(&self, slot: usize) -> u32 {
+        let at = self.slot_at(slot) + self.geo.tag_at;
+        u32::from_ne_bytes(self.bytes[at..at + 4].try_into().expect("4 bytes"))
+    }
+
+    pub fn set_tag(&mut self, slot: usize, tag: u32) {
+        let at = self.slot_at(slot) + self.geo.tag_at;
+        self.bytes[at..at + 4].copy_from_slice(&tag.to_ne_bytes());
+    }
+
+    /// The slot holding `addr`.
+    pub fn find(&self, addr: &[u8]) -> Option<usize> {
+        (0..self.count()).find(|&s| self.addr(s) == addr)
+    }
+
+    /// Puts `addr` in the first free slot; false when the bucket is full.
+    pub fn push(&mut self, addr: &[u8], tag: u32) -> bool {
+        let slot = self.count();
+        if slot == self.geo.slots {
+            return false;
+        }
+        let at = self.slot_at(slot);
+        self.bytes[at..at + self.geo.addr_len].copy_from_slice(addr);
+        self.set_tag(slot, tag);
+        self.set_u16_at(self.geo.count_at, slot as u16 + 1);
+        true
+    }
+
+    /// Empties `slot`: the last slot moves into it, so a reader racing the
+    /// write sees every other host at one slot or another.
+    pub fn take(&mut self, slot: usize) {
+        let last = self.count() - 1;
+        let size = self.geo.slot_size;
+        let (to, from) = (self.slot_at(slot), self.slot_at(last));
+        self.bytes.copy_within(from..from + size, to);
+        self.bytes[from..from + size].fill(0);
+        self.set_u16_at(self.geo.count_at, last as u16);
     }
 }
 
@@ -190,137 +223,94 @@ impl HostTable {
 mod tests {
     use super::*;
 
-    fn v4(i: u32) -> Addr {
+    fn v4(i: u32) -> Vec<u8> {
         i.to_be_bytes().to_vec()
-    }
-
-    /// Addresses that all hash to bucket 0 of `t`.
-    fn colliding(t: &HostTable, n: usize) -> Vec<Addr> {
-        (0u32..)
-            .map(v4)
-            .filter(|a| t.bucket_of(a) == 0)
-            .take(n)
-            .collect()
     }
 
     #[test]
     fn sizing_keeps_buckets_lightly_loaded() {
-        assert_eq!(HostTable::buckets_for(true, 262_144), 131_072);
-        assert_eq!(HostTable::buckets_for(false, 262_144), 262_144);
-        assert_eq!(HostTable::buckets_for(true, 1000), 512);
-        assert_eq!(HostTable::buckets_for(true, 0), 2);
-        assert_eq!(HostTable::new(true, 1024, 7).bits(), 10);
+        assert_eq!(HostIndex::buckets_for(true, 262_144), 131_072);
+        assert_eq!(HostIndex::buckets_for(false, 262_144), 262_144);
+        assert_eq!(HostIndex::buckets_for(true, 1000), 512);
+        assert_eq!(HostIndex::buckets_for(true, 0), 2);
+        assert_eq!(HostIndex::new(1024, 7).bits(), 10);
     }
 
     #[test]
     fn hash_matches_the_program_formula() {
-        let t = HostTable::new(true, 1 << 12, 0x1234);
+        let t = HostIndex::new(1 << 12, 0x1234);
         let addr = [192, 0, 2, 1];
         let w = u64::from(u32::from_ne_bytes(addr));
         let expect = ((0x1234 ^ w).wrapping_mul(HASH_MUL) >> (64 - 12)) as u32;
         assert_eq!(t.bucket_of(&addr), expect);
         // Different seeds spread the same hosts differently.
-        let other = HostTable::new(true, 1 << 12, 0x4321);
+        let other = HostIndex::new(1 << 12, 0x4321);
         assert!((0..64)
             .map(v4)
             .any(|a| t.bucket_of(&a) != other.bucket_of(&a)));
     }
 
     #[test]
-    fn a_full_bucket_spills_and_flags_it() {
-        let mut t = HostTable::new(true, 16, 99);
-        let hosts = colliding(&t, B4_SLOTS + 2);
-        for (i, a) in hosts.iter().enumerate() {
-            let (place, previous) = t.insert(a, i as u32);
-            assert_eq!(
-                place,
-                Place {
-                    bucket: 0,
-                    spilled: i >= B4_SLOTS
-                }
-            );
-            assert_eq!(previous, None);
+    fn an_ipv4_bucket_fills_its_seven_slots_in_the_kernel_layout() {
+        let mut b = Bucket::empty(true);
+        for i in 0..7 {
+            assert!(b.push(&v4(i), 100 + i));
         }
-        let bytes = t.bucket_bytes(0);
-        assert_eq!(bytes.len(), 64);
-        assert_eq!(
-            u16::from_ne_bytes([bytes[56], bytes[57]]),
-            B4_SLOTS as u16,
-            "count"
-        );
-        assert_eq!(u16::from_ne_bytes([bytes[58], bytes[59]]), 2, "overflow");
-        assert_eq!(&bytes[0..4], &hosts[0][..]);
-        assert_eq!(u32::from_ne_bytes(bytes[4..8].try_into().unwrap()), 0);
+        assert!(!b.push(&v4(7), 0), "an eighth host does not fit");
+        let bytes = b.bytes();
+        assert_eq!(u16::from_ne_bytes([bytes[56], bytes[57]]), 7, "count");
+        assert_eq!(&bytes[8..12], &v4(1)[..]);
+        assert_eq!(u32::from_ne_bytes(bytes[12..16].try_into().unwrap()), 101);
+        assert_eq!(b.find(&v4(6)), Some(6));
+        assert_eq!(b.find(&v4(7)), None);
 
-        // Removing a slotted host moves the last slot into its place; the
-        // spilled ones stay spilled until they are removed.
-        assert_eq!(
-            t.remove(&hosts[1]),
-            Some((
-                Place {
-                    bucket: 0,
-                    spilled: false
-                },
-                1
-            ))
-        );
-        let bytes = t.bucket_bytes(0);
-        assert_eq!(&bytes[8..12], &hosts[B4_SLOTS - 1][..]);
-        assert_eq!(
-            u16::from_ne_bytes([bytes[56], bytes[57]]),
-            B4_SLOTS as u16 - 1
-        );
-        assert_eq!(
-            t.locate(&hosts[B4_SLOTS]),
-            Some(Place {
-                bucket: 0,
-                spilled: true
-            })
-        );
-        for a in &hosts[B4_SLOTS..] {
-            assert!(t.remove(a).unwrap().0.spilled);
-        }
-        assert_eq!(
-            u16::from_ne_bytes([t.bucket_bytes(0)[58], t.bucket_bytes(0)[59]]),
-            0
-        );
-        assert_eq!(t.remove(&hosts[1]), None);
+        // The last slot moves into the freed one and its old place is zeroed.
+        b.take(1);
+        assert_eq!(b.count(), 6);
+        assert_eq!(b.find(&v4(6)), Some(1));
+        assert_eq!(b.tag(1), 106);
+        assert!(b.bytes()[48..56].iter().all(|x| *x == 0));
+        b.set_tag(1, 9);
+        assert_eq!(b.tag(b.find(&v4(6)).unwrap()), 9);
     }
 
     #[test]
-    fn reinsert_sets_the_tag_in_place_and_undo_restores_it() {
-        let mut t = HostTable::new(false, 4, 5);
-        let a: Addr = "2001:db8::1"
-            .parse::<std::net::Ipv6Addr>()
-            .unwrap()
-            .octets()
-            .to_vec();
-        let (first, _) = t.insert(&a, 3);
-        let (again, previous) = t.insert(&a, 9);
-        assert_eq!((first, previous), (again, Some(3)));
-        let bytes = t.bucket_bytes(first.bucket);
-        assert_eq!(&bytes[0..16], &a[..]);
-        assert_eq!(u32::from_ne_bytes(bytes[16..20].try_into().unwrap()), 9);
-        t.undo_insert(&a, previous);
-        assert_eq!(t.remove(&a).map(|(_, tag)| tag), Some(3));
-        t.insert(&a, 1);
-        t.undo_insert(&a, None);
-        assert_eq!(t.locate(&a), None);
-        assert!(t.bucket_bytes(first.bucket).iter().all(|b| *b == 0));
+    fn overflow_counts_spills_and_saturates() {
+        let mut b = Bucket::empty(true);
+        b.spill_one();
+        b.spill_one();
+        assert_eq!(b.overflow(), 2);
+        assert_eq!(u16::from_ne_bytes([b.bytes()[58], b.bytes()[59]]), 2);
+        b.unspill_one();
+        b.unspill_one();
+        b.unspill_one();
+        assert_eq!(b.overflow(), 0, "never below zero");
+        let mut full = [0u8; BUCKET_SIZE];
+        full[58..60].copy_from_slice(&u16::MAX.to_ne_bytes());
+        let mut b = Bucket::from_bytes(true, full);
+        b.spill_one();
+        b.unspill_one();
+        assert_eq!(b.overflow(), u16::MAX, "a saturated count stays");
     }
 
     #[test]
     fn ipv6_buckets_hold_three_hosts() {
-        let mut t = HostTable::new(false, 2, 1);
-        let hosts: Vec<Addr> = (0u128..)
-            .map(|i| (0x2001_0db8u128 << 96 | i).to_be_bytes().to_vec())
-            .filter(|a| t.bucket_of(a) == 1)
-            .take(4)
+        let hosts: Vec<[u8; 16]> = (1u128..=4)
+            .map(|i| (0x2001_0db8u128 << 96 | i).to_be_bytes())
             .collect();
-        let spilled: Vec<bool> = hosts.iter().map(|a| t.insert(a, 0).0.spilled).collect();
-        assert_eq!(spilled, [false, false, false, true]);
-        let bytes = t.bucket_bytes(1);
-        assert_eq!(u16::from_ne_bytes([bytes[60], bytes[61]]), 3);
-        assert_eq!(u16::from_ne_bytes([bytes[62], bytes[63]]), 1);
+        let mut b = Bucket::empty(false);
+        let fitted: Vec<bool> = hosts.iter().map(|a| b.push(a, 5)).collect();
+        assert_eq!(fitted, [true, true, true, false]);
+        assert_eq!(u16::from_ne_bytes([b.bytes()[60], b.bytes()[61]]), 3);
+        assert_eq!(&b.bytes()[20..36], &hosts[1][..]);
+        assert_eq!(u32::from_ne_bytes(b.bytes()[36..40].try_into().unwrap()), 5);
+        b.take(2);
+        b.take(0);
+        assert_eq!(b.find(&hosts[1]), Some(0));
+        assert_eq!(b.count(), 1);
+        // A count the program never wrote is clamped, not trusted.
+        let mut bytes = [0u8; BUCKET_SIZE];
+        bytes[60..62].copy_from_slice(&9u16.to_ne_bytes());
+        assert_eq!(Bucket::from_bytes(false, bytes).count(), 3);
     }
 }
