@@ -110,11 +110,18 @@ pub fn run(settings: &Settings) -> anyhow::Result<Measured> {
         "Control plane: the couic daemon and its API",
         method(settings),
     );
-    single_adds_and_couicctl(&bins, settings, &mut section)?;
-    let bulk = bulk_vs_kernel(&bins, &mut section)?;
-    memory(&bins, &mut section)?;
-    expiry_wave(&bins, bulk, &mut section)?;
-    sets(&bins, &mut section)?;
+    // COUIC_BENCH_API=bulk measures the bulk figure alone (quick iterations
+    // on the bulk route); the section is then incomplete, so do not --write it.
+    let bulk_only = std::env::var("COUIC_BENCH_API").is_ok_and(|v| v == "bulk");
+    if bulk_only {
+        bulk_vs_kernel(&bins, &mut section)?;
+    } else {
+        single_adds_and_couicctl(&bins, settings, &mut section)?;
+        let bulk = bulk_vs_kernel(&bins, &mut section)?;
+        memory(&bins, &mut section)?;
+        expiry_wave(&bins, bulk, &mut section)?;
+        sets(&bins, &mut section)?;
+    }
     Ok(Measured {
         section,
         took: start.elapsed(),
