@@ -9,10 +9,10 @@
 
 use std::collections::HashMap;
 
-use couic_common::{Cidr, Policy, SET_TAG_SUFFIX};
+use couic_common::{Cidr, Policy};
 
 use crate::firewall::{Change, ChangeKind, Firewall, NewEntry, WriteError};
-use crate::store::{EntryStore, Origin, Record, StoredEntry};
+use crate::store::{CidrMap, EntryStore, KeyedState, Origin, StoredEntry};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -58,15 +58,6 @@ impl Plan {
     }
 }
 
-/// As [`StoredEntry::is_set_entry`], without copying the tag.
-fn is_set_record(store: &EntryStore, policy: Policy, record: &Record) -> bool {
-    record.origin == Origin::Set
-        || store
-            .tags(policy)
-            .name(record.tag)
-            .ends_with(SET_TAG_SUFFIX)
-}
-
 /// Plays `ops` in order against `store` (nothing is changed).
 pub fn plan(store: &EntryStore, policy: Policy, ops: &[Op], protect_sets: bool) -> Plan {
     let capacity = store.capacity(policy);
@@ -74,26 +65,29 @@ pub fn plan(store: &EntryStore, policy: Policy, ops: &[Op], protect_sets: bool) 
         store.family_len(policy, true),
         store.family_len(policy, false),
     ];
-    // Per CIDR: whether it was stored before the batch, and its state now;
-    // `order` keeps the CIDRs in the order they were first met.
-    let mut states: HashMap<Cidr, (bool, State)> = HashMap::with_capacity(ops.len());
-    let mut order = Vec::with_capacity(ops.len());
+    // Per CIDR, in the order they were first met: the CIDR, whether it was
+    // stored before the batch, and its state now.
+    let mut index: CidrMap<Cidr, usize> =
+        CidrMap::with_capacity_and_hasher(ops.len(), KeyedState::default());
+    let mut cidrs: Vec<(Cidr, bool, State)> = Vec::with_capacity(ops.len());
     let mut results = Vec::with_capacity(ops.len());
     for (i, op) in ops.iter().enumerate() {
         let cidr = op.cidr();
         let family = usize::from(!cidr.is_ipv4());
-        let (_, state) = states.entry(cidr).or_insert_with(|| {
-            order.push(cidr);
-            match store.record(policy, cidr) {
+        let slot = *index.entry(cidr).or_insert_with(|| {
+            cidrs.push(match store.record(policy, cidr) {
                 Some(r) => (
+                    cidr,
                     true,
                     State::Stored {
-                        set_entry: is_set_record(store, policy, &r),
+                        set_entry: store.is_set_record(policy, &r),
                     },
                 ),
-                None => (false, State::Absent),
-            }
+                None => (cidr, false, State::Absent),
+            });
+            cidrs.len() - 1
         });
+        let state = &mut cidrs[slot].2;
         let result = match (op, *state) {
             (Op::Add(_), State::Stored { .. } | State::Added(_)) => {
                 Err(WriteError::Duplicate(cidr))
@@ -122,9 +116,9 @@ pub fn plan(store: &EntryStore, policy: Policy, ops: &[Op], protect_sets: bool) 
     // Net effect: what existed and is gone or replaced is removed; what is
     // added at the end is added.
     let mut removes = Vec::new();
-    let mut adds = Vec::new();
-    for cidr in order {
-        match states[&cidr] {
+    let mut adds = Vec::with_capacity(cidrs.len());
+    for (cidr, existed, state) in cidrs {
+        match (existed, state) {
             (true, State::Absent) => removes.push(cidr),
             (existed, State::Added(i)) => {
                 if existed {
@@ -163,21 +157,23 @@ pub fn apply(
         return (results, Vec::new());
     }
 
-    // Validated entries can still be refused by the kernel (memory): such
-    // a failure is given to every operation on that CIDR.
-    let (removed, mut changes) = firewall.remove(policy, plan.removes.clone(), false, atomic);
+    // The plan checked every write against the store. Validated entries can
+    // still be refused by the kernel (memory): such a failure is given to
+    // every operation on that CIDR.
+    let (removed, mut changes) = firewall.write_removals(policy, &plan.removes);
     let mut kernel_failures: HashMap<Cidr, WriteError> = HashMap::new();
-    for (cidr, result) in plan.removes.iter().zip(&removed) {
+    for (cidr, result) in plan.removes.iter().zip(removed) {
         if let Err(e) = result {
-            kernel_failures.insert(*cidr, e.clone());
+            kernel_failures.insert(*cidr, e);
         }
     }
     let adds: Vec<usize> = if atomic && !kernel_failures.is_empty() {
         Vec::new()
+    } else if kernel_failures.is_empty() {
+        plan.adds
     } else {
         plan.adds
-            .iter()
-            .copied()
+            .into_iter()
             .filter(|i| !kernel_failures.contains_key(&ops[*i].cidr()))
             .collect()
     };
@@ -191,7 +187,14 @@ pub fn apply(
             }
         })
         .collect();
-    let (added, add_changes) = firewall.add(policy, entries, origin, atomic, now);
+    let (added, add_changes) = if kernel_failures.is_empty() {
+        firewall.write_additions(policy, entries, origin, atomic, now)
+    } else {
+        // A refused removal left its entry in place: check the additions
+        // again (capacity) as if they came alone.
+        let (added, changes) = firewall.add(policy, entries, origin, atomic, now);
+        (added.into_iter().map(|r| r.map(drop)).collect(), changes)
+    };
     changes.extend(add_changes);
     for (&i, result) in adds.iter().zip(added) {
         if let Err(e) = result {
@@ -200,8 +203,11 @@ pub fn apply(
             }
         }
     }
+    if kernel_failures.is_empty() {
+        return (plan.results, changes);
+    }
 
-    if atomic && !kernel_failures.is_empty() {
+    if atomic {
         changes.extend(restore(firewall, policy, &changes));
         let first = kernel_failures.values().next().cloned().expect("not empty");
         let results = ops
@@ -253,6 +259,7 @@ fn restore(firewall: &mut Firewall, policy: Policy, changes: &[Change]) -> Vec<C
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Record;
 
     fn cidr(s: &str) -> Cidr {
         s.parse().unwrap()

@@ -100,6 +100,13 @@ impl TagTable {
         }
     }
 
+    /// Takes `n` more references on a tag that already has one (entries of
+    /// a batch sharing a tag: the name is looked up once).
+    pub fn retain(&mut self, id: TagId, n: usize) {
+        let info = self.infos.get_mut(&id).expect("retain needs a held tag");
+        info.refs += n;
+    }
+
     /// Drops one reference; the last one frees the tag and its slot.
     pub fn release(&mut self, id: TagId) {
         let Some(info) = self.infos.get_mut(&id) else {
@@ -180,6 +187,18 @@ mod tests {
         let d = t.acquire("d");
         assert_eq!((d.slot, d.fresh_slot), (a.slot, true));
         assert_eq!(t.name(d.id), "d");
+    }
+
+    #[test]
+    fn retained_references_are_released_one_by_one() {
+        let mut t = TagTable::new(4);
+        let a = t.acquire("a");
+        t.retain(a.id, 2);
+        t.release(a.id);
+        t.release(a.id);
+        assert_eq!(t.name(a.id), "a");
+        t.release(a.id);
+        assert_eq!(t.in_use(), 0);
     }
 
     #[test]

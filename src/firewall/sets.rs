@@ -160,7 +160,7 @@ impl Firewall {
         let policy = step.policy;
         let mut first_error: Option<WriteError> = None;
 
-        let written = self.write(policy, step.delete.clone(), None);
+        let written = self.write(policy, &step.delete, None);
         for (&cidr, w) in step.delete.iter().zip(written) {
             match w {
                 Ok(()) => {
@@ -266,19 +266,13 @@ impl Firewall {
     /// the kernel value). Per item: the tag reference now held, or the error
     /// (no reference held).
     fn upsert(&mut self, policy: Policy, items: &[(Cidr, &str)]) -> Vec<Result<TagId, WriteError>> {
-        let acquired: Vec<_> = items
-            .iter()
-            .map(|(_, tag)| self.acquire_tag(policy, tag))
-            .collect();
+        let acquired = self.acquire_tags(policy, items.iter().map(|&(_, tag)| tag));
         for (cidr, _) in items {
             self.activate(bpf::rule_map_index(policy, *cidr));
         }
         let slots: Vec<u32> = acquired.iter().map(|a| a.slot).collect();
-        let written = self.write(
-            policy,
-            items.iter().map(|(c, _)| *c).collect(),
-            Some(&slots),
-        );
+        let cidrs: Vec<Cidr> = items.iter().map(|(c, _)| *c).collect();
+        let written = self.write(policy, &cidrs, Some(&slots));
         written
             .into_iter()
             .zip(acquired)
