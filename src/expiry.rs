@@ -18,6 +18,9 @@ impl ExpiryIndex {
     }
 
     pub fn remove(&mut self, policy: Policy, cidr: Cidr, expiration: u64) {
+        if expiration == 0 {
+            return; // never indexed
+        }
         self.by_deadline.remove(&(expiration, policy, cidr));
     }
 

@@ -4,6 +4,7 @@
 //! publishes one [`Changed`] event to its subscribers.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use couic_common::{Cidr, Policy};
@@ -117,7 +118,7 @@ impl MapWriter {
         }
         let event = Changed {
             origin,
-            changes: changes.into(),
+            changes: Arc::new(changes),
         };
         for subscriber in &self.subscribers {
             subscriber.do_send(event.clone());

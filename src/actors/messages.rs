@@ -26,5 +26,6 @@ pub enum EventOrigin {
 #[rtype(result = "()")]
 pub struct Changed {
     pub origin: EventOrigin,
-    pub changes: Arc<[Change]>,
+    /// Shared, not copied: a bulk request publishes one change per item.
+    pub changes: Arc<Vec<Change>>,
 }
