@@ -43,6 +43,7 @@ const volatile enum couic_limits couic_limits_anchor = COUIC_DROP_MAX;
 const volatile enum couic_stat couic_stat_anchor = COUIC_STAT_MAX;
 const volatile enum couic_map_index couic_map_anchor = COUIC_MAP_COUNT;
 const volatile enum couic_bucket_slots couic_slots_anchor = COUIC_B4_SLOTS;
+const volatile enum couic_guard couic_guard_anchor = COUIC_GUARD4_BITS;
 
 /* Bucket hashing, set by the daemon before loading: a random seed, and per
  * bucket array log2 of its number of buckets (max_entries, a power of 2). */
@@ -107,6 +108,20 @@ HOST_MAP(couic_d4_host, struct couic_v4_key, COUIC_DROP_MAX);	/* drop, IPv4 /32 
 NET_MAP(couic_d4_net, struct couic_v4_key, COUIC_DROP_MAX);	/* drop, IPv4 /0-/31 */
 HOST_MAP(couic_d6_host, struct couic_v6_key, COUIC_DROP_MAX);	/* drop, IPv6 /128 overflow */
 NET_MAP(couic_d6_net, struct couic_v6_key, COUIC_DROP_MAX);	/* drop, IPv6 /0-/127 */
+
+/* Trie guards (see couic.h): 64 bits per word. */
+#define GUARD(name, words)                        \
+	struct {                                  \
+		__uint(type, BPF_MAP_TYPE_ARRAY); \
+		__uint(max_entries, words);       \
+		__type(key, __u32);               \
+		__type(value, __u64);             \
+	} name SEC(".maps")
+
+GUARD(couic_i4_grd, COUIC_GUARD4_WORDS);
+GUARD(couic_i6_grd, COUIC_GUARD6_WORDS);
+GUARD(couic_d4_grd, COUIC_GUARD4_WORDS);
+GUARD(couic_d6_grd, COUIC_GUARD6_WORDS);
 
 /* Packets and bytes per XDP action, plus malformed frames (enum couic_stat). */
 struct {
@@ -233,6 +248,19 @@ static __always_inline int host_v6(void *buckets, void *overflow, __u8 bits,
 	return 1;
 }
 
+/* Whether a trie flagged `on` may hold a prefix meeting guard block
+ * `slot`: if not, its walk, the costliest lookup, is skipped. */
+static __always_inline __u8 may_match(void *guard, __u8 on, __u32 slot)
+{
+	__u32 word = slot / 64;
+	__u64 *bits;
+
+	if (on != 1)
+		return on; /* empty, or COUIC_WALK_ALWAYS */
+	bits = bpf_map_lookup_elem(guard, &word);
+	return bits && ((*bits >> (slot % 64)) & 1);
+}
+
 /* A prefix in the trie, if it holds rules. */
 static __always_inline int net(void *trie, __u8 on, void *key, __u32 *tag)
 {
@@ -252,17 +280,19 @@ static __always_inline void judge_v4(struct verdict *v, const struct couic_activ
 {
 	struct couic_v4_key key = { .prefixlen = 32 };
 	const __u8 *m = on->map;
-	__u32 tag;
+	__u32 tag, slot;
 
 	__builtin_memcpy(key.addr, &iph->saddr, sizeof(key.addr));
+	slot = (__u32)key.addr[0] << 8 | key.addr[1]; /* the /16 */
 	if ((m[COUIC_MAP_IGN4_HOST] &&
 	     host_v4(&couic_i4_bkt, &couic_i4_host, couic_i4_bits, &key, &tag)) ||
-	    net(&couic_i4_net, m[COUIC_MAP_IGN4_NET], &key, &tag)) {
+	    net(&couic_i4_net, may_match(&couic_i4_grd, m[COUIC_MAP_IGN4_NET], slot), &key, &tag)) {
 		v->matched = MATCHED_IGNORE;
 		v->tag_id = tag;
 	} else if ((m[COUIC_MAP_DROP4_HOST] &&
 		    host_v4(&couic_d4_bkt, &couic_d4_host, couic_d4_bits, &key, &tag)) ||
-		   net(&couic_d4_net, m[COUIC_MAP_DROP4_NET], &key, &tag)) {
+		   net(&couic_d4_net, may_match(&couic_d4_grd, m[COUIC_MAP_DROP4_NET], slot), &key,
+		       &tag)) {
 		v->action = XDP_DROP;
 		v->matched = MATCHED_DROP;
 		v->tag_id = tag;
@@ -274,17 +304,20 @@ static __always_inline void judge_v6(struct verdict *v, const struct couic_activ
 {
 	struct couic_v6_key key = { .prefixlen = 128 };
 	const __u8 *m = on->map;
-	__u32 tag;
+	__u32 tag, slot, top;
 
 	__builtin_memcpy(key.addr, &ip6h->saddr, sizeof(key.addr));
+	__builtin_memcpy(&top, key.addr, sizeof(top));
+	slot = couic_bucket_of(&top, 1, COUIC_GUARD6_BITS); /* the hashed /32 */
 	if ((m[COUIC_MAP_IGN6_HOST] &&
 	     host_v6(&couic_i6_bkt, &couic_i6_host, couic_i6_bits, &key, &tag)) ||
-	    net(&couic_i6_net, m[COUIC_MAP_IGN6_NET], &key, &tag)) {
+	    net(&couic_i6_net, may_match(&couic_i6_grd, m[COUIC_MAP_IGN6_NET], slot), &key, &tag)) {
 		v->matched = MATCHED_IGNORE;
 		v->tag_id = tag;
 	} else if ((m[COUIC_MAP_DROP6_HOST] &&
 		    host_v6(&couic_d6_bkt, &couic_d6_host, couic_d6_bits, &key, &tag)) ||
-		   net(&couic_d6_net, m[COUIC_MAP_DROP6_NET], &key, &tag)) {
+		   net(&couic_d6_net, may_match(&couic_d6_grd, m[COUIC_MAP_DROP6_NET], slot), &key,
+		       &tag)) {
 		v->action = XDP_DROP;
 		v->matched = MATCHED_DROP;
 		v->tag_id = tag;

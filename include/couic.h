@@ -70,6 +70,23 @@ struct couic_b6_bucket {
 	__u16 overflow;
 };
 
+/*
+ * Trie guards: one bit per IPv4 /16, and per IPv6 /32 hashed to
+ * COUIC_GUARD6_BITS bits (couic_bucket_of() with the same seed), set while
+ * the policy's trie holds a prefix that meets that block. A clear bit means
+ * the trie cannot match the address, so the walk is skipped. An IPv6 prefix
+ * shorter than /24 meets too many blocks to mark: while the trie holds one,
+ * the map's couic_active flag is COUIC_WALK_ALWAYS and the bits are not read.
+ */
+enum couic_guard {
+	COUIC_GUARD4_BITS = 16,
+	COUIC_GUARD6_BITS = 20,
+	COUIC_GUARD4_WORDS = 1 << (COUIC_GUARD4_BITS - 6), /* of 64 bits */
+	COUIC_GUARD6_WORDS = 1 << (COUIC_GUARD6_BITS - 6),
+	COUIC_GUARD6_SHORTEST = 24, /* shortest IPv6 prefix marked in bits */
+	COUIC_WALK_ALWAYS = 2,	    /* couic_active flag: walk, guard or not */
+};
+
 /* Value of every rule map: the rule's tag, an index into the per-tag
  * counter arrays. Tag id 0 is "untagged". */
 struct couic_rule {

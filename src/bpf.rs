@@ -15,6 +15,7 @@ use couic_common::{Cidr, Policy};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
 
+mod guard;
 mod hosts;
 
 mod skel {
@@ -22,6 +23,7 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/couic.skel.rs"));
 }
 
+use guard::{Guard, GuardChange};
 pub use hosts::HostIndex;
 use hosts::{Bucket, BUCKET_SIZE};
 pub use skel::types;
@@ -176,6 +178,19 @@ pub fn load(caps: Capacities) -> Result<Loaded, BpfError> {
         rules,
         buckets,
         hosts,
+        guard_maps: [
+            handle!(m.couic_i4_grd),
+            handle!(m.couic_i6_grd),
+            handle!(m.couic_d4_grd),
+            handle!(m.couic_d6_grd),
+        ],
+        guards: [
+            Guard::new(true, seed),
+            Guard::new(false, seed),
+            Guard::new(true, seed),
+            Guard::new(false, seed),
+        ],
+        requested: [0; RULE_MAPS],
         active: handle!(m.couic_active),
         stats: handle!(m.couic_stats),
         tag_drop: handle!(m.couic_tag_drop),
@@ -252,6 +267,12 @@ pub struct KernelMaps {
     buckets: [MapHandle; HOST_TABLES],
     /// How hosts spread over each of `buckets`.
     hosts: [HostIndex; HOST_TABLES],
+    /// The guard of each trie (index / 2 of the latter), in the kernel and
+    /// as counts.
+    guard_maps: [MapHandle; HOST_TABLES],
+    guards: [Guard; HOST_TABLES],
+    /// The couic_active flags last asked for, before the guards' part.
+    requested: [u8; RULE_MAPS],
     active: MapHandle,
     stats: MapHandle,
     tag_drop: MapHandle,
@@ -271,9 +292,7 @@ impl KernelMaps {
     /// [`rule_map_index`]), as (CIDR, tag slot). One result per item.
     pub fn insert(&mut self, index: usize, items: &[(Cidr, u32)]) -> Vec<io::Result<()>> {
         if is_net(index) {
-            let keys: Vec<Vec<u8>> = items.iter().map(|(c, _)| key_bytes(*c)).collect();
-            let values: Vec<Vec<u8>> = items.iter().map(|(_, t)| rule_bytes(*t).to_vec()).collect();
-            return batch_items(&self.rules[index], &keys, Some(&values));
+            return self.insert_nets(index, items);
         }
         let t = index / 2;
         let addrs: Vec<Host> = items.iter().map(|(c, _)| Host::of(*c)).collect();
@@ -353,8 +372,7 @@ impl KernelMaps {
     /// Deletes `cidrs`, all of rule map `index`. One result per item.
     pub fn remove(&mut self, index: usize, cidrs: &[Cidr]) -> Vec<io::Result<()>> {
         if is_net(index) {
-            let keys: Vec<Vec<u8>> = cidrs.iter().map(|c| key_bytes(*c)).collect();
-            return batch_items(&self.rules[index], &keys, None);
+            return self.remove_nets(index, cidrs);
         }
         let t = index / 2;
         let addrs: Vec<Host> = cidrs.iter().map(|c| Host::of(*c)).collect();
@@ -404,6 +422,107 @@ impl KernelMaps {
             }
         }
         errors.into_iter().map(|e| e.map_or(Ok(()), Err)).collect()
+    }
+
+    /// Prefixes into trie `index`. Their guard bits are set first, so the
+    /// program never skips a walk that would match; the new ones are told
+    /// from re-tagged ones by inserting with BPF_NOEXIST first.
+    fn insert_nets(&mut self, index: usize, items: &[(Cidr, u32)]) -> Vec<io::Result<()>> {
+        let g = index / 2;
+        let mut change = GuardChange::default();
+        for (cidr, _) in items {
+            change.merge(self.guards[g].add(*cidr));
+        }
+        if let Err(e) = self.publish_guard(g, &change) {
+            for (cidr, _) in items {
+                self.guards[g].remove(*cidr);
+            }
+            return items.iter().map(|_| Err(copy_error(&e))).collect();
+        }
+        // One call each: the batch update takes no BPF_NOEXIST, and a trie
+        // lookup finds covering prefixes, not just this one.
+        let mut existing = vec![false; items.len()];
+        let results: Vec<io::Result<()>> = items
+            .iter()
+            .enumerate()
+            .map(|(i, (cidr, tag))| {
+                let (key, value) = (key_bytes(*cidr), rule_bytes(*tag));
+                let fd = self.rules[index].as_fd().as_raw_fd();
+                let update = |flags: u32| {
+                    // SAFETY: key and value have the trie's key and value sizes.
+                    let ret = unsafe {
+                        libbpf_sys::bpf_map_update_elem(
+                            fd,
+                            key.as_ptr().cast(),
+                            value.as_ptr().cast(),
+                            u64::from(flags),
+                        )
+                    };
+                    match ret {
+                        0 => Ok(()),
+                        e => Err(io::Error::from_raw_os_error(-e)),
+                    }
+                };
+                match update(libbpf_sys::BPF_NOEXIST) {
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        existing[i] = true;
+                        update(libbpf_sys::BPF_ANY)
+                    }
+                    r => r,
+                }
+            })
+            .collect();
+        // Counted once only: re-tagged prefixes and failures count out.
+        let mut change = GuardChange::default();
+        for (i, (cidr, _)) in items.iter().enumerate() {
+            if existing[i] || results[i].is_err() {
+                change.merge(self.guards[g].remove(*cidr));
+            }
+        }
+        let _ = self.publish_guard(g, &change);
+        results
+    }
+
+    /// Prefixes out of trie `index`, then their guard bits.
+    fn remove_nets(&mut self, index: usize, cidrs: &[Cidr]) -> Vec<io::Result<()>> {
+        let g = index / 2;
+        let keys: Vec<Vec<u8>> = cidrs.iter().map(|c| key_bytes(*c)).collect();
+        let results = batch_items(&self.rules[index], &keys, None);
+        let mut change = GuardChange::default();
+        for (cidr, r) in cidrs.iter().zip(&results) {
+            if r.is_ok() {
+                change.merge(self.guards[g].remove(*cidr));
+            }
+        }
+        // A bit left set only costs a walk.
+        let _ = self.publish_guard(g, &change);
+        results
+    }
+
+    /// Writes the guard words of trie guard `g` that `change` flipped, and
+    /// couic_active if its "always walk" state flipped.
+    fn publish_guard(&self, g: usize, change: &GuardChange) -> io::Result<()> {
+        let keys: Vec<Vec<u8>> = change
+            .words
+            .iter()
+            .map(|w| w.to_ne_bytes().to_vec())
+            .collect();
+        let values: Vec<Vec<u8>> = change
+            .words
+            .iter()
+            .map(|w| self.guards[g].word(*w).to_ne_bytes().to_vec())
+            .collect();
+        if let Some(Err(e)) = batch_items(&self.guard_maps[g], &keys, Some(&values))
+            .into_iter()
+            .find(Result::is_err)
+        {
+            return Err(e);
+        }
+        if change.always {
+            self.write_active()
+                .map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// How hosts of host rule map `index` spread over its buckets.
@@ -477,7 +596,20 @@ impl KernelMaps {
     }
 
     /// Publishes which rule maps hold entries (see `couic_active`).
-    pub fn set_active(&self, flags: [u8; RULE_MAPS]) -> Result<(), BpfError> {
+    pub fn set_active(&mut self, flags: [u8; RULE_MAPS]) -> Result<(), BpfError> {
+        self.requested = flags;
+        self.write_active()
+    }
+
+    /// couic_active: the flags asked for, with "always walk" for a
+    /// non-empty trie whose guard says so.
+    fn write_active(&self) -> Result<(), BpfError> {
+        let mut flags = self.requested;
+        for (i, flag) in flags.iter_mut().enumerate() {
+            if is_net(i) && *flag != 0 && self.guards[i / 2].always() {
+                *flag = types::couic_guard::COUIC_WALK_ALWAYS.0 as u8;
+            }
+        }
         self.active
             .update(&0u32.to_ne_bytes(), &flags, MapFlags::ANY)
             .map_err(|e| map_err("update", "couic_active", e))
@@ -792,8 +924,10 @@ fn outcome(ret: i32, processed: usize, count: usize) -> BatchOutcome {
             .raw_os_error()
             .unwrap_or(libc::EIO)
     };
+    // A call refused before it began leaves the count as it was given:
+    // then nothing was applied.
     BatchOutcome {
-        applied: processed.min(count),
+        applied: if processed >= count { 0 } else { processed },
         error: Some(std::io::Error::from_raw_os_error(errno)),
     }
 }

@@ -509,6 +509,66 @@ fn a_spilled_bucket_is_looked_up_in_the_overflow_hash() {
     }
 }
 
+/// The trie guards skip a walk only where no prefix meets the block: a
+/// short prefix marks every /16 it covers, a re-tagged prefix is counted
+/// once, a block stays marked while any prefix meets it, and an IPv6 prefix
+/// too short to mark makes the program walk until it goes.
+#[test]
+fn trie_guards_follow_prefixes_in_and_out() {
+    let caps = Capacities {
+        drop: 64,
+        ignore: 16,
+        tags: 16,
+    };
+    let Loaded { program, mut maps } = bpf::load(caps).expect("load the program (run as root)");
+    let net = |s: &str| s.parse::<Cidr>().unwrap();
+    let (d4, d6) = (
+        bpf::rule_map_index(Policy::Drop, net("10.0.0.0/8")),
+        bpf::rule_map_index(Policy::Drop, net("2001:db8::/32")),
+    );
+    let mut active = [0u8; bpf::RULE_MAPS];
+    active[d4] = 1;
+    active[d6] = 1;
+    maps.set_active(active).unwrap();
+    let verdict = |ip: &str| {
+        let ip: IpAddr = ip.parse().unwrap();
+        bpf::test_run(&program, &frame_from(ip), 1).unwrap().0
+    };
+    let ok = |r: Vec<std::io::Result<()>>| assert!(r.iter().all(Result::is_ok), "{r:?}");
+
+    ok(maps.insert(d4, &[(net("10.0.0.0/8"), 1)]));
+    assert_eq!(verdict("10.200.3.4"), XDP_DROP, "a /8 marks all its /16s");
+    assert_eq!(verdict("11.0.0.1"), XDP_PASS);
+    ok(maps.insert(d4, &[(net("10.1.2.0/24"), 2), (net("10.1.3.0/24"), 2)]));
+    ok(maps.insert(d4, &[(net("10.1.2.0/24"), 3)]));
+    assert_eq!(verdict("10.1.2.9"), XDP_DROP);
+    assert_eq!(
+        maps.read_tag(Policy::Drop, 3).unwrap().packets,
+        1,
+        "re-tagged"
+    );
+    ok(maps.remove(d4, &[net("10.0.0.0/8"), net("10.1.3.0/24")]));
+    assert_eq!(verdict("10.200.3.4"), XDP_PASS);
+    assert_eq!(
+        verdict("10.1.2.9"),
+        XDP_DROP,
+        "10.1/16 stays marked for the /24 counted once"
+    );
+    ok(maps.remove(d4, &[net("10.1.2.0/24")]));
+    assert_eq!(verdict("10.1.2.9"), XDP_PASS);
+
+    ok(maps.insert(d6, &[(net("2001:db8::/32"), 4)]));
+    assert_eq!(verdict("2001:db8:1::1"), XDP_DROP);
+    assert_eq!(verdict("2400:1::1"), XDP_PASS);
+    ok(maps.insert(d6, &[(net("2400::/12"), 5)]));
+    assert_eq!(verdict("2400:1::1"), XDP_DROP, "too short to mark: walked");
+    ok(maps.remove(d6, &[net("2400::/12")]));
+    assert_eq!(verdict("2400:1::1"), XDP_PASS);
+    assert_eq!(verdict("2001:db8:1::1"), XDP_DROP);
+    ok(maps.remove(d6, &[net("2001:db8::/32")]));
+    assert_eq!(verdict("2001:db8:1::1"), XDP_PASS);
+}
+
 fn octets(ip: IpAddr) -> Vec<u8> {
     match ip {
         IpAddr::V4(a) => a.octets().to_vec(),
