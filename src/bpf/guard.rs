@@ -19,8 +19,10 @@ pub struct Guard {
     ipv4: bool,
     /// The IPv6 block hash: couic_bucket_of() of the first word.
     hash6: HostIndex,
-    /// Prefixes meeting each block, for blocks met by at least one.
-    counts: HashMap<u32, u32>,
+    /// Prefixes meeting each block: dense for the 65,536 IPv4 blocks,
+    /// sparse (blocks met by at least one) for the hashed IPv6 ones.
+    dense: Vec<u32>,
+    sparse: HashMap<u32, u32>,
     /// IPv6 prefixes too short to mark (they make the program always walk).
     short: u32,
 }
@@ -45,7 +47,12 @@ impl Guard {
         Guard {
             ipv4,
             hash6: HostIndex::new(1 << GUARD6_BITS, seed),
-            counts: HashMap::new(),
+            dense: if ipv4 {
+                vec![0; 1 << GUARD4_BITS]
+            } else {
+                Vec::new()
+            },
+            sparse: HashMap::new(),
             short: 0,
         }
     }
@@ -90,7 +97,7 @@ impl Guard {
             }
             Some(blocks) => {
                 for b in blocks {
-                    let n = self.counts.entry(b).or_insert(0);
+                    let n = self.count_mut(b);
                     *n += 1;
                     if *n == 1 {
                         change.words.insert(b / 64);
@@ -111,12 +118,15 @@ impl Guard {
             }
             Some(blocks) => {
                 for b in blocks {
-                    if let Some(n) = self.counts.get_mut(&b) {
+                    let n = self.count_mut(b);
+                    if *n > 0 {
                         *n -= 1;
                         if *n == 0 {
-                            self.counts.remove(&b);
                             change.words.insert(b / 64);
                         }
+                    }
+                    if !self.ipv4 && self.sparse.get(&b) == Some(&0) {
+                        self.sparse.remove(&b);
                     }
                 }
             }
@@ -124,11 +134,25 @@ impl Guard {
         change
     }
 
+    fn count_mut(&mut self, block: u32) -> &mut u32 {
+        if self.ipv4 {
+            &mut self.dense[block as usize]
+        } else {
+            self.sparse.entry(block).or_insert(0)
+        }
+    }
+
+    fn met(&self, block: u32) -> bool {
+        if self.ipv4 {
+            self.dense[block as usize] > 0
+        } else {
+            self.sparse.contains_key(&block)
+        }
+    }
+
     /// The value of guard word `w`.
     pub fn word(&self, w: u32) -> u64 {
-        (0..64).fold(0, |bits, i| {
-            bits | u64::from(self.counts.contains_key(&(w * 64 + i))) << i
-        })
+        (0..64).fold(0, |bits, i| bits | u64::from(self.met(w * 64 + i)) << i)
     }
 }
 
