@@ -9,17 +9,21 @@
 //! the per-item results whenever the body could be read.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::net::IpAddr;
 
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use couic_common::{Cidr, ErrorBody, Metadata};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::de::{self, Deserializer, Visitor};
+use serde::ser::{SerializeStruct, Serializer};
+use serde::{Deserialize, Serialize};
 
 use super::body::{self, BodyError};
 use super::error::{ApiError, Fields};
 use super::policies::{self, EntryParts};
-use super::{json, params, AppState};
+use super::{params, AppState};
 use crate::actors::map_writer::ApplyBatch;
 use crate::actors::messages::EventOrigin;
 use crate::batch::Op;
@@ -29,14 +33,14 @@ use crate::rbac::Scope;
 /// Largest bulk body (32 MiB, several hundred thousand entries).
 pub const BULK_BODY_LIMIT: usize = 32 * 1024 * 1024;
 
-/// The body. Strings borrow from the request bytes where they can: a bulk
-/// request may hold hundreds of thousands of entries.
+/// The body. Strings borrow from the request bytes unless they hold
+/// escapes: a bulk request may hold hundreds of thousands of entries.
 #[derive(Debug, Deserialize)]
 pub struct BulkRequest<'a> {
     #[serde(default)]
     pub atomic: bool,
     #[serde(default, borrow)]
-    pub remove: Vec<Cow<'a, str>>,
+    pub remove: Vec<Text<'a>>,
     #[serde(default, borrow)]
     pub add: Vec<BulkEntry<'a>>,
 }
@@ -45,12 +49,45 @@ pub struct BulkRequest<'a> {
 #[derive(Debug, Deserialize)]
 pub struct BulkEntry<'a> {
     #[serde(borrow)]
-    pub cidr: Cow<'a, str>,
+    pub cidr: Text<'a>,
     #[serde(default, borrow)]
-    pub tag: Option<Cow<'a, str>>,
+    pub tag: Option<Text<'a>>,
     pub expiration: u64,
+    /// Boxed: most items have none, and the list is sized by its largest item.
     #[serde(default)]
-    pub metadata: Option<Metadata>,
+    pub metadata: Option<Box<Metadata>>,
+}
+
+/// A string of the body, borrowed when it has no escapes. (`Cow<str>`
+/// borrows only as a direct field: inside a `Vec` or an `Option` it always
+/// copies.)
+#[derive(Debug)]
+pub struct Text<'a>(pub Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Cow<'de, str>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_owned()))
+            }
+
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v))
+            }
+        }
+        d.deserialize_str(TextVisitor).map(Text)
+    }
 }
 
 /// The CIDR of an item: normalised when it parsed, as sent otherwise.
@@ -63,9 +100,64 @@ pub enum ItemCidr<'a> {
 impl Serialize for ItemCidr<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            ItemCidr::Parsed(c) => s.collect_str(c),
+            ItemCidr::Parsed(c) => s.serialize_str(CidrText::new(*c).as_str()),
             ItemCidr::Raw(r) => s.serialize_str(r),
         }
+    }
+}
+
+/// A CIDR written out on the stack: `Display` for IPv6, by hand for IPv4
+/// (a bulk answer writes one per item, and `Display` costs more than the
+/// rest of the item).
+struct CidrText {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl CidrText {
+    fn new(cidr: Cidr) -> Self {
+        let mut text = CidrText {
+            buf: [0; 64],
+            len: 0,
+        };
+        match cidr.addr() {
+            IpAddr::V4(a) => {
+                for (i, octet) in a.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(b'.');
+                    }
+                    text.decimal(octet);
+                }
+                text.push(b'/');
+                text.decimal(cidr.prefix_len());
+            }
+            IpAddr::V6(_) => {
+                use std::io::Write;
+                let mut out = &mut text.buf[..];
+                write!(out, "{cidr}").expect("a CIDR fits in 64 bytes");
+                text.len = 64 - out.len();
+            }
+        }
+        text
+    }
+
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    fn decimal(&mut self, n: u8) {
+        if n >= 100 {
+            self.push(b'0' + n / 100);
+        }
+        if n >= 10 {
+            self.push(b'0' + n / 10 % 10);
+        }
+        self.push(b'0' + n % 10);
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).expect("ASCII")
     }
 }
 
@@ -81,15 +173,6 @@ pub struct ItemResult<'a> {
     pub error: Option<ErrorBody>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct BulkResponse<'a> {
-    pub atomic: bool,
-    pub applied: usize,
-    pub failed: usize,
-    pub remove: Vec<ItemResult<'a>>,
-    pub add: Vec<ItemResult<'a>>,
-}
-
 fn failure(cidr: ItemCidr<'_>, error: ApiError) -> ItemResult<'_> {
     let (status, body) = error.envelope();
     ItemResult {
@@ -98,6 +181,160 @@ fn failure(cidr: ItemCidr<'_>, error: ApiError) -> ItemResult<'_> {
         error: Some(body),
     }
 }
+
+/// The request once validated: the operations for the MapWriter, and what
+/// the answer needs of the items that did not become one.
+struct Checked<'a> {
+    ops: Vec<Op>,
+    /// The CIDR of each operation, to answer with once `ops` is sent.
+    cidrs: Vec<Cidr>,
+    /// Items refused by validation: (item index, text sent, fields), in
+    /// order. Items are numbered removes first, then adds.
+    invalid: Vec<(usize, Cow<'a, str>, Fields)>,
+    removes: usize,
+    adds: usize,
+}
+
+fn check(request: BulkRequest<'_>, now: u64) -> Checked<'_> {
+    let (removes, adds) = (request.remove.len(), request.add.len());
+    let mut checked = Checked {
+        ops: Vec::with_capacity(removes + adds),
+        cidrs: Vec::with_capacity(removes + adds),
+        invalid: Vec::new(),
+        removes,
+        adds,
+    };
+    for (i, Text(raw)) in request.remove.into_iter().enumerate() {
+        match raw.parse::<Cidr>() {
+            Ok(c) => {
+                let c = c.normalized();
+                checked.ops.push(Op::Remove(c));
+                checked.cidrs.push(c);
+            }
+            Err(e) => {
+                let mut fields = Fields::default();
+                fields.invalid("cidr", e);
+                checked.invalid.push((i, raw, fields));
+            }
+        }
+    }
+    for (i, entry) in request.add.into_iter().enumerate() {
+        let parts = EntryParts {
+            cidr: &entry.cidr.0,
+            tag: entry.tag.as_ref().map(|t| &*t.0),
+            expiration: entry.expiration,
+            metadata: entry.metadata.map(|m| *m),
+        };
+        match policies::validate_parts(parts, now) {
+            Ok(e) => {
+                checked.cidrs.push(e.cidr);
+                checked.ops.push(Op::Add(e));
+            }
+            Err(fields) => checked.invalid.push((removes + i, entry.cidr.0, fields)),
+        }
+    }
+    checked
+}
+
+/// The answer, written straight from the results: `{"atomic", "applied",
+/// "failed", "remove": [ItemResult], "add": [ItemResult]}`.
+struct Answer<'r> {
+    atomic: bool,
+    applied: usize,
+    checked: &'r Checked<'r>,
+    results: &'r [Result<(), WriteError>],
+}
+
+/// One of the two lists of an [`Answer`]: items `start..start + len`, whose
+/// valid ones are the operations from `first_op` on.
+struct Items<'r> {
+    answer: &'r Answer<'r>,
+    start: usize,
+    len: usize,
+    first_op: usize,
+    success: StatusCode,
+}
+
+impl Serialize for Answer<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let c = self.checked;
+        let invalid_removes = c
+            .invalid
+            .iter()
+            .take_while(|(i, ..)| *i < c.removes)
+            .count();
+        let mut out = s.serialize_struct("BulkResponse", 5)?;
+        out.serialize_field("atomic", &self.atomic)?;
+        out.serialize_field("applied", &self.applied)?;
+        out.serialize_field("failed", &(c.removes + c.adds - self.applied))?;
+        let remove = Items {
+            answer: self,
+            start: 0,
+            len: c.removes,
+            first_op: 0,
+            success: StatusCode::NO_CONTENT,
+        };
+        out.serialize_field("remove", &remove)?;
+        let add = Items {
+            answer: self,
+            start: c.removes,
+            len: c.adds,
+            first_op: c.removes - invalid_removes,
+            success: StatusCode::CREATED,
+        };
+        out.serialize_field("add", &add)?;
+        out.end()
+    }
+}
+
+impl Serialize for Items<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Answer {
+            checked, results, ..
+        } = self.answer;
+        let mut invalid = checked
+            .invalid
+            .iter()
+            .skip_while(|(i, ..)| *i < self.start)
+            .peekable();
+        let mut op = self.first_op;
+        s.collect_seq((self.start..self.start + self.len).map(|item| {
+            if let Some((_, raw, fields)) = invalid.next_if(|(i, ..)| *i == item) {
+                let error = ApiError::Validation(fields.clone());
+                return failure(ItemCidr::Raw(raw), error);
+            }
+            let cidr = ItemCidr::Parsed(checked.cidrs[op]);
+            let result = &results[op];
+            op += 1;
+            match result {
+                Ok(()) => ItemResult {
+                    cidr,
+                    status: self.success.as_u16(),
+                    error: None,
+                },
+                Err(e) => failure(cidr, ApiError::Write(e.clone())),
+            }
+        }))
+    }
+}
+
+/// A JSON answer serialised into a buffer sized for it up front (as
+/// `api::json` does, without growing the buffer step by step).
+fn json_sized(value: &impl Serialize, capacity: usize) -> HttpResponse {
+    let mut body = Vec::with_capacity(capacity);
+    match serde_json::to_writer(&mut body, value) {
+        Ok(()) => HttpResponse::build(StatusCode::OK)
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .body(body),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialise a response");
+            HttpResponse::InternalServerError().finish()
+        }
+    }
+}
+
+/// About the size of one item of the answer: `{"cidr":"…","status":201},`.
+const ANSWER_ITEM_BYTES: usize = 48;
 
 pub async fn bulk(
     req: HttpRequest,
@@ -111,47 +348,11 @@ pub async fn bulk(
         .await
         .map_err(BodyError::envelope)?;
     let request: BulkRequest = body::parse(&bytes).map_err(BodyError::envelope)?;
-    let now = state.clock.now();
+    let atomic = request.atomic;
+    let mut checked = check(request, state.clock.now());
 
-    // Validate every item; each keeps the index of its operation, if valid.
-    let mut ops = Vec::with_capacity(request.remove.len() + request.add.len());
-    let mut items: Vec<(ItemCidr, Result<usize, ApiError>)> = Vec::with_capacity(ops.capacity());
-    for raw in &request.remove {
-        items.push(match raw.parse::<Cidr>() {
-            Ok(c) => {
-                let c = c.normalized();
-                ops.push(Op::Remove(c));
-                (ItemCidr::Parsed(c), Ok(ops.len() - 1))
-            }
-            Err(e) => {
-                let mut fields = Fields::default();
-                fields.invalid("cidr", e);
-                (ItemCidr::Raw(raw), Err(ApiError::Validation(fields)))
-            }
-        });
-    }
-    for entry in &request.add {
-        let parts = EntryParts {
-            cidr: &entry.cidr,
-            tag: entry.tag.as_deref(),
-            expiration: entry.expiration,
-            metadata: entry.metadata.clone(),
-        };
-        items.push(match policies::validate_parts(parts, now) {
-            Ok(e) => {
-                let cidr = e.cidr;
-                ops.push(Op::Add(e));
-                (ItemCidr::Parsed(cidr), Ok(ops.len() - 1))
-            }
-            Err(fields) => (
-                ItemCidr::Raw(&entry.cidr),
-                Err(ApiError::Validation(fields)),
-            ),
-        });
-    }
-
-    let invalid = items.iter().any(|(_, r)| r.is_err());
-    let results = if request.atomic && invalid {
+    let ops = std::mem::take(&mut checked.ops);
+    let results = if atomic && !checked.invalid.is_empty() {
         vec![Err(WriteError::Aborted); ops.len()]
     } else {
         let origin = EventOrigin::Api {
@@ -164,53 +365,108 @@ pub async fn bulk(
                 ops,
                 origin,
                 protect_sets: true,
-                atomic: request.atomic,
+                atomic,
             })
             .await?
     };
 
-    let removes = request.remove.len();
-    let mut response = BulkResponse {
-        atomic: request.atomic,
-        applied: 0,
-        failed: 0,
-        remove: Vec::with_capacity(removes),
-        add: Vec::with_capacity(request.add.len()),
+    let answer = Answer {
+        atomic,
+        applied: results.iter().filter(|r| r.is_ok()).count(),
+        checked: &checked,
+        results: &results,
     };
-    for (i, (cidr, slot)) in items.into_iter().enumerate() {
-        let is_remove = i < removes;
-        let result = match slot.and_then(|op| results[op].clone().map_err(ApiError::Write)) {
-            Ok(()) => {
-                response.applied += 1;
-                let status = if is_remove {
-                    StatusCode::NO_CONTENT
-                } else {
-                    StatusCode::CREATED
-                };
-                ItemResult {
-                    cidr,
-                    status: status.as_u16(),
-                    error: None,
-                }
-            }
-            Err(e) => {
-                response.failed += 1;
-                failure(cidr, e)
-            }
-        };
-        if is_remove {
-            response.remove.push(result);
-        } else {
-            response.add.push(result);
-        }
-    }
+    let items = checked.removes + checked.adds;
     tracing::info!(
         client.name = %caller.name,
         %policy,
-        atomic = response.atomic,
-        applied = response.applied,
-        failed = response.failed,
+        atomic,
+        applied = answer.applied,
+        failed = items - answer.applied,
         "bulk request applied"
     );
-    Ok(json(StatusCode::OK, &response))
+    Ok(json_sized(&answer, 64 + items * ANSWER_ITEM_BYTES))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_text_is_display() {
+        for c in [
+            "0.0.0.0/0",
+            "1.2.3.4/32",
+            "10.20.30.0/24",
+            "255.255.255.255/32",
+            "100.9.99.199/8",
+            "2001:db8::/32",
+            "::ffff:1.2.3.4/128",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128",
+            "::/0",
+        ] {
+            let cidr: Cidr = c.parse().unwrap();
+            assert_eq!(CidrText::new(cidr).as_str(), cidr.to_string());
+        }
+    }
+
+    #[test]
+    fn text_borrows_unless_escaped() {
+        let body = br#"{"remove":["1.1.1.1/32","\u0031.1.1.2/32"]}"#;
+        let request: BulkRequest = body::parse(body).unwrap();
+        assert!(matches!(request.remove[0].0, Cow::Borrowed("1.1.1.1/32")));
+        assert!(matches!(&request.remove[1].0, Cow::Owned(s) if s == "1.1.1.2/32"));
+        assert!(matches!(
+            body::parse::<BulkRequest>(br#"{"remove":[1]}"#),
+            Err(BodyError::Data(e)) if e.contains("expected a string")
+        ));
+    }
+
+    #[test]
+    fn answer_keeps_request_order_around_invalid_items() {
+        let body = br#"{"remove":["x","1.1.1.1/32"],
+            "add":[{"cidr":"2.2.2.2/32","expiration":0},{"cidr":"y","expiration":0},
+                   {"cidr":"3.3.3.3/32","expiration":0}]}"#;
+        let checked = check(body::parse(body).unwrap(), 100);
+        assert_eq!(checked.ops.len(), 3);
+        let results = vec![
+            Ok(()),
+            Err(WriteError::Duplicate("2.2.2.2/32".parse().unwrap())),
+            Ok(()),
+        ];
+        let answer = Answer {
+            atomic: false,
+            applied: 2,
+            checked: &checked,
+            results: &results,
+        };
+        let out: serde_json::Value = serde_json::to_value(&answer).unwrap();
+        let list = |key: &str| -> Vec<(String, u64)> {
+            out[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| {
+                    (
+                        i["cidr"].as_str().unwrap().into(),
+                        i["status"].as_u64().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            (out["applied"].clone(), out["failed"].clone()),
+            (2.into(), 3.into())
+        );
+        let owned = |v: &[(&str, u64)]| -> Vec<(String, u64)> {
+            v.iter().map(|(c, s)| (c.to_string(), *s)).collect()
+        };
+        assert_eq!(list("remove"), owned(&[("x", 422), ("1.1.1.1/32", 204)]));
+        assert_eq!(
+            list("add"),
+            owned(&[("2.2.2.2/32", 409), ("y", 422), ("3.3.3.3/32", 201)])
+        );
+        assert_eq!(out["add"][1]["error"]["errors"]["cidr"]["code"], "invalid");
+        assert!(out["add"][2].get("error").is_none());
+    }
 }
