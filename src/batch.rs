@@ -67,7 +67,7 @@ pub fn plan(store: &EntryStore, policy: Policy, ops: &[Op], protect_sets: bool) 
     ];
     // Per CIDR, in the order they were first met: the CIDR, whether it was
     // stored before the batch, and its state now.
-    let mut index: CidrMap<Cidr, usize> =
+    let mut index: CidrMap<Cidr, u32> =
         CidrMap::with_capacity_and_hasher(ops.len(), KeyedState::default());
     let mut cidrs: Vec<(Cidr, bool, State)> = Vec::with_capacity(ops.len());
     let mut results = Vec::with_capacity(ops.len());
@@ -85,9 +85,9 @@ pub fn plan(store: &EntryStore, policy: Policy, ops: &[Op], protect_sets: bool) 
                 ),
                 None => (cidr, false, State::Absent),
             });
-            cidrs.len() - 1
+            (cidrs.len() - 1) as u32
         });
-        let state = &mut cidrs[slot].2;
+        let state = &mut cidrs[slot as usize].2;
         let result = match (op, *state) {
             (Op::Add(_), State::Stored { .. } | State::Added(_)) => {
                 Err(WriteError::Duplicate(cidr))
@@ -195,7 +195,11 @@ pub fn apply(
         let (added, changes) = firewall.add(policy, entries, origin, atomic, now);
         (added.into_iter().map(|r| r.map(drop)).collect(), changes)
     };
-    changes.extend(add_changes);
+    if changes.is_empty() {
+        changes = add_changes;
+    } else {
+        changes.extend(add_changes);
+    }
     for (&i, result) in adds.iter().zip(added) {
         if let Err(e) = result {
             if !matches!(e, WriteError::Aborted) {

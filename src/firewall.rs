@@ -58,7 +58,9 @@ pub struct Change {
     pub kind: ChangeKind,
     pub policy: Policy,
     pub entry: StoredEntry,
-    pub metadata: Option<Metadata>,
+    /// Boxed: most entries have none, and a bulk request publishes a
+    /// change per item.
+    pub metadata: Option<Box<Metadata>>,
 }
 
 pub type ItemResult = Result<StoredEntry, WriteError>;
@@ -207,7 +209,7 @@ impl Firewall {
                     expiration: item.expiration,
                     origin,
                 },
-                metadata: item.metadata,
+                metadata: item.metadata.map(Box::new),
             });
         }
         self.sync_active();
