@@ -141,7 +141,7 @@ pub fn plan(store: &EntryStore, policy: Policy, ops: &[Op], protect_sets: bool) 
 pub fn apply(
     firewall: &mut Firewall,
     policy: Policy,
-    mut ops: Vec<Op>,
+    ops: Vec<Op>,
     origin: Origin,
     protect_sets: bool,
     atomic: bool,
@@ -167,6 +167,8 @@ pub fn apply(
             kernel_failures.insert(*cidr, e);
         }
     }
+    // The additions are moved out of `ops`; failures are told by CIDR.
+    let cidrs: Vec<Cidr> = ops.iter().map(Op::cidr).collect();
     let adds: Vec<usize> = if atomic && !kernel_failures.is_empty() {
         Vec::new()
     } else if kernel_failures.is_empty() {
@@ -174,19 +176,10 @@ pub fn apply(
     } else {
         plan.adds
             .into_iter()
-            .filter(|i| !kernel_failures.contains_key(&ops[*i].cidr()))
+            .filter(|i| !kernel_failures.contains_key(&cidrs[*i]))
             .collect()
     };
-    let entries: Vec<NewEntry> = adds
-        .iter()
-        .map(|&i| {
-            let placeholder = Op::Remove(ops[i].cidr());
-            match std::mem::replace(&mut ops[i], placeholder) {
-                Op::Add(e) => e,
-                Op::Remove(_) => unreachable!("adds index additions"),
-            }
-        })
-        .collect();
+    let entries = additions(ops, &adds);
     let (added, add_changes) = if kernel_failures.is_empty() {
         firewall.write_additions(policy, entries, origin, atomic, now)
     } else {
@@ -203,7 +196,7 @@ pub fn apply(
     for (&i, result) in adds.iter().zip(added) {
         if let Err(e) = result {
             if !matches!(e, WriteError::Aborted) {
-                kernel_failures.insert(ops[i].cidr(), e);
+                kernel_failures.insert(cidrs[i], e);
             }
         }
     }
@@ -214,23 +207,46 @@ pub fn apply(
     if atomic {
         changes.extend(restore(firewall, policy, &changes));
         let first = kernel_failures.values().next().cloned().expect("not empty");
-        let results = ops
+        let results = cidrs
             .iter()
-            .map(|op| {
+            .map(|cidr| {
                 Err(kernel_failures
-                    .get(&op.cidr())
+                    .get(cidr)
                     .cloned()
                     .unwrap_or_else(|| first.clone()))
             })
             .collect();
         return (results, changes);
     }
-    for (i, op) in ops.iter().enumerate() {
-        if let (Ok(()), Some(e)) = (&plan.results[i], kernel_failures.get(&op.cidr())) {
+    for (i, cidr) in cidrs.iter().enumerate() {
+        if let (Ok(()), Some(e)) = (&plan.results[i], kernel_failures.get(cidr)) {
             plan.results[i] = Err(e.clone());
         }
     }
     (plan.results, changes)
+}
+
+/// The entries of the additions at `adds` (indexes into `ops`), in that
+/// order. In operation order, the usual case, the list is built in the
+/// memory of `ops` (an `Op` and a `NewEntry` have the same size): a bulk
+/// request carries hundreds of thousands of them.
+fn additions(ops: Vec<Op>, adds: &[usize]) -> Vec<NewEntry> {
+    let take = |op: Op| match op {
+        Op::Add(e) => e,
+        Op::Remove(_) => unreachable!("adds index additions"),
+    };
+    if adds.windows(2).all(|w| w[0] < w[1]) {
+        let mut wanted = adds.iter().copied().peekable();
+        return ops
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, op)| wanted.next_if_eq(&i).map(|_| take(op)))
+            .collect();
+    }
+    let mut ops: Vec<Option<Op>> = ops.into_iter().map(Some).collect();
+    adds.iter()
+        .map(|&i| take(ops[i].take().expect("each addition once")))
+        .collect()
 }
 
 /// Puts back the entries an atomic batch removed before the kernel refused
@@ -325,6 +341,29 @@ mod tests {
         // 10.0.0.1 replaced, 10.0.0.2 came and went, 10.0.0.4 added once.
         assert_eq!(plan.removes, vec![cidr("10.0.0.1/32")]);
         assert_eq!(plan.adds, vec![2, 6]);
+    }
+
+    #[test]
+    fn additions_come_out_in_the_order_asked() {
+        let ops = || {
+            vec![
+                add("1.1.1.1/32"),
+                Op::Remove(cidr("2.2.2.2/32")),
+                add("3.3.3.3/32"),
+            ]
+        };
+        let cidrs = |entries: Vec<NewEntry>| -> Vec<String> {
+            entries.iter().map(|e| e.cidr.to_string()).collect()
+        };
+        assert_eq!(
+            cidrs(additions(ops(), &[0, 2])),
+            ["1.1.1.1/32", "3.3.3.3/32"]
+        );
+        assert_eq!(
+            cidrs(additions(ops(), &[2, 0])),
+            ["3.3.3.3/32", "1.1.1.1/32"]
+        );
+        assert!(additions(ops(), &[]).is_empty());
     }
 
     #[test]
