@@ -17,7 +17,7 @@ use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use couic_common::{Cidr, ErrorBody, Metadata};
 use serde::de::{self, Deserializer, Visitor};
-use serde::ser::{SerializeStruct, Serializer};
+use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
 use super::body::{self, BodyError};
@@ -245,84 +245,87 @@ struct Answer<'r> {
     results: &'r [Result<(), WriteError>],
 }
 
-/// One of the two lists of an [`Answer`]: items `start..start + len`, whose
-/// valid ones are the operations from `first_op` on.
-struct Items<'r> {
-    answer: &'r Answer<'r>,
-    start: usize,
-    len: usize,
-    first_op: usize,
-    success: StatusCode,
-}
-
-impl Serialize for Answer<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl Answer<'_> {
+    /// Writes the answer as `serde_json` writes it compact. A success, most
+    /// items, is written by hand (its CIDR text needs no escaping); a
+    /// failure goes through `serde_json`.
+    fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         let c = self.checked;
         let invalid_removes = c
             .invalid
             .iter()
             .take_while(|(i, ..)| *i < c.removes)
             .count();
-        let mut out = s.serialize_struct("BulkResponse", 5)?;
-        out.serialize_field("atomic", &self.atomic)?;
-        out.serialize_field("applied", &self.applied)?;
-        out.serialize_field("failed", &(c.removes + c.adds - self.applied))?;
-        let remove = Items {
-            answer: self,
-            start: 0,
-            len: c.removes,
-            first_op: 0,
-            success: StatusCode::NO_CONTENT,
-        };
-        out.serialize_field("remove", &remove)?;
-        let add = Items {
-            answer: self,
-            start: c.removes,
-            len: c.adds,
-            first_op: c.removes - invalid_removes,
-            success: StatusCode::CREATED,
-        };
-        out.serialize_field("add", &add)?;
-        out.end()
+        out.extend_from_slice(br#"{"atomic":"#);
+        out.extend_from_slice(if self.atomic { b"true" } else { b"false" });
+        out.extend_from_slice(br#","applied":"#);
+        serde_json::to_writer(&mut *out, &self.applied)?;
+        out.extend_from_slice(br#","failed":"#);
+        serde_json::to_writer(&mut *out, &(c.removes + c.adds - self.applied))?;
+        out.extend_from_slice(br#","remove":"#);
+        self.write_items(out, 0..c.removes, 0, StatusCode::NO_CONTENT)?;
+        out.extend_from_slice(br#","add":"#);
+        let first_op = c.removes - invalid_removes;
+        self.write_items(
+            out,
+            c.removes..c.removes + c.adds,
+            first_op,
+            StatusCode::CREATED,
+        )?;
+        out.push(b'}');
+        Ok(())
     }
-}
 
-impl Serialize for Items<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let Answer {
-            checked, results, ..
-        } = self.answer;
-        let mut invalid = checked
+    /// The items `range`, whose valid ones are the operations from `op` on.
+    fn write_items(
+        &self,
+        out: &mut Vec<u8>,
+        range: std::ops::Range<usize>,
+        mut op: usize,
+        success: StatusCode,
+    ) -> serde_json::Result<()> {
+        let c = self.checked;
+        let mut invalid = c
             .invalid
             .iter()
-            .skip_while(|(i, ..)| *i < self.start)
+            .skip_while(|(i, ..)| *i < range.start)
             .peekable();
-        let mut op = self.first_op;
-        s.collect_seq((self.start..self.start + self.len).map(|item| {
+        out.push(b'[');
+        for item in range.clone() {
+            if item > range.start {
+                out.push(b',');
+            }
             if let Some((_, raw, fields)) = invalid.next_if(|(i, ..)| *i == item) {
                 let error = ApiError::Validation(fields.clone());
-                return failure(ItemCidr::Raw(raw), error);
+                serde_json::to_writer(&mut *out, &failure(ItemCidr::Raw(raw), error))?;
+                continue;
             }
-            let cidr = ItemCidr::Parsed(checked.cidrs[op]);
-            let result = &results[op];
+            let cidr = c.cidrs[op];
+            match &self.results[op] {
+                Ok(()) => {
+                    out.extend_from_slice(br#"{"cidr":""#);
+                    out.extend_from_slice(CidrText::new(cidr).as_str().as_bytes());
+                    out.extend_from_slice(br#"","status":"#);
+                    out.extend_from_slice(success.as_str().as_bytes());
+                    out.push(b'}');
+                }
+                Err(e) => {
+                    let error = ApiError::Write(e.clone());
+                    serde_json::to_writer(&mut *out, &failure(ItemCidr::Parsed(cidr), error))?;
+                }
+            }
             op += 1;
-            match result {
-                Ok(()) => ItemResult {
-                    cidr,
-                    status: self.success.as_u16(),
-                    error: None,
-                },
-                Err(e) => failure(cidr, ApiError::Write(e.clone())),
-            }
-        }))
+        }
+        out.push(b']');
+        Ok(())
     }
 }
 
-/// A JSON answer serialised into a buffer sized for it up front (as
-/// `api::json` does, without growing the buffer step by step).
-fn json_sized(value: &impl Serialize, capacity: usize) -> HttpResponse {
+/// A JSON answer written into a buffer sized for it up front, with the
+/// headers of `api::json`.
+fn json_answer(answer: &Answer, capacity: usize) -> HttpResponse {
     let mut body = Vec::with_capacity(capacity);
-    match serde_json::to_writer(&mut body, value) {
+    match answer.write(&mut body) {
         Ok(()) => HttpResponse::build(StatusCode::OK)
             .insert_header((header::CONTENT_TYPE, "application/json"))
             .body(body),
@@ -385,7 +388,7 @@ pub async fn bulk(
         failed = items - answer.applied,
         "bulk request applied"
     );
-    Ok(json_sized(&answer, 64 + items * ANSWER_ITEM_BYTES))
+    Ok(json_answer(&answer, 64 + items * ANSWER_ITEM_BYTES))
 }
 
 #[cfg(test)]
@@ -408,6 +411,33 @@ mod tests {
             let cidr: Cidr = c.parse().unwrap();
             assert_eq!(CidrText::new(cidr).as_str(), cidr.to_string());
         }
+    }
+
+    #[test]
+    fn a_success_is_written_as_serde_writes_it() {
+        let body =
+            br#"{"remove":["1.1.1.1/32"],"add":[{"cidr":"2001:DB8::1/128","expiration":0}]}"#;
+        let checked = check(body::parse(body).unwrap(), 100);
+        let results = vec![Ok(()), Ok(())];
+        let answer = Answer {
+            atomic: true,
+            applied: 2,
+            checked: &checked,
+            results: &results,
+        };
+        let mut bytes = Vec::new();
+        answer.write(&mut bytes).unwrap();
+        let item = |cidr: &str, status| ItemResult {
+            cidr: ItemCidr::Parsed(cidr.parse().unwrap()),
+            status,
+            error: None,
+        };
+        let expected = format!(
+            r#"{{"atomic":true,"applied":2,"failed":0,"remove":[{}],"add":[{}]}}"#,
+            serde_json::to_string(&item("1.1.1.1/32", 204)).unwrap(),
+            serde_json::to_string(&item("2001:db8::1/128", 201)).unwrap(),
+        );
+        assert_eq!(String::from_utf8(bytes).unwrap(), expected);
     }
 
     #[test]
@@ -440,7 +470,9 @@ mod tests {
             checked: &checked,
             results: &results,
         };
-        let out: serde_json::Value = serde_json::to_value(&answer).unwrap();
+        let mut bytes = Vec::new();
+        answer.write(&mut bytes).unwrap();
+        let out: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         let list = |key: &str| -> Vec<(String, u64)> {
             out[key]
                 .as_array()
