@@ -421,6 +421,21 @@ mod tests {
     }
 
     #[test]
+    fn neighbouring_cidrs_hash_apart() {
+        let state = KeyedState::default();
+        // Bucket indexes (low bits) of 4096 neighbouring hosts: about as
+        // many distinct values as random ones would give (~2590 of 4096).
+        let buckets: std::collections::HashSet<u64> = (0..4096u32)
+            .map(|i| state.hash_one(cidr(&format!("10.0.{}.{}/32", i / 256, i % 256))) & 0xfff)
+            .collect();
+        assert!(buckets.len() > 2400, "{}", buckets.len());
+        assert_ne!(
+            state.hash_one(cidr("10.0.0.0/24")),
+            state.hash_one(cidr("10.0.0.0/25"))
+        );
+    }
+
+    #[test]
     fn longest_match_prefers_the_longest_prefix() {
         let mut s = EntryStore::new(10, 10, 16);
         add(&mut s, Policy::Drop, "10.0.0.0/8", "wide");

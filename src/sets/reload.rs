@@ -7,67 +7,11 @@
 //! is one pass over the target, plus one over the current set entries only
 //! when some of them are no longer listed.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use couic_common::{Cidr, Policy, SET_TAG_SUFFIX};
 
-/// A multiply-rotate hasher for the target's CIDR keys. Set files are the
-/// operator's own, so the flooding resistance of SipHash buys nothing here,
-/// and a reload hashes every line.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CidrHasher(u64);
-
-const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl CidrHasher {
-    fn mix(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
-    }
-}
-
-impl Hasher for CidrHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.mix(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u8(&mut self, n: u8) {
-        self.mix(u64::from(n));
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.mix(u64::from(n));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.mix(n);
-    }
-
-    fn write_u128(&mut self, n: u128) {
-        self.mix(n as u64);
-        self.mix((n >> 64) as u64);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.mix(n as u64);
-    }
-
-    /// The SplitMix64 finaliser: every output bit depends on every input
-    /// bit, so both the bucket index (low bits) and the control byte (top
-    /// bits) vary between neighbouring addresses.
-    fn finish(&self) -> u64 {
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
-type CidrMap<V> = HashMap<Cidr, V, BuildHasherDefault<CidrHasher>>;
+/// The target's maps: the store's fast keyed hashing, since a reload
+/// hashes every line.
+type CidrMap<V> = crate::store::CidrMap<Cidr, V>;
 
 /// What the set files of one policy ask for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -365,19 +309,6 @@ mod tests {
         assert!(remove.is_empty());
         assert_eq!(retag, ["2.2.2.2/32=a.couic"]);
         assert_eq!(add, ["1.1.1.1/32=a.couic"]);
-    }
-
-    #[test]
-    fn hasher_spreads_neighbouring_cidrs() {
-        use std::hash::{BuildHasher, BuildHasherDefault};
-        let b = BuildHasherDefault::<CidrHasher>::default();
-        // Bucket indexes (low bits) of 4096 neighbouring hosts: about as
-        // many distinct values as random ones would give (~2590 of 4096).
-        let buckets: std::collections::HashSet<u64> = (0..4096u32)
-            .map(|i| b.hash_one(c(&format!("10.0.{}.{}/32", i / 256, i % 256))) & 0xfff)
-            .collect();
-        assert!(buckets.len() > 2400, "{}", buckets.len());
-        assert_ne!(b.hash_one(c("10.0.0.0/24")), b.hash_one(c("10.0.0.0/25")));
     }
 
     #[test]
