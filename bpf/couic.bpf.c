@@ -19,16 +19,18 @@
  *      couic_stats, and per tag of the matching rule in couic_tag_drop or
  *      couic_tag_ign. All counters are per CPU: no atomics on this path.
  *
- * Each policy and family has exact hosts (/32, /128) and shorter prefixes.
- * Hosts sit in buckets of one cache line (see include/couic.h): the source
- * hashes to one bucket, a single array read, whose few slots are compared
- * in an unrolled loop; only a bucket that spilled sends the lookup on to
- * its overflow hash. Shorter prefixes are in an LPM trie, whose walk costs
- * a miss per level. Most blocklist rules are hosts, so most lookups never
- * walk a trie. A host rule is the longest possible prefix, so trying hosts
- * first keeps longest-prefix semantics. couic_active says which hosts and
- * which tries hold anything, so an empty one (typically ignore) costs
- * nothing.
+ * Each policy and family keeps all its rules, hosts and prefixes alike, in
+ * buckets of one cache line (see include/couic.h): a rule's masked address
+ * and prefix length hash to one bucket, a single array read, whose few
+ * slots are compared in an unrolled loop; only a bucket that spilled sends
+ * the lookup on to its overflow hash. A host is one probe, tried first: it
+ * is the longest possible prefix. Then the address's block says which
+ * prefix lengths can match it, and those are probed from the longest down,
+ * so the first found is the longest match. Most blocklist rules are hosts,
+ * and most blocks hold few prefixes or none, so a lookup costs one or two
+ * bucket reads where a trie walk costs a cache miss per level.
+ * couic_active says which policies and families hold hosts or prefixes, so
+ * an empty one (typically ignore) costs nothing.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -43,7 +45,8 @@ const volatile enum couic_limits couic_limits_anchor = COUIC_DROP_MAX;
 const volatile enum couic_stat couic_stat_anchor = COUIC_STAT_MAX;
 const volatile enum couic_map_index couic_map_anchor = COUIC_MAP_COUNT;
 const volatile enum couic_bucket_slots couic_slots_anchor = COUIC_B4_SLOTS;
-const volatile enum couic_guard couic_guard_anchor = COUIC_GUARD4_BITS;
+const volatile enum couic_block couic_block_anchor = COUIC_BLOCK4_LEN;
+const volatile enum couic_table couic_table_anchor = COUIC_TABLE_COUNT;
 
 /* Bucket hashing, set by the daemon before loading: a random seed, and per
  * bucket array log2 of its number of buckets (max_entries, a power of 2). */
@@ -53,12 +56,7 @@ const volatile __u8 couic_i6_bits = 1;
 const volatile __u8 couic_d4_bits = 1;
 const volatile __u8 couic_d6_bits = 1;
 
-/* Flags, one byte per map of enum couic_map_index: non-zero while the map
- * may hold rules. Written only by the daemon. */
-struct couic_active {
-	__u8 map[COUIC_MAP_COUNT];
-};
-
+/* Which tables hold rules, and their unmarked short lengths (couic.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -66,9 +64,9 @@ struct {
 	__type(value, struct couic_active);
 } couic_active SEC(".maps");
 
-/* Rule maps. max_entries is set by the daemon at load time from its config;
- * the values here are the defaults. */
-/* Buckets of exact hosts; mmapable so each bucket starts on a cache line. */
+/* Rule tables. max_entries of the buckets and overflow hashes is set by the
+ * daemon at load time from its config; the values here are the defaults. */
+/* Buckets; mmapable so each bucket starts on a cache line. */
 #define BUCKETS(name, bucket)                      \
 	struct {                                   \
 		__uint(type, BPF_MAP_TYPE_ARRAY);  \
@@ -78,7 +76,7 @@ struct {
 		__type(value, bucket);             \
 	} name SEC(".maps")
 
-#define HOST_MAP(name, keytype, cap)                  \
+#define OVERFLOW(name, keytype, cap)                  \
 	struct {                                      \
 		__uint(type, BPF_MAP_TYPE_HASH);      \
 		__uint(map_flags, BPF_F_NO_PREALLOC); \
@@ -87,41 +85,26 @@ struct {
 		__type(value, struct couic_rule);     \
 	} name SEC(".maps")
 
-#define NET_MAP(name, keytype, cap)                   \
-	struct {                                      \
-		__uint(type, BPF_MAP_TYPE_LPM_TRIE);  \
-		__uint(map_flags, BPF_F_NO_PREALLOC); \
-		__uint(max_entries, cap);             \
-		__type(key, keytype);                 \
-		__type(value, struct couic_rule);     \
-	} name SEC(".maps")
-
-BUCKETS(couic_i4_bkt, struct couic_b4_bucket);			/* ignore, IPv4 /32 */
-BUCKETS(couic_i6_bkt, struct couic_b6_bucket);			/* ignore, IPv6 /128 */
-BUCKETS(couic_d4_bkt, struct couic_b4_bucket);			/* drop, IPv4 /32 */
-BUCKETS(couic_d6_bkt, struct couic_b6_bucket);			/* drop, IPv6 /128 */
-HOST_MAP(couic_i4_host, struct couic_v4_key, COUIC_IGNORE_MAX); /* ignore, IPv4 /32 overflow */
-NET_MAP(couic_i4_net, struct couic_v4_key, COUIC_IGNORE_MAX);	/* ignore, IPv4 /0-/31 */
-HOST_MAP(couic_i6_host, struct couic_v6_key, COUIC_IGNORE_MAX); /* ignore, IPv6 /128 overflow */
-NET_MAP(couic_i6_net, struct couic_v6_key, COUIC_IGNORE_MAX);	/* ignore, IPv6 /0-/127 */
-HOST_MAP(couic_d4_host, struct couic_v4_key, COUIC_DROP_MAX);	/* drop, IPv4 /32 overflow */
-NET_MAP(couic_d4_net, struct couic_v4_key, COUIC_DROP_MAX);	/* drop, IPv4 /0-/31 */
-HOST_MAP(couic_d6_host, struct couic_v6_key, COUIC_DROP_MAX);	/* drop, IPv6 /128 overflow */
-NET_MAP(couic_d6_net, struct couic_v6_key, COUIC_DROP_MAX);	/* drop, IPv6 /0-/127 */
-
-/* Trie guards (see couic.h): 64 bits per word. */
-#define GUARD(name, words)                        \
+#define BLOCKS(name, block, count)                \
 	struct {                                  \
 		__uint(type, BPF_MAP_TYPE_ARRAY); \
-		__uint(max_entries, words);       \
+		__uint(max_entries, count);       \
 		__type(key, __u32);               \
-		__type(value, __u64);             \
+		__type(value, block);             \
 	} name SEC(".maps")
 
-GUARD(couic_i4_grd, COUIC_GUARD4_WORDS);
-GUARD(couic_i6_grd, COUIC_GUARD6_WORDS);
-GUARD(couic_d4_grd, COUIC_GUARD4_WORDS);
-GUARD(couic_d6_grd, COUIC_GUARD6_WORDS);
+BUCKETS(couic_i4_bkt, struct couic_b4_bucket); /* ignore, IPv4 */
+BUCKETS(couic_i6_bkt, struct couic_b6_bucket); /* ignore, IPv6 */
+BUCKETS(couic_d4_bkt, struct couic_b4_bucket); /* drop, IPv4 */
+BUCKETS(couic_d6_bkt, struct couic_b6_bucket); /* drop, IPv6 */
+OVERFLOW(couic_i4_ovf, struct couic_v4_key, COUIC_IGNORE_MAX);
+OVERFLOW(couic_i6_ovf, struct couic_v6_key, COUIC_IGNORE_MAX);
+OVERFLOW(couic_d4_ovf, struct couic_v4_key, COUIC_DROP_MAX);
+OVERFLOW(couic_d6_ovf, struct couic_v6_key, COUIC_DROP_MAX);
+BLOCKS(couic_i4_blk, struct couic_b4_block, 1 << COUIC_BLOCK4_LEN);
+BLOCKS(couic_i6_blk, struct couic_b6_block, 1 << COUIC_BLOCK6_BITS);
+BLOCKS(couic_d4_blk, struct couic_b4_block, 1 << COUIC_BLOCK4_LEN);
+BLOCKS(couic_d6_blk, struct couic_b6_block, 1 << COUIC_BLOCK6_BITS);
 
 /* Packets and bytes per XDP action, plus malformed frames (enum couic_stat). */
 struct {
@@ -159,140 +142,258 @@ struct verdict {
 	int malformed;
 };
 
-/* Multiplicative hash of the address words, top `bits` bits kept.
- * src/bpf/hosts.rs computes the same. */
+/* Multiplicative hash of a prefix length and address words, top `bits`
+ * bits kept. src/bpf/buckets.rs computes the same. */
 #define COUIC_HASH_MUL 0x9e3779b97f4a7c15ULL
+#define TAG_MASK ((1U << COUIC_RULE_TAG_BITS) - 1)
 
-static __always_inline __u32 couic_bucket_of(const __u32 *words, int n, __u8 bits)
+static __always_inline __u32 couic_bucket_of(const __u32 *words, int n, __u32 len, __u8 bits)
 {
-	__u64 h = couic_seed;
+	__u64 h = (couic_seed ^ len) * COUIC_HASH_MUL;
 
 	for (int i = 0; i < n; i++)
 		h = (h ^ words[i]) * COUIC_HASH_MUL;
 	return h >> (64 - bits);
 }
 
-/* A slot's tag, read before its address is compared. Volatile so that
- * clang cannot move the read into a block shared by every slot, where the
- * slot's offset would be a variable added to the map pointer, which the
+/* A slot's rule word, read before its address is compared. Volatile so
+ * that clang cannot move the read into a block shared by every slot, where
+ * the slot's offset would be a variable added to the map pointer, which the
  * verifier refuses without CAP_PERFMON. Same cache line, so it costs ~0. */
-static __always_inline __u32 slot_tag(const __u32 *tag)
+static __always_inline __u32 slot_rule(const __u32 *rule)
 {
-	return *(const volatile __u32 *)tag;
+	return *(const volatile __u32 *)rule;
 }
 
-/* An exact IPv4 host: its bucket's slots, then the overflow hash only if
- * the bucket spilled. Sets *tag and returns 1 when listed. */
-static __always_inline int host_v4(void *buckets, void *overflow, __u8 bits,
-				   const struct couic_v4_key *key, __u32 *tag)
+/* The mask of a prefix of `len` bits (0..32) over one 32-bit word, in
+ * network byte order like the address. */
+static __always_inline __u32 mask_of(__u32 len)
 {
-	__u32 addr, idx, count;
+	return len ? bpf_htonl(~0U << (32 - len)) : 0;
+}
+
+/* Index of the highest bit set in x, which is not 0. */
+static __always_inline __u32 top_bit(__u64 x)
+{
+	__u32 n = 0;
+
+	if (x >> 32) {
+		n += 32;
+		x >>= 32;
+	}
+	if (x >> 16) {
+		n += 16;
+		x >>= 16;
+	}
+	if (x >> 8) {
+		n += 8;
+		x >>= 8;
+	}
+	if (x >> 4) {
+		n += 4;
+		x >>= 4;
+	}
+	if (x >> 2) {
+		n += 2;
+		x >>= 2;
+	}
+	return n + (x >> 1);
+}
+
+/* One probe for IPv4 rule (addr, already masked to len, len): its bucket's
+ * slots, then the overflow hash only if the bucket spilled. Sets *tag and
+ * returns 1 when listed. */
+static __always_inline int probe_v4(void *buckets, void *overflow, __u8 bits, __u32 addr, __u32 len,
+				    __u32 *tag)
+{
+	__u32 idx = couic_bucket_of(&addr, 1, len, bits), want = len << COUIC_RULE_TAG_BITS;
+	struct couic_v4_key key = { .prefixlen = len };
 	struct couic_b4_bucket *b;
 	struct couic_rule *rule;
+	__u32 count;
 
-	__builtin_memcpy(&addr, key->addr, sizeof(addr));
-	idx = couic_bucket_of(&addr, 1, bits);
 	b = bpf_map_lookup_elem(buckets, &idx);
 	if (!b)
 		return 0;
 	count = b->count;
 #pragma unroll
 	for (int i = 0; i < COUIC_B4_SLOTS; i++) {
-		__u32 a, t = slot_tag(&b->slot[i].tag_id);
+		__u32 a, r = slot_rule(&b->slot[i].rule);
 
 		__builtin_memcpy(&a, b->slot[i].addr, sizeof(a));
-		if (i < count && a == addr) {
-			*tag = t;
+		if (i < count && a == addr && (r & ~TAG_MASK) == want) {
+			*tag = r & TAG_MASK;
 			return 1;
 		}
 	}
 	if (!b->overflow)
 		return 0;
-	rule = bpf_map_lookup_elem(overflow, key);
+	__builtin_memcpy(key.addr, &addr, sizeof(addr));
+	rule = bpf_map_lookup_elem(overflow, &key);
 	if (!rule)
 		return 0;
 	*tag = rule->tag_id;
 	return 1;
 }
 
-/* The same for an IPv6 host, compared as four words. */
-static __always_inline int host_v6(void *buckets, void *overflow, __u8 bits,
-				   const struct couic_v6_key *key, __u32 *tag)
+/* The same for IPv6, the address as four words. */
+static __always_inline int probe_v6(void *buckets, void *overflow, __u8 bits, const __u32 *w,
+				    __u32 len, __u32 *tag)
 {
-	__u32 w[4], idx, count;
+	__u32 idx = couic_bucket_of(w, 4, len, bits), want = len << COUIC_RULE_TAG_BITS;
+	struct couic_v6_key key = { .prefixlen = len };
 	struct couic_b6_bucket *b;
 	struct couic_rule *rule;
+	__u32 count;
 
-	__builtin_memcpy(w, key->addr, sizeof(w));
-	idx = couic_bucket_of(w, 4, bits);
 	b = bpf_map_lookup_elem(buckets, &idx);
 	if (!b)
 		return 0;
 	count = b->count;
 #pragma unroll
 	for (int i = 0; i < COUIC_B6_SLOTS; i++) {
-		__u32 a[4], t = slot_tag(&b->slot[i].tag_id);
+		__u32 a[4], r = slot_rule(&b->slot[i].rule);
 
 		__builtin_memcpy(a, b->slot[i].addr, sizeof(a));
-		if (i < count && a[0] == w[0] && a[1] == w[1] && a[2] == w[2] && a[3] == w[3]) {
-			*tag = t;
+		if (i < count && a[0] == w[0] && a[1] == w[1] && a[2] == w[2] && a[3] == w[3] &&
+		    (r & ~TAG_MASK) == want) {
+			*tag = r & TAG_MASK;
 			return 1;
 		}
 	}
 	if (!b->overflow)
 		return 0;
-	rule = bpf_map_lookup_elem(overflow, key);
+	__builtin_memcpy(key.addr, w, sizeof(key.addr));
+	rule = bpf_map_lookup_elem(overflow, &key);
 	if (!rule)
 		return 0;
 	*tag = rule->tag_id;
 	return 1;
 }
 
-/* Whether a trie flagged `on` may hold a prefix meeting guard block
- * `slot`: if not, its walk, the costliest lookup, is skipped. */
-static __always_inline __u8 may_match(void *guard, __u8 on, __u32 slot)
-{
-	__u32 word = slot / 64;
-	__u64 *bits;
+/* The prefix probes of one lookup, run by bpf_loop(): each call probes the
+ * longest length left in `lens` (`hi` for IPv6 lengths 64..127) and stops
+ * the loop on a match or when no length is left. A callback is verified
+ * once, where an open-coded loop of up to 128 probes is verified probe by
+ * probe, past the verifier's budget. */
+struct probes {
+	__u32 w[4]; /* the address: w[0] only for IPv4 */
+	__u64 lens; /* lengths left, bit L: length L (IPv6: 0..63) */
+	__u64 hi;   /* IPv6 lengths 64..127 left */
+	__u32 drop; /* the table: drop or ignore */
+	__u32 tag;  /* the match's tag */
+	int found;
+};
 
-	if (on != 1)
-		return on; /* empty, or COUIC_WALK_ALWAYS */
-	bits = bpf_map_lookup_elem(guard, &word);
-	return bits && ((*bits >> (slot % 64)) & 1);
+static long probe_next_v4(__u64 i, void *ctx)
+{
+	struct probes *p = ctx;
+	__u32 len, addr;
+
+	if (!p->lens)
+		return 1;
+	len = top_bit(p->lens);
+	p->lens ^= 1ULL << len;
+	addr = p->w[0] & mask_of(len);
+	if (p->drop)
+		p->found =
+			probe_v4(&couic_d4_bkt, &couic_d4_ovf, couic_d4_bits, addr, len, &p->tag);
+	else
+		p->found =
+			probe_v4(&couic_i4_bkt, &couic_i4_ovf, couic_i4_bits, addr, len, &p->tag);
+	return p->found;
 }
 
-/* A prefix in the trie, if it holds rules. */
-static __always_inline int net(void *trie, __u8 on, void *key, __u32 *tag)
+static long probe_next_v6(__u64 i, void *ctx)
 {
-	struct couic_rule *rule;
+	struct probes *p = ctx;
+	__u32 len, m[4];
 
-	if (!on)
+	if (p->hi) {
+		len = 64 + top_bit(p->hi);
+		p->hi ^= 1ULL << (len - 64);
+	} else if (p->lens) {
+		len = top_bit(p->lens);
+		p->lens ^= 1ULL << len;
+	} else {
+		return 1;
+	}
+	m[0] = p->w[0] & mask_of(len < 32 ? len : 32);
+	m[1] = p->w[1] & mask_of(len < 32 ? 0 : len < 64 ? len - 32 : 32);
+	m[2] = p->w[2] & mask_of(len < 64 ? 0 : len < 96 ? len - 64 : 32);
+	m[3] = p->w[3] & mask_of(len < 96 ? 0 : len - 96);
+	if (p->drop)
+		p->found = probe_v6(&couic_d6_bkt, &couic_d6_ovf, couic_d6_bits, m, len, &p->tag);
+	else
+		p->found = probe_v6(&couic_i6_bkt, &couic_i6_ovf, couic_i6_bits, m, len, &p->tag);
+	return p->found;
+}
+
+/* One table's IPv4 lookup: the host, then the lengths the address's /16
+ * block (and the table's short lengths) may match, longest first. */
+static __always_inline int lookup_v4(void *buckets, void *overflow, void *blocks, __u8 bits,
+				     __u8 hosts, __u8 nets, __u32 short_lens, __u32 drop,
+				     __u32 addr, __u32 *tag)
+{
+	struct probes p = { .w = { addr }, .lens = short_lens, .drop = drop };
+	const __u8 *o = (const __u8 *)&addr;
+	__u32 block = (__u32)o[0] << 8 | o[1];
+	struct couic_b4_block *k;
+
+	if (hosts && probe_v4(buckets, overflow, bits, addr, 32, tag))
+		return 1;
+	if (!nets)
 		return 0;
-	rule = bpf_map_lookup_elem(trie, key);
-	if (!rule)
+	k = bpf_map_lookup_elem(blocks, &block);
+	if (k && (k->sub >> (o[2] >> 3)) & 1)
+		p.lens |= k->lens;
+	if (!p.lens)
 		return 0;
-	*tag = rule->tag_id;
-	return 1;
+	bpf_loop(32, probe_next_v4, &p, 0);
+	*tag = p.tag;
+	return p.found;
+}
+
+/* The same for IPv6: blocks are hashed /32s, lengths 0..127. */
+static __always_inline int lookup_v6(void *buckets, void *overflow, void *blocks, __u8 bits,
+				     __u8 hosts, __u8 nets, __u32 short_lens, __u32 drop,
+				     const __u32 *w, __u32 *tag)
+{
+	__u32 block = couic_bucket_of(w, 1, 0, COUIC_BLOCK6_BITS);
+	struct probes p = { .lens = short_lens, .drop = drop };
+	struct couic_b6_block *k;
+
+	if (hosts && probe_v6(buckets, overflow, bits, w, 128, tag))
+		return 1;
+	if (!nets)
+		return 0;
+	k = bpf_map_lookup_elem(blocks, &block);
+	if (k && (k->sub >> (((const __u8 *)w)[4] >> 3)) & 1) {
+		p.lens |= k->lens[0];
+		p.hi = k->lens[1];
+	}
+	if (!p.lens && !p.hi)
+		return 0;
+	__builtin_memcpy(p.w, w, sizeof(p.w));
+	bpf_loop(128, probe_next_v6, &p, 0);
+	*tag = p.tag;
+	return p.found;
 }
 
 static __always_inline void judge_v4(struct verdict *v, const struct couic_active *on,
 				     const struct iphdr *iph)
 {
-	struct couic_v4_key key = { .prefixlen = 32 };
 	const __u8 *m = on->map;
-	__u32 tag, slot;
+	__u32 tag, addr = iph->saddr;
 
-	__builtin_memcpy(key.addr, &iph->saddr, sizeof(key.addr));
-	slot = (__u32)key.addr[0] << 8 | key.addr[1]; /* the /16 */
-	if ((m[COUIC_MAP_IGN4_HOST] &&
-	     host_v4(&couic_i4_bkt, &couic_i4_host, couic_i4_bits, &key, &tag)) ||
-	    net(&couic_i4_net, may_match(&couic_i4_grd, m[COUIC_MAP_IGN4_NET], slot), &key, &tag)) {
+	if (lookup_v4(&couic_i4_bkt, &couic_i4_ovf, &couic_i4_blk, couic_i4_bits,
+		      m[COUIC_MAP_IGN4_HOST], m[COUIC_MAP_IGN4_NET], on->short_lens[0], 0, addr,
+		      &tag)) {
 		v->matched = MATCHED_IGNORE;
 		v->tag_id = tag;
-	} else if ((m[COUIC_MAP_DROP4_HOST] &&
-		    host_v4(&couic_d4_bkt, &couic_d4_host, couic_d4_bits, &key, &tag)) ||
-		   net(&couic_d4_net, may_match(&couic_d4_grd, m[COUIC_MAP_DROP4_NET], slot), &key,
-		       &tag)) {
+	} else if (lookup_v4(&couic_d4_bkt, &couic_d4_ovf, &couic_d4_blk, couic_d4_bits,
+			     m[COUIC_MAP_DROP4_HOST], m[COUIC_MAP_DROP4_NET], on->short_lens[2], 1,
+			     addr, &tag)) {
 		v->action = XDP_DROP;
 		v->matched = MATCHED_DROP;
 		v->tag_id = tag;
@@ -302,22 +403,18 @@ static __always_inline void judge_v4(struct verdict *v, const struct couic_activ
 static __always_inline void judge_v6(struct verdict *v, const struct couic_active *on,
 				     const struct ipv6hdr *ip6h)
 {
-	struct couic_v6_key key = { .prefixlen = 128 };
 	const __u8 *m = on->map;
-	__u32 tag, slot, top;
+	__u32 tag, w[4];
 
-	__builtin_memcpy(key.addr, &ip6h->saddr, sizeof(key.addr));
-	__builtin_memcpy(&top, key.addr, sizeof(top));
-	slot = couic_bucket_of(&top, 1, COUIC_GUARD6_BITS); /* the hashed /32 */
-	if ((m[COUIC_MAP_IGN6_HOST] &&
-	     host_v6(&couic_i6_bkt, &couic_i6_host, couic_i6_bits, &key, &tag)) ||
-	    net(&couic_i6_net, may_match(&couic_i6_grd, m[COUIC_MAP_IGN6_NET], slot), &key, &tag)) {
+	__builtin_memcpy(w, &ip6h->saddr, sizeof(w));
+	if (lookup_v6(&couic_i6_bkt, &couic_i6_ovf, &couic_i6_blk, couic_i6_bits,
+		      m[COUIC_MAP_IGN6_HOST], m[COUIC_MAP_IGN6_NET], on->short_lens[1], 0, w,
+		      &tag)) {
 		v->matched = MATCHED_IGNORE;
 		v->tag_id = tag;
-	} else if ((m[COUIC_MAP_DROP6_HOST] &&
-		    host_v6(&couic_d6_bkt, &couic_d6_host, couic_d6_bits, &key, &tag)) ||
-		   net(&couic_d6_net, may_match(&couic_d6_grd, m[COUIC_MAP_DROP6_NET], slot), &key,
-		       &tag)) {
+	} else if (lookup_v6(&couic_d6_bkt, &couic_d6_ovf, &couic_d6_blk, couic_d6_bits,
+			     m[COUIC_MAP_DROP6_HOST], m[COUIC_MAP_DROP6_NET], on->short_lens[3], 1,
+			     w, &tag)) {
 		v->action = XDP_DROP;
 		v->matched = MATCHED_DROP;
 		v->tag_id = tag;

@@ -18,10 +18,8 @@ enum couic_limits {
 };
 
 /*
- * Key of every rule map, trie or hash. The tries use it as an LPM key
- * (prefixlen first, address in network byte order); the exact-host hashes
- * use the same struct with prefixlen fixed at 32 or 128, so user space builds
- * one key per family whatever map the rule lands in.
+ * Key of the overflow hashes (see below): the prefix length, then the
+ * address in network byte order, masked to that length.
  */
 struct couic_v4_key {
 	__u32 prefixlen;
@@ -34,27 +32,31 @@ struct couic_v6_key {
 };
 
 /*
- * Exact hosts are held in buckets of one cache line, in an array map that
- * user space manages: it hashes the address to a bucket (the hash is
- * couic_bucket_of() in couic.bpf.c, mirrored in src/bpf/hosts.rs), reads
- * the buckets a change touches back from the map and rewrites each whole. `count` slots
- * are in use, packed from slot 0. A host that finds its bucket full goes to
- * the overflow hash map of the same policy and family, and the bucket's
- * `overflow` counts how many did, so the program looks there only then.
+ * Every rule of a policy and family, host or prefix, sits in one bucket of
+ * one cache line, in an array map that user space manages: it hashes the
+ * rule's masked address and prefix length to a bucket (the hash is
+ * couic_bucket_of() in couic.bpf.c, mirrored in src/bpf/buckets.rs), reads
+ * the buckets a change touches back from the map and rewrites each whole.
+ * `count` slots are in use, packed from slot 0. A rule that finds its bucket
+ * full goes to the overflow hash map of the same policy and family, and the
+ * bucket's `overflow` counts how many did, so the program looks there only
+ * then. A slot's `rule` holds the tag id in its low COUIC_RULE_TAG_BITS bits
+ * and the prefix length above them.
  */
 enum couic_bucket_slots {
-	COUIC_B4_SLOTS = 7, /* IPv4 hosts per bucket */
-	COUIC_B6_SLOTS = 3, /* IPv6 hosts per bucket */
+	COUIC_B4_SLOTS = 7, /* IPv4 rules per bucket */
+	COUIC_B6_SLOTS = 3, /* IPv6 rules per bucket */
+	COUIC_RULE_TAG_BITS = 24,
 };
 
 struct couic_b4_slot {
 	__u8 addr[4];
-	__u32 tag_id;
+	__u32 rule;
 };
 
 struct couic_b6_slot {
 	__u8 addr[16];
-	__u32 tag_id;
+	__u32 rule;
 };
 
 struct couic_b4_bucket {
@@ -71,23 +73,37 @@ struct couic_b6_bucket {
 };
 
 /*
- * Trie guards: one bit per IPv4 /16, and per IPv6 /32 hashed to
- * COUIC_GUARD6_BITS bits (couic_bucket_of() with the same seed), set while
- * the policy's trie holds a prefix that meets that block. A clear bit means
- * the trie cannot match the address, so the walk is skipped. An IPv6 prefix
- * shorter than /24 meets too many blocks to mark: while the trie holds one,
- * the map's couic_active flag is COUIC_WALK_ALWAYS and the bits are not read.
+ * Prefix lengths to probe. A host is one probe; a prefix of unknown length
+ * would be one probe per length, so the program asks first which lengths
+ * can match. Addresses are cut into blocks: IPv4 /16s, and IPv6 /32s hashed
+ * to COUIC_BLOCK6_BITS bits (couic_bucket_of() of the first word, length 0).
+ * A block's `lens` has bit L set while the policy holds a prefix of length L
+ * that meets the block, and `sub` one bit per 1/32 of the block (the next 5
+ * address bits) that such a prefix meets; the program probes the block's
+ * lengths only when its part's bit is set. A prefix more than 8 bits shorter
+ * than a block meets too many blocks to mark: its length goes instead into
+ * couic_active's `short_lens`, probed for every address.
  */
-enum couic_guard {
-	COUIC_GUARD4_BITS = 16,
-	COUIC_GUARD6_BITS = 20,
-	COUIC_GUARD4_WORDS = 1 << (COUIC_GUARD4_BITS - 6), /* of 64 bits */
-	COUIC_GUARD6_WORDS = 1 << (COUIC_GUARD6_BITS - 6),
-	COUIC_GUARD6_SHORTEST = 24, /* shortest IPv6 prefix marked in bits */
-	COUIC_WALK_ALWAYS = 2,	    /* couic_active flag: walk, guard or not */
+enum couic_block {
+	COUIC_BLOCK4_LEN = 16,
+	COUIC_BLOCK6_LEN = 32,
+	COUIC_BLOCK6_BITS = 16,
+	COUIC_BLOCK_SUB_BITS = 5,
+	COUIC_BLOCK_WIDEST = 8, /* a prefix marks at most 2^8 blocks */
 };
 
-/* Value of every rule map: the rule's tag, an index into the per-tag
+struct couic_b4_block {
+	__u32 lens; /* bit L: lengths 0..31 */
+	__u32 sub;
+};
+
+struct couic_b6_block {
+	__u64 lens[2]; /* bit L of lens[L / 64]: lengths 0..127 */
+	__u32 sub;
+	__u32 unused;
+};
+
+/* Value of the overflow hashes: the rule's tag, an index into the per-tag
  * counter arrays. Tag id 0 is "untagged". */
 struct couic_rule {
 	__u32 tag_id;
@@ -116,9 +132,10 @@ enum couic_stat {
 };
 
 /*
- * Indexes of couic_sizes: how many rules each map holds. The program skips
- * a lookup into a map whose size is zero. User space raises a size before it
- * inserts and lowers it after it deletes, so a non-empty map is never skipped.
+ * Indexes of couic_active's flags: whether a policy and family holds hosts
+ * (_HOST) or shorter prefixes (_NET). The program skips what is empty.
+ * User space raises a flag before it inserts and lowers it after it
+ * deletes, so rules are never skipped.
  */
 enum couic_map_index {
 	COUIC_MAP_IGN4_HOST = 0,
@@ -130,6 +147,20 @@ enum couic_map_index {
 	COUIC_MAP_DROP6_HOST = 6,
 	COUIC_MAP_DROP6_NET = 7,
 	COUIC_MAP_COUNT = 8,
+};
+
+/* Tables, one per policy and family, in the order of the flags above
+ * (index / 2): ignore IPv4, ignore IPv6, drop IPv4, drop IPv6. */
+enum couic_table {
+	COUIC_TABLE_COUNT = 4,
+};
+
+/* The one value of couic_active, written only by the daemon: the flags
+ * above, and per table the lengths of the prefixes too short to mark in
+ * blocks (bit L: length L, all below 32). */
+struct couic_active {
+	__u8 map[COUIC_MAP_COUNT];
+	__u32 short_lens[COUIC_TABLE_COUNT];
 };
 
 #endif /* COUIC_H */

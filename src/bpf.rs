@@ -15,33 +15,38 @@ use couic_common::{Cidr, Policy};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
 
-mod guard;
-mod hosts;
+mod blocks;
+mod buckets;
 
 mod skel {
     #![allow(clippy::all, non_camel_case_types, dead_code, unused_imports)]
     include!(concat!(env!("OUT_DIR"), "/couic.skel.rs"));
 }
 
-use guard::{Guard, GuardChange};
-pub use hosts::HostIndex;
-use hosts::{Bucket, BUCKET_SIZE};
+use blocks::{BlockChange, Blocks};
+use buckets::{Bucket, BUCKET_SIZE};
+pub use buckets::{BucketIndex, MAX_TAGS};
 pub use skel::types;
-use types::{couic_counter, couic_map_index, couic_rule, couic_stat, couic_v4_key, couic_v6_key};
+use types::{
+    couic_active, couic_b4_block, couic_b6_block, couic_counter, couic_map_index, couic_rule,
+    couic_stat, couic_v4_key, couic_v6_key,
+};
 
 // The byte views below rely on these layouts having no padding.
 const _: () = assert!(size_of::<couic_v4_key>() == 8);
 const _: () = assert!(size_of::<couic_v6_key>() == 20);
 const _: () = assert!(size_of::<couic_rule>() == 4);
 const _: () = assert!(size_of::<couic_counter>() == 16);
-const _: () =
-    assert!(size_of::<types::couic_active>() == types::couic_map_index::COUIC_MAP_COUNT.0 as usize);
+const _: () = assert!(size_of::<couic_active>() == 24);
+const _: () = assert!(size_of::<couic_b4_block>() == 8);
+const _: () = assert!(size_of::<couic_b6_block>() == 24);
 
 pub const DEFAULT_DROP_MAX: u32 = types::couic_limits::COUIC_DROP_MAX.0;
 pub const DEFAULT_IGNORE_MAX: u32 = types::couic_limits::COUIC_IGNORE_MAX.0;
 pub const DEFAULT_TAG_MAX: u32 = types::couic_limits::COUIC_TAG_MAX.0;
 
-/// Number of rule maps (two per policy and family).
+/// Number of rule sets: hosts and shorter prefixes, per policy and family.
+/// Both sets of a policy and family share one table (index / 2).
 pub const RULE_MAPS: usize = couic_map_index::COUIC_MAP_COUNT.0 as usize;
 /// Number of slots in couic_stats.
 pub const STAT_SLOTS: usize = couic_stat::COUIC_STAT_MAX.0 as usize;
@@ -84,20 +89,21 @@ pub struct Loaded {
     pub maps: KernelMaps,
 }
 
-/// Names of the rule maps, in `couic_map_index` order.
+/// Names of the rule sets, in `couic_map_index` order.
 const RULE_MAP_NAMES: [&str; RULE_MAPS] = [
-    "couic_i4_host",
-    "couic_i4_net",
-    "couic_i6_host",
-    "couic_i6_net",
-    "couic_d4_host",
-    "couic_d4_net",
-    "couic_d6_host",
-    "couic_d6_net",
+    "ignore IPv4 hosts",
+    "ignore IPv4 prefixes",
+    "ignore IPv6 hosts",
+    "ignore IPv6 prefixes",
+    "drop IPv4 hosts",
+    "drop IPv4 prefixes",
+    "drop IPv6 hosts",
+    "drop IPv6 prefixes",
 ];
 
-/// Host bucket arrays, one per host rule map (index / 2 of the latter).
-const HOST_TABLES: usize = RULE_MAPS / 2;
+/// Rule tables (buckets, overflow hash and blocks), one per policy and
+/// family: ignore IPv4, ignore IPv6, drop IPv4, drop IPv6.
+const TABLES: usize = types::couic_table::COUIC_TABLE_COUNT.0 as usize;
 
 /// Opens, sizes and loads the object, then keeps owned handles only.
 pub fn load(caps: Capacities) -> Result<Loaded, BpfError> {
@@ -107,11 +113,11 @@ pub fn load(caps: Capacities) -> Result<Loaded, BpfError> {
         .map_err(BpfError::Load)?;
     // A seed of our own per load, so nobody can pick hosts that collide.
     let seed = RandomState::new().hash_one(std::process::id());
-    let hosts = [
-        HostIndex::new(HostIndex::buckets_for(true, caps.ignore), seed),
-        HostIndex::new(HostIndex::buckets_for(false, caps.ignore), seed),
-        HostIndex::new(HostIndex::buckets_for(true, caps.drop), seed),
-        HostIndex::new(HostIndex::buckets_for(false, caps.drop), seed),
+    let index = [
+        BucketIndex::new(BucketIndex::buckets_for(true, caps.ignore), seed),
+        BucketIndex::new(BucketIndex::buckets_for(false, caps.ignore), seed),
+        BucketIndex::new(BucketIndex::buckets_for(true, caps.drop), seed),
+        BucketIndex::new(BucketIndex::buckets_for(false, caps.drop), seed),
     ];
     let rodata = open
         .maps
@@ -119,10 +125,10 @@ pub fn load(caps: Capacities) -> Result<Loaded, BpfError> {
         .as_deref_mut()
         .expect("the object has read-only globals");
     rodata.couic_seed = seed;
-    rodata.couic_i4_bits = hosts[0].bits();
-    rodata.couic_i6_bits = hosts[1].bits();
-    rodata.couic_d4_bits = hosts[2].bits();
-    rodata.couic_d6_bits = hosts[3].bits();
+    rodata.couic_i4_bits = index[0].bits();
+    rodata.couic_i6_bits = index[1].bits();
+    rodata.couic_d4_bits = index[2].bits();
+    rodata.couic_d6_bits = index[3].bits();
     let m = &mut open.maps;
     for (map, table) in [
         &mut m.couic_i4_bkt,
@@ -131,20 +137,16 @@ pub fn load(caps: Capacities) -> Result<Loaded, BpfError> {
         &mut m.couic_d6_bkt,
     ]
     .into_iter()
-    .zip(&hosts)
+    .zip(&index)
     {
         map.set_max_entries(1 << table.bits())
             .map_err(BpfError::Load)?;
     }
     for (map, cap) in [
-        (&mut m.couic_i4_host, caps.ignore),
-        (&mut m.couic_i4_net, caps.ignore),
-        (&mut m.couic_i6_host, caps.ignore),
-        (&mut m.couic_i6_net, caps.ignore),
-        (&mut m.couic_d4_host, caps.drop),
-        (&mut m.couic_d4_net, caps.drop),
-        (&mut m.couic_d6_host, caps.drop),
-        (&mut m.couic_d6_net, caps.drop),
+        (&mut m.couic_i4_ovf, caps.ignore),
+        (&mut m.couic_i6_ovf, caps.ignore),
+        (&mut m.couic_d4_ovf, caps.drop),
+        (&mut m.couic_d6_ovf, caps.drop),
         (&mut m.couic_tag_drop, caps.tags),
         (&mut m.couic_tag_ign, caps.tags),
     ] {
@@ -158,15 +160,11 @@ pub fn load(caps: Capacities) -> Result<Loaded, BpfError> {
             MapHandle::try_from(&$map).map_err(BpfError::Load)?
         };
     }
-    let rules = [
-        handle!(m.couic_i4_host),
-        handle!(m.couic_i4_net),
-        handle!(m.couic_i6_host),
-        handle!(m.couic_i6_net),
-        handle!(m.couic_d4_host),
-        handle!(m.couic_d4_net),
-        handle!(m.couic_d6_host),
-        handle!(m.couic_d6_net),
+    let overflow = [
+        handle!(m.couic_i4_ovf),
+        handle!(m.couic_i6_ovf),
+        handle!(m.couic_d4_ovf),
+        handle!(m.couic_d6_ovf),
     ];
     let buckets = [
         handle!(m.couic_i4_bkt),
@@ -175,20 +173,20 @@ pub fn load(caps: Capacities) -> Result<Loaded, BpfError> {
         handle!(m.couic_d6_bkt),
     ];
     let maps = KernelMaps {
-        rules,
+        overflow,
         buckets,
-        hosts,
-        guard_maps: [
-            handle!(m.couic_i4_grd),
-            handle!(m.couic_i6_grd),
-            handle!(m.couic_d4_grd),
-            handle!(m.couic_d6_grd),
+        index,
+        block_maps: [
+            handle!(m.couic_i4_blk),
+            handle!(m.couic_i6_blk),
+            handle!(m.couic_d4_blk),
+            handle!(m.couic_d6_blk),
         ],
-        guards: [
-            Guard::new(true, seed),
-            Guard::new(false, seed),
-            Guard::new(true, seed),
-            Guard::new(false, seed),
+        blocks: [
+            Blocks::new(true, seed),
+            Blocks::new(false, seed),
+            Blocks::new(true, seed),
+            Blocks::new(false, seed),
         ],
         requested: [0; RULE_MAPS],
         active: handle!(m.couic_active),
@@ -201,7 +199,7 @@ pub fn load(caps: Capacities) -> Result<Loaded, BpfError> {
     Ok(Loaded { program, maps })
 }
 
-/// Index in `couic_map_index` of the map holding `cidr` for `policy`.
+/// Index in `couic_map_index` of the rule set of `cidr` for `policy`.
 pub fn rule_map_index(policy: Policy, cidr: Cidr) -> usize {
     let base = match policy {
         Policy::Ignore => couic_map_index::COUIC_MAP_IGN4_HOST.0,
@@ -210,8 +208,10 @@ pub fn rule_map_index(policy: Policy, cidr: Cidr) -> usize {
     base + if cidr.is_ipv4() { 0 } else { 2 } + if cidr.is_host() { 0 } else { 1 }
 }
 
-/// The map key of `cidr` (network byte order, as the program builds it).
+/// The overflow hash key of `cidr` (network byte order, as the program
+/// builds it).
 pub fn key_bytes(cidr: Cidr) -> Vec<u8> {
+    let cidr = cidr.normalized();
     let prefix = u32::from(cidr.prefix_len());
     let key: Vec<u8> = match cidr.addr() {
         std::net::IpAddr::V4(a) => as_bytes(&couic_v4_key {
@@ -261,17 +261,14 @@ pub struct Counter {
 /// Owned handles on every map of the program. Only the MapWriter holds
 /// one.
 pub struct KernelMaps {
-    /// By `couic_map_index`: the overflow hash of a host index, the trie of
-    /// a net index.
-    rules: [MapHandle; RULE_MAPS],
-    buckets: [MapHandle; HOST_TABLES],
-    /// How hosts spread over each of `buckets`.
-    hosts: [HostIndex; HOST_TABLES],
-    /// The guard of each trie (index / 2 of the latter), in the kernel and
-    /// as counts.
-    guard_maps: [MapHandle; HOST_TABLES],
-    guards: [Guard; HOST_TABLES],
-    /// The couic_active flags last asked for, before the guards' part.
+    /// Per table: its buckets, how rules spread over them, its overflow
+    /// hash, and its blocks in the kernel and as counts.
+    buckets: [MapHandle; TABLES],
+    index: [BucketIndex; TABLES],
+    overflow: [MapHandle; TABLES],
+    block_maps: [MapHandle; TABLES],
+    blocks: [Blocks; TABLES],
+    /// The couic_active flags last asked for.
     requested: [u8; RULE_MAPS],
     active: MapHandle,
     stats: MapHandle,
@@ -288,22 +285,21 @@ struct BatchOutcome {
 }
 
 impl KernelMaps {
-    /// Inserts (or re-tags) `items`, all of rule map `index` (see
+    /// Inserts (or re-tags) `items`, all of rule set `index` (see
     /// [`rule_map_index`]), as (CIDR, tag slot). One result per item.
     pub fn insert(&mut self, index: usize, items: &[(Cidr, u32)]) -> Vec<io::Result<()>> {
-        if is_net(index) {
-            return self.insert_nets(index, items);
-        }
         let t = index / 2;
-        let addrs: Vec<Host> = items.iter().map(|(c, _)| Host::of(*c)).collect();
-        let mut edit =
-            self.read_buckets(t, addrs.iter().map(|a| self.hosts[t].bucket_of(a.bytes())));
+        let rules: Vec<Rule> = items.iter().map(|(c, _)| Rule::of(*c)).collect();
+        let mut edit = self.read_buckets(t, &rules);
         let mut errors: Vec<Option<io::Error>> = items.iter().map(|_| None).collect();
         // Each item lands in a slot of its bucket, or in the overflow hash
         // (with whether the hash did not hold it yet).
         let mut spills: Vec<(usize, bool)> = Vec::new();
-        let mut spilled_now: HashSet<&[u8]> = HashSet::new();
-        for (i, ((cidr, tag), addr)) in items.iter().zip(&addrs).enumerate() {
+        let mut spilled_now: HashSet<&Rule> = HashSet::new();
+        // Rules the table did not hold: prefixes among them are counted in
+        // the blocks before the kernel sees them.
+        let mut fresh = vec![false; items.len()];
+        for (i, ((cidr, tag), rule)) in items.iter().zip(&rules).enumerate() {
             let b = match edit.bucket(i) {
                 Ok(b) => b,
                 Err(e) => {
@@ -311,22 +307,30 @@ impl KernelMaps {
                     continue;
                 }
             };
-            if let Some(slot) = b.find(addr.bytes()) {
+            if let Some(slot) = b.find(rule.bytes(), rule.len) {
                 b.set_tag(slot, *tag);
-            } else if spilled_now.contains(addr.bytes())
-                || (b.overflow() > 0 && self.in_overflow(index, *cidr))
+            } else if spilled_now.contains(rule) || (b.overflow() > 0 && self.in_overflow(t, *cidr))
             {
                 // Already in the hash: re-tagged there, the bucket unchanged.
                 spills.push((i, false));
                 continue;
-            } else if !b.push(addr.bytes(), *tag) {
-                spilled_now.insert(addr.bytes());
+            } else if !b.push(rule.bytes(), rule.len, *tag) {
+                spilled_now.insert(rule);
                 spills.push((i, true));
+                fresh[i] = true;
                 continue;
+            } else {
+                fresh[i] = true;
             }
             edit.touch(i);
         }
-        // Spilled hosts go into the overflow hash before their bucket, which
+        let counted: Vec<usize> = (0..items.len())
+            .filter(|&i| fresh[i] && !items[i].0.is_host())
+            .collect();
+        if let Err(e) = self.count_in(t, counted.iter().map(|&i| items[i].0)) {
+            return items.iter().map(|_| Err(copy_error(&e))).collect();
+        }
+        // Spilled rules go into the overflow hash before their bucket, which
         // flags them, is written.
         let keys: Vec<Vec<u8>> = spills.iter().map(|&(i, _)| key_bytes(items[i].0)).collect();
         let values: Vec<Vec<u8>> = spills
@@ -337,7 +341,7 @@ impl KernelMaps {
         for (&(i, new), r) in
             spills
                 .iter()
-                .zip(batch_items(&self.rules[index], &keys, Some(&values)))
+                .zip(batch_items(&self.overflow[t], &keys, Some(&values)))
         {
             match r {
                 Err(e) => errors[i] = Some(e),
@@ -357,7 +361,7 @@ impl KernelMaps {
                 match spill_of[i] {
                     Some(false) => continue,
                     Some(true) => {
-                        let _ = batch_items(&self.rules[index], &[key_bytes(items[i].0)], None);
+                        let _ = batch_items(&self.overflow[t], &[key_bytes(items[i].0)], None);
                     }
                     None => {}
                 }
@@ -366,22 +370,22 @@ impl KernelMaps {
                 }
             }
         }
+        // Prefixes that did not land count out again; a bit left set a
+        // moment only costs a probe.
+        let failed = counted.into_iter().filter(|&i| errors[i].is_some());
+        let _ = self.count_out(t, failed.map(|i| items[i].0));
         errors.into_iter().map(|e| e.map_or(Ok(()), Err)).collect()
     }
 
-    /// Deletes `cidrs`, all of rule map `index`. One result per item.
+    /// Deletes `cidrs`, all of rule set `index`. One result per item.
     pub fn remove(&mut self, index: usize, cidrs: &[Cidr]) -> Vec<io::Result<()>> {
-        if is_net(index) {
-            return self.remove_nets(index, cidrs);
-        }
         let t = index / 2;
-        let addrs: Vec<Host> = cidrs.iter().map(|c| Host::of(*c)).collect();
-        let mut edit =
-            self.read_buckets(t, addrs.iter().map(|a| self.hosts[t].bucket_of(a.bytes())));
+        let rules: Vec<Rule> = cidrs.iter().map(|c| Rule::of(*c)).collect();
+        let mut edit = self.read_buckets(t, &rules);
         let mut errors: Vec<Option<io::Error>> = cidrs.iter().map(|_| None).collect();
         let mut slotted = vec![false; cidrs.len()];
         let mut spilled: Vec<usize> = Vec::new();
-        for (i, addr) in addrs.iter().enumerate() {
+        for (i, rule) in rules.iter().enumerate() {
             let b = match edit.bucket(i) {
                 Ok(b) => b,
                 Err(e) => {
@@ -389,7 +393,7 @@ impl KernelMaps {
                     continue;
                 }
             };
-            if let Some(slot) = b.find(addr.bytes()) {
+            if let Some(slot) = b.find(rule.bytes(), rule.len) {
                 b.take(slot);
                 slotted[i] = true;
                 edit.touch(i);
@@ -402,7 +406,7 @@ impl KernelMaps {
         let keys: Vec<Vec<u8>> = spilled.iter().map(|&i| key_bytes(cidrs[i])).collect();
         for (&i, r) in spilled
             .iter()
-            .zip(batch_items(&self.rules[index], &keys, None))
+            .zip(batch_items(&self.overflow[t], &keys, None))
         {
             match r {
                 Err(e) => errors[i] = Some(e),
@@ -413,7 +417,7 @@ impl KernelMaps {
             }
         }
         for (bucket, error) in self.write_buckets(t, &edit) {
-            // Slotted hosts are still in the kernel's bucket; spilled ones
+            // Slotted rules are still in the kernel's bucket; spilled ones
             // already left the hash, so their removal stands.
             for i in edit.items_of(bucket) {
                 if slotted[i] {
@@ -421,144 +425,101 @@ impl KernelMaps {
                 }
             }
         }
+        // Gone prefixes count out of the blocks only now: until the bucket
+        // lost them, the program had to find them.
+        let gone = (0..cidrs.len()).filter(|&i| errors[i].is_none() && !cidrs[i].is_host());
+        let _ = self.count_out(t, gone.map(|i| cidrs[i]));
         errors.into_iter().map(|e| e.map_or(Ok(()), Err)).collect()
     }
 
-    /// Prefixes into trie `index`. Their guard bits are set first, so the
-    /// program never skips a walk that would match; the new ones are told
-    /// from re-tagged ones by inserting with BPF_NOEXIST first.
-    fn insert_nets(&mut self, index: usize, items: &[(Cidr, u32)]) -> Vec<io::Result<()>> {
-        let g = index / 2;
-        let mut change = GuardChange::default();
-        for (cidr, _) in items {
-            change.merge(self.guards[g].add(*cidr));
+    /// Counts new prefixes of table `t` into its blocks and writes what
+    /// changed, before the prefixes are written. On failure they count out.
+    fn count_in(&mut self, t: usize, cidrs: impl Iterator<Item = Cidr> + Clone) -> io::Result<()> {
+        let mut change = BlockChange::default();
+        for cidr in cidrs.clone() {
+            change.merge(self.blocks[t].add(cidr));
         }
-        if let Err(e) = self.publish_guard(g, &change) {
-            for (cidr, _) in items {
-                self.guards[g].remove(*cidr);
+        let written = self.publish_blocks(t, &change);
+        if written.is_err() {
+            for cidr in cidrs {
+                self.blocks[t].remove(cidr);
             }
-            return items.iter().map(|_| Err(copy_error(&e))).collect();
+            let _ = self.publish_blocks(t, &change);
         }
-        // One call each: the batch update takes no BPF_NOEXIST, and a trie
-        // lookup finds covering prefixes, not just this one.
-        let mut existing = vec![false; items.len()];
-        let results: Vec<io::Result<()>> = items
-            .iter()
-            .enumerate()
-            .map(|(i, (cidr, tag))| {
-                let (key, value) = (key_bytes(*cidr), rule_bytes(*tag));
-                let fd = self.rules[index].as_fd().as_raw_fd();
-                let update = |flags: u32| {
-                    // SAFETY: key and value have the trie's key and value sizes.
-                    let ret = unsafe {
-                        libbpf_sys::bpf_map_update_elem(
-                            fd,
-                            key.as_ptr().cast(),
-                            value.as_ptr().cast(),
-                            u64::from(flags),
-                        )
-                    };
-                    match ret {
-                        0 => Ok(()),
-                        e => Err(io::Error::from_raw_os_error(-e)),
-                    }
-                };
-                match update(libbpf_sys::BPF_NOEXIST) {
-                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                        existing[i] = true;
-                        update(libbpf_sys::BPF_ANY)
-                    }
-                    r => r,
-                }
-            })
-            .collect();
-        // Counted once only: re-tagged prefixes and failures count out.
-        let mut change = GuardChange::default();
-        for (i, (cidr, _)) in items.iter().enumerate() {
-            if existing[i] || results[i].is_err() {
-                change.merge(self.guards[g].remove(*cidr));
-            }
-        }
-        let _ = self.publish_guard(g, &change);
-        results
+        written
     }
 
-    /// Prefixes out of trie `index`, then their guard bits.
-    fn remove_nets(&mut self, index: usize, cidrs: &[Cidr]) -> Vec<io::Result<()>> {
-        let g = index / 2;
-        let keys: Vec<Vec<u8>> = cidrs.iter().map(|c| key_bytes(*c)).collect();
-        let results = batch_items(&self.rules[index], &keys, None);
-        let mut change = GuardChange::default();
-        for (cidr, r) in cidrs.iter().zip(&results) {
-            if r.is_ok() {
-                change.merge(self.guards[g].remove(*cidr));
-            }
+    /// Counts prefixes of table `t` out of its blocks and writes what changed.
+    fn count_out(&mut self, t: usize, cidrs: impl Iterator<Item = Cidr>) -> io::Result<()> {
+        let mut change = BlockChange::default();
+        for cidr in cidrs {
+            change.merge(self.blocks[t].remove(cidr));
         }
-        // A bit left set only costs a walk.
-        let _ = self.publish_guard(g, &change);
-        results
+        self.publish_blocks(t, &change)
     }
 
-    /// Writes the guard words of trie guard `g` that `change` flipped, and
-    /// couic_active if its "always walk" state flipped.
-    fn publish_guard(&self, g: usize, change: &GuardChange) -> io::Result<()> {
+    /// Writes the blocks of table `t` that `change` names, and couic_active
+    /// if the short lengths changed.
+    fn publish_blocks(&self, t: usize, change: &BlockChange) -> io::Result<()> {
         let keys: Vec<Vec<u8>> = change
-            .words
+            .blocks
             .iter()
-            .map(|w| w.to_ne_bytes().to_vec())
+            .map(|b| b.to_ne_bytes().to_vec())
             .collect();
         let values: Vec<Vec<u8>> = change
-            .words
+            .blocks
             .iter()
-            .map(|w| self.guards[g].word(*w).to_ne_bytes().to_vec())
+            .map(|b| block_bytes(holds_ipv4(t), self.blocks[t].value(*b)))
             .collect();
-        if let Some(Err(e)) = batch_items(&self.guard_maps[g], &keys, Some(&values))
+        if let Some(Err(e)) = batch_items(&self.block_maps[t], &keys, Some(&values))
             .into_iter()
             .find(Result::is_err)
         {
             return Err(e);
         }
-        if change.always {
+        if change.short {
             self.write_active()
                 .map_err(|e| io::Error::other(e.to_string()))?;
         }
         Ok(())
     }
 
-    /// How hosts of host rule map `index` spread over its buckets.
-    pub fn host_index(&self, index: usize) -> HostIndex {
-        self.hosts[index / 2]
+    /// How rules of rule set `index` spread over the buckets of its table.
+    pub fn bucket_index(&self, index: usize) -> BucketIndex {
+        self.index[index / 2]
     }
 
-    /// Whether host `cidr` of host rule map `index` is listed in a slot of
-    /// its bucket (`Some(false)`) or spilled into the overflow hash
-    /// (`Some(true)`), read from the kernel.
-    pub fn host_place(&self, index: usize, cidr: Cidr) -> io::Result<Option<bool>> {
+    /// Whether `cidr` of rule set `index` is listed in a slot of its bucket
+    /// (`Some(false)`) or spilled into the overflow hash (`Some(true)`),
+    /// read from the kernel.
+    pub fn rule_place(&self, index: usize, cidr: Cidr) -> io::Result<Option<bool>> {
         let t = index / 2;
-        let addr = Host::of(cidr);
-        let bucket = self.hosts[t].bucket_of(addr.bytes());
+        let rule = Rule::of(cidr);
+        let bucket = self.index[t].bucket_of(rule.bytes(), rule.len);
         let b = read_bucket(&self.buckets[t], holds_ipv4(t), bucket)?;
-        Ok(if b.find(addr.bytes()).is_some() {
+        Ok(if b.find(rule.bytes(), rule.len).is_some() {
             Some(false)
-        } else if self.in_overflow(index, cidr) {
+        } else if self.in_overflow(t, cidr) {
             Some(true)
         } else {
             None
         })
     }
 
-    /// Whether the overflow hash of host rule map `index` holds `cidr`.
-    fn in_overflow(&self, index: usize, cidr: Cidr) -> bool {
+    /// Whether the overflow hash of table `t` holds `cidr`.
+    fn in_overflow(&self, t: usize, cidr: Cidr) -> bool {
         matches!(
-            self.rules[index].lookup(&key_bytes(cidr), MapFlags::ANY),
+            self.overflow[t].lookup(&key_bytes(cidr), MapFlags::ANY),
             Ok(Some(_))
         )
     }
 
-    /// Reads the buckets of host table `t` that `buckets` (one per item)
-    /// name, each once.
-    fn read_buckets(&self, t: usize, buckets: impl Iterator<Item = u32>) -> BucketEdit {
-        let of_item: Vec<u32> = buckets.collect();
+    /// Reads the buckets of table `t` that `rules` hash to, each once.
+    fn read_buckets(&self, t: usize, rules: &[Rule]) -> BucketEdit {
+        let of_item: Vec<u32> = rules
+            .iter()
+            .map(|r| self.index[t].bucket_of(r.bytes(), r.len))
+            .collect();
         let mut ids = of_item.clone();
         ids.sort_unstable();
         ids.dedup();
@@ -571,8 +532,8 @@ impl KernelMaps {
         }
     }
 
-    /// Writes the changed buckets of `edit` into host table `t`; returns
-    /// those the kernel refused, with the error.
+    /// Writes the changed buckets of `edit` into table `t`; returns those
+    /// the kernel refused, with the error.
     fn write_buckets(&self, t: usize, edit: &BucketEdit) -> Vec<(u32, io::Error)> {
         let mut changed: Vec<usize> = edit.dirty.clone();
         changed.sort_unstable();
@@ -595,23 +556,23 @@ impl KernelMaps {
             .collect()
     }
 
-    /// Publishes which rule maps hold entries (see `couic_active`).
+    /// Publishes which rule sets hold entries (see `couic_active`).
     pub fn set_active(&mut self, flags: [u8; RULE_MAPS]) -> Result<(), BpfError> {
         self.requested = flags;
         self.write_active()
     }
 
-    /// couic_active: the flags asked for, with "always walk" for a
-    /// non-empty trie whose guard says so.
+    /// couic_active: the flags asked for, and each table's short lengths.
     fn write_active(&self) -> Result<(), BpfError> {
-        let mut flags = self.requested;
-        for (i, flag) in flags.iter_mut().enumerate() {
-            if is_net(i) && *flag != 0 && self.guards[i / 2].always() {
-                *flag = types::couic_guard::COUIC_WALK_ALWAYS.0 as u8;
-            }
+        let mut value = couic_active {
+            map: self.requested,
+            ..Default::default()
+        };
+        for (t, lens) in value.short_lens.iter_mut().enumerate() {
+            *lens = self.blocks[t].short_lens();
         }
         self.active
-            .update(&0u32.to_ne_bytes(), &flags, MapFlags::ANY)
+            .update(&0u32.to_ne_bytes(), as_bytes(&value), MapFlags::ANY)
             .map_err(|e| map_err("update", "couic_active", e))
     }
 
@@ -668,25 +629,25 @@ impl KernelMaps {
     }
 }
 
-fn is_net(index: usize) -> bool {
-    index % 2 == 1
-}
-
-/// Whether host table `t` holds IPv4 hosts: they alternate i4, i6, d4, d6.
+/// Whether table `t` holds IPv4 rules: they alternate i4, i6, d4, d6.
 fn holds_ipv4(t: usize) -> bool {
     t.is_multiple_of(2)
 }
 
-/// An exact host's address as the program compares it (network order).
-struct Host {
+/// A rule as the program probes it: its address (network order, masked to
+/// its length) and its prefix length.
+#[derive(PartialEq, Eq, Hash)]
+struct Rule {
     bytes: [u8; 16],
-    len: usize,
+    size: usize,
+    len: u8,
 }
 
-impl Host {
+impl Rule {
     fn of(cidr: Cidr) -> Self {
+        let cidr = cidr.normalized();
         let mut bytes = [0; 16];
-        let len = match cidr.addr() {
+        let size = match cidr.addr() {
             std::net::IpAddr::V4(a) => {
                 bytes[..4].copy_from_slice(&a.octets());
                 4
@@ -696,11 +657,33 @@ impl Host {
                 16
             }
         };
-        Host { bytes, len }
+        Rule {
+            bytes,
+            size,
+            len: cidr.prefix_len(),
+        }
     }
 
     fn bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
+        &self.bytes[..self.size]
+    }
+}
+
+/// A block's value as the kernel stores it.
+fn block_bytes(ipv4: bool, block: blocks::Block) -> Vec<u8> {
+    if ipv4 {
+        as_bytes(&couic_b4_block {
+            lens: block.lens as u32,
+            sub: block.sub,
+        })
+        .to_vec()
+    } else {
+        as_bytes(&couic_b6_block {
+            lens: [block.lens as u64, (block.lens >> 64) as u64],
+            sub: block.sub,
+            unused: 0,
+        })
+        .to_vec()
     }
 }
 

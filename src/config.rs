@@ -179,8 +179,11 @@ impl Config {
                 "limits: drop_max_entries and ignore_max_entries must be at least 1".into(),
             );
         }
-        if l.max_tags < 2 {
-            return Err("limits: max_tags must be at least 2".into());
+        if l.max_tags < 2 || l.max_tags > crate::bpf::MAX_TAGS {
+            return Err(format!(
+                "limits: max_tags must be between 2 and {}",
+                crate::bpf::MAX_TAGS
+            ));
         }
         if let Some(iface) = self.ifaces.iter().find(|i| i.is_empty() || i.len() > 15) {
             return Err(format!("ifaces: '{iface}' is not a valid interface name"));
@@ -236,6 +239,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("max_tags"), "{err}");
+        let text = format!("{MINIMAL}\n[limits]\nmax_tags = 16777217\n");
+        let err = Config::parse(Path::new("c.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("max_tags must be between 2 and 16777216"),
+            "{err}"
+        );
         let text = MINIMAL.replace("user = \"couic\"\n", "");
         assert!(Config::parse(Path::new("c.toml"), &text)
             .unwrap_err()

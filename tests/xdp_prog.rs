@@ -410,12 +410,13 @@ fn a_spilled_bucket_is_looked_up_in_the_overflow_hash() {
         );
         active[index] = 1;
         maps.set_active(active).unwrap();
-        let table = maps.host_index(index);
+        let table = maps.bucket_index(index);
         let host = |ip: IpAddr| Cidr::new(ip, if ip.is_ipv4() { 32 } else { 128 }).unwrap();
-        let bucket = table.bucket_of(&octets(make(0)));
+        let len = if slots == 7 { 32 } else { 128 };
+        let bucket = table.bucket_of(&octets(make(0)), len);
         let same: Vec<IpAddr> = (0..)
             .map(make)
-            .filter(|ip| table.bucket_of(&octets(*ip)) == bucket)
+            .filter(|ip| table.bucket_of(&octets(*ip), len) == bucket)
             .take(slots + 3)
             .collect();
         let (listed, unlisted) = same.split_at(slots + 2);
@@ -427,7 +428,7 @@ fn a_spilled_bucket_is_looked_up_in_the_overflow_hash() {
         assert!(maps.insert(index, &items).iter().all(Result::is_ok));
         for (i, ip) in listed.iter().enumerate() {
             assert_eq!(
-                maps.host_place(index, host(*ip)).unwrap(),
+                maps.rule_place(index, host(*ip)).unwrap(),
                 Some(i >= slots),
                 "{ip} is spilled iff its bucket was full"
             );
@@ -466,8 +467,8 @@ fn a_spilled_bucket_is_looked_up_in_the_overflow_hash() {
                 "{ip}"
             );
         }
-        assert_eq!(maps.host_place(index, host(gone[0])).unwrap(), None);
-        assert_eq!(maps.host_place(index, host(gone[1])).unwrap(), None);
+        assert_eq!(maps.rule_place(index, host(gone[0])).unwrap(), None);
+        assert_eq!(maps.rule_place(index, host(gone[1])).unwrap(), None);
         let again = maps.remove(index, &[host(gone[1])]);
         assert_eq!(
             again[0].as_ref().unwrap_err().raw_os_error(),
@@ -479,7 +480,7 @@ fn a_spilled_bucket_is_looked_up_in_the_overflow_hash() {
         let still = listed[slots + 1];
         let retag = 1 + first_tag + slots as u32 + 10;
         assert!(maps.insert(index, &[(host(still), retag)])[0].is_ok());
-        assert_eq!(maps.host_place(index, host(still)).unwrap(), Some(true));
+        assert_eq!(maps.rule_place(index, host(still)).unwrap(), Some(true));
         assert_eq!(
             bpf::test_run(&program, &frame_from(still), 1).unwrap().0,
             XDP_DROP
@@ -488,7 +489,7 @@ fn a_spilled_bucket_is_looked_up_in_the_overflow_hash() {
         // A new host of the bucket takes the free slot.
         assert!(maps.insert(index, &[(host(unlisted[0]), first_tag)])[0].is_ok());
         assert_eq!(
-            maps.host_place(index, host(unlisted[0])).unwrap(),
+            maps.rule_place(index, host(unlisted[0])).unwrap(),
             Some(false)
         );
         assert!(maps.remove(index, &[host(unlisted[0])])[0].is_ok());
@@ -509,12 +510,13 @@ fn a_spilled_bucket_is_looked_up_in_the_overflow_hash() {
     }
 }
 
-/// The trie guards skip a walk only where no prefix meets the block: a
-/// short prefix marks every /16 it covers, a re-tagged prefix is counted
-/// once, a block stays marked while any prefix meets it, and an IPv6 prefix
-/// too short to mark makes the program walk until it goes.
+/// Prefixes are found through their blocks: a prefix marks its length in
+/// the parts of the blocks it meets, a re-tagged prefix is counted once, a
+/// block keeps its bits while any prefix needs them, a prefix too wide to
+/// mark is probed everywhere, and a spilled prefix is found in the overflow
+/// hash.
 #[test]
-fn trie_guards_follow_prefixes_in_and_out() {
+fn prefix_blocks_follow_prefixes_in_and_out() {
     let caps = Capacities {
         drop: 64,
         ignore: 16,
@@ -552,21 +554,102 @@ fn trie_guards_follow_prefixes_in_and_out() {
     assert_eq!(
         verdict("10.1.2.9"),
         XDP_DROP,
-        "10.1/16 stays marked for the /24 counted once"
+        "10.1/16 keeps length 24 for the /24 counted once"
+    );
+    // Another part of the block, and another length in the same part.
+    assert_eq!(verdict("10.1.200.1"), XDP_PASS);
+    ok(maps.insert(d4, &[(net("10.1.200.0/22"), 4), (net("10.1.2.8/29"), 5)]));
+    assert_eq!(verdict("10.1.203.1"), XDP_DROP);
+    assert_eq!(verdict("10.1.2.9"), XDP_DROP);
+    assert_eq!(
+        maps.read_tag(Policy::Drop, 5).unwrap().packets,
+        1,
+        "/29 first"
+    );
+    assert_eq!(verdict("10.1.2.1"), XDP_DROP);
+    assert_eq!(
+        maps.read_tag(Policy::Drop, 3).unwrap().packets,
+        3,
+        "then /24"
     );
     ok(maps.remove(d4, &[net("10.1.2.0/24")]));
-    assert_eq!(verdict("10.1.2.9"), XDP_PASS);
+    assert_eq!(verdict("10.1.2.1"), XDP_PASS);
+    assert_eq!(verdict("10.1.2.9"), XDP_DROP, "the /29 stays");
+    // Too wide to mark: probed for every address.
+    ok(maps.insert(d4, &[(net("0.0.0.0/0"), 6)]));
+    assert_eq!(verdict("198.51.100.1"), XDP_DROP);
+    assert_eq!(verdict("10.1.2.9"), XDP_DROP);
+    assert_eq!(
+        maps.read_tag(Policy::Drop, 5).unwrap().packets,
+        3,
+        "/29 beats /0"
+    );
+    ok(maps.remove(
+        d4,
+        &[net("0.0.0.0/0"), net("10.1.200.0/22"), net("10.1.2.8/29")],
+    ));
+    for ip in ["198.51.100.1", "10.1.2.9", "10.1.203.1"] {
+        assert_eq!(verdict(ip), XDP_PASS, "{ip}");
+    }
 
-    ok(maps.insert(d6, &[(net("2001:db8::/32"), 4)]));
+    ok(maps.insert(d6, &[(net("2001:db8::/32"), 7)]));
     assert_eq!(verdict("2001:db8:1::1"), XDP_DROP);
     assert_eq!(verdict("2400:1::1"), XDP_PASS);
-    ok(maps.insert(d6, &[(net("2400::/12"), 5)]));
-    assert_eq!(verdict("2400:1::1"), XDP_DROP, "too short to mark: walked");
+    ok(maps.insert(d6, &[(net("2400::/12"), 8)]));
+    assert_eq!(verdict("2400:1::1"), XDP_DROP, "too wide to mark: probed");
     ok(maps.remove(d6, &[net("2400::/12")]));
     assert_eq!(verdict("2400:1::1"), XDP_PASS);
+    // Lengths past 64 are in the block's high word.
+    ok(maps.insert(d6, &[(net("2001:db8:1:0:8000::/65"), 9)]));
+    assert_eq!(verdict("2001:db8:1:0:8000::1"), XDP_DROP);
+    assert_eq!(maps.read_tag(Policy::Drop, 9).unwrap().packets, 1);
     assert_eq!(verdict("2001:db8:1::1"), XDP_DROP);
+    assert_eq!(maps.read_tag(Policy::Drop, 7).unwrap().packets, 2);
     ok(maps.remove(d6, &[net("2001:db8::/32")]));
     assert_eq!(verdict("2001:db8:1::1"), XDP_PASS);
+    assert_eq!(verdict("2001:db8:1:0:8000::1"), XDP_DROP);
+    ok(maps.remove(d6, &[net("2001:db8:1:0:8000::/65")]));
+    assert_eq!(verdict("2001:db8:1:0:8000::1"), XDP_PASS);
+}
+
+/// Prefixes share the buckets with hosts: a prefix whose bucket is full
+/// spills into the overflow hash and is still found there.
+#[test]
+fn a_spilled_prefix_is_found_in_the_overflow_hash() {
+    let caps = Capacities {
+        drop: 64,
+        ignore: 16,
+        tags: 16,
+    };
+    let Loaded { program, mut maps } = bpf::load(caps).expect("load the program (run as root)");
+    let index = bpf::rule_map_index(Policy::Drop, "10.0.0.0/24".parse().unwrap());
+    let mut active = [0u8; bpf::RULE_MAPS];
+    active[index] = 1;
+    maps.set_active(active).unwrap();
+    let table = maps.bucket_index(index);
+    let bucket = table.bucket_of(&[10, 0, 0, 0], 24);
+    // Nine /24s of one bucket: seven fill it, two spill.
+    let same: Vec<Cidr> = (0u32..)
+        .map(|i| Cidr::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (i << 8))), 24).unwrap())
+        .filter(|c| table.bucket_of(&octets(c.addr()), 24) == bucket)
+        .take(9)
+        .collect();
+    let items: Vec<(Cidr, u32)> = same.iter().map(|c| (*c, 1)).collect();
+    assert!(maps.insert(index, &items).iter().all(Result::is_ok));
+    for (i, c) in same.iter().enumerate() {
+        assert_eq!(maps.rule_place(index, *c).unwrap(), Some(i >= 7), "{c}");
+        let inside = match c.addr() {
+            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) | 0x42)),
+            IpAddr::V6(_) => unreachable!(),
+        };
+        let run = bpf::test_run(&program, &frame_from(inside), 1).unwrap().0;
+        assert_eq!(run, XDP_DROP, "{inside} in {c}");
+    }
+    assert!(maps.remove(index, &same).iter().all(Result::is_ok));
+    for c in &same {
+        let run = bpf::test_run(&program, &frame_from(c.addr()), 1).unwrap().0;
+        assert_eq!(run, XDP_PASS, "{c} removed");
+    }
 }
 
 fn octets(ip: IpAddr) -> Vec<u8> {

@@ -1,12 +1,14 @@
-//! The user-space side of the exact-host bucket arrays (layout and purpose
-//! in `include/couic.h`): which bucket a host hashes to, and a bucket's
-//! value decoded for editing. No copy of the buckets is kept here: the
-//! kernel array is the only one, `KernelMaps` reads the buckets a change
-//! touches, edits them with [`Bucket`] and writes them back.
+//! The user-space side of the rule bucket arrays (layout and purpose in
+//! `include/couic.h`): which bucket a rule hashes to, and a bucket's value
+//! decoded for editing. No copy of the buckets is kept here: the kernel
+//! array is the only one, `KernelMaps` reads the buckets a change touches,
+//! edits them with [`Bucket`] and writes them back.
 
 use std::mem::offset_of;
 
-use super::types::{couic_b4_bucket, couic_b4_slot, couic_b6_bucket, couic_b6_slot};
+use super::types::{
+    couic_b4_bucket, couic_b4_slot, couic_b6_bucket, couic_b6_slot, couic_bucket_slots,
+};
 
 /// Size of every bucket: one cache line.
 pub const BUCKET_SIZE: usize = 64;
@@ -16,13 +18,20 @@ const _: () = assert!(size_of::<couic_b6_bucket>() == BUCKET_SIZE);
 /// The multiplier of `couic_bucket_of()` in `bpf/couic.bpf.c`.
 const HASH_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
 
+/// A slot's rule word: the tag id below, the prefix length above.
+const TAG_BITS: u32 = couic_bucket_slots::COUIC_RULE_TAG_BITS.0;
+const TAG_MASK: u32 = (1 << TAG_BITS) - 1;
+
+/// Tag ids a slot can hold.
+pub const MAX_TAGS: u32 = 1 << TAG_BITS;
+
 /// Where the fields of a family's bucket sit, taken from the generated
 /// layouts so that `include/couic.h` stays the only definition.
 #[derive(Debug)]
 struct Geometry {
     addr_len: usize,
     slot_size: usize,
-    tag_at: usize,
+    rule_at: usize,
     slots: usize,
     count_at: usize,
     overflow_at: usize,
@@ -31,8 +40,8 @@ struct Geometry {
 const V4: Geometry = Geometry {
     addr_len: 4,
     slot_size: size_of::<couic_b4_slot>(),
-    tag_at: offset_of!(couic_b4_slot, tag_id),
-    slots: super::types::couic_bucket_slots::COUIC_B4_SLOTS.0 as usize,
+    rule_at: offset_of!(couic_b4_slot, rule),
+    slots: couic_bucket_slots::COUIC_B4_SLOTS.0 as usize,
     count_at: offset_of!(couic_b4_bucket, count),
     overflow_at: offset_of!(couic_b4_bucket, overflow),
 };
@@ -40,8 +49,8 @@ const V4: Geometry = Geometry {
 const V6: Geometry = Geometry {
     addr_len: 16,
     slot_size: size_of::<couic_b6_slot>(),
-    tag_at: offset_of!(couic_b6_slot, tag_id),
-    slots: super::types::couic_bucket_slots::COUIC_B6_SLOTS.0 as usize,
+    rule_at: offset_of!(couic_b6_slot, rule),
+    slots: couic_bucket_slots::COUIC_B6_SLOTS.0 as usize,
     count_at: offset_of!(couic_b6_bucket, count),
     overflow_at: offset_of!(couic_b6_bucket, overflow),
 };
@@ -54,15 +63,15 @@ fn geometry(ipv4: bool) -> &'static Geometry {
     }
 }
 
-/// How hosts of one family are spread over one bucket array.
+/// How the rules of one table are spread over its bucket array.
 #[derive(Debug, Clone, Copy)]
-pub struct HostIndex {
+pub struct BucketIndex {
     bits: u8,
     seed: u64,
 }
 
-impl HostIndex {
-    /// Buckets for `capacity` hosts: at most 2 per IPv4 bucket of 7 slots
+impl BucketIndex {
+    /// Buckets for `capacity` rules: at most 2 per IPv4 bucket of 7 slots
     /// and 1 per IPv6 bucket of 3 when full, so few buckets ever spill.
     /// A power of two, at least 2.
     pub fn buckets_for(ipv4: bool, capacity: u32) -> u32 {
@@ -73,7 +82,7 @@ impl HostIndex {
     /// An index over `buckets` (a power of two, at least 2) hashed with `seed`.
     pub fn new(buckets: u32, seed: u64) -> Self {
         assert!(buckets >= 2 && buckets.is_power_of_two());
-        HostIndex {
+        BucketIndex {
             bits: buckets.trailing_zeros() as u8,
             seed,
         }
@@ -84,10 +93,12 @@ impl HostIndex {
         self.bits
     }
 
-    /// The bucket of `addr`: the address read as native-endian 32-bit words,
-    /// as the program loads them from the packet.
-    pub fn bucket_of(&self, addr: &[u8]) -> u32 {
-        let h = addr.chunks_exact(4).fold(self.seed, |h, w| {
+    /// The bucket of rule (`addr`, `len`), `addr` masked to `len`: the
+    /// address read as native-endian 32-bit words, as the program loads
+    /// them from the packet.
+    pub fn bucket_of(&self, addr: &[u8], len: u8) -> u32 {
+        let start = (self.seed ^ u64::from(len)).wrapping_mul(HASH_MUL);
+        let h = addr.chunks_exact(4).fold(start, |h, w| {
             let w = u32::from_ne_bytes(w.try_into().expect("4 bytes"));
             (h ^ u64::from(w)).wrapping_mul(HASH_MUL)
         });
@@ -105,11 +116,11 @@ pub struct Bucket {
 
 impl std::fmt::Debug for Bucket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let hosts: Vec<(&[u8], u32)> = (0..self.count())
-            .map(|s| (self.addr(s), self.tag(s)))
+        let rules: Vec<(&[u8], u8, u32)> = (0..self.count())
+            .map(|s| (self.addr(s), self.len(s), self.tag(s)))
             .collect();
         f.debug_struct("Bucket")
-            .field("hosts", &hosts)
+            .field("rules", &rules)
             .field("overflow", &self.overflow())
             .finish()
     }
@@ -150,18 +161,18 @@ impl Bucket {
         usize::from(self.u16_at(self.geo.count_at)).min(self.geo.slots)
     }
 
-    /// How many hosts of this bucket went to the overflow hash.
+    /// How many rules of this bucket went to the overflow hash.
     pub fn overflow(&self) -> u16 {
         self.u16_at(self.geo.overflow_at)
     }
 
-    /// One more host spilled. Saturates: only "any" matters to the program.
+    /// One more rule spilled. Saturates: only "any" matters to the program.
     pub fn spill_one(&mut self) {
         let n = self.overflow().saturating_add(1);
         self.set_u16_at(self.geo.overflow_at, n);
     }
 
-    /// One spilled host left the hash. A saturated count stays, since the
+    /// One spilled rule left the hash. A saturated count stays, since the
     /// true number is no longer known; the program then just looks.
     pub fn unspill_one(&mut self) {
         let n = self.overflow();
@@ -179,36 +190,52 @@ impl Bucket {
         &self.bytes[at..at + self.geo.addr_len]
     }
 
-    pub fn tag(&self, slot: usize) -> u32 {
-        let at = self.slot_at(slot) + self.geo.tag_at;
+    fn rule(&self, slot: usize) -> u32 {
+        let at = self.slot_at(slot) + self.geo.rule_at;
         u32::from_ne_bytes(self.bytes[at..at + 4].try_into().expect("4 bytes"))
     }
 
+    fn set_rule(&mut self, slot: usize, rule: u32) {
+        let at = self.slot_at(slot) + self.geo.rule_at;
+        self.bytes[at..at + 4].copy_from_slice(&rule.to_ne_bytes());
+    }
+
+    pub fn tag(&self, slot: usize) -> u32 {
+        self.rule(slot) & TAG_MASK
+    }
+
+    /// The prefix length of the rule in `slot`.
+    pub fn len(&self, slot: usize) -> u8 {
+        (self.rule(slot) >> TAG_BITS) as u8
+    }
+
     pub fn set_tag(&mut self, slot: usize, tag: u32) {
-        let at = self.slot_at(slot) + self.geo.tag_at;
-        self.bytes[at..at + 4].copy_from_slice(&tag.to_ne_bytes());
+        debug_assert!(tag <= TAG_MASK);
+        let rule = self.rule(slot) & !TAG_MASK | tag & TAG_MASK;
+        self.set_rule(slot, rule);
     }
 
-    /// The slot holding `addr`.
-    pub fn find(&self, addr: &[u8]) -> Option<usize> {
-        (0..self.count()).find(|&s| self.addr(s) == addr)
+    /// The slot holding rule (`addr`, `len`).
+    pub fn find(&self, addr: &[u8], len: u8) -> Option<usize> {
+        (0..self.count()).find(|&s| self.addr(s) == addr && self.len(s) == len)
     }
 
-    /// Puts `addr` in the first free slot; false when the bucket is full.
-    pub fn push(&mut self, addr: &[u8], tag: u32) -> bool {
+    /// Puts rule (`addr`, `len`) in the first free slot; false when the
+    /// bucket is full.
+    pub fn push(&mut self, addr: &[u8], len: u8, tag: u32) -> bool {
         let slot = self.count();
         if slot == self.geo.slots {
             return false;
         }
         let at = self.slot_at(slot);
         self.bytes[at..at + self.geo.addr_len].copy_from_slice(addr);
-        self.set_tag(slot, tag);
+        self.set_rule(slot, u32::from(len) << TAG_BITS | tag & TAG_MASK);
         self.set_u16_at(self.geo.count_at, slot as u16 + 1);
         true
     }
 
     /// Empties `slot`: the last slot moves into it, so a reader racing the
-    /// write sees every other host at one slot or another.
+    /// write sees every other rule at one slot or another.
     pub fn take(&mut self, slot: usize) {
         let last = self.count() - 1;
         let size = self.geo.slot_size;
@@ -229,49 +256,59 @@ mod tests {
 
     #[test]
     fn sizing_keeps_buckets_lightly_loaded() {
-        assert_eq!(HostIndex::buckets_for(true, 262_144), 131_072);
-        assert_eq!(HostIndex::buckets_for(false, 262_144), 262_144);
-        assert_eq!(HostIndex::buckets_for(true, 1000), 512);
-        assert_eq!(HostIndex::buckets_for(true, 0), 2);
-        assert_eq!(HostIndex::new(1024, 7).bits(), 10);
+        assert_eq!(BucketIndex::buckets_for(true, 262_144), 131_072);
+        assert_eq!(BucketIndex::buckets_for(false, 262_144), 262_144);
+        assert_eq!(BucketIndex::buckets_for(true, 1000), 512);
+        assert_eq!(BucketIndex::buckets_for(true, 0), 2);
+        assert_eq!(BucketIndex::new(1024, 7).bits(), 10);
     }
 
     #[test]
     fn hash_matches_the_program_formula() {
-        let t = HostIndex::new(1 << 12, 0x1234);
+        let t = BucketIndex::new(1 << 12, 0x1234);
         let addr = [192, 0, 2, 1];
         let w = u64::from(u32::from_ne_bytes(addr));
-        let expect = ((0x1234 ^ w).wrapping_mul(HASH_MUL) >> (64 - 12)) as u32;
-        assert_eq!(t.bucket_of(&addr), expect);
+        let start = (0x1234u64 ^ 32).wrapping_mul(HASH_MUL);
+        let expect = ((start ^ w).wrapping_mul(HASH_MUL) >> (64 - 12)) as u32;
+        assert_eq!(t.bucket_of(&addr, 32), expect);
+        // The length is hashed too: a /24 and its first host part ways.
+        let net = [192, 0, 2, 0];
+        assert!((0..64).any(|s| {
+            let t = BucketIndex::new(1 << 12, s);
+            t.bucket_of(&net, 24) != t.bucket_of(&net, 32)
+        }));
         // Different seeds spread the same hosts differently.
-        let other = HostIndex::new(1 << 12, 0x4321);
+        let other = BucketIndex::new(1 << 12, 0x4321);
         assert!((0..64)
             .map(v4)
-            .any(|a| t.bucket_of(&a) != other.bucket_of(&a)));
+            .any(|a| t.bucket_of(&a, 32) != other.bucket_of(&a, 32)));
     }
 
     #[test]
     fn an_ipv4_bucket_fills_its_seven_slots_in_the_kernel_layout() {
         let mut b = Bucket::empty(true);
         for i in 0..7 {
-            assert!(b.push(&v4(i), 100 + i));
+            assert!(b.push(&v4(i), 32, 100 + i));
         }
-        assert!(!b.push(&v4(7), 0), "an eighth host does not fit");
+        assert!(!b.push(&v4(7), 32, 0), "an eighth rule does not fit");
         let bytes = b.bytes();
         assert_eq!(u16::from_ne_bytes([bytes[56], bytes[57]]), 7, "count");
         assert_eq!(&bytes[8..12], &v4(1)[..]);
-        assert_eq!(u32::from_ne_bytes(bytes[12..16].try_into().unwrap()), 101);
-        assert_eq!(b.find(&v4(6)), Some(6));
-        assert_eq!(b.find(&v4(7)), None);
+        let rule = u32::from_ne_bytes(bytes[12..16].try_into().unwrap());
+        assert_eq!(rule, 32 << 24 | 101, "length above the tag");
+        assert_eq!(b.find(&v4(6), 32), Some(6));
+        assert_eq!(b.find(&v4(6), 31), None, "same address, other length");
+        assert_eq!(b.find(&v4(7), 32), None);
 
         // The last slot moves into the freed one and its old place is zeroed.
         b.take(1);
         assert_eq!(b.count(), 6);
-        assert_eq!(b.find(&v4(6)), Some(1));
+        assert_eq!(b.find(&v4(6), 32), Some(1));
         assert_eq!(b.tag(1), 106);
         assert!(b.bytes()[48..56].iter().all(|x| *x == 0));
         b.set_tag(1, 9);
-        assert_eq!(b.tag(b.find(&v4(6)).unwrap()), 9);
+        assert_eq!(b.tag(b.find(&v4(6), 32).unwrap()), 9);
+        assert_eq!(b.len(1), 32, "re-tagging keeps the length");
     }
 
     #[test]
@@ -299,14 +336,15 @@ mod tests {
             .map(|i| (0x2001_0db8u128 << 96 | i).to_be_bytes())
             .collect();
         let mut b = Bucket::empty(false);
-        let fitted: Vec<bool> = hosts.iter().map(|a| b.push(a, 5)).collect();
+        let fitted: Vec<bool> = hosts.iter().map(|a| b.push(a, 128, 5)).collect();
         assert_eq!(fitted, [true, true, true, false]);
         assert_eq!(u16::from_ne_bytes([b.bytes()[60], b.bytes()[61]]), 3);
         assert_eq!(&b.bytes()[20..36], &hosts[1][..]);
-        assert_eq!(u32::from_ne_bytes(b.bytes()[36..40].try_into().unwrap()), 5);
+        let rule = u32::from_ne_bytes(b.bytes()[36..40].try_into().unwrap());
+        assert_eq!(rule, 128 << 24 | 5);
         b.take(2);
         b.take(0);
-        assert_eq!(b.find(&hosts[1]), Some(0));
+        assert_eq!(b.find(&hosts[1], 128), Some(0));
         assert_eq!(b.count(), 1);
         // A count the program never wrote is clamped, not trusted.
         let mut bytes = [0u8; BUCKET_SIZE];

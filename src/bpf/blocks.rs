@@ -1,0 +1,317 @@
+//! The user-space side of the prefix-length blocks (layout and purpose in
+//! `include/couic.h`): how many prefixes of each length meet each block and
+//! each 1/32 part of it, so that a block's bits are set while those counts
+//! are above zero, and the lengths too short to mark. Plain data;
+//! `KernelMaps` writes the blocks that change.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use couic_common::Cidr;
+
+use super::buckets::BucketIndex;
+use super::types::couic_block;
+use crate::store::KeyedState;
+
+const BLOCK4_LEN: u8 = couic_block::COUIC_BLOCK4_LEN.0 as u8;
+const BLOCK6_LEN: u8 = couic_block::COUIC_BLOCK6_LEN.0 as u8;
+const BLOCK6_BITS: u32 = couic_block::COUIC_BLOCK6_BITS.0;
+const SUB_BITS: u8 = couic_block::COUIC_BLOCK_SUB_BITS.0 as u8;
+const WIDEST: u8 = couic_block::COUIC_BLOCK_WIDEST.0 as u8;
+
+/// Part key of the prefixes that cover a whole block.
+const WHOLE: u8 = u8::MAX;
+
+/// One block's value: lengths to probe, and the parts where that is worth it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Block {
+    pub lens: u128,
+    pub sub: u32,
+}
+
+/// The blocks of one table (a policy and family).
+#[derive(Debug)]
+pub struct Blocks {
+    ipv4: bool,
+    /// The IPv6 block hash: couic_bucket_of() of the first word, length 0.
+    hash6: BucketIndex,
+    /// Prefixes of length `len` meeting `block`, keyed `block << 8 | len`.
+    lens: HashMap<u64, u32, KeyedState>,
+    /// Prefixes meeting part `p` of `block` (or all of it, `WHOLE`), keyed
+    /// `block << 8 | p`.
+    parts: HashMap<u64, u32, KeyedState>,
+    /// The blocks that are not zero, as the kernel holds them.
+    values: HashMap<u32, Block, KeyedState>,
+    /// Prefixes of each length too short to mark.
+    short: [u32; 32],
+}
+
+/// What some prefixes changed: the blocks whose value changed, and whether
+/// the short lengths did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BlockChange {
+    pub blocks: BTreeSet<u32>,
+    pub short: bool,
+}
+
+impl BlockChange {
+    pub fn merge(&mut self, other: BlockChange) {
+        self.blocks.extend(other.blocks);
+        self.short |= other.short;
+    }
+}
+
+/// Where a prefix is marked.
+enum Marks {
+    /// In the short lengths.
+    Short,
+    /// In these blocks, whole or in the parts given.
+    Blocks { blocks: Vec<u32>, parts: Vec<u8> },
+}
+
+impl Blocks {
+    pub fn new(ipv4: bool, seed: u64) -> Self {
+        Blocks {
+            ipv4,
+            hash6: BucketIndex::new(1 << BLOCK6_BITS, seed),
+            lens: HashMap::default(),
+            parts: HashMap::default(),
+            values: HashMap::default(),
+            short: [0; 32],
+        }
+    }
+
+    /// The lengths probed for every address (bit L: length L).
+    pub fn short_lens(&self) -> u32 {
+        (0..32).fold(0, |m, l| m | u32::from(self.short[l] > 0) << l)
+    }
+
+    /// The value of `block`.
+    pub fn value(&self, block: u32) -> Block {
+        self.values.get(&block).copied().unwrap_or_default()
+    }
+
+    /// The block of the /32 whose first word is `top` (IPv6).
+    pub fn block6(&self, top: u32) -> u32 {
+        self.hash6.bucket_of(&top.to_be_bytes(), 0)
+    }
+
+    fn marks(&self, cidr: Cidr) -> Marks {
+        let len = cidr.prefix_len();
+        let (width, first, part) = match cidr.addr() {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                (BLOCK4_LEN, a >> 16, (a >> 11) as u8 & 31)
+            }
+            IpAddr::V6(a) => {
+                let a = u128::from(a);
+                (BLOCK6_LEN, (a >> 96) as u32, (a >> 91) as u8 & 31)
+            }
+        };
+        if len + WIDEST < width {
+            return Marks::Short;
+        }
+        let (n, parts) = if len <= width {
+            (1u32 << (width - len), vec![WHOLE])
+        } else {
+            let spread = 1u8 << (width + SUB_BITS).saturating_sub(len);
+            (1, (part..part + spread).collect())
+        };
+        let blocks = (u64::from(first)..u64::from(first) + u64::from(n))
+            .map(|b| b as u32)
+            .map(|b| if self.ipv4 { b } else { self.block6(b) })
+            .collect();
+        Marks::Blocks { blocks, parts }
+    }
+
+    /// Counts prefix `cidr` in.
+    pub fn add(&mut self, cidr: Cidr) -> BlockChange {
+        debug_assert_eq!(cidr.is_ipv4(), self.ipv4);
+        self.step_prefix(cidr, true)
+    }
+
+    /// Counts prefix `cidr` out (it was counted in).
+    pub fn remove(&mut self, cidr: Cidr) -> BlockChange {
+        self.step_prefix(cidr, false)
+    }
+
+    fn step_prefix(&mut self, cidr: Cidr, up: bool) -> BlockChange {
+        let len = cidr.prefix_len();
+        let mut change = BlockChange::default();
+        let (blocks, parts) = match self.marks(cidr) {
+            Marks::Short => {
+                let n = &mut self.short[usize::from(len)];
+                let was = *n > 0;
+                *n = if up { *n + 1 } else { n.saturating_sub(1) };
+                change.short = was != (*n > 0);
+                return change;
+            }
+            Marks::Blocks { blocks, parts } => (blocks, parts),
+        };
+        for b in blocks {
+            let before = self.value(b);
+            let mut after = before;
+            if step(&mut self.lens, key(b, len), up) {
+                after.lens ^= 1 << len;
+            }
+            let mut parts_flipped = false;
+            for &p in &parts {
+                parts_flipped |= step(&mut self.parts, key(b, p), up);
+            }
+            if parts_flipped {
+                after.sub = self.sub_of(b);
+            }
+            if after != before {
+                change.blocks.insert(b);
+                if after == Block::default() {
+                    self.values.remove(&b);
+                } else {
+                    self.values.insert(b, after);
+                }
+            }
+        }
+        change
+    }
+
+    /// The parts of `block` that some prefix meets.
+    fn sub_of(&self, block: u32) -> u32 {
+        if self.parts.contains_key(&key(block, WHOLE)) {
+            return u32::MAX;
+        }
+        (0..32u8).fold(0, |sub, p| {
+            sub | u32::from(self.parts.contains_key(&key(block, p))) << p
+        })
+    }
+}
+
+fn key(block: u32, low: u8) -> u64 {
+    u64::from(block) << 8 | u64::from(low)
+}
+
+/// Moves the count at `k` one step; true when it went from or to zero.
+fn step(counts: &mut HashMap<u64, u32, KeyedState>, k: u64, up: bool) -> bool {
+    if up {
+        let n = counts.entry(k).or_insert(0);
+        *n += 1;
+        *n == 1
+    } else {
+        match counts.get_mut(&k) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                counts.remove(&k);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(s: &str) -> Cidr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_ipv4_prefix_marks_its_length_in_the_parts_it_meets() {
+        let mut b = Blocks::new(true, 1);
+        // 10.1.2.0/24: block 0x0a01, part 2 >> 3 = 0.
+        let c = b.add(cidr("10.1.2.0/24"));
+        assert_eq!(c.blocks, BTreeSet::from([0x0a01]));
+        assert_eq!(
+            b.value(0x0a01),
+            Block {
+                lens: 1 << 24,
+                sub: 1
+            }
+        );
+        // A second /24 of the same part flips nothing; another part does.
+        assert_eq!(b.add(cidr("10.1.3.0/24")), BlockChange::default());
+        b.add(cidr("10.1.200.0/24"));
+        assert_eq!(b.value(0x0a01).sub, 1 | 1 << 25);
+        // A /18 meets 8 parts (64 /24s, 8 per part).
+        b.add(cidr("10.1.64.0/18"));
+        assert_eq!(b.value(0x0a01).sub, 1 | 1 << 25 | 0xff << 8);
+        assert_eq!(b.value(0x0a01).lens, 1 << 24 | 1 << 18);
+        // A /14 covers four whole blocks.
+        b.add(cidr("10.4.0.0/14"));
+        for block in 0x0a04..0x0a08 {
+            assert_eq!(
+                b.value(block),
+                Block {
+                    lens: 1 << 14,
+                    sub: u32::MAX
+                }
+            );
+        }
+        assert_eq!(b.short_lens(), 0);
+
+        // Bits stay until the last prefix meeting them goes.
+        assert_eq!(b.remove(cidr("10.1.2.0/24")), BlockChange::default());
+        b.remove(cidr("10.1.3.0/24"));
+        assert_eq!(b.value(0x0a01).sub, 1 << 25 | 0xff << 8);
+        b.remove(cidr("10.1.64.0/18"));
+        b.remove(cidr("10.1.200.0/24"));
+        assert_eq!(b.value(0x0a01), Block::default());
+        assert!(b.values.len() == 4 && b.lens.len() == 4 && b.parts.len() == 4);
+        // A whole-block prefix over parts: the parts show again after it.
+        b.add(cidr("10.4.9.0/24"));
+        b.remove(cidr("10.4.0.0/14"));
+        assert_eq!(
+            b.value(0x0a04),
+            Block {
+                lens: 1 << 24,
+                sub: 1 << 1
+            }
+        );
+    }
+
+    #[test]
+    fn prefixes_too_wide_to_mark_are_short_lengths() {
+        let mut b = Blocks::new(true, 1);
+        // A /8 marks 256 blocks; a /7 would mark 512: short.
+        assert_eq!(b.add(cidr("10.0.0.0/8")).blocks.len(), 256);
+        let c = b.add(cidr("12.0.0.0/7"));
+        assert!(c.short && c.blocks.is_empty());
+        assert!(!b.add(cidr("14.0.0.0/7")).short, "length 7 already short");
+        assert_eq!(b.short_lens(), 1 << 7);
+        assert!(!b.remove(cidr("14.0.0.0/7")).short);
+        assert!(b.remove(cidr("12.0.0.0/7")).short);
+        assert_eq!(b.short_lens(), 0);
+        let mut b = Blocks::new(false, 1);
+        assert!(b.add(cidr("2000::/3")).short);
+        assert!(b.add(cidr("2001:db8::/23")).short);
+        assert_eq!(b.short_lens(), 1 << 3 | 1 << 23);
+    }
+
+    #[test]
+    fn ipv6_prefixes_mark_hashed_slash_32s() {
+        let mut b = Blocks::new(false, 7);
+        let c = b.add(cidr("2001:db8:1::/48"));
+        let block = b.block6(0x2001_0db8);
+        assert_eq!(c.blocks, BTreeSet::from([block]));
+        // Bits 32..36 of 2001:db8:1:: are 0: part 0.
+        assert_eq!(
+            b.value(block),
+            Block {
+                lens: 1 << 48,
+                sub: 1
+            }
+        );
+        // A /30 covers four /32s whole.
+        let c = b.add(cidr("2001:db0::/30"));
+        assert_eq!(c.blocks.len(), 4);
+        for top in 0x2001_0db0u32..0x2001_0db4 {
+            let v = b.value(b.block6(top));
+            assert!(v.lens & 1 << 30 != 0 && v.sub == u32::MAX);
+        }
+        // Lengths past 64 land in the high half.
+        b.add(cidr("2001:db8:0:0:8000::/65"));
+        assert_ne!(b.value(block).lens & 1 << 65, 0);
+    }
+}
