@@ -172,32 +172,21 @@ static __always_inline __u32 mask_of(__u32 len)
 	return len ? bpf_htonl(~0U << (32 - len)) : 0;
 }
 
-/* Index of the highest bit set in x, which is not 0. */
+/* Index of the highest bit set in x, which is not 0: the bits below it
+ * are filled in, then counted. No branch, so nothing for the verifier to
+ * explore path by path. */
 static __always_inline __u32 top_bit(__u64 x)
 {
-	__u32 n = 0;
-
-	if (x >> 32) {
-		n += 32;
-		x >>= 32;
-	}
-	if (x >> 16) {
-		n += 16;
-		x >>= 16;
-	}
-	if (x >> 8) {
-		n += 8;
-		x >>= 8;
-	}
-	if (x >> 4) {
-		n += 4;
-		x >>= 4;
-	}
-	if (x >> 2) {
-		n += 2;
-		x >>= 2;
-	}
-	return n + (x >> 1);
+	x |= x >> 1;
+	x |= x >> 2;
+	x |= x >> 4;
+	x |= x >> 8;
+	x |= x >> 16;
+	x |= x >> 32;
+	x -= (x >> 1) & 0x5555555555555555ULL;
+	x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+	x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
+	return ((x * 0x0101010101010101ULL) >> 56) - 1;
 }
 
 /* One probe for IPv4 rule (addr, already masked to len, len): its bucket's
@@ -380,12 +369,21 @@ static __always_inline int lookup_v6(void *buckets, void *overflow, void *blocks
 	return p.found;
 }
 
-static __always_inline void judge_v4(struct verdict *v, const struct couic_active *on,
-				     const struct iphdr *iph)
+/*
+ * The verdict for one source address. These two are global functions, so
+ * the verifier checks each once, not once per VLAN path that reaches it;
+ * `v` may then be NULL as far as it knows. A table flagged empty in
+ * couic_active costs no lookup.
+ */
+__noinline int couic_judge_v4(__u32 addr, struct verdict *v)
 {
-	const __u8 *m = on->map;
-	__u32 tag, addr = iph->saddr;
+	__u32 tag, zero = 0;
+	struct couic_active *on = bpf_map_lookup_elem(&couic_active, &zero);
+	const __u8 *m;
 
+	if (!on || !v)
+		return 0;
+	m = on->map;
 	if (lookup_v4(&couic_i4_bkt, &couic_i4_ovf, &couic_i4_blk, couic_i4_bits,
 		      m[COUIC_MAP_IGN4_HOST], m[COUIC_MAP_IGN4_NET], on->short_lens[0], 0, addr,
 		      &tag)) {
@@ -398,49 +396,59 @@ static __always_inline void judge_v4(struct verdict *v, const struct couic_activ
 		v->matched = MATCHED_DROP;
 		v->tag_id = tag;
 	}
+	return 0;
 }
 
-static __always_inline void judge_v6(struct verdict *v, const struct couic_active *on,
-				     const struct ipv6hdr *ip6h)
-{
-	const __u8 *m = on->map;
-	__u32 tag, w[4];
+/* An IPv6 source, copied out of the packet: a global function takes no
+ * packet pointer. */
+struct source6 {
+	__u32 w[4];
+};
 
-	__builtin_memcpy(w, &ip6h->saddr, sizeof(w));
+__noinline int couic_judge_v6(const struct source6 *src, struct verdict *v)
+{
+	__u32 tag, zero = 0;
+	struct couic_active *on = bpf_map_lookup_elem(&couic_active, &zero);
+	const __u8 *m;
+
+	if (!on || !src || !v)
+		return 0;
+	m = on->map;
 	if (lookup_v6(&couic_i6_bkt, &couic_i6_ovf, &couic_i6_blk, couic_i6_bits,
-		      m[COUIC_MAP_IGN6_HOST], m[COUIC_MAP_IGN6_NET], on->short_lens[1], 0, w,
+		      m[COUIC_MAP_IGN6_HOST], m[COUIC_MAP_IGN6_NET], on->short_lens[1], 0, src->w,
 		      &tag)) {
 		v->matched = MATCHED_IGNORE;
 		v->tag_id = tag;
 	} else if (lookup_v6(&couic_d6_bkt, &couic_d6_ovf, &couic_d6_blk, couic_d6_bits,
 			     m[COUIC_MAP_DROP6_HOST], m[COUIC_MAP_DROP6_NET], on->short_lens[3], 1,
-			     w, &tag)) {
+			     src->w, &tag)) {
 		v->action = XDP_DROP;
 		v->matched = MATCHED_DROP;
 		v->tag_id = tag;
 	}
+	return 0;
 }
 
 /* The L3 header announced by `proto` at the constant offset `off`. */
 static __always_inline void judge_l3(struct xdp_md *ctx, struct verdict *v, __be16 proto, __u32 off)
 {
-	__u32 zero = 0;
-	struct couic_active *on = bpf_map_lookup_elem(&couic_active, &zero);
-
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *iph;
 
 		if (parse_iphdr(ctx, off, &iph))
 			v->malformed = 1;
-		else if (on)
-			judge_v4(v, on, iph);
+		else
+			couic_judge_v4(iph->saddr, v);
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6h;
+		struct source6 src;
 
-		if (parse_ipv6hdr(ctx, off, &ip6h))
+		if (parse_ipv6hdr(ctx, off, &ip6h)) {
 			v->malformed = 1;
-		else if (on)
-			judge_v6(v, on, ip6h);
+		} else {
+			__builtin_memcpy(src.w, &ip6h->saddr, sizeof(src.w));
+			couic_judge_v6(&src, v);
+		}
 	}
 }
 

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
 use std::io;
-use std::mem::MaybeUninit;
+use std::mem::{offset_of, MaybeUninit};
 use std::os::fd::{AsFd, AsRawFd};
 
 use couic_common::{Cidr, Policy};
@@ -444,7 +444,7 @@ impl KernelMaps {
             for cidr in cidrs {
                 self.blocks[t].remove(cidr);
             }
-            let _ = self.publish_blocks(t, &change);
+            let _ = self.publish_blocks(t, &self.blocks[t].refresh(&change));
         }
         written
     }
@@ -458,19 +458,22 @@ impl KernelMaps {
         self.publish_blocks(t, &change)
     }
 
-    /// Writes the blocks of table `t` that `change` names, and couic_active
-    /// if the short lengths changed.
+    /// Edits the blocks of table `t` as `change` says: each is read back
+    /// from the kernel, edited and written. Then couic_active, if the short
+    /// lengths changed.
     fn publish_blocks(&self, t: usize, change: &BlockChange) -> io::Result<()> {
-        let keys: Vec<Vec<u8>> = change
-            .blocks
-            .iter()
-            .map(|b| b.to_ne_bytes().to_vec())
-            .collect();
-        let values: Vec<Vec<u8>> = change
-            .blocks
-            .iter()
-            .map(|b| block_bytes(holds_ipv4(t), self.blocks[t].value(*b)))
-            .collect();
+        let ipv4 = holds_ipv4(t);
+        let ids: Vec<u32> = change.blocks.keys().copied().collect();
+        let size = block_size(ipv4);
+        let read = read_many(&self.block_maps[t], &ids, size, |v| block_from(ipv4, v));
+        let mut keys = Vec::with_capacity(ids.len());
+        let mut values = Vec::with_capacity(ids.len());
+        for ((id, edit), block) in change.blocks.iter().zip(read) {
+            let mut block = block?;
+            edit.apply(&mut block);
+            keys.push(id.to_ne_bytes().to_vec());
+            values.push(block_bytes(ipv4, block));
+        }
         if let Some(Err(e)) = batch_items(&self.block_maps[t], &keys, Some(&values))
             .into_iter()
             .find(Result::is_err)
@@ -523,9 +526,17 @@ impl KernelMaps {
         let mut ids = of_item.clone();
         ids.sort_unstable();
         ids.dedup();
-        let read = read_many(&self.buckets[t], holds_ipv4(t), &ids);
+        let position = of_item
+            .iter()
+            .map(|b| ids.binary_search(b).expect("every item's bucket is listed"))
+            .collect();
+        let ipv4 = holds_ipv4(t);
+        let read = read_many(&self.buckets[t], &ids, BUCKET_SIZE, |v| {
+            Bucket::from_bytes(ipv4, v.try_into().expect("one bucket"))
+        });
         BucketEdit {
             of_item,
+            position,
             ids,
             read,
             dirty: Vec::new(),
@@ -669,6 +680,32 @@ impl Rule {
     }
 }
 
+fn block_size(ipv4: bool) -> usize {
+    if ipv4 {
+        size_of::<couic_b4_block>()
+    } else {
+        size_of::<couic_b6_block>()
+    }
+}
+
+/// A block read from the kernel.
+fn block_from(ipv4: bool, v: &[u8]) -> blocks::Block {
+    let word = |at: usize| u64::from_ne_bytes(v[at..at + 8].try_into().expect("8 bytes"));
+    let half = |at: usize| u32::from_ne_bytes(v[at..at + 4].try_into().expect("4 bytes"));
+    if ipv4 {
+        blocks::Block {
+            lens: u128::from(half(offset_of!(couic_b4_block, lens))),
+            sub: half(offset_of!(couic_b4_block, sub)),
+        }
+    } else {
+        let at = offset_of!(couic_b6_block, lens);
+        blocks::Block {
+            lens: u128::from(word(at)) | u128::from(word(at + 8)) << 64,
+            sub: half(offset_of!(couic_b6_block, sub)),
+        }
+    }
+}
+
 /// A block's value as the kernel stores it.
 fn block_bytes(ipv4: bool, block: blocks::Block) -> Vec<u8> {
     if ipv4 {
@@ -690,8 +727,9 @@ fn block_bytes(ipv4: bool, block: blocks::Block) -> Vec<u8> {
 /// The buckets one change touches, read from the kernel, and which of them
 /// the change edited.
 struct BucketEdit {
-    /// The bucket of each item.
+    /// The bucket of each item, and its position in `ids`.
     of_item: Vec<u32>,
+    position: Vec<usize>,
     /// The buckets, sorted and unique.
     ids: Vec<u32>,
     /// Each bucket of `ids` as read, or why it could not be read.
@@ -701,21 +739,15 @@ struct BucketEdit {
 }
 
 impl BucketEdit {
-    fn position(&self, item: usize) -> usize {
-        self.ids
-            .binary_search(&self.of_item[item])
-            .expect("every item's bucket is listed")
-    }
-
     /// The bucket of `item`, to edit.
     fn bucket(&mut self, item: usize) -> io::Result<&mut Bucket> {
-        let k = self.position(item);
+        let k = self.position[item];
         self.read[k].as_mut().map_err(|e| copy_error(e))
     }
 
     /// Marks the bucket of `item` as to be written.
     fn touch(&mut self, item: usize) {
-        let k = self.position(item);
+        let k = self.position[item];
         self.dirty.push(k);
     }
 
@@ -728,41 +760,45 @@ impl BucketEdit {
 /// Buckets spanned by one batch read at most (64 KiB).
 const READ_SPAN: u32 = 1024;
 
-/// Reads `ids` (sorted, unique) from a bucket array. Where they lie close
+/// Reads `ids` (sorted, unique) from an array map of `size`-byte values
+/// (at most a bucket), each decoded by `decode`. Where they lie close
 /// together, one batch lookup reads the whole span; lone ones are read
 /// singly.
-fn read_many(map: &MapHandle, ipv4: bool, ids: &[u32]) -> Vec<io::Result<Bucket>> {
+fn read_many<T>(
+    map: &MapHandle,
+    ids: &[u32],
+    size: usize,
+    decode: impl Fn(&[u8]) -> T,
+) -> Vec<io::Result<T>> {
     let mut out = Vec::with_capacity(ids.len());
     let mut k = 0;
     while k < ids.len() {
         let first = ids[k];
         let end = ids[k..].partition_point(|&b| b - first < READ_SPAN) + k;
         let span = ids[end - 1] - first + 1;
-        // A batch read costs a fraction of a single lookup per bucket.
+        // A batch read costs a fraction of a single lookup per value.
         if (end - k) as u32 * 4 >= span && end - k > 1 {
-            match read_span(map, ipv4, first, span) {
-                Ok(all) => {
-                    out.extend(
-                        ids[k..end]
-                            .iter()
-                            .map(|&b| Ok(all[(b - first) as usize].clone())),
-                    );
-                }
+            match read_span(map, first, span, size) {
+                Ok(all) => out.extend(ids[k..end].iter().map(|&b| {
+                    let at = (b - first) as usize * size;
+                    Ok(decode(&all[at..at + size]))
+                })),
                 Err(e) => out.extend(ids[k..end].iter().map(|_| Err(copy_error(&e)))),
             }
             k = end;
         } else {
-            out.push(read_bucket(map, ipv4, first));
+            out.push(read_one(map, first, size).map(|v| decode(&v[..size])));
             k += 1;
         }
     }
     out
 }
 
-/// One bucket.
-fn read_bucket(map: &MapHandle, ipv4: bool, id: u32) -> io::Result<Bucket> {
+/// One value of an array map, of `size` bytes (at most a bucket).
+fn read_one(map: &MapHandle, id: u32, size: usize) -> io::Result<[u8; BUCKET_SIZE]> {
+    assert!(size <= BUCKET_SIZE);
     let mut value = [0u8; BUCKET_SIZE];
-    // SAFETY: the key is a u32 and the value buffer holds one bucket, the
+    // SAFETY: the key is a u32 and the buffer holds at least one value, the
     // map's key and value sizes.
     let ret = unsafe {
         libbpf_sys::bpf_map_lookup_elem(
@@ -774,19 +810,24 @@ fn read_bucket(map: &MapHandle, ipv4: bool, id: u32) -> io::Result<Bucket> {
     if ret != 0 {
         return Err(io::Error::from_raw_os_error(-ret));
     }
-    Ok(Bucket::from_bytes(ipv4, value))
+    Ok(value)
 }
 
-/// `count` buckets from `first` on, in one batch lookup.
-fn read_span(map: &MapHandle, ipv4: bool, first: u32, count: u32) -> io::Result<Vec<Bucket>> {
+/// One bucket.
+fn read_bucket(map: &MapHandle, ipv4: bool, id: u32) -> io::Result<Bucket> {
+    read_one(map, id, BUCKET_SIZE).map(|v| Bucket::from_bytes(ipv4, v))
+}
+
+/// `count` values of `size` bytes from `first` on, in one batch lookup.
+fn read_span(map: &MapHandle, first: u32, count: u32, size: usize) -> io::Result<Vec<u8>> {
     let mut keys = vec![0u32; count as usize];
-    let mut values = vec![0u8; count as usize * BUCKET_SIZE];
+    let mut values = vec![0u8; count as usize * size];
     // The batch starts after the key given, so the one before `first`.
     let before = first.wrapping_sub(1);
     let mut next = 0u32;
     let mut n = count;
     let opts = batch_opts(0);
-    // SAFETY: `keys` and `values` hold `count` keys and buckets; the kernel
+    // SAFETY: `keys` and `values` hold `count` keys and values; the kernel
     // writes at most `n` of each, the next key into `next`, and how many it
     // read into `n`.
     let ret = unsafe {
@@ -811,10 +852,7 @@ fn read_span(map: &MapHandle, ipv4: bool, first: u32, count: u32) -> io::Result<
     if n != count || keys.first() != Some(&first) {
         return Err(io::Error::from_raw_os_error(libc::EIO));
     }
-    Ok(values
-        .chunks_exact(BUCKET_SIZE)
-        .map(|v| Bucket::from_bytes(ipv4, v.try_into().expect("one bucket")))
-        .collect())
+    Ok(values)
 }
 
 fn copy_error(e: &io::Error) -> io::Error {

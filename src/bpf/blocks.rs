@@ -1,10 +1,11 @@
 //! The user-space side of the prefix-length blocks (layout and purpose in
 //! `include/couic.h`): how many prefixes of each length meet each block and
 //! each 1/32 part of it, so that a block's bits are set while those counts
-//! are above zero, and the lengths too short to mark. Plain data;
-//! `KernelMaps` writes the blocks that change.
+//! are above zero, and the lengths too short to mark. Plain data, and no
+//! copy of the blocks: a change says which bits flip, and `KernelMaps`
+//! reads the blocks it touches, flips them and writes them back.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use couic_common::Cidr;
@@ -29,6 +30,32 @@ pub struct Block {
     pub sub: u32,
 }
 
+/// What a change does to one block: the bits of the lengths in `touched`
+/// become those of `lens`, and the parts bits become `sub` if given. Values,
+/// not flips, so that writing one twice does no harm.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Edit {
+    pub touched: u128,
+    pub lens: u128,
+    pub sub: Option<u32>,
+}
+
+impl Edit {
+    pub fn apply(&self, block: &mut Block) {
+        block.lens = block.lens & !self.touched | self.lens & self.touched;
+        if let Some(sub) = self.sub {
+            block.sub = sub;
+        }
+    }
+
+    /// `later` after this edit.
+    fn then(&mut self, later: Edit) {
+        self.lens = self.lens & !later.touched | later.lens & later.touched;
+        self.touched |= later.touched;
+        self.sub = later.sub.or(self.sub);
+    }
+}
+
 /// The blocks of one table (a policy and family).
 #[derive(Debug)]
 pub struct Blocks {
@@ -40,23 +67,24 @@ pub struct Blocks {
     /// Prefixes meeting part `p` of `block` (or all of it, `WHOLE`), keyed
     /// `block << 8 | p`.
     parts: HashMap<u64, u32, KeyedState>,
-    /// The blocks that are not zero, as the kernel holds them.
-    values: HashMap<u32, Block, KeyedState>,
     /// Prefixes of each length too short to mark.
     short: [u32; 32],
 }
 
-/// What some prefixes changed: the blocks whose value changed, and whether
+/// What some prefixes changed: the blocks whose value changes, and whether
 /// the short lengths did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct BlockChange {
-    pub blocks: BTreeSet<u32>,
+    pub blocks: BTreeMap<u32, Edit>,
     pub short: bool,
 }
 
 impl BlockChange {
+    /// `other` after this one.
     pub fn merge(&mut self, other: BlockChange) {
-        self.blocks.extend(other.blocks);
+        for (b, edit) in other.blocks {
+            self.blocks.entry(b).or_default().then(edit);
+        }
         self.short |= other.short;
     }
 }
@@ -76,7 +104,6 @@ impl Blocks {
             hash6: BucketIndex::new(1 << BLOCK6_BITS, seed),
             lens: HashMap::default(),
             parts: HashMap::default(),
-            values: HashMap::default(),
             short: [0; 32],
         }
     }
@@ -84,11 +111,6 @@ impl Blocks {
     /// The lengths probed for every address (bit L: length L).
     pub fn short_lens(&self) -> u32 {
         (0..32).fold(0, |m, l| m | u32::from(self.short[l] > 0) << l)
-    }
-
-    /// The value of `block`.
-    pub fn value(&self, block: u32) -> Block {
-        self.values.get(&block).copied().unwrap_or_default()
     }
 
     /// The block of the /32 whose first word is `top` (IPv6).
@@ -149,28 +171,51 @@ impl Blocks {
             Marks::Blocks { blocks, parts } => (blocks, parts),
         };
         for b in blocks {
-            let before = self.value(b);
-            let mut after = before;
+            let mut edit = Edit::default();
             if step(&mut self.lens, key(b, len), up) {
-                after.lens ^= 1 << len;
+                edit.touched = 1 << len;
+                edit.lens = if up { 1 << len } else { 0 };
             }
             let mut parts_flipped = false;
             for &p in &parts {
                 parts_flipped |= step(&mut self.parts, key(b, p), up);
             }
             if parts_flipped {
-                after.sub = self.sub_of(b);
+                edit.sub = Some(self.sub_of(b));
             }
-            if after != before {
-                change.blocks.insert(b);
-                if after == Block::default() {
-                    self.values.remove(&b);
-                } else {
-                    self.values.insert(b, after);
-                }
+            if edit != Edit::default() {
+                change.blocks.entry(b).or_default().then(edit);
             }
         }
         change
+    }
+
+    /// `change` with the values the counts give now, for the same blocks,
+    /// lengths and parts: what to write after the counts moved back.
+    pub fn refresh(&self, change: &BlockChange) -> BlockChange {
+        let blocks = change
+            .blocks
+            .iter()
+            .map(|(&b, edit)| {
+                let lens = (0..128u8)
+                    .filter(|&l| edit.touched >> l & 1 == 1)
+                    .filter(|&l| self.lens.contains_key(&key(b, l)))
+                    .fold(0u128, |m, l| m | 1 << l);
+                let sub = edit.sub.map(|_| self.sub_of(b));
+                (
+                    b,
+                    Edit {
+                        touched: edit.touched,
+                        lens,
+                        sub,
+                    },
+                )
+            })
+            .collect();
+        BlockChange {
+            blocks,
+            short: change.short,
+        }
     }
 
     /// The parts of `block` that some prefix meets.
@@ -217,12 +262,53 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// The blocks as the kernel would hold them, changes applied.
+    #[derive(Default)]
+    struct Kernel(HashMap<u32, Block>);
+
+    impl Kernel {
+        fn apply(&mut self, change: &BlockChange) {
+            for (b, edit) in &change.blocks {
+                edit.apply(self.0.entry(*b).or_default());
+            }
+        }
+
+        fn value(&self, b: u32) -> Block {
+            self.0.get(&b).copied().unwrap_or_default()
+        }
+    }
+
+    /// Blocks with the kernel's copy they keep up to date.
+    struct Both(Blocks, Kernel);
+
+    impl Both {
+        fn new(ipv4: bool, seed: u64) -> Self {
+            Both(Blocks::new(ipv4, seed), Kernel::default())
+        }
+
+        fn add(&mut self, c: &str) -> BlockChange {
+            let change = self.0.add(cidr(c));
+            self.1.apply(&change);
+            change
+        }
+
+        fn remove(&mut self, c: &str) -> BlockChange {
+            let change = self.0.remove(cidr(c));
+            self.1.apply(&change);
+            change
+        }
+
+        fn value(&self, b: u32) -> Block {
+            self.1.value(b)
+        }
+    }
+
     #[test]
     fn an_ipv4_prefix_marks_its_length_in_the_parts_it_meets() {
-        let mut b = Blocks::new(true, 1);
+        let mut b = Both::new(true, 1);
         // 10.1.2.0/24: block 0x0a01, part 2 >> 3 = 0.
-        let c = b.add(cidr("10.1.2.0/24"));
-        assert_eq!(c.blocks, BTreeSet::from([0x0a01]));
+        let c = b.add("10.1.2.0/24");
+        assert_eq!(c.blocks.keys().copied().collect::<Vec<_>>(), [0x0a01]);
         assert_eq!(
             b.value(0x0a01),
             Block {
@@ -231,15 +317,15 @@ mod tests {
             }
         );
         // A second /24 of the same part flips nothing; another part does.
-        assert_eq!(b.add(cidr("10.1.3.0/24")), BlockChange::default());
-        b.add(cidr("10.1.200.0/24"));
+        assert_eq!(b.add("10.1.3.0/24"), BlockChange::default());
+        b.add("10.1.200.0/24");
         assert_eq!(b.value(0x0a01).sub, 1 | 1 << 25);
         // A /18 meets 8 parts (64 /24s, 8 per part).
-        b.add(cidr("10.1.64.0/18"));
+        b.add("10.1.64.0/18");
         assert_eq!(b.value(0x0a01).sub, 1 | 1 << 25 | 0xff << 8);
         assert_eq!(b.value(0x0a01).lens, 1 << 24 | 1 << 18);
         // A /14 covers four whole blocks.
-        b.add(cidr("10.4.0.0/14"));
+        b.add("10.4.0.0/14");
         for block in 0x0a04..0x0a08 {
             assert_eq!(
                 b.value(block),
@@ -249,19 +335,22 @@ mod tests {
                 }
             );
         }
-        assert_eq!(b.short_lens(), 0);
+        assert_eq!(b.0.short_lens(), 0);
 
         // Bits stay until the last prefix meeting them goes.
-        assert_eq!(b.remove(cidr("10.1.2.0/24")), BlockChange::default());
-        b.remove(cidr("10.1.3.0/24"));
+        assert_eq!(b.remove("10.1.2.0/24"), BlockChange::default());
+        b.remove("10.1.3.0/24");
         assert_eq!(b.value(0x0a01).sub, 1 << 25 | 0xff << 8);
-        b.remove(cidr("10.1.64.0/18"));
-        b.remove(cidr("10.1.200.0/24"));
+        b.remove("10.1.64.0/18");
+        b.remove("10.1.200.0/24");
         assert_eq!(b.value(0x0a01), Block::default());
-        assert!(b.values.len() == 4 && b.lens.len() == 4 && b.parts.len() == 4);
+        assert!(
+            b.0.lens.len() == 4 && b.0.parts.len() == 4,
+            "no count kept at 0"
+        );
         // A whole-block prefix over parts: the parts show again after it.
-        b.add(cidr("10.4.9.0/24"));
-        b.remove(cidr("10.4.0.0/14"));
+        b.add("10.4.9.0/24");
+        b.remove("10.4.0.0/14");
         assert_eq!(
             b.value(0x0a04),
             Block {
@@ -272,29 +361,63 @@ mod tests {
     }
 
     #[test]
+    fn merged_changes_flip_each_bit_once() {
+        let mut blocks = Blocks::new(true, 1);
+        let mut change = blocks.add(cidr("10.1.2.0/24"));
+        change.merge(blocks.add(cidr("10.1.64.0/18")));
+        change.merge(blocks.remove(cidr("10.1.2.0/24")));
+        let mut kernel = Kernel::default();
+        kernel.apply(&change);
+        assert_eq!(
+            kernel.value(0x0a01),
+            Block {
+                lens: 1 << 18,
+                sub: 0xff << 8
+            }
+        );
+    }
+
+    #[test]
+    fn a_refreshed_change_undoes_one_counted_back_out() {
+        let mut b = Both::new(true, 1);
+        b.add("10.1.2.0/24");
+        let before = b.value(0x0a01);
+        let change = b.0.add(cidr("10.1.64.0/18"));
+        b.0.remove(cidr("10.1.64.0/18"));
+        // Whether or not the kernel saw the change, the refresh restores it.
+        let undo = b.0.refresh(&change);
+        let mut seen = Kernel(b.1 .0.clone());
+        seen.apply(&change);
+        seen.apply(&undo);
+        assert_eq!(seen.value(0x0a01), before);
+        b.1.apply(&undo);
+        assert_eq!(b.value(0x0a01), before);
+    }
+
+    #[test]
     fn prefixes_too_wide_to_mark_are_short_lengths() {
-        let mut b = Blocks::new(true, 1);
+        let mut b = Both::new(true, 1);
         // A /8 marks 256 blocks; a /7 would mark 512: short.
-        assert_eq!(b.add(cidr("10.0.0.0/8")).blocks.len(), 256);
-        let c = b.add(cidr("12.0.0.0/7"));
+        assert_eq!(b.add("10.0.0.0/8").blocks.len(), 256);
+        let c = b.add("12.0.0.0/7");
         assert!(c.short && c.blocks.is_empty());
-        assert!(!b.add(cidr("14.0.0.0/7")).short, "length 7 already short");
-        assert_eq!(b.short_lens(), 1 << 7);
-        assert!(!b.remove(cidr("14.0.0.0/7")).short);
-        assert!(b.remove(cidr("12.0.0.0/7")).short);
-        assert_eq!(b.short_lens(), 0);
-        let mut b = Blocks::new(false, 1);
-        assert!(b.add(cidr("2000::/3")).short);
-        assert!(b.add(cidr("2001:db8::/23")).short);
-        assert_eq!(b.short_lens(), 1 << 3 | 1 << 23);
+        assert!(!b.add("14.0.0.0/7").short, "length 7 already short");
+        assert_eq!(b.0.short_lens(), 1 << 7);
+        assert!(!b.remove("14.0.0.0/7").short);
+        assert!(b.remove("12.0.0.0/7").short);
+        assert_eq!(b.0.short_lens(), 0);
+        let mut b = Both::new(false, 1);
+        assert!(b.add("2000::/3").short);
+        assert!(b.add("2001:db8::/23").short);
+        assert_eq!(b.0.short_lens(), 1 << 3 | 1 << 23);
     }
 
     #[test]
     fn ipv6_prefixes_mark_hashed_slash_32s() {
-        let mut b = Blocks::new(false, 7);
-        let c = b.add(cidr("2001:db8:1::/48"));
-        let block = b.block6(0x2001_0db8);
-        assert_eq!(c.blocks, BTreeSet::from([block]));
+        let mut b = Both::new(false, 7);
+        let c = b.add("2001:db8:1::/48");
+        let block = b.0.block6(0x2001_0db8);
+        assert_eq!(c.blocks.keys().copied().collect::<Vec<_>>(), [block]);
         // Bits 32..36 of 2001:db8:1:: are 0: part 0.
         assert_eq!(
             b.value(block),
@@ -304,14 +427,14 @@ mod tests {
             }
         );
         // A /30 covers four /32s whole.
-        let c = b.add(cidr("2001:db0::/30"));
+        let c = b.add("2001:db0::/30");
         assert_eq!(c.blocks.len(), 4);
         for top in 0x2001_0db0u32..0x2001_0db4 {
-            let v = b.value(b.block6(top));
+            let v = b.value(b.0.block6(top));
             assert!(v.lens & 1 << 30 != 0 && v.sub == u32::MAX);
         }
         // Lengths past 64 land in the high half.
-        b.add(cidr("2001:db8:0:0:8000::/65"));
+        b.add("2001:db8:0:0:8000::/65");
         assert_ne!(b.value(block).lens & 1 << 65, 0);
     }
 }
