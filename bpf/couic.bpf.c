@@ -210,7 +210,10 @@ static __always_inline int probe_v4(void *buckets, void *overflow, __u8 bits, __
 		__u32 a, r = slot_rule(&b->slot[i].rule);
 
 		__builtin_memcpy(&a, b->slot[i].addr, sizeof(a));
-		if (i < count && a == addr && (r & ~TAG_MASK) == want) {
+		/* One branch per slot, taken only on a match; an empty slot
+		 * (zeros) can match only the probe of 0.0.0.0/0, hence the
+		 * count, tested last. */
+		if (!((a ^ addr) | ((r ^ want) & ~TAG_MASK)) && i < count) {
 			*tag = r & TAG_MASK;
 			return 1;
 		}
@@ -244,8 +247,9 @@ static __always_inline int probe_v6(void *buckets, void *overflow, __u8 bits, co
 		__u32 a[4], r = slot_rule(&b->slot[i].rule);
 
 		__builtin_memcpy(a, b->slot[i].addr, sizeof(a));
-		if (i < count && a[0] == w[0] && a[1] == w[1] && a[2] == w[2] && a[3] == w[3] &&
-		    (r & ~TAG_MASK) == want) {
+		if (!((a[0] ^ w[0]) | (a[1] ^ w[1]) | (a[2] ^ w[2]) | (a[3] ^ w[3]) |
+		      ((r ^ want) & ~TAG_MASK)) &&
+		    i < count) {
 			*tag = r & TAG_MASK;
 			return 1;
 		}
