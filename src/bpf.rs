@@ -314,13 +314,13 @@ impl KernelMaps {
                 // Already in the hash: re-tagged there, the bucket unchanged.
                 spills.push((i, false));
                 continue;
-            } else if !b.push(rule.bytes(), rule.len, *tag) {
-                spilled_now.insert(rule);
-                spills.push((i, true));
-                fresh[i] = true;
-                continue;
             } else {
                 fresh[i] = true;
+                if !b.push(rule.bytes(), rule.len, *tag) {
+                    spilled_now.insert(rule);
+                    spills.push((i, true));
+                    continue;
+                }
             }
             edit.touch(i);
         }
