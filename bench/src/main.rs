@@ -48,8 +48,8 @@ fn main() -> anyhow::Result<()> {
         sources: 100_000,
         repeat: 1_000_000,
         passes: 3,
-        seconds: 3.0,
-        rounds: 3,
+        seconds: 1.0,
+        rounds: 10,
         api_requests: 20_000,
         ctl_runs: 200,
     };

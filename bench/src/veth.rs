@@ -10,7 +10,7 @@
 //! handled is the receiver's CPU cost per packet.
 
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Instant;
@@ -33,7 +33,9 @@ const TX_IF: &str = "cbtx0";
 const RX_IF: &str = "cbrx0";
 const TX_V4: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
 const RX_V4: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
-const IPSET: &str = "couicbench";
+/// The ipsets of the iptables comparison, one per rule set.
+const IPSET_SMALL: &str = "couicbench-10k";
+const IPSET_LARGE: &str = "couicbench-262k";
 /// Frames of a round's first live test run call. The next call is sized
 /// from its pace to fill the rest of the round: each call ends in the
 /// kernel with a synchronize_rcu() (its page pool still has frames in
@@ -324,6 +326,7 @@ fn run_ns(pid: i32) -> anyhow::Result<u64> {
 }
 
 /// What a configuration gave over its rounds.
+#[derive(Clone, Copy)]
 struct Rate {
     /// Best frames handled per second, in Mpps.
     mpps: f64,
@@ -331,120 +334,194 @@ struct Rate {
     rx_ns: f64,
 }
 
-/// Rate over `rounds` of `seconds` of traffic: frames the receiving veth
-/// handled per second, and the NAPI kthread's run time per frame. Each
-/// round checks the kthread ran on [`RX_CPU`] only.
-fn measure(generator: &Generator, settings: &Settings) -> anyhow::Result<Rate> {
-    let mut best = Rate {
+impl Rate {
+    const NONE: Rate = Rate {
         mpps: 0.0,
         rx_ns: f64::INFINITY,
     };
-    for _ in 0..settings.rounds {
-        let threads = napi_threads()?;
-        let cpu = |pids: &[i32]| -> anyhow::Result<u64> { pids.iter().map(|&p| run_ns(p)).sum() };
-        let cpu_before = cpu(&threads)?;
-        let before = Lab::rx_packets()?;
-        let start = Instant::now();
-        in_ns(TX_NS, Some(GEN_CPU), || {
-            set_fifo(0, GEN_PRIORITY)?;
-            let mut chunk = FIRST_CHUNK;
-            loop {
-                let call = Instant::now();
-                generator.send(chunk)?;
-                let (done, took) = (start.elapsed(), call.elapsed());
-                let left = settings.seconds - done.as_secs_f64();
-                if left <= 0.0 {
-                    return Ok(());
-                }
-                // At the last call's pace, with a floor for a call that
-                // ended early, e.g. in a long synchronize_rcu().
-                let pace = f64::from(chunk) / took.as_secs_f64().max(1e-3);
-                chunk = (pace * left).clamp(f64::from(FIRST_CHUNK), f64::from(MAX_CHUNK)) as u32;
+
+    fn keep_best(&mut self, round: Rate) {
+        self.mpps = self.mpps.max(round.mpps);
+        self.rx_ns = self.rx_ns.min(round.rx_ns);
+    }
+}
+
+/// What filters the receiving veth while a configuration is measured.
+enum Filter {
+    /// couic in native XDP, attached for each round and detached after.
+    Couic(kernel::Program),
+    /// No XDP program; one iptables rule in the raw PREROUTING chain
+    /// matching this ipset, added for each round and deleted after.
+    Iptables(&'static str),
+    /// Nothing: every frame goes up the stack.
+    Stack,
+}
+
+/// One configuration of the receiver, and the traffic sent at it.
+struct Config<'a> {
+    name: &'static str,
+    filter: Filter,
+    generator: &'a Generator,
+}
+
+impl Config<'_> {
+    /// One round with the filter in place.
+    fn round(&self, settings: &Settings) -> anyhow::Result<Rate> {
+        match &self.filter {
+            Filter::Couic(program) => {
+                let attached = in_ns(RX_NS, None, || {
+                    Ok(xdp::attach(&program.program, RX_IF, OperationMode::Native)?)
+                })?;
+                let rate = round(self.generator, settings);
+                drop(attached);
+                rate
             }
-        })?;
-        let elapsed = start.elapsed().as_secs_f64();
-        let handled = Lab::rx_packets()? - before;
-        let cpu_used = cpu(&threads)? - cpu_before;
-        for &pid in &threads {
-            let last_cpu = stat_field(pid, 39)?;
-            if last_cpu != RX_CPU as i64 {
-                bail!("NAPI kthread {pid} last ran on CPU {last_cpu}, not {RX_CPU}");
+            Filter::Iptables(set) => {
+                let _rule = IptablesRule::add(set)?;
+                round(self.generator, settings)
             }
+            Filter::Stack => round(self.generator, settings),
         }
-        if handled == 0 || cpu_used == 0 {
-            bail!(
-                "round handled {handled} frames with {cpu_used} ns of NAPI kthread time: the \
-                 receive path did not run in the pinned kthread"
+    }
+
+    /// The share of handled frames couic dropped, over all its rounds.
+    fn dropped_share(&self) -> anyhow::Result<f64> {
+        let Filter::Couic(program) = &self.filter else {
+            bail!("only couic counts what it drops");
+        };
+        let stats: [Counter; STAT_SLOTS] = program.maps.read_stats()?;
+        let (dropped, passed) = (stats[1].packets as f64, stats[2].packets as f64);
+        Ok(dropped / (dropped + passed).max(1.0))
+    }
+}
+
+/// Rates of `configs`, measured round after round in turn (one round of
+/// each, then the next round of each), so that a busy spell of the
+/// machine falls on all of them rather than on whichever ran then. Each
+/// keeps its best round.
+fn measure(configs: &[Config], settings: &Settings) -> anyhow::Result<Vec<Rate>> {
+    let mut best = vec![Rate::NONE; configs.len()];
+    for round in 0..settings.rounds {
+        for (config, best) in configs.iter().zip(&mut best) {
+            let rate = config.round(settings)?;
+            println!(
+                "  round {}/{}: {:<40} {:5.2} Mpps {:6.0} ns/pkt",
+                round + 1,
+                settings.rounds,
+                config.name,
+                rate.mpps,
+                rate.rx_ns
             );
+            best.keep_best(rate);
         }
-        best.mpps = best.mpps.max(handled as f64 / elapsed / 1e6);
-        best.rx_ns = best.rx_ns.min(cpu_used as f64 / handled as f64);
     }
     Ok(best)
 }
 
-/// Rate with couic attached in native mode holding `list`, and the share
-/// of handled frames it dropped.
-fn couic_rate(
-    link: &Link,
-    list: &Blocklist,
-    traffic: &[IpAddr],
-    settings: &Settings,
-) -> anyhow::Result<(Rate, f64)> {
-    let program = kernel::load(&list.rules)?;
-    let attached = in_ns(RX_NS, None, || {
-        Ok(xdp::attach(&program.program, RX_IF, OperationMode::Native)?)
+/// One round of `seconds` of traffic: frames the receiving veth handled per
+/// second, and the NAPI kthread's run time per frame. Checks the kthread
+/// ran on [`RX_CPU`] only.
+fn round(generator: &Generator, settings: &Settings) -> anyhow::Result<Rate> {
+    let threads = napi_threads()?;
+    let cpu = |pids: &[i32]| -> anyhow::Result<u64> { pids.iter().map(|&p| run_ns(p)).sum() };
+    let cpu_before = cpu(&threads)?;
+    let before = Lab::rx_packets()?;
+    let start = Instant::now();
+    in_ns(TX_NS, Some(GEN_CPU), || {
+        set_fifo(0, GEN_PRIORITY)?;
+        let mut chunk = FIRST_CHUNK;
+        loop {
+            let call = Instant::now();
+            generator.send(chunk)?;
+            let (done, took) = (start.elapsed(), call.elapsed());
+            let left = settings.seconds - done.as_secs_f64();
+            if left <= 0.0 {
+                return Ok(());
+            }
+            // At the last call's pace, with a floor for a call that ended
+            // early, e.g. in a long synchronize_rcu().
+            let pace = f64::from(chunk) / took.as_secs_f64().max(1e-3);
+            chunk = (pace * left).clamp(f64::from(FIRST_CHUNK), f64::from(MAX_CHUNK)) as u32;
+        }
     })?;
-    let generator = Generator::load(link, traffic)?;
-    let rate = measure(&generator, settings)?;
-    let stats: [Counter; STAT_SLOTS] = program.maps.read_stats()?;
-    let (dropped, passed) = (stats[1].packets as f64, stats[2].packets as f64);
-    drop(attached);
-    Ok((rate, dropped / (dropped + passed).max(1.0)))
+    let elapsed = start.elapsed().as_secs_f64();
+    let handled = Lab::rx_packets()? - before;
+    let cpu_used = cpu(&threads)? - cpu_before;
+    for &pid in &threads {
+        let last_cpu = stat_field(pid, 39)?;
+        if last_cpu != RX_CPU as i64 {
+            bail!("NAPI kthread {pid} last ran on CPU {last_cpu}, not {RX_CPU}");
+        }
+    }
+    if handled == 0 || cpu_used == 0 {
+        bail!(
+            "round handled {handled} frames with {cpu_used} ns of NAPI kthread time: the \
+             receive path did not run in the pinned kthread"
+        );
+    }
+    Ok(Rate {
+        mpps: handled as f64 / elapsed / 1e6,
+        rx_ns: cpu_used as f64 / handled as f64,
+    })
 }
 
-/// Rate with no XDP program and iptables raw + ipset hash:net holding `list`.
-fn iptables_rate(
-    link: &Link,
-    list: &Blocklist,
-    traffic: &[IpAddr],
-    settings: &Settings,
-) -> anyhow::Result<Rate> {
-    let mut restore =
-        format!("create {IPSET} hash:net family inet hashsize 65536 maxelem 400000\n");
+/// Runs `args` in the receiving namespace.
+fn in_rx(args: &[&str]) -> anyhow::Result<String> {
+    let mut full = vec!["netns", "exec", RX_NS];
+    full.extend_from_slice(args);
+    sh("ip", &full)
+}
+
+/// Creates ipset `name` (hash:net) holding `list` in the receiving
+/// namespace; it goes with the namespace.
+fn load_ipset(name: &str, list: &Blocklist) -> anyhow::Result<()> {
+    let mut restore = format!("create {name} hash:net family inet hashsize 65536 maxelem 400000\n");
     for cidr in &list.rules {
-        restore.push_str(&format!("add {IPSET} {}\n", cidr_text(cidr)));
+        restore.push_str(&format!("add {name} {}\n", cidr_text(cidr)));
     }
-    let file = std::env::temp_dir().join("couic-bench.ipset");
+    let file = std::env::temp_dir().join(format!("{name}.ipset"));
     std::fs::write(&file, restore)?;
-    let exec = |args: &[&str]| -> anyhow::Result<String> {
-        let mut full = vec!["netns", "exec", RX_NS];
-        full.extend_from_slice(args);
-        sh("ip", &full)
-    };
-    exec(&[
+    let loaded = in_rx(&[
         "ipset",
         "restore",
         "-file",
         file.to_str().context("temp path")?,
-    ])?;
+    ]);
     let _ = std::fs::remove_file(&file);
-    let rule = [
-        "PREROUTING",
-        "-m",
-        "set",
-        "--match-set",
-        IPSET,
-        "src",
-        "-j",
-        "DROP",
-    ];
-    exec(&[&["iptables", "-t", "raw", "-A"][..], &rule[..]].concat())?;
-    let generator = Generator::load(link, traffic)?;
-    let rate = measure(&generator, settings);
-    exec(&[&["iptables", "-t", "raw", "-D"][..], &rule[..]].concat())?;
-    exec(&["ipset", "destroy", IPSET])?;
-    rate
+    loaded.map(drop)
+}
+
+/// The iptables rule dropping sources in an ipset; deleted on drop.
+struct IptablesRule(&'static str);
+
+impl IptablesRule {
+    fn args(op: &'static str, set: &'static str) -> [&'static str; 12] {
+        [
+            "iptables",
+            "-t",
+            "raw",
+            op,
+            "PREROUTING",
+            "-m",
+            "set",
+            "--match-set",
+            set,
+            "src",
+            "-j",
+            "DROP",
+        ]
+    }
+
+    fn add(set: &'static str) -> anyhow::Result<Self> {
+        in_rx(&Self::args("-A", set))?;
+        Ok(IptablesRule(set))
+    }
+}
+
+impl Drop for IptablesRule {
+    fn drop(&mut self) {
+        let _ = in_rx(&Self::args("-D", self.0));
+    }
 }
 
 fn cidr_text(cidr: &Cidr) -> String {
@@ -464,15 +541,17 @@ pub fn run(settings: &Settings) -> anyhow::Result<Section> {
              have a core. Both run SCHED_FIFO (the kthread at {RX_PRIORITY}, as threaded IRQ handlers; \
              the generator at {GEN_PRIORITY}), so other load on the machine does not set the figures. \
              couic holds the rules in native XDP; the comparison has no XDP program and one iptables \
-             rule in the raw PREROUTING chain matching an ipset hash:net with the same rules. Rate = \
-             frames counted by the receiving veth per second, best of {} rounds of {} s (a round is a \
-             few live-frames calls; each ends in a synchronize_rcu() in the kernel, while the receiver \
-             idles); when the receiver keeps up, the generator sets the rate. Receiver ns/pkt = run \
-             time of the NAPI kthread (/proc/<pid>/schedstat) over the frames it handled, lowest of \
-             the rounds: the whole receive path (XDP, and the stack for frames that pass), the \
-             generator left out. \
+             rule in the raw PREROUTING chain matching an ipset hash:net with the same rules. Every \
+             program and ipset is loaded first; then the configurations below take turns, one round \
+             of {} s each (couic attached, or the iptables rule added, for the round only), {} times \
+             over, so that a busy spell of this shared machine falls on all of them. Rate = frames \
+             counted by the receiving veth per second, best round (a round is a few live-frames \
+             calls; each ends in a synchronize_rcu() in the kernel, while the receiver idles); when \
+             the receiver keeps up, the generator sets the rate. Receiver ns/pkt = run time of the \
+             NAPI kthread (/proc/<pid>/schedstat) over the frames it handled, lowest round: the \
+             whole receive path (XDP, and the stack for frames that pass), the generator left out. \
              Rules: about 90 % /32, the rest /8-/31, mostly /24.",
-            settings.sources, settings.rounds, settings.seconds
+            settings.sources, settings.seconds, settings.rounds
         ),
     );
     let _lab = Lab::new()?;
@@ -487,9 +566,55 @@ pub fn run(settings: &Settings) -> anyhow::Result<Section> {
     let small_traffic = rules::traffic(&mut rng, &small, settings.sources, HIT_PERCENT);
     let large = Blocklist::generate(&mut rng, Family::V4, 262_144);
     let large_traffic = rules::traffic(&mut rng, &large, settings.sources, HIT_PERCENT);
-
     let everything = Blocklist::single(Family::V4, "0.0.0.0/0".parse()?);
-    let (ceiling, _) = couic_rate(&link, &everything, &small_traffic, settings)?;
+
+    let small_gen = Generator::load(&link, &small_traffic)?;
+    let large_gen = Generator::load(&link, &large_traffic)?;
+    load_ipset(IPSET_SMALL, &small)?;
+    load_ipset(IPSET_LARGE, &large)?;
+    let couic = |list: &Blocklist| -> anyhow::Result<Filter> {
+        Ok(Filter::Couic(kernel::load(&list.rules)?))
+    };
+    let configs = [
+        Config {
+            name: "couic, one 0.0.0.0/0 rule",
+            filter: couic(&everything)?,
+            generator: &small_gen,
+        },
+        Config {
+            name: "couic, 10,000 rules",
+            filter: couic(&small)?,
+            generator: &small_gen,
+        },
+        Config {
+            name: "couic, 262,144 rules",
+            filter: couic(&large)?,
+            generator: &large_gen,
+        },
+        Config {
+            name: "iptables + ipset, 10,000 rules",
+            filter: Filter::Iptables(IPSET_SMALL),
+            generator: &small_gen,
+        },
+        Config {
+            name: "iptables + ipset, 262,144 rules",
+            filter: Filter::Iptables(IPSET_LARGE),
+            generator: &large_gen,
+        },
+        Config {
+            name: "no filter (stack only)",
+            filter: Filter::Stack,
+            generator: &large_gen,
+        },
+    ];
+    let [ceiling, couic_small, couic_large, ipt_small, ipt_large, stack] =
+        measure(&configs, settings)?[..]
+    else {
+        unreachable!("one rate per configuration");
+    };
+    let share_small = configs[1].dropped_share()?;
+    let share_large = configs[2].dropped_share()?;
+
     section.push(Figure::plain(
         "couic, one 0.0.0.0/0 rule: all dropped (ceiling)",
         "Mpps",
@@ -500,13 +625,11 @@ pub fn run(settings: &Settings) -> anyhow::Result<Section> {
         "ns/pkt",
         ceiling.rx_ns,
     ));
-    let (couic_small, share_small) = couic_rate(&link, &small, &small_traffic, settings)?;
     section.push(Figure::plain(
         "couic, 10,000 rules",
         "Mpps",
         couic_small.mpps,
     ));
-    let (couic_large, share_large) = couic_rate(&link, &large, &large_traffic, settings)?;
     section.push(Figure::ratio(
         "couic, 262,144 rules",
         "Mpps",
@@ -525,7 +648,6 @@ pub fn run(settings: &Settings) -> anyhow::Result<Section> {
         "ns/pkt",
         couic_large.rx_ns,
     ));
-    let ipt_small = iptables_rate(&link, &small, &small_traffic, settings)?;
     section.push(Figure::ratio(
         "couic vs iptables + ipset, 10,000 rules",
         "Mpps",
@@ -534,7 +656,6 @@ pub fn run(settings: &Settings) -> anyhow::Result<Section> {
         "iptables",
         Goal::AtLeast(3.0),
     ));
-    let ipt_large = iptables_rate(&link, &large, &large_traffic, settings)?;
     section.push(Figure::ratio(
         "couic vs iptables + ipset, 262,144 rules",
         "Mpps",
@@ -560,8 +681,6 @@ pub fn run(settings: &Settings) -> anyhow::Result<Section> {
         "couic",
         Goal::AtLeast(3.0),
     ));
-    let generator = Generator::load(&link, &large_traffic)?;
-    let stack = measure(&generator, settings)?;
     section.push(Figure::plain(
         "no filter at all (stack only)",
         "Mpps",
