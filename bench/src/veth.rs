@@ -349,7 +349,7 @@ impl Rate {
 /// What filters the receiving veth while a configuration is measured.
 enum Filter {
     /// couic in native XDP, attached for each round and detached after.
-    Couic(kernel::Program),
+    Couic(Box<kernel::Program>),
     /// No XDP program; one iptables rule in the raw PREROUTING chain
     /// matching this ipset, added for each round and deleted after.
     Iptables(&'static str),
@@ -573,7 +573,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Section> {
     load_ipset(IPSET_SMALL, &small)?;
     load_ipset(IPSET_LARGE, &large)?;
     let couic = |list: &Blocklist| -> anyhow::Result<Filter> {
-        Ok(Filter::Couic(kernel::load(&list.rules)?))
+        Ok(Filter::Couic(Box::new(kernel::load(&list.rules)?)))
     };
     let configs = [
         Config {
