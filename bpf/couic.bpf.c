@@ -23,12 +23,13 @@
  * buckets of one cache line (see include/couic.h): a rule's masked address
  * and prefix length hash to one bucket, a single array read, whose few
  * slots are compared in an unrolled loop; only a bucket that spilled sends
- * the lookup on to its overflow hash. A host is one probe, tried first: it
- * is the longest possible prefix. Then the address's block says which
- * prefix lengths can match it, and those are probed from the longest down,
- * so the first found is the longest match. Most blocklist rules are hosts,
- * and most blocks hold few prefixes or none, so a lookup costs one or two
- * bucket reads where a trie walk costs a cache miss per level.
+ * the lookup on to its overflow hash. The address's block is read first: it
+ * says whether hosts lie in that eighth of the block, and which prefix
+ * lengths can match. The host is probed first, if there can be one: it is
+ * the longest possible prefix. Then the lengths, from the longest down, so
+ * the first found is the longest match. Most blocklist rules are hosts, and
+ * most blocks hold few prefixes or none, so a lookup costs a block read and
+ * one or two bucket reads where a trie walk costs a cache miss per level.
  * couic_active says which policies and families hold hosts or prefixes, so
  * an empty one (typically ignore) costs nothing.
  */
@@ -146,6 +147,8 @@ struct verdict {
  * bits kept. src/bpf/buckets.rs computes the same. */
 #define COUIC_HASH_MUL 0x9e3779b97f4a7c15ULL
 #define TAG_MASK ((1U << COUIC_RULE_TAG_BITS) - 1)
+/* The host bits of a block's lens (couic.h). */
+#define HOST_BITS ((1U << (1 << COUIC_BLOCK_HOST_BITS)) - 1)
 
 static __always_inline __u32 couic_bucket_of(const __u32 *words, int n, __u32 len, __u8 bits)
 {
@@ -322,8 +325,9 @@ static long probe_next_v6(__u64 i, void *ctx)
 	return p->found;
 }
 
-/* One table's IPv4 lookup: the host, then the lengths the address's /16
- * block (and the table's short lengths) may match, longest first. */
+/* One table's IPv4 lookup: the host if its eighth of the /16 block holds
+ * any, then the lengths the block (and the table's short lengths) may
+ * match, longest first. */
 static __always_inline int lookup_v4(void *buckets, void *overflow, void *blocks, __u8 bits,
 				     __u8 hosts, __u8 nets, __u32 short_lens, __u32 drop,
 				     __u32 addr, __u32 *tag)
@@ -333,13 +337,18 @@ static __always_inline int lookup_v4(void *buckets, void *overflow, void *blocks
 	__u32 block = (__u32)o[0] << 8 | o[1];
 	struct couic_b4_block *k;
 
-	if (hosts && probe_v4(buckets, overflow, bits, addr, 32, tag))
+	if (!hosts && !nets)
+		return 0;
+	k = bpf_map_lookup_elem(blocks, &block);
+	if (!k)
+		return 0;
+	if (hosts && (k->lens >> (o[2] >> 5)) & 1 &&
+	    probe_v4(buckets, overflow, bits, addr, 32, tag))
 		return 1;
 	if (!nets)
 		return 0;
-	k = bpf_map_lookup_elem(blocks, &block);
-	if (k && (k->sub >> (o[2] >> 3)) & 1)
-		p.lens |= k->lens;
+	if ((k->sub >> (o[2] >> 3)) & 1)
+		p.lens |= k->lens & ~HOST_BITS;
 	if (!p.lens)
 		return 0;
 	bpf_loop(32, probe_next_v4, &p, 0);
@@ -347,22 +356,28 @@ static __always_inline int lookup_v4(void *buckets, void *overflow, void *blocks
 	return p.found;
 }
 
-/* The same for IPv6: blocks are hashed /32s, lengths 0..127. */
+/* The same for IPv6: blocks are hashed /32s, eighths of them /35s. */
 static __always_inline int lookup_v6(void *buckets, void *overflow, void *blocks, __u8 bits,
 				     __u8 hosts, __u8 nets, __u32 short_lens, __u32 drop,
 				     const __u32 *w, __u32 *tag)
 {
 	__u32 block = couic_bucket_of(w, 1, 0, COUIC_BLOCK6_BITS);
+	__u8 next = ((const __u8 *)w)[4]; /* the 8 address bits after the /32 */
 	struct probes p = { .lens = short_lens, .drop = drop };
 	struct couic_b6_block *k;
 
-	if (hosts && probe_v6(buckets, overflow, bits, w, 128, tag))
+	if (!hosts && !nets)
+		return 0;
+	k = bpf_map_lookup_elem(blocks, &block);
+	if (!k)
+		return 0;
+	if (hosts && (k->lens[0] >> (next >> 5)) & 1 &&
+	    probe_v6(buckets, overflow, bits, w, 128, tag))
 		return 1;
 	if (!nets)
 		return 0;
-	k = bpf_map_lookup_elem(blocks, &block);
-	if (k && (k->sub >> (((const __u8 *)w)[4] >> 3)) & 1) {
-		p.lens |= k->lens[0];
+	if ((k->sub >> (next >> 3)) & 1) {
+		p.lens |= k->lens[0] & ~(__u64)HOST_BITS;
 		p.hi = k->lens[1];
 	}
 	if (!p.lens && !p.hi)

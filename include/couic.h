@@ -83,22 +83,29 @@ struct couic_b6_bucket {
  * lengths only when its part's bit is set. A prefix more than 8 bits shorter
  * than a block meets too many blocks to mark: its length goes instead into
  * couic_active's `short_lens`, probed for every address.
+ *
+ * So bits 0..7 of `lens` never stand for a length (those lengths are short
+ * in both families). They say where hosts are: bit E is set while the
+ * policy holds a host in the E-th eighth of the block (the next 3 address
+ * bits), and the program probes the host only then. Most traffic that no
+ * rule matches, and most that a prefix matches, then costs no host probe.
  */
 enum couic_block {
 	COUIC_BLOCK4_LEN = 16,
 	COUIC_BLOCK6_LEN = 32,
 	COUIC_BLOCK6_BITS = 16,
 	COUIC_BLOCK_SUB_BITS = 5,
-	COUIC_BLOCK_WIDEST = 8, /* a prefix marks at most 2^8 blocks */
+	COUIC_BLOCK_WIDEST = 8,	   /* a prefix marks at most 2^8 blocks */
+	COUIC_BLOCK_HOST_BITS = 3, /* eighths of a block flagged for hosts */
 };
 
 struct couic_b4_block {
-	__u32 lens; /* bit L: lengths 0..31 */
+	__u32 lens; /* bit L: lengths 8..31; bits 0..7: hosts */
 	__u32 sub;
 };
 
 struct couic_b6_block {
-	__u64 lens[2]; /* bit L of lens[L / 64]: lengths 0..127 */
+	__u64 lens[2]; /* bit L of lens[L / 64]: lengths 24..127; bits 0..7: hosts */
 	__u32 sub;
 	__u32 unused;
 };

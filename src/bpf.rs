@@ -296,8 +296,8 @@ impl KernelMaps {
         // (with whether the hash did not hold it yet).
         let mut spills: Vec<(usize, bool)> = Vec::new();
         let mut spilled_now: HashSet<&Rule> = HashSet::new();
-        // Rules the table did not hold: prefixes among them are counted in
-        // the blocks before the kernel sees them.
+        // Rules the table did not hold: they are counted in the blocks
+        // before the kernel sees them.
         let mut fresh = vec![false; items.len()];
         for (i, ((cidr, tag), rule)) in items.iter().zip(&rules).enumerate() {
             let b = match edit.bucket(i) {
@@ -324,9 +324,7 @@ impl KernelMaps {
             }
             edit.touch(i);
         }
-        let counted: Vec<usize> = (0..items.len())
-            .filter(|&i| fresh[i] && !items[i].0.is_host())
-            .collect();
+        let counted: Vec<usize> = (0..items.len()).filter(|&i| fresh[i]).collect();
         if let Err(e) = self.count_in(t, counted.iter().map(|&i| items[i].0)) {
             return items.iter().map(|_| Err(copy_error(&e))).collect();
         }
@@ -370,8 +368,8 @@ impl KernelMaps {
                 }
             }
         }
-        // Prefixes that did not land count out again; a bit left set a
-        // moment only costs a probe.
+        // Rules that did not land count out again; a bit left set a moment
+        // only costs a probe.
         let failed = counted.into_iter().filter(|&i| errors[i].is_some());
         let _ = self.count_out(t, failed.map(|i| items[i].0));
         errors.into_iter().map(|e| e.map_or(Ok(()), Err)).collect()
@@ -425,19 +423,19 @@ impl KernelMaps {
                 }
             }
         }
-        // Gone prefixes count out of the blocks only now: until the bucket
-        // lost them, the program had to find them.
-        let gone = (0..cidrs.len()).filter(|&i| errors[i].is_none() && !cidrs[i].is_host());
+        // Gone rules count out of the blocks only now: until the bucket lost
+        // them, the program had to find them.
+        let gone = (0..cidrs.len()).filter(|&i| errors[i].is_none());
         let _ = self.count_out(t, gone.map(|i| cidrs[i]));
         errors.into_iter().map(|e| e.map_or(Ok(()), Err)).collect()
     }
 
-    /// Counts new prefixes of table `t` into its blocks and writes what
-    /// changed, before the prefixes are written. On failure they count out.
+    /// Counts new rules of table `t` into its blocks and writes what
+    /// changed, before the rules are written. On failure they count out.
     fn count_in(&mut self, t: usize, cidrs: impl Iterator<Item = Cidr> + Clone) -> io::Result<()> {
         let mut change = BlockChange::default();
         for cidr in cidrs.clone() {
-            change.merge(self.blocks[t].add(cidr));
+            self.blocks[t].add_to(cidr, &mut change);
         }
         let written = self.publish_blocks(t, &change);
         if written.is_err() {
@@ -449,11 +447,11 @@ impl KernelMaps {
         written
     }
 
-    /// Counts prefixes of table `t` out of its blocks and writes what changed.
+    /// Counts rules of table `t` out of its blocks and writes what changed.
     fn count_out(&mut self, t: usize, cidrs: impl Iterator<Item = Cidr>) -> io::Result<()> {
         let mut change = BlockChange::default();
         for cidr in cidrs {
-            change.merge(self.blocks[t].remove(cidr));
+            self.blocks[t].remove_from(cidr, &mut change);
         }
         self.publish_blocks(t, &change)
     }
@@ -507,6 +505,19 @@ impl KernelMaps {
         } else {
             None
         })
+    }
+
+    /// The host bits of the block of `host` in rule set `index`, read from
+    /// the kernel (bit E: the E-th eighth of the block holds hosts), and
+    /// which of them is the host's own eighth.
+    pub fn host_bits(&self, index: usize, host: Cidr) -> io::Result<(u8, u8)> {
+        let t = index / 2;
+        let (block, eighth) = self.blocks[t]
+            .host_place(host)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let ipv4 = holds_ipv4(t);
+        let value = read_one(&self.block_maps[t], block, block_size(ipv4))?;
+        Ok((block_from(ipv4, &value).lens as u8, eighth))
     }
 
     /// Whether the overflow hash of table `t` holds `cidr`.
@@ -776,8 +787,11 @@ fn read_many<T>(
         let first = ids[k];
         let end = ids[k..].partition_point(|&b| b - first < READ_SPAN) + k;
         let span = ids[end - 1] - first + 1;
-        // A batch read costs a fraction of a single lookup per value.
-        if (end - k) as u32 * 4 >= span && end - k > 1 {
+        // A batch read costs a fraction of a single lookup per value, the
+        // smaller the value the smaller the fraction: a span is read whole
+        // when a quarter of its buckets' worth of bytes is wanted.
+        let worth = (end - k) * 4 * BUCKET_SIZE / size;
+        if worth >= span as usize && end - k > 1 {
             match read_span(map, first, span, size) {
                 Ok(all) => out.extend(ids[k..end].iter().map(|&b| {
                     let at = (b - first) as usize * size;

@@ -658,3 +658,90 @@ fn octets(ip: IpAddr) -> Vec<u8> {
         IpAddr::V6(a) => a.octets().to_vec(),
     }
 }
+
+/// A host is probed only where its block flags its eighth; the flag stays
+/// while any host of that eighth does, and hosts still come before the
+/// prefixes that cover them.
+#[test]
+fn hosts_are_found_while_their_eighth_of_the_block_is_flagged() {
+    let caps = Capacities {
+        drop: 64,
+        ignore: 16,
+        tags: 16,
+    };
+    let Loaded { program, mut maps } = bpf::load(caps).expect("load the program (run as root)");
+    let net = |s: &str| s.parse::<Cidr>().unwrap();
+    let index = |s: &str| bpf::rule_map_index(Policy::Drop, net(s));
+    let mut active = [0u8; bpf::RULE_MAPS];
+    for s in [
+        "10.0.0.1/32",
+        "10.0.0.0/8",
+        "2001:db8::1/128",
+        "2001:db8::/32",
+    ] {
+        active[index(s)] = 1;
+    }
+    maps.set_active(active).unwrap();
+    let verdict = |ip: &str| {
+        let ip: IpAddr = ip.parse().unwrap();
+        bpf::test_run(&program, &frame_from(ip), 1).unwrap().0
+    };
+    let ok = |r: Vec<std::io::Result<()>>| assert!(r.iter().all(Result::is_ok), "{r:?}");
+    let bits = |maps: &bpf::KernelMaps, s: &str| maps.host_bits(index(s), net(s)).unwrap();
+
+    // 10.1.96.7 and 10.1.127.255: eighth 3 of 10.1/16; 10.1.255.1: eighth 7.
+    let h4 = index("10.0.0.1/32");
+    ok(maps.insert(h4, &[(net("10.1.96.7/32"), 1), (net("10.1.127.255/32"), 1)]));
+    assert_eq!(bits(&maps, "10.1.96.7/32"), (1 << 3, 3));
+    assert_eq!(verdict("10.1.96.7"), XDP_DROP);
+    assert_eq!(verdict("10.1.96.8"), XDP_PASS);
+    ok(maps.insert(h4, &[(net("10.1.255.1/32"), 1)]));
+    assert_eq!(bits(&maps, "10.1.255.1/32"), (1 << 3 | 1 << 7, 7));
+    ok(maps.remove(h4, &[net("10.1.96.7/32")]));
+    assert_eq!(verdict("10.1.96.7"), XDP_PASS);
+    assert_eq!(
+        verdict("10.1.127.255"),
+        XDP_DROP,
+        "the eighth stays flagged for the host left"
+    );
+    ok(maps.remove(h4, &[net("10.1.127.255/32")]));
+    assert_eq!(bits(&maps, "10.1.96.7/32"), (1 << 7, 3));
+    assert_eq!(verdict("10.1.255.1"), XDP_DROP);
+
+    // A host inside a prefix is still the longest match.
+    ok(maps.insert(index("10.1.2.0/24"), &[(net("10.1.2.0/24"), 2)]));
+    ok(maps.insert(h4, &[(net("10.1.2.9/32"), 3)]));
+    assert_eq!(verdict("10.1.2.9"), XDP_DROP);
+    assert_eq!(maps.read_tag(Policy::Drop, 3).unwrap().packets, 1);
+    ok(maps.remove(h4, &[net("10.1.2.9/32"), net("10.1.255.1/32")]));
+    assert_eq!(
+        bits(&maps, "10.1.2.9/32"),
+        (0, 0),
+        "no host left in 10.1/16"
+    );
+    assert_eq!(verdict("10.1.2.9"), XDP_DROP);
+    assert_eq!(
+        maps.read_tag(Policy::Drop, 2).unwrap().packets,
+        1,
+        "the /24 once the host went"
+    );
+    assert_eq!(verdict("10.1.255.1"), XDP_PASS);
+
+    // IPv6: eighths of the hashed /32, by the 3 bits after it.
+    let h6 = index("2001:db8::1/128");
+    ok(maps.insert(
+        h6,
+        &[
+            (net("2001:db8:e000::1/128"), 4),
+            (net("2001:db8::1/128"), 4),
+        ],
+    ));
+    assert_eq!(bits(&maps, "2001:db8:e000::1/128"), (1 << 7 | 1, 7));
+    assert_eq!(verdict("2001:db8:e000::1"), XDP_DROP);
+    assert_eq!(verdict("2001:db8::1"), XDP_DROP);
+    assert_eq!(verdict("2001:db8:e000::2"), XDP_PASS);
+    ok(maps.remove(h6, &[net("2001:db8:e000::1/128")]));
+    assert_eq!(bits(&maps, "2001:db8:e000::1/128"), (1, 7));
+    assert_eq!(verdict("2001:db8:e000::1"), XDP_PASS);
+    assert_eq!(verdict("2001:db8::1"), XDP_DROP);
+}

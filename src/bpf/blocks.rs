@@ -1,9 +1,10 @@
 //! The user-space side of the prefix-length blocks (layout and purpose in
 //! `include/couic.h`): how many prefixes of each length meet each block and
-//! each 1/32 part of it, so that a block's bits are set while those counts
-//! are above zero, and the lengths too short to mark. Plain data, and no
-//! copy of the blocks: a change says which bits flip, and `KernelMaps`
-//! reads the blocks it touches, flips them and writes them back.
+//! each 1/32 part of it, and how many hosts lie in each eighth of it, so
+//! that a block's bits are set while those counts are above zero; and the
+//! lengths too short to mark. Plain data, and no copy of the blocks: a
+//! change says which bits flip, and `KernelMaps` reads the blocks it
+//! touches, flips them and writes them back.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -19,11 +20,14 @@ const BLOCK6_LEN: u8 = couic_block::COUIC_BLOCK6_LEN.0 as u8;
 const BLOCK6_BITS: u32 = couic_block::COUIC_BLOCK6_BITS.0;
 const SUB_BITS: u8 = couic_block::COUIC_BLOCK_SUB_BITS.0 as u8;
 const WIDEST: u8 = couic_block::COUIC_BLOCK_WIDEST.0 as u8;
+const HOST_BITS: u8 = couic_block::COUIC_BLOCK_HOST_BITS.0 as u8;
 
 /// Part key of the prefixes that cover a whole block.
 const WHOLE: u8 = u8::MAX;
 
-/// One block's value: lengths to probe, and the parts where that is worth it.
+/// One block's value: lengths to probe, and the parts where that is worth
+/// it. Bits 0..7 of `lens` are no length: bit E says the E-th eighth of the
+/// block holds hosts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Block {
     pub lens: u128,
@@ -63,10 +67,12 @@ pub struct Blocks {
     /// The IPv6 block hash: couic_bucket_of() of the first word, length 0.
     hash6: BucketIndex,
     /// Prefixes of length `len` meeting `block`, keyed `block << 8 | len`.
-    lens: HashMap<u64, u32, KeyedState>,
+    lens: HashMap<u32, u32, KeyedState>,
+    /// Hosts in each eighth of each block.
+    hosts: HostCounts,
     /// Prefixes meeting part `p` of `block` (or all of it, `WHOLE`), keyed
     /// `block << 8 | p`.
-    parts: HashMap<u64, u32, KeyedState>,
+    parts: HashMap<u32, u32, KeyedState>,
     /// Prefixes of each length too short to mark.
     short: [u32; 32],
 }
@@ -81,6 +87,7 @@ pub struct BlockChange {
 
 impl BlockChange {
     /// `other` after this one.
+    #[cfg(test)]
     pub fn merge(&mut self, other: BlockChange) {
         for (b, edit) in other.blocks {
             self.blocks.entry(b).or_default().then(edit);
@@ -89,8 +96,10 @@ impl BlockChange {
     }
 }
 
-/// Where a prefix is marked.
+/// Where a rule is marked.
 enum Marks {
+    /// A host: in the host bit of its eighth of its block.
+    Host { block: u32, eighth: u8 },
     /// In the short lengths.
     Short,
     /// In these blocks, whole or in the parts given.
@@ -103,6 +112,7 @@ impl Blocks {
             ipv4,
             hash6: BucketIndex::new(1 << BLOCK6_BITS, seed),
             lens: HashMap::default(),
+            hosts: HostCounts::default(),
             parts: HashMap::default(),
             short: [0; 32],
         }
@@ -120,16 +130,24 @@ impl Blocks {
 
     fn marks(&self, cidr: Cidr) -> Marks {
         let len = cidr.prefix_len();
-        let (width, first, part) = match cidr.addr() {
+        // The block's first word, and the address bits that follow it.
+        let (width, first, next) = match cidr.addr() {
             IpAddr::V4(a) => {
                 let a = u32::from(a);
-                (BLOCK4_LEN, a >> 16, (a >> 11) as u8 & 31)
+                (BLOCK4_LEN, a >> 16, (a >> 8) as u8)
             }
             IpAddr::V6(a) => {
                 let a = u128::from(a);
-                (BLOCK6_LEN, (a >> 96) as u32, (a >> 91) as u8 & 31)
+                (BLOCK6_LEN, (a >> 96) as u32, (a >> 88) as u8)
             }
         };
+        let part = next >> (8 - SUB_BITS);
+        if cidr.is_host() {
+            return Marks::Host {
+                block: self.block_of(first),
+                eighth: next >> (8 - HOST_BITS),
+            };
+        }
         if len + WIDEST < width {
             return Marks::Short;
         }
@@ -140,33 +158,74 @@ impl Blocks {
             (1, (part..part + spread).collect())
         };
         let blocks = (u64::from(first)..u64::from(first) + u64::from(n))
-            .map(|b| b as u32)
-            .map(|b| if self.ipv4 { b } else { self.block6(b) })
+            .map(|b| self.block_of(b as u32))
             .collect();
         Marks::Blocks { blocks, parts }
     }
 
-    /// Counts prefix `cidr` in.
+    /// The block of a host, and its eighth of the block.
+    pub fn host_place(&self, host: Cidr) -> Option<(u32, u8)> {
+        match self.marks(host) {
+            Marks::Host { block, eighth } => Some((block, eighth)),
+            _ => None,
+        }
+    }
+
+    /// The block of a /16 (IPv4) or /32 (IPv6), given as its first word.
+    fn block_of(&self, first: u32) -> u32 {
+        if self.ipv4 {
+            first
+        } else {
+            self.block6(first)
+        }
+    }
+
+    /// Counts rule `cidr` in.
+    #[cfg(test)]
     pub fn add(&mut self, cidr: Cidr) -> BlockChange {
-        debug_assert_eq!(cidr.is_ipv4(), self.ipv4);
-        self.step_prefix(cidr, true)
-    }
-
-    /// Counts prefix `cidr` out (it was counted in).
-    pub fn remove(&mut self, cidr: Cidr) -> BlockChange {
-        self.step_prefix(cidr, false)
-    }
-
-    fn step_prefix(&mut self, cidr: Cidr, up: bool) -> BlockChange {
-        let len = cidr.prefix_len();
         let mut change = BlockChange::default();
+        self.add_to(cidr, &mut change);
+        change
+    }
+
+    /// Counts rule `cidr` out (it was counted in).
+    pub fn remove(&mut self, cidr: Cidr) -> BlockChange {
+        let mut change = BlockChange::default();
+        self.remove_from(cidr, &mut change);
+        change
+    }
+
+    /// Counts rule `cidr` in, its change merged after `change`.
+    pub fn add_to(&mut self, cidr: Cidr, change: &mut BlockChange) {
+        debug_assert_eq!(cidr.is_ipv4(), self.ipv4);
+        self.step_rule(cidr, true, change);
+    }
+
+    /// Counts rule `cidr` out, its change merged after `change`.
+    pub fn remove_from(&mut self, cidr: Cidr, change: &mut BlockChange) {
+        self.step_rule(cidr, false, change);
+    }
+
+    fn step_rule(&mut self, cidr: Cidr, up: bool, change: &mut BlockChange) {
+        let len = cidr.prefix_len();
         let (blocks, parts) = match self.marks(cidr) {
+            Marks::Host { block, eighth } => {
+                if self.hosts.step(block << HOST_BITS | u32::from(eighth), up) {
+                    let edit = Edit {
+                        touched: 1 << eighth,
+                        lens: u128::from(up) << eighth,
+                        sub: None,
+                    };
+                    change.blocks.entry(block).or_default().then(edit);
+                }
+                return;
+            }
             Marks::Short => {
                 let n = &mut self.short[usize::from(len)];
                 let was = *n > 0;
                 *n = if up { *n + 1 } else { n.saturating_sub(1) };
-                change.short = was != (*n > 0);
-                return change;
+                change.short |= was != (*n > 0);
+                return;
             }
             Marks::Blocks { blocks, parts } => (blocks, parts),
         };
@@ -187,7 +246,6 @@ impl Blocks {
                 change.blocks.entry(b).or_default().then(edit);
             }
         }
-        change
     }
 
     /// `change` with the values the counts give now, for the same blocks,
@@ -199,7 +257,7 @@ impl Blocks {
             .map(|(&b, edit)| {
                 let lens = (0..128u8)
                     .filter(|&l| edit.touched >> l & 1 == 1)
-                    .filter(|&l| self.lens.contains_key(&key(b, l)))
+                    .filter(|&l| self.counted(b, l))
                     .fold(0u128, |m, l| m | 1 << l);
                 let sub = edit.sub.map(|_| self.sub_of(b));
                 (
@@ -218,6 +276,15 @@ impl Blocks {
         }
     }
 
+    /// Whether bit `l` of block `b`'s lengths has something counted.
+    fn counted(&self, b: u32, l: u8) -> bool {
+        if l < 1 << HOST_BITS {
+            self.hosts.any(b << HOST_BITS | u32::from(l))
+        } else {
+            self.lens.contains_key(&key(b, l))
+        }
+    }
+
     /// The parts of `block` that some prefix meets.
     fn sub_of(&self, block: u32) -> u32 {
         if self.parts.contains_key(&key(block, WHOLE)) {
@@ -229,12 +296,67 @@ impl Blocks {
     }
 }
 
-fn key(block: u32, low: u8) -> u64 {
-    u64::from(block) << 8 | u64::from(low)
+/// Hosts per eighth of a block, indexed `block << 3 | eighth` (19 bits).
+/// Most eighths hold few hosts, so a byte each, allocated at the first
+/// host and zero pages until written; a count that reaches 255 moves whole
+/// to `big`, which is what the byte then means.
+#[derive(Debug, Default)]
+struct HostCounts {
+    small: Vec<u8>,
+    big: HashMap<u32, u32, KeyedState>,
+}
+
+impl HostCounts {
+    /// Moves the count of eighth `i` one step; true when it went from or
+    /// to zero.
+    fn step(&mut self, i: u32, up: bool) -> bool {
+        if self.small.is_empty() {
+            self.small = vec![0; 1 << (16 + HOST_BITS)];
+        }
+        let n = &mut self.small[i as usize];
+        match (*n, up) {
+            (u8::MAX, _) => {
+                let big = self.big.get_mut(&i).expect("a count at 255 is in big");
+                if up {
+                    *big += 1;
+                } else {
+                    *big -= 1;
+                    if *big < u32::from(u8::MAX) {
+                        *n = *big as u8;
+                        self.big.remove(&i);
+                    }
+                }
+                false
+            }
+            (0, false) => false,
+            (c, true) => {
+                *n = c + 1;
+                if *n == u8::MAX {
+                    self.big.insert(i, u32::from(u8::MAX));
+                }
+                c == 0
+            }
+            (c, false) => {
+                *n = c - 1;
+                c == 1
+            }
+        }
+    }
+
+    /// Whether eighth `i` holds hosts.
+    fn any(&self, i: u32) -> bool {
+        self.small.get(i as usize).is_some_and(|&n| n > 0)
+    }
+}
+
+/// The key of a count: blocks have at most 16 bits.
+fn key(block: u32, low: u8) -> u32 {
+    debug_assert!(block < 1 << 16);
+    block << 8 | u32::from(low)
 }
 
 /// Moves the count at `k` one step; true when it went from or to zero.
-fn step(counts: &mut HashMap<u64, u32, KeyedState>, k: u64, up: bool) -> bool {
+fn step(counts: &mut HashMap<u32, u32, KeyedState>, k: u32, up: bool) -> bool {
     if up {
         let n = counts.entry(k).or_insert(0);
         *n += 1;
@@ -358,6 +480,86 @@ mod tests {
                 sub: 1 << 1
             }
         );
+    }
+
+    #[test]
+    fn hosts_flag_their_eighth_of_the_block_while_any_is_there() {
+        let mut b = Both::new(true, 1);
+        // 10.1.96.7: block 0x0a01, third byte 96 = 0b011_00000: eighth 3.
+        let c = b.add("10.1.96.7/32");
+        assert_eq!(c.blocks.keys().copied().collect::<Vec<_>>(), [0x0a01]);
+        assert_eq!(
+            b.value(0x0a01),
+            Block {
+                lens: 1 << 3,
+                sub: 0
+            }
+        );
+        assert_eq!(
+            b.add("10.1.127.255/32"),
+            BlockChange::default(),
+            "same eighth"
+        );
+        b.add("10.1.255.1/32");
+        b.add("10.1.2.0/24");
+        assert_eq!(
+            b.value(0x0a01),
+            Block {
+                lens: 1 << 24 | 1 << 7 | 1 << 3,
+                sub: 1
+            },
+            "hosts set no part, prefixes no host bit"
+        );
+        assert_eq!(b.remove("10.1.96.7/32"), BlockChange::default());
+        b.remove("10.1.127.255/32");
+        b.remove("10.1.255.1/32");
+        assert_eq!(
+            b.value(0x0a01),
+            Block {
+                lens: 1 << 24,
+                sub: 1
+            }
+        );
+        assert_eq!(b.0.short_lens(), 0);
+
+        // IPv6: the eighth is the 3 bits after the /32.
+        let mut b = Both::new(false, 7);
+        b.add("2001:db8:e000::1/128");
+        let block = b.0.block6(0x2001_0db8);
+        assert_eq!(
+            b.value(block),
+            Block {
+                lens: 1 << 7,
+                sub: 0
+            }
+        );
+        b.remove("2001:db8:e000::1/128");
+        assert_eq!(b.value(block), Block::default());
+    }
+
+    #[test]
+    fn host_counts_go_past_a_byte_and_flip_only_at_zero() {
+        let mut c = HostCounts::default();
+        assert!(!c.any(5) && !c.step(5, false), "nothing to count out");
+        let flips: Vec<bool> = (0..600).map(|_| c.step(5, true)).collect();
+        assert!(flips[0] && flips[1..].iter().all(|f| !f));
+        assert!(c.any(5) && !c.any(4));
+        assert_eq!(c.big.get(&5), Some(&600));
+        let flips: Vec<bool> = (0..600).map(|_| c.step(5, false)).collect();
+        assert!(flips[599] && flips[..599].iter().all(|f| !f));
+        assert!(!c.any(5) && c.big.is_empty());
+        // Around the byte's limit, both ways.
+        for _ in 0..255 {
+            c.step(9, true);
+        }
+        c.step(9, false);
+        c.step(9, true);
+        assert_eq!((c.small[9], c.big.get(&9)), (255, Some(&255)));
+        for _ in 0..254 {
+            assert!(!c.step(9, false));
+        }
+        assert!(c.step(9, false));
+        assert!(!c.any(9));
     }
 
     #[test]
