@@ -112,7 +112,7 @@ impl Blocks {
             ipv4,
             hash6: BucketIndex::new(1 << BLOCK6_BITS, seed),
             lens: HashMap::default(),
-            hosts: HostCounts::default(),
+            hosts: HostCounts::new(),
             parts: HashMap::default(),
             short: [0; 32],
         }
@@ -297,47 +297,69 @@ impl Blocks {
 }
 
 /// Hosts per eighth of a block, indexed `block << 3 | eighth` (19 bits).
-/// Most eighths hold few hosts, so a byte each, allocated at the first
-/// host and zero pages until written; a count that reaches 255 moves whole
-/// to `big`, which is what the byte then means.
-#[derive(Debug, Default)]
+/// Most eighths hold a few hosts or none, so 4 bits each; a count that
+/// reaches 15 moves whole to `big`, and 15 then means "see `big`". The
+/// 256 KiB are allocated with the table, at startup: then they get pages
+/// of their own, untouched (so not resident) until hosts come, rather than
+/// a place in the heap that would keep the memory freed below them.
+#[derive(Debug)]
 struct HostCounts {
     small: Vec<u8>,
     big: HashMap<u32, u32, KeyedState>,
 }
 
+/// The count that sends an eighth to `big`.
+const NIBBLE_FULL: u8 = 15;
+
 impl HostCounts {
+    fn new() -> Self {
+        HostCounts {
+            small: vec![0; 1 << (16 + HOST_BITS - 1)],
+            big: HashMap::default(),
+        }
+    }
+
+    fn nibble(&self, i: u32) -> u8 {
+        self.small[i as usize / 2] >> (i % 2 * 4) & NIBBLE_FULL
+    }
+
+    fn set_nibble(&mut self, i: u32, n: u8) {
+        let b = &mut self.small[i as usize / 2];
+        let shift = i % 2 * 4;
+        *b = *b & !(NIBBLE_FULL << shift) | n << shift;
+    }
+
     /// Moves the count of eighth `i` one step; true when it went from or
     /// to zero.
     fn step(&mut self, i: u32, up: bool) -> bool {
-        if self.small.is_empty() {
-            self.small = vec![0; 1 << (16 + HOST_BITS)];
-        }
-        let n = &mut self.small[i as usize];
-        match (*n, up) {
-            (u8::MAX, _) => {
-                let big = self.big.get_mut(&i).expect("a count at 255 is in big");
+        match (self.nibble(i), up) {
+            (NIBBLE_FULL, _) => {
+                let big = self
+                    .big
+                    .get_mut(&i)
+                    .expect("a full nibble's count is in big");
                 if up {
                     *big += 1;
                 } else {
                     *big -= 1;
-                    if *big < u32::from(u8::MAX) {
-                        *n = *big as u8;
+                    if *big < u32::from(NIBBLE_FULL) {
+                        let n = *big as u8;
                         self.big.remove(&i);
+                        self.set_nibble(i, n);
                     }
                 }
                 false
             }
             (0, false) => false,
             (c, true) => {
-                *n = c + 1;
-                if *n == u8::MAX {
-                    self.big.insert(i, u32::from(u8::MAX));
+                self.set_nibble(i, c + 1);
+                if c + 1 == NIBBLE_FULL {
+                    self.big.insert(i, u32::from(NIBBLE_FULL));
                 }
                 c == 0
             }
             (c, false) => {
-                *n = c - 1;
+                self.set_nibble(i, c - 1);
                 c == 1
             }
         }
@@ -345,7 +367,7 @@ impl HostCounts {
 
     /// Whether eighth `i` holds hosts.
     fn any(&self, i: u32) -> bool {
-        self.small.get(i as usize).is_some_and(|&n| n > 0)
+        self.nibble(i) > 0
     }
 }
 
@@ -538,28 +560,35 @@ mod tests {
     }
 
     #[test]
-    fn host_counts_go_past_a_byte_and_flip_only_at_zero() {
-        let mut c = HostCounts::default();
+    fn host_counts_go_past_a_nibble_and_flip_only_at_zero() {
+        let mut c = HostCounts::new();
         assert!(!c.any(5) && !c.step(5, false), "nothing to count out");
         let flips: Vec<bool> = (0..600).map(|_| c.step(5, true)).collect();
         assert!(flips[0] && flips[1..].iter().all(|f| !f));
-        assert!(c.any(5) && !c.any(4));
+        assert!(
+            c.any(5) && !c.any(4) && !c.any(6),
+            "neighbours share a byte"
+        );
         assert_eq!(c.big.get(&5), Some(&600));
         let flips: Vec<bool> = (0..600).map(|_| c.step(5, false)).collect();
         assert!(flips[599] && flips[..599].iter().all(|f| !f));
         assert!(!c.any(5) && c.big.is_empty());
-        // Around the byte's limit, both ways.
-        for _ in 0..255 {
+        // Around the nibble's limit, both ways, next to a busy neighbour.
+        for _ in 0..3 {
+            c.step(8, true);
+        }
+        for _ in 0..15 {
             c.step(9, true);
         }
         c.step(9, false);
         c.step(9, true);
-        assert_eq!((c.small[9], c.big.get(&9)), (255, Some(&255)));
-        for _ in 0..254 {
+        assert_eq!((c.nibble(9), c.big.get(&9)), (15, Some(&15)));
+        for _ in 0..14 {
             assert!(!c.step(9, false));
         }
         assert!(c.step(9, false));
         assert!(!c.any(9));
+        assert_eq!(c.nibble(8), 3, "the neighbour kept its count");
     }
 
     #[test]
