@@ -95,12 +95,13 @@ impl BucketIndex {
 
     /// The bucket of rule (`addr`, `len`), `addr` masked to `len`: the
     /// address read as native-endian 32-bit words, as the program loads
-    /// them from the packet.
+    /// them from the packet, taken two at a time (the second high).
     pub fn bucket_of(&self, addr: &[u8], len: u8) -> u32 {
         let start = (self.seed ^ u64::from(len)).wrapping_mul(HASH_MUL);
-        let h = addr.chunks_exact(4).fold(start, |h, w| {
-            let w = u32::from_ne_bytes(w.try_into().expect("4 bytes"));
-            (h ^ u64::from(w)).wrapping_mul(HASH_MUL)
+        let word = |w: &[u8]| u64::from(u32::from_ne_bytes(w.try_into().expect("4 bytes")));
+        let h = addr.chunks(8).fold(start, |h, pair| {
+            let w = word(&pair[..4]) | pair.get(4..8).map_or(0, |hi| word(hi) << 32);
+            (h ^ w).wrapping_mul(HASH_MUL)
         });
         (h >> (64 - u32::from(self.bits))) as u32
     }
@@ -271,6 +272,16 @@ mod tests {
         let start = (0x1234u64 ^ 32).wrapping_mul(HASH_MUL);
         let expect = ((start ^ w).wrapping_mul(HASH_MUL) >> (64 - 12)) as u32;
         assert_eq!(t.bucket_of(&addr, 32), expect);
+        // IPv6: words 0 and 1, then 2 and 3, the second of each high.
+        let addr6: [u8; 16] = std::array::from_fn(|i| i as u8 * 17);
+        let w: Vec<u64> = addr6
+            .chunks(4)
+            .map(|c| u64::from(u32::from_ne_bytes(c.try_into().unwrap())))
+            .collect();
+        let start = (0x1234u64 ^ 128).wrapping_mul(HASH_MUL);
+        let h = (start ^ (w[0] | w[1] << 32)).wrapping_mul(HASH_MUL);
+        let h = (h ^ (w[2] | w[3] << 32)).wrapping_mul(HASH_MUL);
+        assert_eq!(t.bucket_of(&addr6, 128), (h >> (64 - 12)) as u32);
         // The length is hashed too: a /24 and its first host part ways.
         let net = [192, 0, 2, 0];
         assert!((0..64).any(|s| {
