@@ -85,18 +85,32 @@ pub fn repeated(program: &ProgramHandle, frame: &[u8], repeat: u32) -> anyhow::R
     Ok(per_run.as_nanos() as f64)
 }
 
-/// Kernel-reported ns per run when every run is a different frame: one
-/// BPF_PROG_TEST_RUN per frame, durations summed. Median of `passes`.
-pub fn rotating(program: &ProgramHandle, frames: &[Vec<u8>], passes: usize) -> anyhow::Result<f64> {
-    let mut results = Vec::with_capacity(passes);
+/// Kernel-reported ns per run of programs `a` and `b` when every run is a
+/// different frame: one BPF_PROG_TEST_RUN per frame and program, the two
+/// programs taking turns frame by frame so that both meet the same moments
+/// of a busy machine; durations summed per pass, median of `passes`.
+pub fn rotating_pair(
+    a: &ProgramHandle,
+    b: &ProgramHandle,
+    frames: &[Vec<u8>],
+    passes: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let mut results = (Vec::with_capacity(passes), Vec::with_capacity(passes));
     for _ in 0..passes {
-        let mut total = 0u128;
+        let (mut total_a, mut total_b) = (0u128, 0u128);
         for frame in frames {
-            let (_, d) = bpf::test_run(program, frame, 1).context("BPF_PROG_TEST_RUN")?;
-            total += d.as_nanos();
+            let (_, d) = bpf::test_run(a, frame, 1).context("BPF_PROG_TEST_RUN")?;
+            total_a += d.as_nanos();
+            let (_, d) = bpf::test_run(b, frame, 1).context("BPF_PROG_TEST_RUN")?;
+            total_b += d.as_nanos();
         }
-        results.push(total as f64 / frames.len() as f64);
+        results.0.push(total_a as f64 / frames.len() as f64);
+        results.1.push(total_b as f64 / frames.len() as f64);
     }
-    results.sort_by(|a, b| a.total_cmp(b));
-    Ok(results[results.len() / 2])
+    Ok((median(results.0), median(results.1)))
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
 }

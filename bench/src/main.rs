@@ -47,7 +47,7 @@ fn main() -> anyhow::Result<()> {
     let mut settings = Settings {
         sources: 100_000,
         repeat: 1_000_000,
-        passes: 3,
+        passes: 5,
         seconds: 1.0,
         rounds: 10,
         api_requests: 20_000,
