@@ -510,6 +510,34 @@ fn a_spilled_bucket_is_looked_up_in_the_overflow_hash() {
     }
 }
 
+/// The program loaded with small tables (64 drop and 16 ignore rules per
+/// family, 16 tags), rule sets `active` flagged as holding rules.
+fn small_tables(active: &[usize]) -> Loaded {
+    let caps = Capacities {
+        drop: 64,
+        ignore: 16,
+        tags: 16,
+    };
+    let mut loaded = bpf::load(caps).expect("load the program (run as root)");
+    let mut flags = [0u8; bpf::RULE_MAPS];
+    for &set in active {
+        flags[set] = 1;
+    }
+    loaded.maps.set_active(flags).unwrap();
+    loaded
+}
+
+/// The verdict on a frame from `ip`.
+fn verdict_of(program: &ProgramHandle, ip: &str) -> u32 {
+    let ip: IpAddr = ip.parse().unwrap();
+    bpf::test_run(program, &frame_from(ip), 1).unwrap().0
+}
+
+/// Asserts every item of a batch was applied.
+fn all_ok(results: Vec<std::io::Result<()>>) {
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+}
+
 /// Prefixes are found through their blocks: a prefix marks its length in
 /// the parts of the blocks it meets, a re-tagged prefix is counted once, a
 /// block keeps its bits while any prefix needs them, a prefix too wide to
@@ -517,39 +545,26 @@ fn a_spilled_bucket_is_looked_up_in_the_overflow_hash() {
 /// hash.
 #[test]
 fn prefix_blocks_follow_prefixes_in_and_out() {
-    let caps = Capacities {
-        drop: 64,
-        ignore: 16,
-        tags: 16,
-    };
-    let Loaded { program, mut maps } = bpf::load(caps).expect("load the program (run as root)");
     let net = |s: &str| s.parse::<Cidr>().unwrap();
     let (d4, d6) = (
         bpf::rule_map_index(Policy::Drop, net("10.0.0.0/8")),
         bpf::rule_map_index(Policy::Drop, net("2001:db8::/32")),
     );
-    let mut active = [0u8; bpf::RULE_MAPS];
-    active[d4] = 1;
-    active[d6] = 1;
-    maps.set_active(active).unwrap();
-    let verdict = |ip: &str| {
-        let ip: IpAddr = ip.parse().unwrap();
-        bpf::test_run(&program, &frame_from(ip), 1).unwrap().0
-    };
-    let ok = |r: Vec<std::io::Result<()>>| assert!(r.iter().all(Result::is_ok), "{r:?}");
+    let Loaded { program, mut maps } = small_tables(&[d4, d6]);
+    let verdict = |ip: &str| verdict_of(&program, ip);
 
-    ok(maps.insert(d4, &[(net("10.0.0.0/8"), 1)]));
+    all_ok(maps.insert(d4, &[(net("10.0.0.0/8"), 1)]));
     assert_eq!(verdict("10.200.3.4"), XDP_DROP, "a /8 marks all its /16s");
     assert_eq!(verdict("11.0.0.1"), XDP_PASS);
-    ok(maps.insert(d4, &[(net("10.1.2.0/24"), 2), (net("10.1.3.0/24"), 2)]));
-    ok(maps.insert(d4, &[(net("10.1.2.0/24"), 3)]));
+    all_ok(maps.insert(d4, &[(net("10.1.2.0/24"), 2), (net("10.1.3.0/24"), 2)]));
+    all_ok(maps.insert(d4, &[(net("10.1.2.0/24"), 3)]));
     assert_eq!(verdict("10.1.2.9"), XDP_DROP);
     assert_eq!(
         maps.read_tag(Policy::Drop, 3).unwrap().packets,
         1,
         "re-tagged"
     );
-    ok(maps.remove(d4, &[net("10.0.0.0/8"), net("10.1.3.0/24")]));
+    all_ok(maps.remove(d4, &[net("10.0.0.0/8"), net("10.1.3.0/24")]));
     assert_eq!(verdict("10.200.3.4"), XDP_PASS);
     assert_eq!(
         verdict("10.1.2.9"),
@@ -558,7 +573,7 @@ fn prefix_blocks_follow_prefixes_in_and_out() {
     );
     // Another part of the block, and another length in the same part.
     assert_eq!(verdict("10.1.200.1"), XDP_PASS);
-    ok(maps.insert(d4, &[(net("10.1.200.0/22"), 4), (net("10.1.2.8/29"), 5)]));
+    all_ok(maps.insert(d4, &[(net("10.1.200.0/22"), 4), (net("10.1.2.8/29"), 5)]));
     assert_eq!(verdict("10.1.203.1"), XDP_DROP);
     assert_eq!(verdict("10.1.2.9"), XDP_DROP);
     assert_eq!(
@@ -572,11 +587,11 @@ fn prefix_blocks_follow_prefixes_in_and_out() {
         3,
         "then /24"
     );
-    ok(maps.remove(d4, &[net("10.1.2.0/24")]));
+    all_ok(maps.remove(d4, &[net("10.1.2.0/24")]));
     assert_eq!(verdict("10.1.2.1"), XDP_PASS);
     assert_eq!(verdict("10.1.2.9"), XDP_DROP, "the /29 stays");
     // Too wide to mark: probed for every address.
-    ok(maps.insert(d4, &[(net("0.0.0.0/0"), 6)]));
+    all_ok(maps.insert(d4, &[(net("0.0.0.0/0"), 6)]));
     assert_eq!(verdict("198.51.100.1"), XDP_DROP);
     assert_eq!(verdict("10.1.2.9"), XDP_DROP);
     assert_eq!(
@@ -584,7 +599,7 @@ fn prefix_blocks_follow_prefixes_in_and_out() {
         3,
         "/29 beats /0"
     );
-    ok(maps.remove(
+    all_ok(maps.remove(
         d4,
         &[net("0.0.0.0/0"), net("10.1.200.0/22"), net("10.1.2.8/29")],
     ));
@@ -592,23 +607,23 @@ fn prefix_blocks_follow_prefixes_in_and_out() {
         assert_eq!(verdict(ip), XDP_PASS, "{ip}");
     }
 
-    ok(maps.insert(d6, &[(net("2001:db8::/32"), 7)]));
+    all_ok(maps.insert(d6, &[(net("2001:db8::/32"), 7)]));
     assert_eq!(verdict("2001:db8:1::1"), XDP_DROP);
     assert_eq!(verdict("2400:1::1"), XDP_PASS);
-    ok(maps.insert(d6, &[(net("2400::/12"), 8)]));
+    all_ok(maps.insert(d6, &[(net("2400::/12"), 8)]));
     assert_eq!(verdict("2400:1::1"), XDP_DROP, "too wide to mark: probed");
-    ok(maps.remove(d6, &[net("2400::/12")]));
+    all_ok(maps.remove(d6, &[net("2400::/12")]));
     assert_eq!(verdict("2400:1::1"), XDP_PASS);
     // Lengths past 64 are in the block's high word.
-    ok(maps.insert(d6, &[(net("2001:db8:1:0:8000::/65"), 9)]));
+    all_ok(maps.insert(d6, &[(net("2001:db8:1:0:8000::/65"), 9)]));
     assert_eq!(verdict("2001:db8:1:0:8000::1"), XDP_DROP);
     assert_eq!(maps.read_tag(Policy::Drop, 9).unwrap().packets, 1);
     assert_eq!(verdict("2001:db8:1::1"), XDP_DROP);
     assert_eq!(maps.read_tag(Policy::Drop, 7).unwrap().packets, 2);
-    ok(maps.remove(d6, &[net("2001:db8::/32")]));
+    all_ok(maps.remove(d6, &[net("2001:db8::/32")]));
     assert_eq!(verdict("2001:db8:1::1"), XDP_PASS);
     assert_eq!(verdict("2001:db8:1:0:8000::1"), XDP_DROP);
-    ok(maps.remove(d6, &[net("2001:db8:1:0:8000::/65")]));
+    all_ok(maps.remove(d6, &[net("2001:db8:1:0:8000::/65")]));
     assert_eq!(verdict("2001:db8:1:0:8000::1"), XDP_PASS);
 }
 
@@ -616,16 +631,8 @@ fn prefix_blocks_follow_prefixes_in_and_out() {
 /// spills into the overflow hash and is still found there.
 #[test]
 fn a_spilled_prefix_is_found_in_the_overflow_hash() {
-    let caps = Capacities {
-        drop: 64,
-        ignore: 16,
-        tags: 16,
-    };
-    let Loaded { program, mut maps } = bpf::load(caps).expect("load the program (run as root)");
     let index = bpf::rule_map_index(Policy::Drop, "10.0.0.0/24".parse().unwrap());
-    let mut active = [0u8; bpf::RULE_MAPS];
-    active[index] = 1;
-    maps.set_active(active).unwrap();
+    let Loaded { program, mut maps } = small_tables(&[index]);
     let table = maps.bucket_index(index);
     let bucket = table.bucket_of(&[10, 0, 0, 0], 24);
     // Nine /24s of one bucket: seven fill it, two spill.
@@ -664,56 +671,44 @@ fn octets(ip: IpAddr) -> Vec<u8> {
 /// prefixes that cover them.
 #[test]
 fn hosts_are_found_while_their_eighth_of_the_block_is_flagged() {
-    let caps = Capacities {
-        drop: 64,
-        ignore: 16,
-        tags: 16,
-    };
-    let Loaded { program, mut maps } = bpf::load(caps).expect("load the program (run as root)");
     let net = |s: &str| s.parse::<Cidr>().unwrap();
     let index = |s: &str| bpf::rule_map_index(Policy::Drop, net(s));
-    let mut active = [0u8; bpf::RULE_MAPS];
-    for s in [
+    let sets = [
         "10.0.0.1/32",
         "10.0.0.0/8",
         "2001:db8::1/128",
         "2001:db8::/32",
-    ] {
-        active[index(s)] = 1;
-    }
-    maps.set_active(active).unwrap();
-    let verdict = |ip: &str| {
-        let ip: IpAddr = ip.parse().unwrap();
-        bpf::test_run(&program, &frame_from(ip), 1).unwrap().0
-    };
-    let ok = |r: Vec<std::io::Result<()>>| assert!(r.iter().all(Result::is_ok), "{r:?}");
+    ]
+    .map(index);
+    let Loaded { program, mut maps } = small_tables(&sets);
+    let verdict = |ip: &str| verdict_of(&program, ip);
     let bits = |maps: &bpf::KernelMaps, s: &str| maps.host_bits(index(s), net(s)).unwrap();
 
     // 10.1.96.7 and 10.1.127.255: eighth 3 of 10.1/16; 10.1.255.1: eighth 7.
     let h4 = index("10.0.0.1/32");
-    ok(maps.insert(h4, &[(net("10.1.96.7/32"), 1), (net("10.1.127.255/32"), 1)]));
+    all_ok(maps.insert(h4, &[(net("10.1.96.7/32"), 1), (net("10.1.127.255/32"), 1)]));
     assert_eq!(bits(&maps, "10.1.96.7/32"), (1 << 3, 3));
     assert_eq!(verdict("10.1.96.7"), XDP_DROP);
     assert_eq!(verdict("10.1.96.8"), XDP_PASS);
-    ok(maps.insert(h4, &[(net("10.1.255.1/32"), 1)]));
+    all_ok(maps.insert(h4, &[(net("10.1.255.1/32"), 1)]));
     assert_eq!(bits(&maps, "10.1.255.1/32"), (1 << 3 | 1 << 7, 7));
-    ok(maps.remove(h4, &[net("10.1.96.7/32")]));
+    all_ok(maps.remove(h4, &[net("10.1.96.7/32")]));
     assert_eq!(verdict("10.1.96.7"), XDP_PASS);
     assert_eq!(
         verdict("10.1.127.255"),
         XDP_DROP,
         "the eighth stays flagged for the host left"
     );
-    ok(maps.remove(h4, &[net("10.1.127.255/32")]));
+    all_ok(maps.remove(h4, &[net("10.1.127.255/32")]));
     assert_eq!(bits(&maps, "10.1.96.7/32"), (1 << 7, 3));
     assert_eq!(verdict("10.1.255.1"), XDP_DROP);
 
     // A host inside a prefix is still the longest match.
-    ok(maps.insert(index("10.1.2.0/24"), &[(net("10.1.2.0/24"), 2)]));
-    ok(maps.insert(h4, &[(net("10.1.2.9/32"), 3)]));
+    all_ok(maps.insert(index("10.1.2.0/24"), &[(net("10.1.2.0/24"), 2)]));
+    all_ok(maps.insert(h4, &[(net("10.1.2.9/32"), 3)]));
     assert_eq!(verdict("10.1.2.9"), XDP_DROP);
     assert_eq!(maps.read_tag(Policy::Drop, 3).unwrap().packets, 1);
-    ok(maps.remove(h4, &[net("10.1.2.9/32"), net("10.1.255.1/32")]));
+    all_ok(maps.remove(h4, &[net("10.1.2.9/32"), net("10.1.255.1/32")]));
     assert_eq!(
         bits(&maps, "10.1.2.9/32"),
         (0, 0),
@@ -729,7 +724,7 @@ fn hosts_are_found_while_their_eighth_of_the_block_is_flagged() {
 
     // IPv6: eighths of the hashed /32, by the 3 bits after it.
     let h6 = index("2001:db8::1/128");
-    ok(maps.insert(
+    all_ok(maps.insert(
         h6,
         &[
             (net("2001:db8:e000::1/128"), 4),
@@ -740,7 +735,7 @@ fn hosts_are_found_while_their_eighth_of_the_block_is_flagged() {
     assert_eq!(verdict("2001:db8:e000::1"), XDP_DROP);
     assert_eq!(verdict("2001:db8::1"), XDP_DROP);
     assert_eq!(verdict("2001:db8:e000::2"), XDP_PASS);
-    ok(maps.remove(h6, &[net("2001:db8:e000::1/128")]));
+    all_ok(maps.remove(h6, &[net("2001:db8:e000::1/128")]));
     assert_eq!(bits(&maps, "2001:db8:e000::1/128"), (1, 7));
     assert_eq!(verdict("2001:db8:e000::1"), XDP_PASS);
     assert_eq!(verdict("2001:db8::1"), XDP_DROP);
