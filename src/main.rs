@@ -112,6 +112,13 @@ fn acquire(config: &Config, layout: &Layout) -> anyhow::Result<Acquired> {
         ignore: config.limits.ignore_max_entries,
         tags: config.limits.max_tags,
     };
+    if !privileges::has_effective(privileges::CAP_PERFMON) {
+        tracing::warn!(
+            "CAP_PERFMON is missing: the verifier adds speculation barriers to the XDP \
+             program, which then costs about 3 times as much per packet; give couic \
+             CAP_PERFMON (dropped with the others once loaded)"
+        );
+    }
     let loaded = bpf::load(caps)?;
     let links = xdp::attach_all(&loaded.program, &config.ifaces, config.operation_mode)?;
     for link in &links {

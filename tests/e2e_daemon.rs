@@ -140,6 +140,10 @@ fn refused_attach_names_interface_and_mode() {
         "{out}"
     );
     assert!(!pair.rx.has_xdp(&pair.rx_if));
+    assert!(
+        !out.contains("CAP_PERFMON"),
+        "root holds CAP_PERFMON: no warning: {out}"
+    );
 }
 
 #[test]
@@ -164,6 +168,10 @@ fn daemon_attaches_with_bpf_and_net_admin_only_and_detaches_on_sigterm() {
     assert!(
         out.contains(&format!("interface: {} (mode: native)", pair.rx_if)),
         "the mode is logged per interface: {out}"
+    );
+    assert!(
+        out.contains("CAP_PERFMON is missing"),
+        "the cost of loading without CAP_PERFMON is said: {out}"
     );
     assert!(pair.rx.has_xdp(&pair.rx_if));
 

@@ -123,6 +123,20 @@ impl Figure {
         }
     }
 
+    /// A figure against a baseline, with no goal.
+    pub fn compared(
+        label: impl Into<String>,
+        unit: &'static str,
+        value: f64,
+        base: f64,
+        base_label: impl Into<String>,
+    ) -> Self {
+        Figure {
+            base: Some((base, base_label.into())),
+            ..Figure::plain(label, unit, value)
+        }
+    }
+
     fn ratio_value(&self) -> Option<f64> {
         self.base.as_ref().map(|(b, _)| self.value / b)
     }
