@@ -126,7 +126,7 @@ fn main() -> anyhow::Result<()> {
                 &path,
                 &report::DATA_PATH,
                 &command,
-                "about 5 minutes",
+                "about 3 minutes",
                 &context(),
                 &data_path,
             )?;
