@@ -105,6 +105,7 @@ impl Figure {
         }
     }
 
+    /// A figure against a baseline, with a goal on their ratio.
     pub fn ratio(
         label: impl Into<String>,
         unit: &'static str,
@@ -114,12 +115,8 @@ impl Figure {
         goal: Goal,
     ) -> Self {
         Figure {
-            label: label.into(),
-            unit,
-            value,
-            base: Some((base, base_label.into())),
             goal: Some(goal),
-            limit: None,
+            ..Figure::compared(label, unit, value, base, base_label)
         }
     }
 
