@@ -338,10 +338,11 @@ static __always_inline int lookup_v4(void *buckets, void *overflow, void *blocks
 				     __u8 hosts, __u8 nets, __u32 short_lens, __u32 drop,
 				     __u32 addr, __u32 *tag)
 {
-	struct probes p = { .w = { addr }, .lens = short_lens, .drop = drop };
 	const __u8 *o = (const __u8 *)&addr;
 	__u32 block = (__u32)o[0] << 8 | o[1];
 	struct couic_b4_block *k;
+	struct probes p;
+	__u64 lens = short_lens;
 
 	if (!hosts && !nets)
 		return 0;
@@ -354,9 +355,13 @@ static __always_inline int lookup_v4(void *buckets, void *overflow, void *blocks
 	if (!nets)
 		return 0;
 	if ((k->sub >> (o[2] >> 3)) & 1)
-		p.lens |= k->lens & ~HOST_BITS;
-	if (!p.lens)
+		lens |= k->lens & ~HOST_BITS;
+	if (!lens)
 		return 0;
+	/* The probes' state is written only now: a lookup that ends before
+	 * makes no stack writes (each one a speculation barrier when the
+	 * loader lacks CAP_PERFMON). */
+	p = (struct probes){ .w = { addr }, .lens = lens, .drop = drop };
 	bpf_loop(32, probe_next_v4, &p, 0);
 	*tag = p.tag;
 	return p.found;
@@ -369,8 +374,9 @@ static __always_inline int lookup_v6(void *buckets, void *overflow, void *blocks
 {
 	__u32 block = couic_bucket_of(w, 1, 0, COUIC_BLOCK6_BITS);
 	__u8 next = ((const __u8 *)w)[4]; /* the 8 address bits after the /32 */
-	struct probes p = { .lens = short_lens, .drop = drop };
 	struct couic_b6_block *k;
+	__u64 lens = short_lens, hi = 0;
+	struct probes p;
 
 	if (!hosts && !nets)
 		return 0;
@@ -383,11 +389,12 @@ static __always_inline int lookup_v6(void *buckets, void *overflow, void *blocks
 	if (!nets)
 		return 0;
 	if ((k->sub >> (next >> 3)) & 1) {
-		p.lens |= k->lens[0] & ~(__u64)HOST_BITS;
-		p.hi = k->lens[1];
+		lens |= k->lens[0] & ~(__u64)HOST_BITS;
+		hi = k->lens[1];
 	}
-	if (!p.lens && !p.hi)
+	if (!lens && !hi)
 		return 0;
+	p = (struct probes){ .lens = lens, .hi = hi, .drop = drop };
 	__builtin_memcpy(p.w, w, sizeof(p.w));
 	bpf_loop(128, probe_next_v6, &p, 0);
 	*tag = p.tag;
