@@ -205,7 +205,7 @@ static __always_inline int probe_v4(void *buckets, void *overflow, __u8 bits, __
 				    __u32 *tag)
 {
 	__u32 idx = couic_bucket_of(&addr, 1, len, bits), want = len << COUIC_RULE_TAG_BITS;
-	struct couic_v4_key key = { .prefixlen = len };
+	struct couic_v4_key key;
 	struct couic_b4_bucket *b;
 	struct couic_rule *rule;
 	__u32 count;
@@ -229,6 +229,8 @@ static __always_inline int probe_v4(void *buckets, void *overflow, __u8 bits, __
 	}
 	if (!b->overflow)
 		return 0;
+	/* Written only now: stack writes are not free (see lookup_v4). */
+	key.prefixlen = len;
 	__builtin_memcpy(key.addr, &addr, sizeof(addr));
 	rule = bpf_map_lookup_elem(overflow, &key);
 	if (!rule)
@@ -242,7 +244,7 @@ static __always_inline int probe_v6(void *buckets, void *overflow, __u8 bits, co
 				    __u32 len, __u32 *tag)
 {
 	__u32 idx = couic_bucket_of(w, 4, len, bits), want = len << COUIC_RULE_TAG_BITS;
-	struct couic_v6_key key = { .prefixlen = len };
+	struct couic_v6_key key;
 	struct couic_b6_bucket *b;
 	struct couic_rule *rule;
 	__u32 count;
@@ -265,6 +267,7 @@ static __always_inline int probe_v6(void *buckets, void *overflow, __u8 bits, co
 	}
 	if (!b->overflow)
 		return 0;
+	key.prefixlen = len;
 	__builtin_memcpy(key.addr, w, sizeof(key.addr));
 	rule = bpf_map_lookup_elem(overflow, &key);
 	if (!rule)
