@@ -115,7 +115,7 @@ fn acquire(config: &Config, layout: &Layout) -> anyhow::Result<Acquired> {
     if !privileges::has_effective(privileges::CAP_PERFMON) {
         tracing::warn!(
             "CAP_PERFMON is missing: the verifier adds speculation barriers to the XDP \
-             program, which then costs about 3 times as much per packet; give couic \
+             program, which then costs 1.5 to 2.5 times as much per packet; give couic \
              CAP_PERFMON (dropped with the others once loaded)"
         );
     }

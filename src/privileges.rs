@@ -3,7 +3,7 @@
 //! couic needs CAP_BPF and CAP_NET_ADMIN only to load and attach. With
 //! CAP_PERFMON as well, the verifier trusts the loader with speculation and
 //! leaves out the barriers it otherwise puts after stack writes (Spectre v4),
-//! which cost about three times the per-packet time. After loading, map fds
+//! which cost 1.5 to 2.5 times the per-packet time. After loading, map fds
 //! work without capabilities, so all of them are dropped and `no_new_privs`
 //! is set: a compromised daemon cannot regain them.
 
