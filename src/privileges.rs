@@ -61,8 +61,12 @@ pub fn keep_only(caps: &[u32]) -> Result<(), PrivilegeError> {
     Ok(())
 }
 
-/// CAP_PERFMON: with it, the verifier adds no speculation barriers.
+/// Capability numbers (linux/capability.h). couic loads and attaches with
+/// the first two; with CAP_PERFMON too, the verifier adds no speculation
+/// barriers.
+pub const CAP_NET_ADMIN: u32 = 12;
 pub const CAP_PERFMON: u32 = 38;
+pub const CAP_BPF: u32 = 39;
 
 /// Whether the calling thread holds `cap` in its effective set.
 pub fn has_effective(cap: u32) -> bool {

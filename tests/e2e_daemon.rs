@@ -12,11 +12,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use couic::bpf::{self, Capacities};
 use couic::config::OperationMode;
+use couic::privileges::{CAP_BPF, CAP_NET_ADMIN};
 use couic::xdp;
 
 const COUIC: &str = env!("CARGO_BIN_EXE_couic");
-const CAP_NET_ADMIN: u32 = 12;
-const CAP_BPF: u32 = 39;
 
 /// A working directory with a config attaching to `ifaces` in `mode`.
 struct Setup {

@@ -89,11 +89,10 @@ fn cost_without_perfmon(
     with_perfmon: &ProgramHandle,
     settings: &Settings,
 ) -> anyhow::Result<(Figure, Figure)> {
-    const CAP_NET_ADMIN: u32 = 12;
-    const CAP_BPF: u32 = 39;
     let rules = list.rules.clone();
     let without = std::thread::spawn(move || -> anyhow::Result<_> {
-        couic::privileges::keep_only(&[CAP_BPF, CAP_NET_ADMIN])?;
+        use couic::privileges::{keep_only, CAP_BPF, CAP_NET_ADMIN};
+        keep_only(&[CAP_BPF, CAP_NET_ADMIN])?;
         kernel::load(&rules)
     })
     .join()
