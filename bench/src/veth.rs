@@ -114,17 +114,11 @@ impl Lab {
         // pinned, instead of in softirq on the CPU that queued the frames
         // (the generator's). The NAPI exists now that GRO is on; before,
         // the write fails. `ip netns exec` remounts /sys for the namespace.
-        sh(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                RX_NS,
-                "sh",
-                "-c",
-                &format!("echo 1 > /sys/class/net/{RX_IF}/threaded"),
-            ],
-        )
+        in_rx(&[
+            "sh",
+            "-c",
+            &format!("echo 1 > /sys/class/net/{RX_IF}/threaded"),
+        ])
         .context("enable threaded NAPI on the receiving veth")?;
         Ok(lab)
     }
