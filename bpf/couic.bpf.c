@@ -143,8 +143,8 @@ struct verdict {
 	int malformed;
 };
 
-/* Multiplicative hash of a prefix length and address words, top `bits`
- * bits kept; two words per multiply, so an IPv6 address costs two serial
+/* Multiplicative hash of a prefix length and an address, top `bits`
+ * bits kept; 64 address bits per multiply, so an IPv6 address costs two serial
  * multiplies rather than four. src/bpf/buckets.rs computes the same. */
 #define COUIC_HASH_MUL 0x9e3779b97f4a7c15ULL
 #define TAG_MASK ((1U << COUIC_RULE_TAG_BITS) - 1)
@@ -156,10 +156,19 @@ static __always_inline __u32 couic_bucket_of(const __u32 *words, int n, __u32 le
 	__u64 h = (couic_seed ^ len) * COUIC_HASH_MUL;
 
 	for (int i = 0; i < n; i += 2) {
-		__u64 w = words[i];
+		/* The address as a number (host order): rules of consecutive
+		 * addresses, or of regular strides, then take buckets spread
+		 * evenly by the multiply. In the words' own order, consecutive
+		 * hosts piled up and a fifth of a full table spilled. */
+		__u64 w = bpf_ntohl(words[i]);
 
 		if (i + 1 < n)
-			w |= (__u64)words[i + 1] << 32;
+			w = w << 32 | bpf_ntohl(words[i + 1]);
+		/* A multiply carries only upwards: fold the high half down so
+		 * that the next 64 bits do not meet the last ones' low bits
+		 * alone (consecutive IPv6 /64s piled up without it). */
+		if (i)
+			h ^= h >> 32;
 		h = (h ^ w) * COUIC_HASH_MUL;
 	}
 	return h >> (64 - bits);
