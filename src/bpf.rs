@@ -17,6 +17,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
 
 mod blocks;
 mod buckets;
+mod mapped;
 
 mod skel {
     #![allow(clippy::all, non_camel_case_types, dead_code, unused_imports)]
@@ -26,6 +27,7 @@ mod skel {
 use blocks::{BlockChange, Blocks};
 use buckets::{Bucket, BUCKET_SIZE};
 pub use buckets::{BucketIndex, MAX_TAGS};
+use mapped::MappedBuckets;
 pub use skel::types;
 use types::{
     couic_active, couic_b4_block, couic_b6_block, couic_counter, couic_map_index, couic_rule,
@@ -542,9 +544,17 @@ impl KernelMaps {
             .map(|b| ids.binary_search(b).expect("every item's bucket is listed"))
             .collect();
         let ipv4 = holds_ipv4(t);
-        let read = read_many(&self.buckets[t], &ids, BUCKET_SIZE, |v| {
-            Bucket::from_bytes(ipv4, v.try_into().expect("one bucket"))
-        });
+        let decode = |v: &[u8]| Bucket::from_bytes(ipv4, v.try_into().expect("one bucket"));
+        let mapped = MappedBuckets::worth_it(&ids)
+            .then(|| MappedBuckets::of(&self.buckets[t], &ids).ok())
+            .flatten();
+        let read = match mapped {
+            Some(view) => ids
+                .iter()
+                .map(|&id| view.bucket(id).map(|v| decode(&v)))
+                .collect(),
+            None => read_many(&self.buckets[t], &ids, BUCKET_SIZE, decode),
+        };
         BucketEdit {
             of_item,
             position,

@@ -535,7 +535,13 @@ fn verdict_of(program: &ProgramHandle, ip: &str) -> u32 {
 
 /// Asserts every item of a batch was applied.
 fn all_ok(results: Vec<std::io::Result<()>>) {
-    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let failed: Vec<_> = results
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e)))
+        .take(10)
+        .collect();
+    assert!(failed.is_empty(), "items failed (first 10): {failed:?}");
 }
 
 /// Prefixes are found through their blocks: a prefix marks its length in
@@ -739,4 +745,99 @@ fn hosts_are_found_while_their_eighth_of_the_block_is_flagged() {
     assert_eq!(bits(&maps, "2001:db8:e000::1/128"), (1, 7));
     assert_eq!(verdict("2001:db8:e000::1"), XDP_PASS);
     assert_eq!(verdict("2001:db8::1"), XDP_DROP);
+}
+
+/// A batch of thousands of rules reads its buckets through a mapping of the
+/// whole array rather than one lookup each: what it reads must be what the
+/// kernel holds, or a second batch into the same buckets would overwrite
+/// the first's rules or list a re-tagged one twice.
+#[test]
+fn large_batches_into_buckets_already_in_use_keep_every_rule() {
+    const N: u32 = 3000;
+    let caps = Capacities {
+        drop: 8192,
+        ignore: 16,
+        tags: 64,
+    };
+    let Loaded { program, mut maps } = bpf::load(caps).expect("load the program (run as root)");
+    type Make = fn(u32) -> Cidr;
+    let families: [Make; 2] = [
+        |i| Cidr::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), 32).unwrap(),
+        |i| {
+            let a = Ipv6Addr::from(0x2001_0db8u128 << 96 | u128::from(i) << 16 | 1);
+            Cidr::new(IpAddr::V6(a), 128).unwrap()
+        },
+    ];
+    let mut active = [0u8; bpf::RULE_MAPS];
+    for make in families {
+        let index = bpf::rule_map_index(Policy::Drop, make(0));
+        active[index] = 1;
+        maps.set_active(active).unwrap();
+        // First the even hosts, tag 1; then the odd ones, tag 2, with the
+        // first half of the even ones re-tagged 3, in one batch.
+        let first: Vec<(Cidr, u32)> = (0..N).map(|i| (make(2 * i), 1)).collect();
+        all_ok(maps.insert(index, &first));
+        let second: Vec<(Cidr, u32)> = (0..N)
+            .map(|i| (make(2 * i + 1), 2))
+            .chain((0..N / 2).map(|i| (make(2 * i), 3)))
+            .collect();
+        all_ok(maps.insert(index, &second));
+        for i in 0..2 * N {
+            let cidr = make(i);
+            assert!(
+                maps.rule_place(index, cidr).unwrap().is_some(),
+                "{cidr} is listed"
+            );
+            let frame = frame_from(cidr.addr());
+            assert_eq!(
+                bpf::test_run(&program, &frame, 1).unwrap().0,
+                XDP_DROP,
+                "{cidr}"
+            );
+        }
+        let packets =
+            |maps: &bpf::KernelMaps, tag| maps.read_tag(Policy::Drop, tag).unwrap().packets;
+        assert_eq!(
+            packets(&maps, 1),
+            u64::from(N / 2),
+            "even hosts not re-tagged"
+        );
+        assert_eq!(packets(&maps, 3), u64::from(N / 2), "re-tagged once each");
+        assert_eq!(packets(&maps, 2), u64::from(N), "odd hosts");
+
+        // A few more hosts whose buckets share one page past the first
+        // (a mapping at an offset), added, then re-tagged in one batch.
+        let table = maps.bucket_index(index);
+        let len = make(0).prefix_len();
+        let bucket = |c: Cidr| table.bucket_of(&octets(c.addr()), len);
+        let near: Vec<Cidr> = (2 * N..)
+            .map(make)
+            .filter(|&c| (320..384).contains(&bucket(c)))
+            .take(6)
+            .collect();
+        all_ok(maps.insert(index, &near.iter().map(|&c| (c, 4)).collect::<Vec<_>>()));
+        all_ok(maps.insert(index, &near.iter().map(|&c| (c, 5)).collect::<Vec<_>>()));
+        for &cidr in &near {
+            let frame = frame_from(cidr.addr());
+            assert_eq!(
+                bpf::test_run(&program, &frame, 1).unwrap().0,
+                XDP_DROP,
+                "{cidr}"
+            );
+        }
+        assert_eq!(
+            (packets(&maps, 4), packets(&maps, 5)),
+            (0, near.len() as u64)
+        );
+        for tag in [1, 2, 3, 5] {
+            maps.reset_tag(Policy::Drop, tag).unwrap();
+        }
+
+        // And a large removal leaves nothing behind.
+        let all: Vec<Cidr> = (0..2 * N).map(make).chain(near).collect();
+        all_ok(maps.remove(index, &all));
+        for cidr in all {
+            assert_eq!(maps.rule_place(index, cidr).unwrap(), None, "{cidr}");
+        }
+    }
 }
