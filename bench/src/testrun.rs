@@ -15,8 +15,9 @@ pub fn run(settings: &Settings) -> anyhow::Result<Section> {
         "BPF_PROG_TEST_RUN: ns per packet, 262,144 drop rules vs empty maps",
         format!(
             "One program loaded with empty maps, one with {ENTRIES} drop rules of one family (about 90 % \
-             hosts, the rest shorter prefixes). *Repeated*: one frame run {} times, so the lookup \
-             path stays in cache. *Rotating*: {} different sources, one BPF_PROG_TEST_RUN each, \
+             hosts, the rest shorter prefixes). *Repeated*: one frame run {} times per program, so \
+             the lookup path stays in cache, in {} turns taken in alternation, the lowest turn \
+             kept. *Rotating*: {} different sources, one BPF_PROG_TEST_RUN each, \
              kernel-reported durations summed (median of {} passes); the two programs take turns \
              frame by frame, so both see the same moments of this shared machine; this is what \
              live traffic sees. \
@@ -26,7 +27,10 @@ pub fn run(settings: &Settings) -> anyhow::Result<Section> {
              CAP_BPF + CAP_NET_ADMIN only, so the verifier adds its speculation barriers, against \
              the program loaded with every capability; couic's systemd unit grants CAP_PERFMON to \
              avoid them.",
-            settings.repeat, settings.sources, settings.passes
+            settings.repeat,
+            kernel::REPEAT_TURNS,
+            settings.sources,
+            settings.passes
         ),
     );
     let mut without_perfmon = None;
@@ -39,8 +43,8 @@ pub fn run(settings: &Settings) -> anyhow::Result<Section> {
         let full = kernel::load(&list.rules)?;
         for (kind, sources) in [("hit", &hits), ("miss", &misses)] {
             let frames: Vec<Vec<u8>> = sources.iter().map(|ip| frame(*ip)).collect();
-            let base = kernel::repeated(&empty.program, &frames[0], settings.repeat)?;
-            let cost = kernel::repeated(&full.program, &frames[0], settings.repeat)?;
+            let (base, cost) =
+                kernel::repeated_pair(&empty.program, &full.program, &frames[0], settings.repeat)?;
             section.push(Figure::ratio(
                 format!("{} {kind}, repeated", family.name()),
                 "ns/pkt",
@@ -97,8 +101,8 @@ fn cost_without_perfmon(
     })
     .join()
     .map_err(|_| anyhow::anyhow!("the loading thread panicked"))??;
-    let base = kernel::repeated(with_perfmon, &frames[0], settings.repeat)?;
-    let cost = kernel::repeated(&without.program, &frames[0], settings.repeat)?;
+    let (base, cost) =
+        kernel::repeated_pair(with_perfmon, &without.program, &frames[0], settings.repeat)?;
     let repeated = Figure::compared(
         "IPv4 hit, repeated, loaded without CAP_PERFMON",
         "ns/pkt",
