@@ -12,6 +12,7 @@ mod api;
 mod daemon;
 mod gen;
 mod kernel;
+mod memory;
 mod report;
 mod rules;
 mod testrun;

@@ -4,6 +4,7 @@
 use libbpf_rs::ProgramHandle;
 
 use crate::kernel::{self, frame};
+use crate::memory;
 use crate::report::{Figure, Goal, Section};
 use crate::rules::{Blocklist, Family, Rng};
 use crate::Settings;
@@ -26,7 +27,10 @@ pub fn run(settings: &Settings) -> anyhow::Result<Section> {
              *Loaded without CAP_PERFMON* (no goal): the same rules loaded by a thread that holds \
              CAP_BPF + CAP_NET_ADMIN only, so the verifier adds its speculation barriers, against \
              the program loaded with every capability; couic's systemd unit grants CAP_PERFMON to \
-             avoid them.",
+             avoid them. *Memory read* (no goal): this machine's latency for one read whose \
+             address depends on the one before (a pointer chase in user space through a random \
+             cycle of cache lines), over a small and a large working set; a rotating hit costs \
+             about the empty program plus one such read from memory.",
             settings.repeat,
             kernel::REPEAT_TURNS,
             settings.sources,
@@ -80,6 +84,13 @@ pub fn run(settings: &Settings) -> anyhow::Result<Section> {
     let (repeated, rotating) = without_perfmon.expect("IPv4 hits are measured");
     section.push(repeated);
     section.push(rotating);
+    for mib in [4, 64] {
+        section.push(Figure::plain(
+            format!("memory read, one at a time, over {mib} MiB"),
+            "ns",
+            memory::chase_ns(mib << 20),
+        ));
+    }
     Ok(section)
 }
 
