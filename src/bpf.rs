@@ -545,16 +545,18 @@ impl KernelMaps {
             .collect();
         let ipv4 = holds_ipv4(t);
         let decode = |v: &[u8]| Bucket::from_bytes(ipv4, v.try_into().expect("one bucket"));
-        let mapped = MappedBuckets::worth_it(&ids)
-            .then(|| MappedBuckets::of(&self.buckets[t], &ids).ok())
-            .flatten();
-        let read = match mapped {
-            Some(view) => ids
-                .iter()
-                .map(|&id| view.bucket(id).map(|v| decode(&v)))
-                .collect(),
-            None => read_many(&self.buckets[t], &ids, BUCKET_SIZE, decode),
-        };
+        let mut read = Vec::with_capacity(ids.len());
+        for window in MappedBuckets::windows(&ids) {
+            let mapped = MappedBuckets::worth_it(window)
+                .then(|| MappedBuckets::of(&self.buckets[t], window).ok())
+                .flatten();
+            match mapped {
+                Some(view) => {
+                    read.extend(window.iter().map(|&id| view.bucket(id).map(|v| decode(&v))))
+                }
+                None => read.extend(read_many(&self.buckets[t], window, BUCKET_SIZE, decode)),
+            }
+        }
         BucketEdit {
             of_item,
             position,

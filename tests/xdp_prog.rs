@@ -747,15 +747,16 @@ fn hosts_are_found_while_their_eighth_of_the_block_is_flagged() {
     assert_eq!(verdict("2001:db8::1"), XDP_DROP);
 }
 
-/// A batch of thousands of rules reads its buckets through a mapping of the
-/// whole array rather than one lookup each: what it reads must be what the
+/// A batch of thousands of rules reads its buckets through mappings of the
+/// array rather than one lookup each: what it reads must be what the
 /// kernel holds, or a second batch into the same buckets would overwrite
 /// the first's rules or list a re-tagged one twice.
 #[test]
 fn large_batches_into_buckets_already_in_use_keep_every_rule() {
     const N: u32 = 3000;
+    // IPv6: 32,768 buckets, 512 pages, read in two mapped windows.
     let caps = Capacities {
-        drop: 8192,
+        drop: 32_768,
         ignore: 16,
         tags: 64,
     };

@@ -6,7 +6,8 @@
 //! each is most of what a bulk add costs. Mapping the array (its buckets
 //! are `BPF_F_MMAPABLE`) lets them be read as memory. The view is not kept
 //! between changes: the kernel maps every page of it at once, and they
-//! would count in the daemon's RSS for as long as it stayed.
+//! would count in the daemon's RSS for as long as it stayed. For the same
+//! reason a change maps at most 1 MiB at a time.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
@@ -31,7 +32,26 @@ fn per_page() -> u32 {
     (page.max(BUCKET_SIZE as libc::c_long) as usize / BUCKET_SIZE) as u32
 }
 
+/// Pages mapped at once at most (1 MiB): a change over a larger part of
+/// an array maps it window by window, so the daemon's peak RSS grows by
+/// no more than this.
+const WINDOW_PAGES: u32 = 256;
+
 impl MappedBuckets {
+    /// `ids` (sorted) cut into runs that each span at most
+    /// [`WINDOW_PAGES`] pages.
+    pub fn windows(ids: &[u32]) -> impl Iterator<Item = &[u32]> {
+        let per = per_page();
+        let mut rest = ids;
+        std::iter::from_fn(move || {
+            let first = *rest.first()? / per;
+            let end = rest.partition_point(|&id| id / per - first < WINDOW_PAGES);
+            let (window, after) = rest.split_at(end);
+            rest = after;
+            Some(window)
+        })
+    }
+
     /// Whether reading `ids` (sorted, at least one) through a mapping
     /// beats a lookup each: mapping and unmapping cost about a lookup per
     /// page (~0.4 us a page here, ~0.5 us a lookup), so when there are at
@@ -116,5 +136,19 @@ mod tests {
         assert!(MappedBuckets::worth_it(&[per, per + 1]), "one page");
         assert!(!MappedBuckets::worth_it(&[0, 2 * per]), "2 over 3 pages");
         assert!(MappedBuckets::worth_it(&[0, per, 2 * per]), "3 over 3");
+    }
+
+    #[test]
+    fn windows_span_a_bounded_number_of_pages() {
+        let per = per_page();
+        let ids: Vec<u32> = (0..4 * WINDOW_PAGES).map(|p| p * per + 1).collect();
+        let windows: Vec<&[u32]> = MappedBuckets::windows(&ids).collect();
+        assert_eq!(windows.len(), 4);
+        assert!(windows.iter().all(|w| w.len() == WINDOW_PAGES as usize));
+        assert_eq!(windows.concat(), ids, "every id once, in order");
+        let far = [0, WINDOW_PAGES * per - 1, WINDOW_PAGES * per];
+        let windows: Vec<&[u32]> = MappedBuckets::windows(&far).collect();
+        assert_eq!(windows, [&far[..2], &far[2..]]);
+        assert_eq!(MappedBuckets::windows(&[]).count(), 0);
     }
 }
