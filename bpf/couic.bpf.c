@@ -106,6 +106,8 @@ BLOCKS(couic_i4_blk, struct couic_b4_block, 1 << COUIC_BLOCK4_LEN);
 BLOCKS(couic_i6_blk, struct couic_b6_block, 1 << COUIC_BLOCK6_BITS);
 BLOCKS(couic_d4_blk, struct couic_b4_block, 1 << COUIC_BLOCK4_LEN);
 BLOCKS(couic_d6_blk, struct couic_b6_block, 1 << COUIC_BLOCK6_BITS);
+BLOCKS(couic_i6_len, struct couic_b6_lens, 1 << COUIC_BLOCK6_BITS);
+BLOCKS(couic_d6_len, struct couic_b6_lens, 1 << COUIC_BLOCK6_BITS);
 
 /* Packets and bytes per XDP action, plus malformed frames (enum couic_stat). */
 struct {
@@ -380,13 +382,14 @@ static __always_inline int lookup_v4(void *buckets, void *overflow, void *blocks
 }
 
 /* The same for IPv6: blocks are hashed /32s, eighths of them /35s. */
-static __always_inline int lookup_v6(void *buckets, void *overflow, void *blocks, __u8 bits,
-				     __u8 hosts, __u8 nets, __u32 short_lens, __u32 drop,
+static __always_inline int lookup_v6(void *buckets, void *overflow, void *blocks, void *block_lens,
+				     __u8 bits, __u8 hosts, __u8 nets, __u32 short_lens, __u32 drop,
 				     const __u32 *w, __u32 *tag)
 {
 	__u32 block = couic_bucket_of(w, 1, 0, COUIC_BLOCK6_BITS);
 	__u8 next = ((const __u8 *)w)[4]; /* the 8 address bits after the /32 */
 	struct couic_b6_block *k;
+	struct couic_b6_lens *all;
 	__u64 lens = short_lens, hi = 0;
 	struct probes p;
 
@@ -395,14 +398,30 @@ static __always_inline int lookup_v6(void *buckets, void *overflow, void *blocks
 	k = bpf_map_lookup_elem(blocks, &block);
 	if (!k)
 		return 0;
-	if (hosts && (k->lens[0] >> (next >> 5)) & 1 &&
+	if (hosts && (k->hosts >> (next >> 5)) & 1 &&
 	    probe_v6(buckets, overflow, bits, w, 128, tag))
 		return 1;
 	if (!nets)
 		return 0;
 	if ((k->sub >> (next >> 3)) & 1) {
-		lens |= k->lens[0] & ~(__u64)HOST_BITS;
-		hi = k->lens[1];
+		if (k->more) {
+			all = bpf_map_lookup_elem(block_lens, &block);
+			if (all) {
+				lens |= all->lens[0] & ~(__u64)HOST_BITS;
+				hi = all->lens[1];
+			}
+		} else {
+#pragma unroll
+			for (int i = 0; i < 2; i++) {
+				__u32 len = k->len[i];
+
+				/* Lengths are 24..127; 0 is none. */
+				if (len >= 64)
+					hi |= 1ULL << ((len - 64) & 63);
+				else if (len)
+					lens |= 1ULL << len;
+			}
+		}
 	}
 	if (!lens && !hi)
 		return 0;
@@ -458,14 +477,14 @@ __noinline int couic_judge_v6(const struct source6 *src, struct verdict *v)
 	if (!on || !src || !v)
 		return 0;
 	m = on->map;
-	if (lookup_v6(&couic_i6_bkt, &couic_i6_ovf, &couic_i6_blk, couic_i6_bits,
+	if (lookup_v6(&couic_i6_bkt, &couic_i6_ovf, &couic_i6_blk, &couic_i6_len, couic_i6_bits,
 		      m[COUIC_MAP_IGN6_HOST], m[COUIC_MAP_IGN6_NET], on->short_lens[1], 0, src->w,
 		      &tag)) {
 		v->matched = MATCHED_IGNORE;
 		v->tag_id = tag;
-	} else if (lookup_v6(&couic_d6_bkt, &couic_d6_ovf, &couic_d6_blk, couic_d6_bits,
-			     m[COUIC_MAP_DROP6_HOST], m[COUIC_MAP_DROP6_NET], on->short_lens[3], 1,
-			     src->w, &tag)) {
+	} else if (lookup_v6(&couic_d6_bkt, &couic_d6_ovf, &couic_d6_blk, &couic_d6_len,
+			     couic_d6_bits, m[COUIC_MAP_DROP6_HOST], m[COUIC_MAP_DROP6_NET],
+			     on->short_lens[3], 1, src->w, &tag)) {
 		v->action = XDP_DROP;
 		v->matched = MATCHED_DROP;
 		v->tag_id = tag;

@@ -30,8 +30,8 @@ pub use buckets::{BucketIndex, MAX_TAGS};
 use mapped::MappedBuckets;
 pub use skel::types;
 use types::{
-    couic_active, couic_b4_block, couic_b6_block, couic_counter, couic_map_index, couic_rule,
-    couic_stat, couic_v4_key, couic_v6_key,
+    couic_active, couic_b4_block, couic_b6_block, couic_b6_lens, couic_counter, couic_map_index,
+    couic_rule, couic_stat, couic_v4_key, couic_v6_key,
 };
 
 // The byte views below rely on these layouts having no padding.
@@ -41,7 +41,8 @@ const _: () = assert!(size_of::<couic_rule>() == 4);
 const _: () = assert!(size_of::<couic_counter>() == 16);
 const _: () = assert!(size_of::<couic_active>() == 24);
 const _: () = assert!(size_of::<couic_b4_block>() == 8);
-const _: () = assert!(size_of::<couic_b6_block>() == 24);
+const _: () = assert!(size_of::<couic_b6_block>() == 8);
+const _: () = assert!(size_of::<couic_b6_lens>() == 16);
 
 pub const DEFAULT_DROP_MAX: u32 = types::couic_limits::COUIC_DROP_MAX.0;
 pub const DEFAULT_IGNORE_MAX: u32 = types::couic_limits::COUIC_IGNORE_MAX.0;
@@ -184,6 +185,12 @@ pub fn load(caps: Capacities) -> Result<Loaded, BpfError> {
             handle!(m.couic_d4_blk),
             handle!(m.couic_d6_blk),
         ],
+        lens_maps: [
+            None,
+            Some(handle!(m.couic_i6_len)),
+            None,
+            Some(handle!(m.couic_d6_len)),
+        ],
         blocks: [
             Blocks::new(true, seed),
             Blocks::new(false, seed),
@@ -269,6 +276,8 @@ pub struct KernelMaps {
     index: [BucketIndex; TABLES],
     overflow: [MapHandle; TABLES],
     block_maps: [MapHandle; TABLES],
+    /// IPv6 only: each block's lengths in full (see `couic_b6_lens`).
+    lens_maps: [Option<MapHandle>; TABLES],
     blocks: [Blocks; TABLES],
     /// The couic_active flags last asked for.
     requested: [u8; RULE_MAPS],
@@ -462,24 +471,14 @@ impl KernelMaps {
     /// from the kernel, edited and written. Then couic_active, if the short
     /// lengths changed.
     fn publish_blocks(&self, t: usize, change: &BlockChange) -> io::Result<()> {
-        let ipv4 = holds_ipv4(t);
         let ids: Vec<u32> = change.blocks.keys().copied().collect();
-        let size = block_size(ipv4);
-        let read = read_many(&self.block_maps[t], &ids, size, |v| block_from(ipv4, v));
-        let mut keys = Vec::with_capacity(ids.len());
-        let mut values = Vec::with_capacity(ids.len());
-        for ((id, edit), block) in change.blocks.iter().zip(read) {
+        let mut edited = Vec::with_capacity(ids.len());
+        for (edit, block) in change.blocks.values().zip(self.read_blocks(t, &ids)) {
             let mut block = block?;
             edit.apply(&mut block);
-            keys.push(id.to_ne_bytes().to_vec());
-            values.push(block_bytes(ipv4, block));
+            edited.push(block);
         }
-        if let Some(Err(e)) = batch_items(&self.block_maps[t], &keys, Some(&values))
-            .into_iter()
-            .find(Result::is_err)
-        {
-            return Err(e);
-        }
+        self.write_blocks(t, &ids, &edited)?;
         if change.short {
             self.write_active()
                 .map_err(|e| io::Error::other(e.to_string()))?;
@@ -517,9 +516,44 @@ impl KernelMaps {
         let (block, eighth) = self.blocks[t]
             .host_place(host)
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let read = self.read_blocks(t, &[block]).pop().expect("one block read");
+        Ok((read?.lens as u8, eighth))
+    }
+
+    /// Blocks `ids` (sorted, unique) of table `t`, read from the kernel.
+    fn read_blocks(&self, t: usize, ids: &[u32]) -> Vec<io::Result<blocks::Block>> {
+        let size = block_size(holds_ipv4(t));
+        let read = read_many(&self.block_maps[t], ids, size, <[u8]>::to_vec);
+        let Some(lens_map) = &self.lens_maps[t] else {
+            return read
+                .into_iter()
+                .map(|v| v.map(|v| block4_from(&v)))
+                .collect();
+        };
+        let lens = read_many(lens_map, ids, size_of::<couic_b6_lens>(), lens_from);
+        read.into_iter()
+            .zip(lens)
+            .map(|(v, lens)| Ok(block6_from(&v?, lens?)))
+            .collect()
+    }
+
+    /// Writes `blocks` as blocks `ids` of table `t`. IPv6 lengths in full
+    /// go first: a block that says it has more than two finds them there.
+    fn write_blocks(&self, t: usize, ids: &[u32], blocks: &[blocks::Block]) -> io::Result<()> {
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| id.to_ne_bytes().to_vec()).collect();
+        let first_error = |results: Vec<io::Result<()>>| results.into_iter().find(Result::is_err);
+        if let Some(lens_map) = &self.lens_maps[t] {
+            let values: Vec<Vec<u8>> = blocks.iter().map(|b| lens_bytes(b.lens)).collect();
+            if let Some(Err(e)) = first_error(batch_items(lens_map, &keys, Some(&values))) {
+                return Err(e);
+            }
+        }
         let ipv4 = holds_ipv4(t);
-        let value = read_one(&self.block_maps[t], block, block_size(ipv4))?;
-        Ok((block_from(ipv4, &value).lens as u8, eighth))
+        let values: Vec<Vec<u8>> = blocks.iter().map(|b| block_bytes(ipv4, *b)).collect();
+        match first_error(batch_items(&self.block_maps[t], &keys, Some(&values))) {
+            Some(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Whether the overflow hash of table `t` holds `cidr`.
@@ -711,22 +745,37 @@ fn block_size(ipv4: bool) -> usize {
     }
 }
 
-/// A block read from the kernel.
-fn block_from(ipv4: bool, v: &[u8]) -> blocks::Block {
-    let word = |at: usize| u64::from_ne_bytes(v[at..at + 8].try_into().expect("8 bytes"));
+/// An IPv4 block read from the kernel.
+fn block4_from(v: &[u8]) -> blocks::Block {
     let half = |at: usize| u32::from_ne_bytes(v[at..at + 4].try_into().expect("4 bytes"));
-    if ipv4 {
-        blocks::Block {
-            lens: u128::from(half(offset_of!(couic_b4_block, lens))),
-            sub: half(offset_of!(couic_b4_block, sub)),
-        }
-    } else {
-        let at = offset_of!(couic_b6_block, lens);
-        blocks::Block {
-            lens: u128::from(word(at)) | u128::from(word(at + 8)) << 64,
-            sub: half(offset_of!(couic_b6_block, sub)),
-        }
+    blocks::Block {
+        lens: u128::from(half(offset_of!(couic_b4_block, lens))),
+        sub: half(offset_of!(couic_b4_block, sub)),
     }
+}
+
+/// An IPv6 block read from the kernel: its parts from the block, its
+/// lengths and hosts from its `couic_b6_lens`.
+fn block6_from(v: &[u8], lens: u128) -> blocks::Block {
+    let at = offset_of!(couic_b6_block, sub);
+    blocks::Block {
+        lens,
+        sub: u32::from_ne_bytes(v[at..at + 4].try_into().expect("4 bytes")),
+    }
+}
+
+/// The lengths of a `couic_b6_lens` read from the kernel.
+fn lens_from(v: &[u8]) -> u128 {
+    let word = |at: usize| u64::from_ne_bytes(v[at..at + 8].try_into().expect("8 bytes"));
+    let at = offset_of!(couic_b6_lens, lens);
+    u128::from(word(at)) | u128::from(word(at + 8)) << 64
+}
+
+fn lens_bytes(lens: u128) -> Vec<u8> {
+    as_bytes(&couic_b6_lens {
+        lens: [lens as u64, (lens >> 64) as u64],
+    })
+    .to_vec()
 }
 
 /// A block's value as the kernel stores it.
@@ -738,10 +787,12 @@ fn block_bytes(ipv4: bool, block: blocks::Block) -> Vec<u8> {
         })
         .to_vec()
     } else {
+        let (len, more) = block.two_lengths();
         as_bytes(&couic_b6_block {
-            lens: [block.lens as u64, (block.lens >> 64) as u64],
             sub: block.sub,
-            unused: 0,
+            hosts: block.lens as u8,
+            len,
+            more: u8::from(more),
         })
         .to_vec()
     }

@@ -842,3 +842,49 @@ fn large_batches_into_buckets_already_in_use_keep_every_rule() {
         }
     }
 }
+
+/// An IPv6 block lists up to two prefix lengths itself and keeps more in
+/// an array of their own: either way the longest prefix matches, as
+/// lengths come and go.
+#[test]
+fn ipv6_blocks_with_two_lengths_and_with_more() {
+    let net = |s: &str| s.parse::<Cidr>().unwrap();
+    let nets = bpf::rule_map_index(Policy::Drop, net("2001:db8::/48"));
+    let Loaded { program, mut maps } = small_tables(&[nets]);
+    let hits = |maps: &bpf::KernelMaps, ip: &str, tag: u32| {
+        let before = maps.read_tag(Policy::Drop, tag).unwrap().packets;
+        assert_eq!(verdict_of(&program, ip), XDP_DROP, "{ip}");
+        maps.read_tag(Policy::Drop, tag).unwrap().packets - before
+    };
+    // Two lengths in the block of 2001:db8::/32.
+    all_ok(maps.insert(
+        nets,
+        &[(net("2001:db8::/48"), 1), (net("2001:db8::/64"), 2)],
+    ));
+    assert_eq!(hits(&maps, "2001:db8::1", 2), 1, "the /64");
+    assert_eq!(hits(&maps, "2001:db8:0:1::1", 1), 1, "the /48 only");
+    // A third and a fourth: the block now points to its full lengths.
+    all_ok(maps.insert(
+        nets,
+        &[(net("2001:db8::/96"), 3), (net("2001:db8::/33"), 4)],
+    ));
+    assert_eq!(hits(&maps, "2001:db8::1", 3), 1, "the /96");
+    assert_eq!(
+        hits(&maps, "2001:db8::1:0:0:1", 2),
+        1,
+        "the /64 outside the /96"
+    );
+    assert_eq!(hits(&maps, "2001:db8:0:1::1", 1), 1, "the /48");
+    assert_eq!(hits(&maps, "2001:db8:1::1", 4), 1, "the /33");
+    assert_eq!(
+        verdict_of(&program, "2001:db8:8000::1"),
+        XDP_PASS,
+        "outside the /33"
+    );
+    // Back to two: the /96 and the /48 go.
+    all_ok(maps.remove(nets, &[net("2001:db8::/96"), net("2001:db8::/48")]));
+    assert_eq!(hits(&maps, "2001:db8::1", 2), 1, "the /64 again");
+    assert_eq!(hits(&maps, "2001:db8:0:1::1", 4), 1, "the /33 now");
+    all_ok(maps.remove(nets, &[net("2001:db8::/64"), net("2001:db8::/33")]));
+    assert_eq!(verdict_of(&program, "2001:db8::1"), XDP_PASS);
+}

@@ -34,6 +34,27 @@ pub struct Block {
     pub sub: u32,
 }
 
+impl Block {
+    /// The block's lengths, longest first, when it has at most two (0:
+    /// none), and whether it has more: the short form of an IPv6 block.
+    pub fn two_lengths(&self) -> ([u8; 2], bool) {
+        let mut lengths = self.lens >> 8 << 8;
+        let mut out = [0u8; 2];
+        for slot in &mut out {
+            if lengths == 0 {
+                break;
+            }
+            let top = 127 - lengths.leading_zeros();
+            *slot = top as u8;
+            lengths ^= 1 << top;
+        }
+        if lengths != 0 {
+            return ([0; 2], true);
+        }
+        (out, false)
+    }
+}
+
 /// What a change does to one block: the bits of the lengths in `touched`
 /// become those of `lens`, and the parts bits become `sub` if given. Values,
 /// not flips, so that writing one twice does no harm.
@@ -404,6 +425,23 @@ mod tests {
 
     fn cidr(s: &str) -> Cidr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_blocks_list_up_to_two_lengths_and_flag_more() {
+        let block = |lens: &[u32], hosts: u128| Block {
+            lens: lens.iter().fold(hosts, |m, &l| m | 1u128 << l),
+            sub: 0,
+        };
+        assert_eq!(
+            block(&[], 0b101).two_lengths(),
+            ([0, 0], false),
+            "hosts only"
+        );
+        assert_eq!(block(&[48], 1).two_lengths(), ([48, 0], false));
+        assert_eq!(block(&[24, 127], 0).two_lengths(), ([127, 24], false));
+        assert_eq!(block(&[64, 48], 0xff).two_lengths(), ([64, 48], false));
+        assert_eq!(block(&[33, 64, 96], 0).two_lengths(), ([0, 0], true));
     }
 
     /// The blocks as the kernel would hold them, changes applied.
