@@ -387,12 +387,7 @@ fn counters_add_up_exactly_per_action_and_tag() {
 /// removed. Written through KernelMaps directly, to pick colliding hosts.
 #[test]
 fn a_spilled_bucket_is_looked_up_in_the_overflow_hash() {
-    let caps = Capacities {
-        drop: 1024,
-        ignore: 16,
-        tags: 64,
-    };
-    let Loaded { program, mut maps } = bpf::load(caps).expect("load the program (run as root)");
+    let Loaded { program, mut maps } = with_drop_capacity(1024);
     type Make = fn(u32) -> IpAddr;
     let cases: [(Make, usize); 2] = [
         (|i| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | i)), 7),
@@ -508,6 +503,17 @@ fn a_spilled_bucket_is_looked_up_in_the_overflow_hash() {
             );
         }
     }
+}
+
+/// The program loaded for `drop` drop rules per family (16 ignore, 64
+/// tags), every table flagged empty.
+fn with_drop_capacity(drop: u32) -> Loaded {
+    let caps = Capacities {
+        drop,
+        ignore: 16,
+        tags: 64,
+    };
+    bpf::load(caps).expect("load the program (run as root)")
 }
 
 /// The program loaded with small tables (64 drop and 16 ignore rules per
@@ -755,12 +761,7 @@ fn hosts_are_found_while_their_eighth_of_the_block_is_flagged() {
 fn large_batches_into_buckets_already_in_use_keep_every_rule() {
     const N: u32 = 3000;
     // IPv6: 32,768 buckets, 512 pages, read in two mapped windows.
-    let caps = Capacities {
-        drop: 32_768,
-        ignore: 16,
-        tags: 64,
-    };
-    let Loaded { program, mut maps } = bpf::load(caps).expect("load the program (run as root)");
+    let Loaded { program, mut maps } = with_drop_capacity(32_768);
     type Make = fn(u32) -> Cidr;
     let families: [Make; 2] = [
         |i| Cidr::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), 32).unwrap(),
