@@ -541,19 +541,17 @@ impl KernelMaps {
     /// go first: a block that says it has more than two finds them there.
     fn write_blocks(&self, t: usize, ids: &[u32], blocks: &[blocks::Block]) -> io::Result<()> {
         let keys: Vec<Vec<u8>> = ids.iter().map(|id| id.to_ne_bytes().to_vec()).collect();
-        let first_error = |results: Vec<io::Result<()>>| results.into_iter().find(Result::is_err);
         if let Some(lens_map) = &self.lens_maps[t] {
             let values: Vec<Vec<u8>> = blocks.iter().map(|b| lens_bytes(b.lens)).collect();
-            if let Some(Err(e)) = first_error(batch_items(lens_map, &keys, Some(&values))) {
-                return Err(e);
-            }
+            batch_items(lens_map, &keys, Some(&values))
+                .into_iter()
+                .collect::<io::Result<()>>()?;
         }
         let ipv4 = holds_ipv4(t);
         let values: Vec<Vec<u8>> = blocks.iter().map(|b| block_bytes(ipv4, *b)).collect();
-        match first_error(batch_items(&self.block_maps[t], &keys, Some(&values))) {
-            Some(Err(e)) => Err(e),
-            _ => Ok(()),
-        }
+        batch_items(&self.block_maps[t], &keys, Some(&values))
+            .into_iter()
+            .collect()
     }
 
     /// Whether the overflow hash of table `t` holds `cidr`.
