@@ -67,7 +67,8 @@ struct {
 
 /* Rule tables. max_entries of the buckets and overflow hashes is set by the
  * daemon at load time from its config; the values here are the defaults. */
-/* Buckets; mmapable so each bucket starts on a cache line. */
+/* Buckets; mmapable, so each bucket starts on a cache line and the daemon
+ * can read many at once through a mapping (src/bpf/mapped.rs). */
 #define BUCKETS(name, bucket)                      \
 	struct {                                   \
 		__uint(type, BPF_MAP_TYPE_ARRAY);  \
