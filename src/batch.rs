@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use couic_common::{Cidr, Policy};
 
 use crate::firewall::{Change, ChangeKind, Firewall, NewEntry, WriteError};
-use crate::store::{CidrMap, EntryStore, KeyedState, Origin, StoredEntry};
+use crate::hash::{CidrMap, KeyedState};
+use crate::store::{EntryStore, Origin, StoredEntry};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {

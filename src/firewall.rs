@@ -11,7 +11,8 @@ use std::sync::Arc;
 use couic_common::{Cidr, Metadata, Policy};
 
 use crate::bpf::{self, BpfError, Counter, KernelMaps, RULE_MAPS, STAT_SLOTS};
-use crate::store::{EntryStore, KeyedState, Origin, Record, StoredEntry};
+use crate::hash::KeyedState;
+use crate::store::{EntryStore, Origin, Record, StoredEntry};
 use crate::tags::Acquired;
 
 mod sets;

@@ -13,6 +13,7 @@ pub mod config;
 pub mod dirs;
 pub mod expiry;
 pub mod firewall;
+pub mod hash;
 pub mod logging;
 pub mod privileges;
 pub mod rbac;

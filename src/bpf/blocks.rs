@@ -13,7 +13,7 @@ use couic_common::Cidr;
 
 use super::buckets::BucketIndex;
 use super::types::couic_block;
-use crate::store::KeyedState;
+use crate::hash::KeyedState;
 
 const BLOCK4_LEN: u8 = couic_block::COUIC_BLOCK4_LEN.0 as u8;
 const BLOCK6_LEN: u8 = couic_block::COUIC_BLOCK6_LEN.0 as u8;

@@ -11,7 +11,7 @@ use couic_common::{Cidr, Policy, SET_TAG_SUFFIX};
 
 /// The target's maps: the store's fast keyed hashing, since a reload
 /// hashes every line.
-type CidrMap<V> = crate::store::CidrMap<Cidr, V>;
+type CidrMap<V> = crate::hash::CidrMap<Cidr, V>;
 
 /// What the set files of one policy ask for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
