@@ -11,9 +11,10 @@ use std::collections::HashMap;
 
 use couic_common::{Cidr, Policy};
 
-use crate::firewall::{Change, ChangeKind, Firewall, NewEntry, WriteError};
+use crate::firewall::{Change, Firewall, NewEntry, WriteError};
 use crate::hash::{CidrMap, KeyedState};
-use crate::store::{EntryStore, Origin, StoredEntry};
+use crate::origin::Origin;
+use crate::store::{EntryStore, StoredEntry};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -143,7 +144,7 @@ pub fn apply(
     firewall: &mut Firewall,
     policy: Policy,
     ops: Vec<Op>,
-    origin: Origin,
+    origin: &Origin,
     protect_sets: bool,
     atomic: bool,
     now: u64,
@@ -206,7 +207,9 @@ pub fn apply(
     }
 
     if atomic {
-        changes.extend(restore(firewall, policy, &changes));
+        // Put back what the batch removed: a failed atomic batch publishes
+        // nothing, but an entry that could not be put back is really gone.
+        let changes = restore(firewall, policy, changes);
         let first = kernel_failures.values().next().cloned().expect("not empty");
         let results = cidrs
             .iter()
@@ -251,10 +254,12 @@ fn additions(ops: Vec<Op>, adds: &[usize]) -> Vec<NewEntry> {
 }
 
 /// Puts back the entries an atomic batch removed before the kernel refused
-/// one of its additions (the additions were already rolled back).
-fn restore(firewall: &mut Firewall, policy: Policy, changes: &[Change]) -> Vec<Change> {
-    let mut restored = Vec::new();
-    for change in changes.iter().filter(|c| c.kind == ChangeKind::Removed) {
+/// one of its additions (the additions were already rolled back), each as
+/// it was (tag, creation, expiration, origin). Returns the removals that
+/// could not be undone: the only changes such a batch publishes.
+fn restore(firewall: &mut Firewall, policy: Policy, removed: Vec<Change>) -> Vec<Change> {
+    let mut lost = Vec::new();
+    for change in removed {
         let StoredEntry {
             cidr,
             tag,
@@ -266,15 +271,15 @@ fn restore(firewall: &mut Firewall, policy: Policy, changes: &[Change]) -> Vec<C
             cidr,
             tag,
             expiration,
-            metadata: None,
+            metadata: change.metadata.as_deref().cloned(),
         };
-        let (result, applied) = firewall.add(policy, vec![entry], origin, false, creation);
+        let (result, _) = firewall.add(policy, vec![entry], &origin, false, creation);
         if let Some(Err(e)) = result.first() {
             tracing::error!(%cidr, error = %e, "cannot restore an entry after a failed batch");
+            lost.push(change);
         }
-        restored.extend(applied);
     }
-    restored
+    lost
 }
 
 #[cfg(test)]
@@ -302,8 +307,9 @@ mod tests {
             let origin = if tag.ends_with(".couic") {
                 Origin::Set
             } else {
-                Origin::Api
+                Origin::api("test")
             };
+            let origin = store.origin_id(&origin);
             let record = Record {
                 creation: 1,
                 expiration: 0,

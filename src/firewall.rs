@@ -12,9 +12,11 @@ use couic_common::{Cidr, Metadata, Policy};
 
 use crate::bpf::{self, BpfError, Counter, KernelMaps, RULE_MAPS, STAT_SLOTS};
 use crate::hash::KeyedState;
-use crate::store::{EntryStore, Origin, Record, StoredEntry};
+use crate::origin::Origin;
+use crate::store::{EntryStore, Record, StoredEntry};
 use crate::tags::Acquired;
 
+pub mod set_plan;
 mod sets;
 
 /// An entry to add; `cidr` is normalised, `tag` is "" when untagged.
@@ -51,11 +53,27 @@ pub enum WriteError {
 pub enum ChangeKind {
     Added,
     Removed,
+    /// An API or peer entry kept aside under a set entry of the same CIDR
+    /// (which is published as `Added` next). Not a delete: it comes back
+    /// when the set line goes.
+    Hidden,
+    /// A hidden entry back in place of the set entry removed before it.
+    Restored,
+}
+
+impl ChangeKind {
+    /// Whether the entry is in the store after the change.
+    pub fn present(self) -> bool {
+        matches!(self, ChangeKind::Added | ChangeKind::Restored)
+    }
 }
 
 /// One applied change, as published to subscribers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
+    /// One more than the change published before it, from 1; given by the
+    /// MapWriter when it publishes (0 until then).
+    pub seq: u64,
     pub kind: ChangeKind,
     pub policy: Policy,
     pub entry: StoredEntry,
@@ -113,7 +131,7 @@ impl Firewall {
         &mut self,
         policy: Policy,
         items: Vec<NewEntry>,
-        origin: Origin,
+        origin: &Origin,
         atomic: bool,
         now: u64,
     ) -> (Vec<ItemResult>, Vec<Change>) {
@@ -154,7 +172,7 @@ impl Firewall {
         &mut self,
         policy: Policy,
         items: Vec<NewEntry>,
-        origin: Origin,
+        origin: &Origin,
         atomic: bool,
         now: u64,
     ) -> (Vec<Result<(), WriteError>>, Vec<Change>) {
@@ -185,6 +203,7 @@ impl Firewall {
             return (results, Vec::new());
         }
 
+        let origin_id = self.store.origin_id(origin);
         let mut changes = Vec::with_capacity(items.len());
         for ((item, w), a) in items.into_iter().zip(&written).zip(&acquired) {
             if w.is_err() {
@@ -196,10 +215,11 @@ impl Firewall {
                 creation: now,
                 expiration: item.expiration,
                 tag: a.id,
-                origin,
+                origin: origin_id,
             };
             self.store.insert(policy, item.cidr, record);
             changes.push(Change {
+                seq: 0,
                 kind: ChangeKind::Added,
                 policy,
                 // The interned name is the item's own tag text.
@@ -208,7 +228,7 @@ impl Firewall {
                     tag: item.tag,
                     creation: now,
                     expiration: item.expiration,
-                    origin,
+                    origin: origin.clone(),
                 },
                 metadata: item.metadata.map(Box::new),
             });
@@ -268,6 +288,7 @@ impl Firewall {
                     .remove(policy, cidr)
                     .expect("checked by the caller");
                 changes.push(Change {
+                    seq: 0,
                     kind: ChangeKind::Removed,
                     policy,
                     entry,

@@ -15,6 +15,7 @@ pub mod expiry;
 pub mod firewall;
 pub mod hash;
 pub mod logging;
+pub mod origin;
 pub mod privileges;
 pub mod rbac;
 pub mod sets;

@@ -10,6 +10,7 @@ use clap::Parser;
 
 use couic::actors::expirer::Expirer;
 use couic::actors::map_writer::MapWriter;
+use couic::actors::set_reloader::SetReloader;
 use couic::api::socket::SocketFile;
 use couic::api::{self, AppState};
 use couic::bpf::{self, Capacities};
@@ -18,6 +19,7 @@ use couic::config::Config;
 use couic::dirs::{Layout, Owner};
 use couic::firewall::Firewall;
 use couic::rbac::{self, ClientFiles};
+use couic::sets::Sets;
 use couic::{logging, privileges, xdp};
 
 /// XDP firewall that drops layer-7 DDoS sources before the kernel network stack.
@@ -34,51 +36,45 @@ fn main() -> ExitCode {
     hold_stop_signals(libc::SIG_BLOCK);
     keep_large_buffers_off_the_heap();
     let cli = Cli::parse();
-    let config = match Config::load(&cli.config) {
-        Ok(config) => config,
+    match try_main(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error loading configuration: {e}");
-            return ExitCode::FAILURE;
+            // Once logging is up the error is logged where it happened.
+            if !e.is::<Logged>() {
+                eprintln!("{e:#}");
+            }
+            ExitCode::FAILURE
         }
-    };
-    let layout = match Owner::resolve(&config.user, &config.group)
+    }
+}
+
+/// An error already written to the log.
+#[derive(Debug, thiserror::Error)]
+#[error("see the log")]
+struct Logged;
+
+/// The startup order: config, directories, logging, the privileged part
+/// (load, attach, take every handle, drop capabilities), then the actors and
+/// the API until a signal.
+fn try_main(cli: &Cli) -> anyhow::Result<()> {
+    let config = Config::load(&cli.config).context("Error loading configuration")?;
+    let layout = Owner::resolve(&config.user, &config.group)
         .and_then(|owner| Layout::prepare(&config.working_dir, owner))
-    {
-        Ok(layout) => layout,
-        Err(e) => {
-            eprintln!("Error initializing default directories: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let startup_log = match logging::startup(config.logging.as_ref()) {
-        Ok(dispatch) => dispatch,
-        Err(e) => {
-            eprintln!("Error initializing logging: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+        .context("Error initializing default directories")?;
+    let startup_log =
+        logging::startup(config.logging.as_ref()).context("Error initializing logging")?;
     // The privileged part runs on this thread alone: capabilities are per
     // thread, so any thread started before they are dropped would keep them.
     let acquired = tracing::dispatcher::with_default(&startup_log, || {
         acquire(&config, &layout).inspect_err(|e| tracing::error!("{e:#}"))
-    });
-    let Ok(acquired) = acquired else {
-        return ExitCode::FAILURE;
-    };
-    let _log_guard = match logging::init(config.logging.as_ref()) {
-        Ok(guard) => guard,
-        Err(e) => {
-            eprintln!("Error initializing logging: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match run(layout, acquired) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
+    .map_err(|_| Logged)?;
+    let _log_guard =
+        logging::init(config.logging.as_ref()).context("Error initializing logging")?;
+    run(layout, acquired).map_err(|e| {
+        tracing::error!("{e:#}");
+        Logged.into()
+    })
 }
 
 /// Everything taken from the kernel and the filesystem while couic still
@@ -167,25 +163,28 @@ fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
     let system = System::new();
     system.block_on(async move {
         let clock: SharedClock = Arc::new(SystemClock);
+        // The MapWriter and its subscribers share an arbiter: change events
+        // reach them without waking another thread on every API write.
         let writer_arbiter = Arbiter::new();
         let firewall = Firewall::new(maps, caps);
-        let writer_clock = clock.clone();
-        let writer = MapWriter::start_in_arbiter(&writer_arbiter.handle(), move |_| {
-            MapWriter::new(firewall, writer_clock)
-        });
-        // Beside the MapWriter: change events reach it without waking
-        // another thread on every API write.
-        let (expiry_writer, expiry_clock) = (writer.clone(), clock.clone());
-        let _expirer = Expirer::start_in_arbiter(&writer_arbiter.handle(), move |_| {
-            Expirer::new(expiry_writer, expiry_clock)
-        });
+        let expiry_clock = clock.clone();
+        let writer = MapWriter::start_on(
+            &writer_arbiter.handle(),
+            firewall,
+            clock.clone(),
+            |writer| {
+                let expirer = Expirer::new(writer.clone(), expiry_clock).start();
+                vec![expirer.recipient()]
+            },
+        );
 
         // Set files are applied before serving; a bad one stops startup,
         // naming the file, the line and why.
-        let sets = couic::sets::Sets::new(layout.root.join("sets"), layout.owner, writer.clone());
-        couic::sets::initial_load(&sets)
-            .await
-            .context("Failed to load sets")?;
+        let sets = SetReloader::new(
+            Sets::new(layout.root.join("sets"), layout.owner),
+            writer.clone(),
+        );
+        sets.reload().await.context("Failed to load sets")?;
 
         let state = actix_web::web::Data::new(
             AppState::new(writer, clients, client_files, clock).with_sets(sets),

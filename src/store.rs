@@ -9,26 +9,17 @@ use std::hash::Hash;
 
 use couic_common::{Cidr, Entry, Policy, SET_TAG_SUFFIX};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use serde::Serialize;
 
 use crate::hash::CidrMap;
+use crate::origin::{Origin, OriginId, OriginTable};
 use crate::tags::{TagId, TagTable};
-
-/// Where an entry came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Origin {
-    Api,
-    Peer,
-    Set,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record {
     pub creation: u64,
     pub expiration: u64,
     pub tag: TagId,
-    pub origin: Origin,
+    pub origin: OriginId,
 }
 
 /// An entry with its tag text, as handed out of the store.
@@ -75,7 +66,6 @@ pub struct Shadowed {
     pub expiration: u64,
     pub origin: Origin,
 }
-
 
 #[derive(Debug)]
 struct Family<K> {
@@ -153,6 +143,7 @@ impl PolicyStore {
 pub struct EntryStore {
     drop: PolicyStore,
     ignore: PolicyStore,
+    origins: OriginTable,
 }
 
 impl EntryStore {
@@ -160,6 +151,7 @@ impl EntryStore {
         EntryStore {
             drop: PolicyStore::new(drop_capacity, tag_slots),
             ignore: PolicyStore::new(ignore_capacity, tag_slots),
+            origins: OriginTable::default(),
         }
     }
 
@@ -185,6 +177,15 @@ impl EntryStore {
         }
     }
 
+    /// The id records keep for `origin`.
+    pub fn origin_id(&mut self, origin: &Origin) -> OriginId {
+        self.origins.intern(origin)
+    }
+
+    pub fn origin(&self, id: OriginId) -> &Origin {
+        self.origins.get(id)
+    }
+
     /// Maximum entries per family of `policy`.
     pub fn capacity(&self, policy: Policy) -> usize {
         self.policy(policy).capacity
@@ -205,7 +206,8 @@ impl EntryStore {
 
     /// As [`StoredEntry::is_set_entry`], without copying the tag.
     pub fn is_set_record(&self, policy: Policy, record: &Record) -> bool {
-        record.origin == Origin::Set || self.tags(policy).name(record.tag).ends_with(SET_TAG_SUFFIX)
+        record.origin == OriginId::SET
+            || self.tags(policy).name(record.tag).ends_with(SET_TAG_SUFFIX)
     }
 
     pub fn get(&self, policy: Policy, cidr: Cidr) -> Option<StoredEntry> {
@@ -233,7 +235,7 @@ impl EntryStore {
             tag: self.tags(policy).name(record.tag).to_string(),
             creation: record.creation,
             expiration: record.expiration,
-            origin: record.origin,
+            origin: self.origins.get(record.origin).clone(),
         }
     }
 
@@ -286,11 +288,12 @@ mod tests {
 
     fn add(store: &mut EntryStore, p: Policy, c: &str, tag: &str) {
         let id = store.tags_mut(p).acquire(tag).id;
+        let origin = store.origin_id(&Origin::api("test"));
         let rec = Record {
             creation: 1,
             expiration: 0,
             tag: id,
-            origin: Origin::Api,
+            origin,
         };
         assert!(store.insert(p, cidr(c), rec).is_none());
     }

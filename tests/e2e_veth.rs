@@ -11,7 +11,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use common::*;
 use couic::actors::map_writer::{AddEntries, MapWriter, ReadSnapshot, RemoveEntries};
-use couic::actors::messages::EventOrigin;
+use couic::actors::messages::Origin;
 use couic::bpf::{self, Capacities, Counter, Loaded};
 use couic::clock::{SharedClock, SystemClock};
 use couic::config::OperationMode;
@@ -23,10 +23,8 @@ const BURST: usize = 40;
 const PAYLOAD: usize = 100;
 const PATIENCE: Duration = Duration::from_secs(1);
 
-fn origin() -> EventOrigin {
-    EventOrigin::Api {
-        client: "e2e".into(),
-    }
+fn origin() -> Origin {
+    Origin::api("e2e")
 }
 
 fn cidr(s: &str) -> Cidr {
@@ -117,7 +115,12 @@ fn drop_and_ignore_rules_act_on_live_traffic() {
 
     System::new().block_on(async {
         let clock: SharedClock = Arc::new(SystemClock);
-        let writer = MapWriter::new(Firewall::new(maps, Capacities::default()), clock).start();
+        let writer = MapWriter::new(
+            Firewall::new(maps, Capacities::default()),
+            clock,
+            Vec::new(),
+        )
+        .start();
 
         // No rule: everything arrives (this also settles ARP and ND).
         assert_eq!(burst(&pair, &rx4, tx4, to4), BURST, "IPv4 before any rule");
@@ -216,7 +219,7 @@ fn generic_mode_filters_too() {
     let (results, _) = fw.add(
         Policy::Drop,
         vec![entry],
-        couic::store::Origin::Api,
+        &couic::origin::Origin::api("e2e"),
         false,
         1,
     );

@@ -3,7 +3,7 @@
 
 use couic::bpf::{self, Capacities, Loaded};
 use couic::firewall::{ChangeKind, Firewall, NewEntry, WriteError};
-use couic::store::Origin;
+use couic::origin::Origin;
 use couic_common::{Cidr, Policy};
 
 const XDP_DROP: u32 = 1;
@@ -52,7 +52,7 @@ fn full_family_is_refused_and_atomic_batches_apply_nothing() {
         entry("10.0.0.2/32", "a", 0),
         entry("10.0.0.3/32", "a", 0),
     ];
-    let (res, changes) = fw.add(Policy::Drop, batch.clone(), Origin::Api, true, 1);
+    let (res, changes) = fw.add(Policy::Drop, batch.clone(), &Origin::api("test"), true, 1);
     assert!(changes.is_empty());
     assert!(matches!(res[0], Err(WriteError::Aborted)));
     assert!(matches!(res[2], Err(WriteError::Full { max: 2 })));
@@ -63,7 +63,7 @@ fn full_family_is_refused_and_atomic_batches_apply_nothing() {
         "nothing reached the kernel"
     );
 
-    let (res, changes) = fw.add(Policy::Drop, batch, Origin::Api, false, 1);
+    let (res, changes) = fw.add(Policy::Drop, batch, &Origin::api("test"), false, 1);
     assert!(res[0].is_ok() && res[1].is_ok());
     assert_eq!(
         res[2].as_ref().unwrap_err().to_string(),
@@ -76,7 +76,7 @@ fn full_family_is_refused_and_atomic_batches_apply_nothing() {
     let (res, _) = fw.add(
         Policy::Drop,
         vec![entry("2001:db8::1/128", "", 0)],
-        Origin::Api,
+        &Origin::api("test"),
         false,
         1,
     );
@@ -89,7 +89,7 @@ fn duplicates_within_a_batch_and_across_calls() {
     let (res, _) = fw.add(
         Policy::Drop,
         vec![entry("192.0.2.1/24", "", 0), entry("192.0.2.0/24", "", 0)],
-        Origin::Api,
+        &Origin::api("test"),
         false,
         1,
     );
@@ -101,7 +101,7 @@ fn duplicates_within_a_batch_and_across_calls() {
     let (res, _) = fw.add(
         Policy::Ignore,
         vec![entry("192.0.2.0/24", "", 0)],
-        Origin::Api,
+        &Origin::api("test"),
         false,
         1,
     );
@@ -126,7 +126,7 @@ fn ignore_wins_and_check_explains_it() {
     fw.add(
         Policy::Drop,
         vec![entry("198.51.100.7/32", "bad", 0)],
-        Origin::Api,
+        &Origin::api("test"),
         false,
         1,
     );
@@ -134,7 +134,7 @@ fn ignore_wins_and_check_explains_it() {
     fw.add(
         Policy::Ignore,
         vec![entry("198.51.0.0/16", "friends", 0)],
-        Origin::Peer,
+        &Origin::peer("node-b"),
         false,
         1,
     );
@@ -146,7 +146,10 @@ fn ignore_wins_and_check_explains_it() {
     let v = fw.check("198.51.100.7".parse().unwrap());
     assert_eq!(v.policy, Some(Policy::Ignore));
     let e = v.entry.unwrap();
-    assert_eq!((e.tag.as_str(), e.origin), ("friends", Origin::Peer));
+    assert_eq!(
+        (e.tag.as_str(), &e.origin),
+        ("friends", &Origin::peer("node-b"))
+    );
     assert_eq!(fw.check("203.0.113.1".parse().unwrap()).policy, None);
 }
 
@@ -159,7 +162,7 @@ fn tag_counters_count_exactly_and_restart_when_a_tag_returns() {
             entry("203.0.113.0/24", "scan", 0),
             entry("203.0.113.9/32", "", 0),
         ],
-        Origin::Api,
+        &Origin::api("test"),
         false,
         1,
     );
@@ -193,7 +196,7 @@ fn tag_counters_count_exactly_and_restart_when_a_tag_returns() {
     fw.add(
         Policy::Drop,
         vec![entry("203.0.113.0/24", "scan", 0)],
-        Origin::Api,
+        &Origin::api("test"),
         false,
         1,
     );
@@ -218,7 +221,7 @@ fn expiry_removes_only_entries_still_due() {
             entry("192.0.2.10/32", "", 100),
             entry("192.0.2.11/32", "", 200),
         ],
-        Origin::Api,
+        &Origin::api("test"),
         false,
         1,
     );
@@ -237,7 +240,7 @@ fn expiry_removes_only_entries_still_due() {
     fw.add(
         Policy::Drop,
         vec![entry("192.0.2.11/32", "", 500)],
-        Origin::Api,
+        &Origin::api("test"),
         false,
         1,
     );

@@ -4,8 +4,8 @@
 
 use couic::bpf::{self, Capacities};
 use couic::firewall::{ChangeKind, Firewall, NewEntry, WriteError};
+use couic::origin::Origin;
 use couic::sets::SetsTarget;
-use couic::store::Origin;
 use couic_common::{Cidr, Policy};
 
 const PASS: u32 = 2;
@@ -41,7 +41,7 @@ fn api_add(fw: &mut Firewall, c: &str, tag: &str, expiration: u64) {
         expiration,
         metadata: None,
     };
-    let (res, _) = fw.add(Policy::Drop, vec![e], Origin::Api, false, 100);
+    let (res, _) = fw.add(Policy::Drop, vec![e], &Origin::api("test"), false, 100);
     res[0].as_ref().expect("api add");
 }
 
@@ -96,21 +96,11 @@ fn applies_the_difference_and_restores_hidden_entries() {
         ),
         (3, 0, 0)
     );
-    // The API entry is hidden (one Removed) and three set entries appear.
-    assert_eq!(
-        changes
-            .iter()
-            .filter(|c| c.kind == ChangeKind::Added)
-            .count(),
-        3
-    );
-    assert_eq!(
-        changes
-            .iter()
-            .filter(|c| c.kind == ChangeKind::Removed)
-            .count(),
-        1
-    );
+    // The API entry is hidden (not removed) and three set entries appear.
+    let count = |kind| changes.iter().filter(|c| c.kind == kind).count();
+    assert_eq!(count(ChangeKind::Added), 3);
+    assert_eq!(count(ChangeKind::Hidden), 1);
+    assert_eq!(count(ChangeKind::Removed), 0);
     assert_eq!(
         f.tag("1.1.1.1/32").as_deref(),
         Some("a.couic"),
@@ -133,7 +123,8 @@ fn applies_the_difference_and_restores_hidden_entries() {
         expiration: 0,
         metadata: None,
     };
-    let (res, _) = f.fw.add(Policy::Drop, vec![e], Origin::Api, false, 300);
+    let (res, _) =
+        f.fw.add(Policy::Drop, vec![e], &Origin::api("test"), false, 300);
     assert!(matches!(res[0], Err(WriteError::Duplicate(_))));
     let (res, _) =
         f.fw.remove(Policy::Drop, vec![cidr("2.2.2.2/32")], true, false);
@@ -156,13 +147,15 @@ fn applies_the_difference_and_restores_hidden_entries() {
         &[("a", &["1.1.1.1/32"]), ("b", &["1.1.1.1/32", "2.2.2.2/32"])],
         &[],
     );
-    let (res, _) = f.fw.reload_sets(&t, 400);
+    let (res, changes) = f.fw.reload_sets(&t, 400);
     let c = res.unwrap()[1].1;
     assert_eq!((c.removed, c.restored, c.created), (1, 1, 0));
+    let kinds: Vec<ChangeKind> = changes.iter().map(|c| c.kind).collect();
+    assert_eq!(kinds, [ChangeKind::Removed, ChangeKind::Restored]);
     let back = f.fw.store().get(Policy::Drop, cidr("10.0.0.0/24")).unwrap();
     assert_eq!(
         (back.tag.as_str(), back.creation, back.origin),
-        ("fail2ban", 100, Origin::Api)
+        ("fail2ban", 100, Origin::api("test"))
     );
     assert_eq!(f.fw.store().shadow_count(Policy::Drop), 0);
     assert_eq!(

@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
 use api_support::*;
-use couic::actors::messages::EventOrigin;
+use couic::actors::messages::Origin;
 use couic::bpf::Capacities;
 use couic::firewall::ChangeKind;
 use serde_json::json;
@@ -169,6 +169,9 @@ fn a_bad_file_changes_nothing_and_is_named() {
     d.write_set("drop", "hosts", "192.0.2.1/32");
     reload_ok(&mut api);
     let before = (api.entries("ignore"), api.entries("drop"));
+    let loaded = d.take_events();
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0].origin, Origin::Set);
 
     // New ignore content, valid; a drop file that is not: neither applies,
     // although ignore is processed first.
@@ -246,7 +249,10 @@ fn a_bad_file_changes_nothing_and_is_named() {
     fs::remove_file(&latin1).unwrap();
 
     assert_eq!((api.entries("ignore"), api.entries("drop")), before);
-    assert!(d.take_events().iter().all(|e| e.origin == EventOrigin::Set));
+    assert!(
+        d.take_events().is_empty(),
+        "a refused reload publishes nothing"
+    );
 
     // Fixed: everything applies at once.
     reload_ok(&mut api);
@@ -330,21 +336,50 @@ fn reload_publishes_its_changes() {
     reload_ok(&mut api);
     let events = d.take_events();
     assert_eq!(events.len(), 1, "one event per reload");
-    assert_eq!(events[0].origin, EventOrigin::Set);
+    assert_eq!(events[0].origin, Origin::Set);
     let seen: Vec<(ChangeKind, String, String)> = events[0]
         .changes
         .iter()
         .map(|c| (c.kind, c.entry.cidr.to_string(), c.entry.tag.clone()))
         .collect();
-    // Ignore first; the hidden API entry is published as removed.
+    // Ignore first; the API entry is published as hidden, not removed.
     assert_eq!(
         seen[0],
         (ChangeKind::Added, "2.2.2.2/32".into(), "i.couic".into())
     );
-    assert!(seen.contains(&(ChangeKind::Removed, "10.0.0.0/24".into(), "api".into())));
+    assert!(seen.contains(&(ChangeKind::Hidden, "10.0.0.0/24".into(), "api".into())));
     assert!(seen.contains(&(ChangeKind::Added, "10.0.0.0/24".into(), "a.couic".into())));
     assert!(seen.contains(&(ChangeKind::Added, "1.1.1.1/32".into(), "a.couic".into())));
     assert_eq!(seen.len(), 4);
+    let hidden = events[0]
+        .changes
+        .iter()
+        .find(|c| c.kind == ChangeKind::Hidden)
+        .unwrap();
+    assert_eq!(
+        hidden.entry.origin,
+        Origin::api(couic::rbac::DEFAULT_CLIENT)
+    );
+
+    // The line goes: the set entry is removed, the API entry restored as
+    // it was (same creation, tag and origin).
+    d.write_set("drop", "a", "1.1.1.1/32");
+    reload_ok(&mut api);
+    let events = d.take_events();
+    assert_eq!(events.len(), 1);
+    let seen: Vec<(ChangeKind, String, String)> = events[0]
+        .changes
+        .iter()
+        .map(|c| (c.kind, c.entry.cidr.to_string(), c.entry.tag.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (ChangeKind::Removed, "10.0.0.0/24".into(), "a.couic".into()),
+            (ChangeKind::Restored, "10.0.0.0/24".into(), "api".into()),
+        ]
+    );
+    assert_eq!(events[0].changes[1].entry, hidden.entry);
 }
 
 #[test]

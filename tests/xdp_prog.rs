@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use common::*;
 use couic::bpf::{self, Capacities, Counter, Loaded, STAT_MALFORMED};
 use couic::firewall::{Firewall, NewEntry, Snapshot};
-use couic::store::Origin;
+use couic::origin::Origin;
 use couic_common::{Cidr, Policy};
 use libbpf_rs::ProgramHandle;
 
@@ -43,7 +43,9 @@ impl Prog {
             expiration: 0,
             metadata: None,
         };
-        let (results, _) = self.fw.add(policy, vec![entry], Origin::Api, false, 1);
+        let (results, _) = self
+            .fw
+            .add(policy, vec![entry], &Origin::api("test"), false, 1);
         results[0].as_ref().expect("add entry");
     }
 

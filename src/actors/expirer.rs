@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::actors::map_writer::{ExpireDue, MapWriter, Subscribe};
+use crate::actors::map_writer::{ExpireDue, MapWriter};
 use crate::actors::messages::Changed;
 use crate::clock::SharedClock;
 use crate::expiry::ExpiryIndex;
-use crate::firewall::ChangeKind;
 
 /// How often due entries are looked for: entries leave well within 1 s.
 pub const SWEEP_PERIOD: Duration = Duration::from_millis(250);
@@ -46,9 +45,6 @@ impl Actor for Expirer {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.writer.do_send(Subscribe {
-            subscriber: ctx.address().recipient(),
-        });
         ctx.run_interval(SWEEP_PERIOD, |_, ctx| ctx.notify(Sweep));
     }
 }
@@ -59,9 +55,10 @@ impl Handler<Changed> for Expirer {
     fn handle(&mut self, msg: Changed, _: &mut Context<Self>) {
         for change in msg.changes.iter() {
             let e = &change.entry;
-            match change.kind {
-                ChangeKind::Added => self.index.insert(change.policy, e.cidr, e.expiration),
-                ChangeKind::Removed => self.index.remove(change.policy, e.cidr, e.expiration),
+            if change.kind.present() {
+                self.index.insert(change.policy, e.cidr, e.expiration);
+            } else {
+                self.index.remove(change.policy, e.cidr, e.expiration);
             }
         }
     }

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use actix::prelude::*;
 use couic_common::{Cidr, Policy};
 
-use crate::actors::messages::{Changed, EventOrigin};
+use crate::actors::messages::{Changed, Origin};
 use crate::batch::{self, Op};
 use crate::bpf::BpfError;
 use crate::clock::SharedClock;
+use crate::firewall::set_plan::{ReloadSummary, SetsTarget};
 use crate::firewall::{Change, Firewall, ItemResult, NewEntry, Snapshot, Verdict, WriteError};
-use crate::sets::{ReloadSummary, SetsTarget};
-use crate::store::{Origin, StoredEntry};
+use crate::store::StoredEntry;
 
 /// Add entries, in order. `atomic`: all or none.
 #[derive(Message)]
@@ -23,7 +23,7 @@ use crate::store::{Origin, StoredEntry};
 pub struct AddEntries {
     pub policy: Policy,
     pub entries: Vec<NewEntry>,
-    pub origin: EventOrigin,
+    pub origin: Origin,
     pub atomic: bool,
 }
 
@@ -33,7 +33,7 @@ pub struct AddEntries {
 pub struct RemoveEntries {
     pub policy: Policy,
     pub cidrs: Vec<Cidr>,
-    pub origin: EventOrigin,
+    pub origin: Origin,
     pub protect_sets: bool,
     pub atomic: bool,
 }
@@ -45,7 +45,7 @@ pub struct RemoveEntries {
 pub struct ApplyBatch {
     pub policy: Policy,
     pub ops: Vec<Op>,
-    pub origin: EventOrigin,
+    pub origin: Origin,
     pub protect_sets: bool,
     pub atomic: bool,
 }
@@ -84,37 +84,74 @@ pub struct ExpireDue {
 
 /// Make the set entries of both policies what the (already validated) set
 /// files say, applying only the difference; published as one event with
-/// [`EventOrigin::Set`].
+/// [`Origin::Set`].
 #[derive(Message)]
 #[rtype(result = "Result<ReloadSummary, WriteError>")]
 pub struct ReloadSets {
     pub target: SetsTarget,
 }
 
+/// The sequence number of the last change published (0 before any).
 #[derive(Message)]
-#[rtype(result = "()")]
-pub struct Subscribe {
-    pub subscriber: Recipient<Changed>,
-}
+#[rtype(result = "u64")]
+pub struct LastSeq;
 
 pub struct MapWriter {
     firewall: Firewall,
     clock: SharedClock,
+    /// Given at construction: every change, from the first, reaches them.
     subscribers: Vec<Recipient<Changed>>,
+    /// The `seq` of the last change published.
+    seq: u64,
 }
 
 impl MapWriter {
-    pub fn new(firewall: Firewall, clock: SharedClock) -> Self {
+    pub fn new(
+        firewall: Firewall,
+        clock: SharedClock,
+        subscribers: Vec<Recipient<Changed>>,
+    ) -> Self {
         MapWriter {
             firewall,
             clock,
-            subscribers: Vec::new(),
+            subscribers,
+            seq: 0,
         }
     }
 
-    fn publish(&self, origin: EventOrigin, changes: Vec<Change>) {
+    /// Starts the MapWriter on `arbiter`. `subscribe` is called there with
+    /// the MapWriter's address before it handles any message, and returns
+    /// its subscribers: actors that need the address (the Expirer sends
+    /// back due entries) are started inside it.
+    pub fn start_on<F>(
+        arbiter: &ArbiterHandle,
+        firewall: Firewall,
+        clock: SharedClock,
+        subscribe: F,
+    ) -> Addr<MapWriter>
+    where
+        F: FnOnce(&Addr<MapWriter>) -> Vec<Recipient<Changed>> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let spawned = arbiter.spawn_fn(move || {
+            let ctx = Context::new();
+            let addr = ctx.address();
+            let subscribers = subscribe(&addr);
+            ctx.run(MapWriter::new(firewall, clock, subscribers));
+            let _ = tx.send(addr);
+        });
+        assert!(spawned, "the MapWriter's arbiter is running");
+        rx.recv().expect("the MapWriter starts")
+    }
+
+    /// Numbers the changes and sends them to every subscriber as one event.
+    fn publish(&mut self, origin: Origin, mut changes: Vec<Change>) {
         if changes.is_empty() {
             return;
+        }
+        for change in &mut changes {
+            self.seq += 1;
+            change.seq = self.seq;
         }
         let event = Changed {
             origin,
@@ -130,26 +167,14 @@ impl Actor for MapWriter {
     type Context = Context<Self>;
 }
 
-fn store_origin(origin: &EventOrigin) -> Origin {
-    match origin {
-        EventOrigin::Peer => Origin::Peer,
-        EventOrigin::Set => Origin::Set,
-        EventOrigin::Api { .. } | EventOrigin::Expiry => Origin::Api,
-    }
-}
-
 impl Handler<AddEntries> for MapWriter {
     type Result = Vec<ItemResult>;
 
     fn handle(&mut self, msg: AddEntries, _: &mut Context<Self>) -> Self::Result {
         let now = self.clock.now();
-        let (results, changes) = self.firewall.add(
-            msg.policy,
-            msg.entries,
-            store_origin(&msg.origin),
-            msg.atomic,
-            now,
-        );
+        let (results, changes) =
+            self.firewall
+                .add(msg.policy, msg.entries, &msg.origin, msg.atomic, now);
         self.publish(msg.origin, changes);
         results
     }
@@ -172,12 +197,11 @@ impl Handler<ApplyBatch> for MapWriter {
 
     fn handle(&mut self, msg: ApplyBatch, _: &mut Context<Self>) -> Self::Result {
         let now = self.clock.now();
-        let origin = store_origin(&msg.origin);
         let (results, changes) = batch::apply(
             &mut self.firewall,
             msg.policy,
             msg.ops,
-            origin,
+            &msg.origin,
             msg.protect_sets,
             msg.atomic,
             now,
@@ -228,7 +252,7 @@ impl Handler<ExpireDue> for MapWriter {
         if removed > 0 {
             tracing::info!("cleanup: removed {removed} expired entries");
         }
-        self.publish(EventOrigin::Expiry, changes);
+        self.publish(Origin::Expiry, changes);
         removed
     }
 }
@@ -257,15 +281,15 @@ impl Handler<ReloadSets> for MapWriter {
             }
             Err(e) => tracing::error!(error = %e, applied = changes.len(), "sets reload failed"),
         }
-        self.publish(EventOrigin::Set, changes);
+        self.publish(Origin::Set, changes);
         result
     }
 }
 
-impl Handler<Subscribe> for MapWriter {
-    type Result = ();
+impl Handler<LastSeq> for MapWriter {
+    type Result = u64;
 
-    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
-        self.subscribers.push(msg.subscriber);
+    fn handle(&mut self, _: LastSeq, _: &mut Context<Self>) -> u64 {
+        self.seq
     }
 }

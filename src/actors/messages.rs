@@ -1,31 +1,29 @@
 //! Messages shared by several actors: the change event every subscriber
-//! receives.
+//! of the MapWriter receives.
 
 use std::sync::Arc;
 
 use actix::prelude::*;
 
 use crate::firewall::Change;
-
-/// What caused a change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventOrigin {
-    /// An API call by this client.
-    Api { client: String },
-    /// A batch from a peer node.
-    Peer,
-    /// A set reload.
-    Set,
-    /// The expiry of entries.
-    Expiry,
-}
+pub use crate::origin::Origin;
 
 /// Changes applied together, published once to every subscriber, in the
-/// order the MapWriter applied them.
+/// order the MapWriter applied them. Their `seq` numbers follow on from the
+/// event before, with no gap: a subscriber that sees one missing has lost
+/// an event.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct Changed {
-    pub origin: EventOrigin,
+    /// What caused the changes (an API client, a peer, a set reload, expiry).
+    pub origin: Origin,
     /// Shared, not copied: a bulk request publishes one change per item.
     pub changes: Arc<Vec<Change>>,
+}
+
+impl Changed {
+    /// The sequence number of the last change of the event.
+    pub fn last_seq(&self) -> u64 {
+        self.changes.last().map_or(0, |c| c.seq)
+    }
 }

@@ -4,3 +4,4 @@
 pub mod expirer;
 pub mod map_writer;
 pub mod messages;
+pub mod set_reloader;

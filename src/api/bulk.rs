@@ -25,7 +25,7 @@ use super::error::{ApiError, Fields};
 use super::policies::{self, EntryParts};
 use super::{params, AppState};
 use crate::actors::map_writer::ApplyBatch;
-use crate::actors::messages::EventOrigin;
+use crate::actors::messages::Origin;
 use crate::batch::Op;
 use crate::firewall::WriteError;
 use crate::rbac::Scope;
@@ -358,9 +358,7 @@ pub async fn bulk(
     let results = if atomic && !checked.invalid.is_empty() {
         vec![Err(WriteError::Aborted); ops.len()]
     } else {
-        let origin = EventOrigin::Api {
-            client: caller.name.clone(),
-        };
+        let origin = Origin::api(&caller.name);
         state
             .writer
             .send(ApplyBatch {

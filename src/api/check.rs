@@ -9,13 +9,14 @@ use couic_common::{CheckReason, CheckResult, Origin as WireOrigin, Policy, Verdi
 use super::error::ApiError;
 use super::{json, params, AppState};
 use crate::actors::map_writer::CheckAddress;
+use crate::origin::Origin;
 use crate::rbac::Scope;
-use crate::store::Origin;
 
-fn wire_origin(origin: Origin) -> WireOrigin {
+fn wire_origin(origin: &Origin) -> WireOrigin {
     match origin {
-        Origin::Api => WireOrigin::Api,
-        Origin::Peer => WireOrigin::Peer,
+        // An entry never keeps `Expiry`, the cause of a removal only.
+        Origin::Api { .. } | Origin::Expiry => WireOrigin::Api,
+        Origin::Peer { .. } => WireOrigin::Peer,
         Origin::Set => WireOrigin::Set,
     }
 }
@@ -33,7 +34,7 @@ pub async fn check(req: HttpRequest, state: Data<AppState>) -> Result<HttpRespon
         ip,
         verdict,
         reason,
-        origin: found.entry.as_ref().map(|e| wire_origin(e.origin)),
+        origin: found.entry.as_ref().map(|e| wire_origin(&e.origin)),
         entry: found.entry.as_ref().map(|e| e.to_wire(false)),
         policy: found.policy,
     };

@@ -33,6 +33,7 @@ use actix_web::{
 use serde::Serialize;
 
 use crate::actors::map_writer::MapWriter;
+use crate::actors::set_reloader::SetReloader;
 use crate::clock::SharedClock;
 use crate::rbac::{ClientFiles, ClientRegistry, Scope};
 
@@ -48,7 +49,7 @@ pub struct AppState {
     pub clients: clients::ClientsState,
     pub clock: SharedClock,
     /// The set files and their reload; `None` answers the set routes 500.
-    pub sets: Option<Arc<crate::sets::Sets>>,
+    pub sets: Option<Arc<SetReloader>>,
 }
 
 impl AppState {
@@ -67,7 +68,7 @@ impl AppState {
     }
 
     /// Serves the set routes with `sets`.
-    pub fn with_sets(mut self, sets: Arc<crate::sets::Sets>) -> Self {
+    pub fn with_sets(mut self, sets: Arc<SetReloader>) -> Self {
         self.sets = Some(sets);
         self
     }

@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::policies::EXPIRATION_MESSAGE;
 use super::{json, params, AppState};
 use crate::actors::map_writer::ApplyBatch;
-use crate::actors::messages::EventOrigin;
+use crate::actors::messages::Origin;
 use crate::batch::Op;
 use crate::firewall::{NewEntry, WriteError};
 use crate::rbac::Scope;
@@ -46,7 +46,7 @@ fn validate(mut jobs: Vec<PeerJob>, now: u64) -> Result<(Vec<Op>, Vec<PeerJob>),
                 cidr,
                 tag: tag.map(Tag::into_string).unwrap_or_default(),
                 expiration: job.entry.expiration,
-                metadata: None,
+                metadata: job.entry.metadata.clone(),
             }),
             PeerAction::Remove => Op::Remove(cidr),
         });
@@ -59,7 +59,7 @@ pub async fn batch(
     state: Data<AppState>,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
-    state.authorize(&req, Scope::POLICY_PEER)?;
+    let caller = state.authorize(&req, Scope::POLICY_PEER)?;
     let policy = params::policy(&req)?;
     let bytes = body::read(&req, payload, BODY_LIMIT)
         .await
@@ -72,7 +72,7 @@ pub async fn batch(
         .send(ApplyBatch {
             policy,
             ops,
-            origin: EventOrigin::Peer,
+            origin: Origin::peer(&caller.name),
             protect_sets: true,
             atomic: true,
         })

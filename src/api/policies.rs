@@ -12,7 +12,7 @@ use super::body::{self, BODY_LIMIT};
 use super::error::{ApiError, Fields};
 use super::{json, params, AppState};
 use crate::actors::map_writer::{AddEntries, GetEntry, ListEntries, RemoveEntries};
-use crate::actors::messages::EventOrigin;
+use crate::actors::messages::Origin;
 use crate::firewall::NewEntry;
 use crate::rbac::Scope;
 use crate::store::StoredEntry;
@@ -102,9 +102,7 @@ pub async fn add(
     let policy = params::policy(&req)?;
     let request: EntryRequest = body::json(&req, payload, BODY_LIMIT).await?;
     let entry = validate(&request, state.clock.now()).map_err(ApiError::Validation)?;
-    let origin = EventOrigin::Api {
-        client: caller.name.clone(),
-    };
+    let origin = Origin::api(&caller.name);
     let result = state
         .writer
         .send(AddEntries {
@@ -143,9 +141,7 @@ pub async fn get(req: HttpRequest, state: Data<AppState>) -> Result<HttpResponse
 pub async fn delete(req: HttpRequest, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
     let caller = state.authorize(&req, Scope::POLICY_DELETE)?;
     let (policy, cidr) = params::entry(&req)?;
-    let origin = EventOrigin::Api {
-        client: caller.name.clone(),
-    };
+    let origin = Origin::api(&caller.name);
     let result = state
         .writer
         .send(RemoveEntries {

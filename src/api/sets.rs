@@ -16,8 +16,9 @@ use serde_json::json as json_value;
 use super::body;
 use super::error::{ApiError, Fields};
 use super::{get_and_head, json, AppState, Caller};
+use crate::actors::set_reloader::{ReloadError, SetReloader};
 use crate::rbac::Scope;
-use crate::sets::{ReloadError, SetError, SetOpError, Sets};
+use crate::sets::{SetError, SetOpError, Sets};
 
 /// Largest body of the set routes. Above the 2 MiB of other routes so that
 /// a set of the full 5 MiB file size can be sent as JSON (quotes and commas
@@ -38,11 +39,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
-fn sets_of(state: &AppState) -> Result<Arc<Sets>, ApiError> {
+fn reloader_of(state: &AppState) -> Result<&Arc<SetReloader>, ApiError> {
     state
         .sets
-        .clone()
+        .as_ref()
         .ok_or_else(|| ApiError::Internal("sets are not configured".into()))
+}
+
+fn sets_of(state: &AppState) -> Result<Arc<Sets>, ApiError> {
+    reloader_of(state).map(|r| Arc::clone(r.files()))
 }
 
 /// Runs file work on the blocking pool.
@@ -247,8 +252,7 @@ pub async fn delete(req: HttpRequest, state: Data<AppState>) -> Result<HttpRespo
 /// No body is read: any or no Content-Type is fine.
 pub async fn reload(req: HttpRequest, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
     let caller = state.authorize(&req, Scope::SETS_CREATE)?;
-    let sets = sets_of(&state)?;
-    match sets.reload().await {
+    match reloader_of(&state)?.reload().await {
         Ok(counts) => {
             let summary: Vec<String> = counts
                 .iter()

@@ -8,10 +8,11 @@
 
 use couic_common::{Cidr, Policy};
 
+use super::set_plan::{self, Existing, PolicyTarget, ReloadCounts, ReloadSummary, SetsTarget};
 use super::{Change, ChangeKind, Firewall, WriteError};
 use crate::bpf;
-use crate::sets::reload::{self, Existing, PolicyTarget, ReloadCounts, ReloadSummary, SetsTarget};
-use crate::store::{EntryStore, Origin, Record, Shadowed, StoredEntry};
+use crate::origin::OriginId;
+use crate::store::{EntryStore, Record, Shadowed, StoredEntry};
 use crate::tags::TagId;
 
 /// The store as the reload plan sees one policy: tags compared by id, so
@@ -21,7 +22,7 @@ struct StoreView<'a> {
     policy: Policy,
 }
 
-impl reload::Current for StoreView<'_> {
+impl set_plan::Current for StoreView<'_> {
     type Tag = TagId;
 
     fn file_tag(&self, tag: &str) -> Option<TagId> {
@@ -32,7 +33,7 @@ impl reload::Current for StoreView<'_> {
     fn existing(&self, cidr: Cidr) -> Existing<TagId> {
         match self.store.record(self.policy, cidr) {
             None => Existing::Absent,
-            Some(r) if r.origin == Origin::Set => Existing::Set(r.tag),
+            Some(r) if r.origin == OriginId::SET => Existing::Set(r.tag),
             Some(_) => Existing::Other,
         }
     }
@@ -50,7 +51,7 @@ impl StoreView<'_> {
     fn set_records(&self) -> impl Iterator<Item = Cidr> + '_ {
         self.store
             .iter(self.policy)
-            .filter(|(_, r)| r.origin == Origin::Set)
+            .filter(|(_, r)| r.origin == OriginId::SET)
             .map(|(c, _)| c)
     }
 }
@@ -104,7 +105,7 @@ impl Firewall {
 
     fn classify(&self, policy: Policy, target: &PolicyTarget, now: u64) -> Step {
         let store = &self.store;
-        let plan = reload::plan(target, &StoreView { store, policy });
+        let plan = set_plan::plan(target, &StoreView { store, policy });
         let mut step = Step {
             policy,
             delete: Vec::new(),
@@ -191,9 +192,10 @@ impl Firewall {
                         creation: hidden.creation,
                         expiration: hidden.expiration,
                         tag,
-                        origin: hidden.origin,
+                        origin: self.store.origin_id(&hidden.origin),
                     };
-                    self.replace(policy, *cidr, record, changes);
+                    let kinds = [ChangeKind::Removed, ChangeKind::Restored];
+                    self.replace(policy, *cidr, record, kinds, changes);
                     self.store.take_shadow(policy, *cidr);
                     counts.removed += 1;
                     counts.restored += 1;
@@ -215,9 +217,10 @@ impl Firewall {
                         creation: now,
                         expiration: 0,
                         tag,
-                        origin: Origin::Set,
+                        origin: OriginId::SET,
                     };
-                    self.replace(policy, cidr, record, changes);
+                    let kinds = [ChangeKind::Removed, ChangeKind::Added];
+                    self.replace(policy, cidr, record, kinds, changes);
                     counts.updated += 1;
                 }
                 Err(e) => keep_first(&mut first_error, e),
@@ -234,10 +237,11 @@ impl Firewall {
                         creation: now,
                         expiration: 0,
                         tag,
-                        origin: Origin::Set,
+                        origin: OriginId::SET,
                     };
                     if self.store.record(policy, cidr).is_some() {
-                        let hidden = self.replace(policy, cidr, record, changes);
+                        let kinds = [ChangeKind::Hidden, ChangeKind::Added];
+                        let hidden = self.replace(policy, cidr, record, kinds, changes);
                         let shadow = Shadowed {
                             tag: hidden.tag,
                             creation: hidden.creation,
@@ -287,12 +291,14 @@ impl Firewall {
     }
 
     /// Puts `record` in the place of the entry at `cidr` (already rewritten
-    /// in the kernel), publishes both sides and returns the replaced entry.
+    /// in the kernel), publishes both sides as `kinds` (what became of the
+    /// old entry, then how the new one came) and returns the replaced entry.
     fn replace(
         &mut self,
         policy: Policy,
         cidr: Cidr,
         record: Record,
+        kinds: [ChangeKind; 2],
         changes: &mut Vec<Change>,
     ) -> StoredEntry {
         let old = self
@@ -301,9 +307,9 @@ impl Firewall {
             .expect("replaces an existing entry");
         let old_entry = self.store.view(policy, cidr, &old);
         self.store.tags_mut(policy).release(old.tag);
-        changes.push(change(ChangeKind::Removed, policy, old_entry.clone()));
+        changes.push(change(kinds[0], policy, old_entry.clone()));
         changes.push(change(
-            ChangeKind::Added,
+            kinds[1],
             policy,
             self.store.view(policy, cidr, &record),
         ));
@@ -313,6 +319,7 @@ impl Firewall {
 
 fn change(kind: ChangeKind, policy: Policy, entry: StoredEntry) -> Change {
     Change {
+        seq: 0,
         kind,
         policy,
         entry,

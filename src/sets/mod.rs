@@ -8,21 +8,17 @@
 
 pub mod file;
 pub mod parse;
-pub mod reload;
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use actix::Addr;
 use couic_common::{NameError, Policy, Set, SetName, SetSummary};
 
-use crate::actors::map_writer::{MapWriter, ReloadSets};
-use crate::firewall::WriteError;
+pub use crate::firewall::set_plan::{PolicyTarget, ReloadCounts, ReloadSummary, SetsTarget};
 pub use file::Owner;
 use file::WriteMode;
 pub use parse::LineError;
-pub use reload::{PolicyTarget, ReloadCounts, ReloadSummary, SetsTarget};
 
 /// A set file that a reload (or a read through the API) refuses.
 #[derive(Debug, thiserror::Error)]
@@ -64,20 +60,6 @@ impl SetError {
     }
 }
 
-/// Why a reload did not apply.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    /// Nothing was applied.
-    #[error(transparent)]
-    File(#[from] SetError),
-    /// Capacity (nothing applied) or a kernel failure (store and maps still
-    /// agree; the part applied before the failure stays).
-    #[error(transparent)]
-    Write(#[from] WriteError),
-    #[error("sets reload interrupted: {0}")]
-    Internal(String),
-}
-
 /// An operation of the set API that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SetOpError {
@@ -98,15 +80,11 @@ pub enum SetOpError {
     },
 }
 
-/// The sets of this node: their directory, its owner, and the MapWriter
-/// reloads are applied by. Shared by startup and the API.
+/// The set files of this node: their directory and its owner. Shared by
+/// startup, the API and reloads (`actors::set_reloader`).
 pub struct Sets {
     root: PathBuf,
     owner: Owner,
-    writer: Addr<MapWriter>,
-    /// One reload at a time, so a slow reload cannot apply older files
-    /// after a newer one.
-    reloading: tokio::sync::Mutex<()>,
     /// API writes of one process do not interleave (a replace checks that
     /// the set exists, then renames over it).
     writing: Mutex<()>,
@@ -114,12 +92,10 @@ pub struct Sets {
 
 impl Sets {
     /// `sets_root` is `working_dir/sets`.
-    pub fn new(sets_root: impl Into<PathBuf>, owner: Owner, writer: Addr<MapWriter>) -> Arc<Sets> {
+    pub fn new(sets_root: impl Into<PathBuf>, owner: Owner) -> Arc<Sets> {
         Arc::new(Sets {
             root: sets_root.into(),
             owner,
-            writer,
-            reloading: tokio::sync::Mutex::new(()),
             writing: Mutex::new(()),
         })
     }
@@ -128,20 +104,10 @@ impl Sets {
         file::policy_dir(&self.root, policy)
     }
 
-    /// Reads and validates every file, then applies the difference in one
-    /// MapWriter message. Runs the file work on a blocking thread.
-    pub async fn reload(self: &Arc<Self>) -> Result<ReloadSummary, ReloadError> {
-        let _one_at_a_time = self.reloading.lock().await;
-        let sets = Arc::clone(self);
-        let target = tokio::task::spawn_blocking(move || load_target(&sets.root, sets.owner))
-            .await
-            .map_err(|e| ReloadError::Internal(e.to_string()))??;
-        let applied = self
-            .writer
-            .send(ReloadSets { target })
-            .await
-            .map_err(|e| ReloadError::Internal(e.to_string()))??;
-        Ok(applied)
+    /// Reads and validates every file of both policies (blocking): the
+    /// target of a reload. Nothing is applied here.
+    pub fn load_target(&self) -> Result<SetsTarget, SetError> {
+        load_target(&self.root, self.owner)
     }
 
     /// The summaries of a policy's sets, in name order. The same selection
@@ -261,10 +227,4 @@ pub fn load_target(sets_root: &Path, owner: Owner) -> Result<SetsTarget, SetErro
         }
     }
     Ok(target)
-}
-
-/// The reload before serving (§15.1 step 10). Any error is fatal to the
-/// daemon: the caller logs it (it names file, line and reason) and exits 1.
-pub async fn initial_load(sets: &Arc<Sets>) -> Result<(), ReloadError> {
-    sets.reload().await.map(|_| ())
 }

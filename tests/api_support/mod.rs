@@ -7,6 +7,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -14,8 +15,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_web::dev::ServerHandle;
 use couic::actors::expirer::{Expirer, Sweep};
-use couic::actors::map_writer::{AddEntries, MapWriter, Subscribe};
-use couic::actors::messages::{Changed, EventOrigin};
+use couic::actors::map_writer::{AddEntries, LastSeq, MapWriter};
+use couic::actors::messages::{Changed, Origin};
+use couic::actors::set_reloader::SetReloader;
 use couic::api::socket::SocketFile;
 use couic::api::{self, AppState};
 use couic::bpf::{self, Capacities};
@@ -54,9 +56,11 @@ pub struct Daemon {
     pub clock: ManualClock,
     pub writer: Addr<MapWriter>,
     pub expirer: Addr<Expirer>,
-    pub sets: Arc<Sets>,
+    pub sets: Arc<SetReloader>,
     pub program: ProgramHandle,
     pub events: Arc<Mutex<Vec<Changed>>>,
+    /// The `seq` of the last change `take_events` returned.
+    taken_seq: AtomicU64,
     server: ServerHandle,
     system: System,
     thread: Option<JoinHandle<()>>,
@@ -106,16 +110,21 @@ impl Daemon {
         let thread = std::thread::spawn(move || {
             let system = System::new();
             system.block_on(async move {
-                let writer = MapWriter::new(firewall, shared.clone()).start();
-                let recorder = Recorder(recorded).start();
-                writer
-                    .send(Subscribe {
-                        subscriber: recorder.recipient(),
-                    })
-                    .await
-                    .unwrap();
-                let expirer = Expirer::new(writer.clone(), shared.clone()).start();
-                let sets = Sets::new(sets_root, owner, writer.clone());
+                // As in main: the MapWriter on an arbiter of its own, its
+                // subscribers given before it handles anything.
+                let writer_arbiter = Arbiter::new();
+                let (expirer_tx, expirer_rx) = std::sync::mpsc::channel();
+                let expiry_clock = shared.clone();
+                let writer =
+                    MapWriter::start_on(&writer_arbiter.handle(), firewall, shared.clone(), {
+                        move |writer| {
+                            let expirer = Expirer::new(writer.clone(), expiry_clock).start();
+                            expirer_tx.send(expirer.clone()).unwrap();
+                            vec![expirer.recipient(), Recorder(recorded).start().recipient()]
+                        }
+                    });
+                let expirer = expirer_rx.recv().unwrap();
+                let sets = SetReloader::new(Sets::new(sets_root, owner), writer.clone());
                 let state =
                     AppState::new(writer.clone(), registry, files, shared).with_sets(sets.clone());
                 let server = api::serve(listener, actix_web::web::Data::new(state), 2).unwrap();
@@ -136,6 +145,7 @@ impl Daemon {
             sets,
             program,
             events,
+            taken_seq: AtomicU64::new(0),
             server,
             system,
             thread: Some(thread),
@@ -182,11 +192,36 @@ impl Daemon {
         block_on(self.expirer.send(Sweep)).unwrap();
     }
 
-    /// Takes the events published so far. Events are sent before the
-    /// answer to the request that caused them; delivery is polled briefly.
+    /// Takes the events published so far: asks the MapWriter for the last
+    /// sequence number it published, then polls until the recorder holds
+    /// it. Sequence numbers follow on without gaps across the events taken.
     pub fn take_events(&self) -> Vec<Changed> {
-        std::thread::sleep(Duration::from_millis(50));
-        std::mem::take(&mut *self.events.lock().unwrap())
+        let last = block_on(self.writer.send(LastSeq)).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let taken_before = self.taken_seq.load(Ordering::SeqCst);
+        loop {
+            {
+                let mut events = self.events.lock().unwrap();
+                let seen = events.last().map_or(taken_before, Changed::last_seq);
+                if seen >= last {
+                    let taken = std::mem::take(&mut *events);
+                    let seqs: Vec<u64> = std::iter::once(taken_before)
+                        .chain(taken.iter().flat_map(|e| e.changes.iter().map(|c| c.seq)))
+                        .collect();
+                    assert!(
+                        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+                        "sequence numbers with a gap or out of order: {seqs:?}"
+                    );
+                    self.taken_seq.store(seen, Ordering::SeqCst);
+                    return taken;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "events up to seq {last} never arrived"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Adds a set entry (tag `<name>.couic`) as a set reload would.
@@ -200,7 +235,7 @@ impl Daemon {
         let msg = AddEntries {
             policy,
             entries: vec![entry],
-            origin: EventOrigin::Set,
+            origin: Origin::Set,
             atomic: true,
         };
         let results = block_on(self.writer.send(msg)).unwrap();
