@@ -6,6 +6,7 @@
 
 pub mod actors;
 pub mod api;
+pub mod backoff;
 pub mod batch;
 pub mod bpf;
 pub mod clock;
