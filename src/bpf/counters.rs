@@ -1,0 +1,86 @@
+//! Counters read from the kernel (the XDP actions, each tag's packets and
+//! bytes) and the couic_active flags the data path reads first.
+
+use couic_common::Policy;
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use super::codec::{as_bytes, counter_from};
+use super::types::{couic_active, couic_counter};
+use super::{map_err, BpfError, KernelMaps, RULE_MAPS, STAT_SLOTS};
+
+/// Packets and bytes summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl KernelMaps {
+    /// Publishes which rule sets hold entries (see `couic_active`).
+    pub fn set_active(&mut self, flags: [u8; RULE_MAPS]) -> Result<(), BpfError> {
+        self.requested = flags;
+        self.write_active()
+    }
+
+    /// couic_active: the flags asked for, and each table's short lengths.
+    pub(super) fn write_active(&self) -> Result<(), BpfError> {
+        let mut value = couic_active {
+            map: self.requested,
+            ..Default::default()
+        };
+        for (t, lens) in value.short_lens.iter_mut().enumerate() {
+            *lens = self.blocks[t].short_lens();
+        }
+        self.active
+            .update(&0u32.to_ne_bytes(), as_bytes(&value), MapFlags::ANY)
+            .map_err(|e| map_err("update", "couic_active", e))
+    }
+
+    /// couic_stats summed over CPUs, by `couic_stat` index.
+    pub fn read_stats(&self) -> Result<[Counter; STAT_SLOTS], BpfError> {
+        let mut out = [Counter::default(); STAT_SLOTS];
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = self.read_percpu(&self.stats, "couic_stats", i as u32)?;
+        }
+        Ok(out)
+    }
+
+    pub fn read_tag(&self, policy: Policy, slot: u32) -> Result<Counter, BpfError> {
+        let (map, name) = self.tag_map(policy);
+        self.read_percpu(map, name, slot)
+    }
+
+    /// Zeroes a tag slot before a new tag uses it.
+    pub fn reset_tag(&self, policy: Policy, slot: u32) -> Result<(), BpfError> {
+        let (map, name) = self.tag_map(policy);
+        let zero = vec![vec![0u8; size_of::<couic_counter>()]; self.cpus];
+        map.update_percpu(&slot.to_ne_bytes(), &zero, MapFlags::ANY)
+            .map_err(|e| map_err("reset", name, e))
+    }
+
+    fn tag_map(&self, policy: Policy) -> (&MapHandle, &'static str) {
+        match policy {
+            Policy::Drop => (&self.tag_drop, "couic_tag_drop"),
+            Policy::Ignore => (&self.tag_ign, "couic_tag_ign"),
+        }
+    }
+
+    fn read_percpu(
+        &self,
+        map: &MapHandle,
+        name: &'static str,
+        index: u32,
+    ) -> Result<Counter, BpfError> {
+        let values = map
+            .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|e| map_err("read", name, e))?
+            .unwrap_or_default();
+        Ok(values.iter().fold(Counter::default(), |acc, v| {
+            let c = counter_from(v);
+            Counter {
+                packets: acc.packets + c.packets,
+                bytes: acc.bytes + c.bytes,
+            }
+        }))
+    }
+}
