@@ -1,10 +1,13 @@
 //! Counters read from the kernel (the XDP actions, each tag's packets and
 //! bytes) and the couic_active flags the data path reads first.
 
+use std::io;
+
 use couic_common::Policy;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::codec::{as_bytes, counter_from};
+use super::sys::write_one;
 use super::types::{couic_active, couic_counter};
 use super::{map_err, BpfError, KernelMaps, RULE_MAPS, STAT_SLOTS};
 
@@ -15,25 +18,47 @@ pub struct Counter {
     pub bytes: u64,
 }
 
+/// couic_active as last asked for: the flags of the rule sets and each
+/// table's short lengths. Every change writes it whole.
+pub struct Active {
+    map: MapHandle,
+    value: couic_active,
+}
+
+impl Active {
+    pub fn new(map: MapHandle) -> Self {
+        Active {
+            map,
+            value: couic_active::default(),
+        }
+    }
+
+    pub fn set_flags(&mut self, flags: [u8; RULE_MAPS]) -> io::Result<()> {
+        self.value.map = flags;
+        self.write()
+    }
+
+    /// Table `table`'s short lengths are now `lens`.
+    pub fn set_short(&mut self, table: usize, lens: u32) -> io::Result<()> {
+        self.value.short_lens[table] = lens;
+        self.write()
+    }
+
+    fn write(&self) -> io::Result<()> {
+        write_one(&self.map, 0, as_bytes(&self.value))
+    }
+}
+
 impl KernelMaps {
     /// Publishes which rule sets hold entries (see `couic_active`).
     pub fn set_active(&mut self, flags: [u8; RULE_MAPS]) -> Result<(), BpfError> {
-        self.requested = flags;
-        self.write_active()
-    }
-
-    /// couic_active: the flags asked for, and each table's short lengths.
-    pub(super) fn write_active(&self) -> Result<(), BpfError> {
-        let mut value = couic_active {
-            map: self.requested,
-            ..Default::default()
-        };
-        for (t, lens) in value.short_lens.iter_mut().enumerate() {
-            *lens = self.blocks[t].short_lens();
-        }
         self.active
-            .update(&0u32.to_ne_bytes(), as_bytes(&value), MapFlags::ANY)
-            .map_err(|e| map_err("update", "couic_active", e))
+            .set_flags(flags)
+            .map_err(|source| BpfError::Map {
+                op: "update",
+                map: "couic_active",
+                source,
+            })
     }
 
     /// couic_stats summed over CPUs, by `couic_stat` index.

@@ -9,7 +9,9 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapHandle, ProgramHandle};
 
 use super::blocks::Blocks;
-use super::{skel, BpfError, BucketIndex, Capacities, KernelMaps, Loaded, RULE_MAPS};
+use super::counters::Active;
+use super::rule_table::RuleTable;
+use super::{holds_ipv4, skel, BpfError, BucketIndex, Capacities, KernelMaps, Loaded};
 
 /// Opens, sizes and loads the object, then keeps owned handles only.
 pub fn load(caps: Capacities) -> Result<Loaded, BpfError> {
@@ -66,42 +68,52 @@ pub fn load(caps: Capacities) -> Result<Loaded, BpfError> {
             MapHandle::try_from(&$map).map_err(BpfError::Load)?
         };
     }
-    let overflow = [
-        handle!(m.couic_i4_ovf),
-        handle!(m.couic_i6_ovf),
-        handle!(m.couic_d4_ovf),
-        handle!(m.couic_d6_ovf),
-    ];
-    let buckets = [
-        handle!(m.couic_i4_bkt),
-        handle!(m.couic_i6_bkt),
-        handle!(m.couic_d4_bkt),
-        handle!(m.couic_d6_bkt),
-    ];
-    let maps = KernelMaps {
-        overflow,
-        buckets,
-        index,
-        block_maps: [
+    let tables = [
+        (
+            0,
+            handle!(m.couic_i4_bkt),
+            handle!(m.couic_i4_ovf),
             handle!(m.couic_i4_blk),
+            None,
+        ),
+        (
+            1,
+            handle!(m.couic_i6_bkt),
+            handle!(m.couic_i6_ovf),
             handle!(m.couic_i6_blk),
-            handle!(m.couic_d4_blk),
-            handle!(m.couic_d6_blk),
-        ],
-        lens_maps: [
-            None,
             Some(handle!(m.couic_i6_len)),
+        ),
+        (
+            2,
+            handle!(m.couic_d4_bkt),
+            handle!(m.couic_d4_ovf),
+            handle!(m.couic_d4_blk),
             None,
+        ),
+        (
+            3,
+            handle!(m.couic_d6_bkt),
+            handle!(m.couic_d6_ovf),
+            handle!(m.couic_d6_blk),
             Some(handle!(m.couic_d6_len)),
-        ],
-        blocks: [
-            Blocks::new(true, seed),
-            Blocks::new(false, seed),
-            Blocks::new(true, seed),
-            Blocks::new(false, seed),
-        ],
-        requested: [0; RULE_MAPS],
-        active: handle!(m.couic_active),
+        ),
+    ]
+    .map(|(number, buckets, overflow, block_map, lens_map)| {
+        let ipv4 = holds_ipv4(number);
+        RuleTable {
+            number,
+            ipv4,
+            buckets,
+            index: index[number],
+            overflow,
+            block_map,
+            lens_map,
+            blocks: Blocks::new(ipv4, seed),
+        }
+    });
+    let maps = KernelMaps {
+        tables,
+        active: Active::new(handle!(m.couic_active)),
         stats: handle!(m.couic_stats),
         tag_drop: handle!(m.couic_tag_drop),
         tag_ign: handle!(m.couic_tag_ign),

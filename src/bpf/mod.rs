@@ -2,11 +2,14 @@
 //!
 //! [`load`] opens, sizes and loads the object and keeps owned handles only
 //! (`load.rs`). [`KernelMaps`] is the only writable view of the maps and is
-//! owned by the MapWriter actor; its operations live by concern: the rule
-//! tables' transactions (`rule_table.rs`), counters and the active flags
+//! owned by the MapWriter actor: a `RuleTable` per policy and family
+//! (`rule_table.rs`, its transactions; `table_edit.rs`, the buckets and
+//! blocks they read and write), and the counters and active flags
 //! (`counters.rs`), over the byte layouts (`codec.rs`) and the raw
 //! syscalls (`sys.rs`). `blocks.rs`, `buckets.rs` and `mapped.rs` are the
 //! user-space side of the blocks, the buckets and their mapped reads.
+
+use std::io;
 
 use couic_common::{Cidr, Policy};
 use libbpf_rs::{MapHandle, ProgramHandle};
@@ -19,17 +22,19 @@ mod load;
 mod mapped;
 mod rule_table;
 mod sys;
+mod table_edit;
 
 mod skel {
     #![allow(clippy::all, non_camel_case_types, dead_code, unused_imports)]
     include!(concat!(env!("OUT_DIR"), "/couic.skel.rs"));
 }
 
-use blocks::Blocks;
 pub use buckets::{BucketIndex, MAX_TAGS};
 pub use codec::{key_bytes, rule_bytes};
+use counters::Active;
 pub use counters::Counter;
 pub use load::load;
+use rule_table::RuleTable;
 pub use skel::types;
 pub use sys::test_run;
 use types::{couic_map_index, couic_stat};
@@ -110,18 +115,10 @@ pub fn rule_map_index(policy: Policy, cidr: Cidr) -> usize {
 /// Owned handles on every map of the program. Only the MapWriter holds
 /// one.
 pub struct KernelMaps {
-    /// Per table: its buckets, how rules spread over them, its overflow
-    /// hash, and its blocks in the kernel and as counts.
-    buckets: [MapHandle; TABLES],
-    index: [BucketIndex; TABLES],
-    overflow: [MapHandle; TABLES],
-    block_maps: [MapHandle; TABLES],
-    /// IPv6 only: each block's lengths in full (see `couic_b6_lens`).
-    lens_maps: [Option<MapHandle>; TABLES],
-    blocks: [Blocks; TABLES],
-    /// The couic_active flags last asked for.
-    requested: [u8; RULE_MAPS],
-    active: MapHandle,
+    /// The rule tables, in `couic_table` order: rule set `index` (see
+    /// [`rule_map_index`]) is in table `index / 2`.
+    tables: [RuleTable; TABLES],
+    active: Active,
     stats: MapHandle,
     tag_drop: MapHandle,
     tag_ign: MapHandle,
@@ -129,6 +126,36 @@ pub struct KernelMaps {
 }
 
 impl KernelMaps {
+    /// Inserts (or re-tags) `items`, all of rule set `index` (see
+    /// [`rule_map_index`]), as (CIDR, tag slot). One result per item.
+    pub fn insert(&mut self, index: usize, items: &[(Cidr, u32)]) -> Vec<io::Result<()>> {
+        self.tables[index / 2].insert(items, &mut self.active)
+    }
+
+    /// Deletes `cidrs`, all of rule set `index`. One result per item.
+    pub fn remove(&mut self, index: usize, cidrs: &[Cidr]) -> Vec<io::Result<()>> {
+        self.tables[index / 2].remove(cidrs, &mut self.active)
+    }
+
+    /// How rules of rule set `index` spread over the buckets of its table.
+    pub fn bucket_index(&self, index: usize) -> BucketIndex {
+        self.tables[index / 2].index
+    }
+
+    /// Whether `cidr` of rule set `index` is listed in a slot of its bucket
+    /// (`Some(false)`) or spilled into the overflow hash (`Some(true)`),
+    /// read from the kernel.
+    pub fn rule_place(&self, index: usize, cidr: Cidr) -> io::Result<Option<bool>> {
+        self.tables[index / 2].rule_place(cidr)
+    }
+
+    /// The host bits of the block of `host` in rule set `index`, read from
+    /// the kernel (bit E: the E-th eighth of the block holds hosts), and
+    /// which of them is the host's own eighth.
+    pub fn host_bits(&self, index: usize, host: Cidr) -> io::Result<(u8, u8)> {
+        self.tables[index / 2].host_bits(host)
+    }
+
     pub fn rule_map_name(index: usize) -> &'static str {
         RULE_MAP_NAMES[index]
     }
@@ -143,6 +170,6 @@ fn map_err(op: &'static str, map: &'static str, e: libbpf_rs::Error) -> BpfError
     BpfError::Map {
         op,
         map,
-        source: std::io::Error::other(e.to_string()),
+        source: io::Error::other(e),
     }
 }

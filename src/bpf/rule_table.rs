@@ -1,34 +1,91 @@
-//! Transactions on the rule tables: inserting, re-tagging and removing
-//! rules in a table's buckets, overflow hash and blocks, in the order that
-//! keeps the data path from missing a rule; and the reads tests make of
-//! where a rule landed.
+//! One rule table (a policy and family) and its transactions: inserting,
+//! re-tagging and removing rules in its buckets, overflow hash and blocks,
+//! step by step in the order that keeps the data path from missing a rule;
+//! and the reads tests make of where a rule landed.
 
 use std::collections::HashSet;
 use std::io;
 
 use couic_common::Cidr;
-use libbpf_rs::{MapCore, MapFlags};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::blocks::{self, BlockChange};
-use super::buckets::Bucket;
-use super::codec::{
-    block4_from, block6_from, block_bytes, block_size, key_bytes, lens_bytes, lens_from,
-    rule_bytes, Rule,
-};
-use super::sys::{self, batch_items, copy_error, read_bucket, read_many};
-use super::types::couic_b6_lens;
-use super::{holds_ipv4, BucketIndex, KernelMaps};
+use super::blocks::Blocks;
+use super::codec::{key_bytes, rule_bytes, Rule};
+use super::counters::Active;
+use super::sys::{batch_items, copy_error, read_bucket};
+use super::table_edit::BucketEdit;
+use super::BucketIndex;
 
-impl KernelMaps {
-    /// Inserts (or re-tags) `items`, all of rule set `index` (see
-    /// [`rule_map_index`]), as (CIDR, tag slot). One result per item.
-    pub fn insert(&mut self, index: usize, items: &[(Cidr, u32)]) -> Vec<io::Result<()>> {
-        let t = index / 2;
+/// A table's handles and what the daemon keeps of it: its buckets, how
+/// rules spread over them, its overflow hash, and its blocks in the kernel
+/// and as counts.
+pub struct RuleTable {
+    /// Its place in `couic_table` order (its short lengths in couic_active).
+    pub(super) number: usize,
+    pub(super) ipv4: bool,
+    pub(super) buckets: MapHandle,
+    pub(super) index: BucketIndex,
+    pub(super) overflow: MapHandle,
+    pub(super) block_map: MapHandle,
+    /// IPv6 only: each block's lengths in full (see `couic_b6_lens`).
+    pub(super) lens_map: Option<MapHandle>,
+    pub(super) blocks: Blocks,
+}
+
+/// An insert under way: where each item goes, filled in by
+/// [`RuleTable::place`] and carried through the steps of
+/// [`RuleTable::insert`].
+struct Insertion<'a> {
+    items: &'a [(Cidr, u32)],
+    edit: BucketEdit,
+    errors: Vec<Option<io::Error>>,
+    /// Items that go to the overflow hash, with whether the hash did not
+    /// hold them yet; the others land in a slot of their bucket.
+    spills: Vec<(usize, bool)>,
+    /// Per item, once the hash took it: whether it was new there.
+    spilled: Vec<Option<bool>>,
+    /// Items the table did not hold (each rule once).
+    fresh: Vec<usize>,
+}
+
+/// A removal under way, filled in by [`RuleTable::find`].
+struct Removal<'a> {
+    cidrs: &'a [Cidr],
+    edit: BucketEdit,
+    errors: Vec<Option<io::Error>>,
+    /// Items taken from a slot of their bucket.
+    slotted: Vec<bool>,
+    /// Items to delete from the overflow hash.
+    spills: Vec<usize>,
+}
+
+impl RuleTable {
+    /// Inserts (or re-tags) `items`, as (CIDR, tag slot). One result per
+    /// item. The steps run in this order, each after what it relies on.
+    pub fn insert(&mut self, items: &[(Cidr, u32)], active: &mut Active) -> Vec<io::Result<()>> {
+        // 1. In memory: each item's slot, or its spill into the hash.
+        let mut ins = self.place(items);
+        // 2. The blocks mark the new rules before the kernel holds them.
+        if let Err(e) = self.count_in(ins.fresh.iter().map(|&i| items[i].0), active) {
+            return items.iter().map(|_| Err(copy_error(&e))).collect();
+        }
+        // 3. The overflow hash takes the spills before a bucket flags them.
+        self.write_spills(&mut ins);
+        // 4. The buckets: slotted rules listed, spills flagged.
+        self.write_slots(&mut ins);
+        // 5. Rules that did not land count out again; a bit left set a
+        // moment only costs a probe.
+        let failed = ins.fresh.iter().filter(|&&i| ins.errors[i].is_some());
+        let _ = self.count_out(failed.map(|&i| items[i].0), active);
+        results(ins.errors)
+    }
+
+    /// Insert, in memory only: reads the buckets of `items` and puts each
+    /// in a slot of its bucket, or lists it for the overflow hash.
+    fn place<'a>(&self, items: &'a [(Cidr, u32)]) -> Insertion<'a> {
         let rules: Vec<Rule> = items.iter().map(|(c, _)| Rule::of(*c)).collect();
-        let mut edit = self.read_buckets(t, &rules);
+        let mut edit = self.read_buckets(&rules);
         let mut errors: Vec<Option<io::Error>> = items.iter().map(|_| None).collect();
-        // Each item lands in a slot of its bucket, or in the overflow hash
-        // (with whether the hash did not hold it yet).
         let mut spills: Vec<(usize, bool)> = Vec::new();
         let mut spilled_now: HashSet<&Rule> = HashSet::new();
         // Rules the table did not hold: they are counted in the blocks
@@ -44,8 +101,7 @@ impl KernelMaps {
             };
             if let Some(slot) = b.find(rule.bytes(), rule.len) {
                 b.set_tag(slot, *tag);
-            } else if spilled_now.contains(rule) || (b.overflow() > 0 && self.in_overflow(t, *cidr))
-            {
+            } else if spilled_now.contains(rule) || (b.overflow() > 0 && self.in_overflow(*cidr)) {
                 // Already in the hash: re-tagged there, the bucket unchanged.
                 spills.push((i, false));
                 continue;
@@ -59,65 +115,92 @@ impl KernelMaps {
             }
             edit.touch(i);
         }
-        let counted: Vec<usize> = (0..items.len()).filter(|&i| fresh[i]).collect();
-        if let Err(e) = self.count_in(t, counted.iter().map(|&i| items[i].0)) {
-            return items.iter().map(|_| Err(copy_error(&e))).collect();
+        Insertion {
+            items,
+            edit,
+            errors,
+            spills,
+            spilled: items.iter().map(|_| None).collect(),
+            fresh: (0..items.len()).filter(|&i| fresh[i]).collect(),
         }
-        // Spilled rules go into the overflow hash before their bucket, which
-        // flags them, is written.
-        let keys: Vec<Vec<u8>> = spills.iter().map(|&(i, _)| key_bytes(items[i].0)).collect();
-        let values: Vec<Vec<u8>> = spills
+    }
+
+    /// Insert, after the blocks: spilled rules go into the overflow hash
+    /// before their bucket, which flags them, is written.
+    fn write_spills(&self, ins: &mut Insertion) {
+        let items = ins.items;
+        let keys: Vec<Vec<u8>> = ins
+            .spills
+            .iter()
+            .map(|&(i, _)| key_bytes(items[i].0))
+            .collect();
+        let values: Vec<Vec<u8>> = ins
+            .spills
             .iter()
             .map(|&(i, _)| rule_bytes(items[i].1).to_vec())
             .collect();
-        let mut spill_of: Vec<Option<bool>> = items.iter().map(|_| None).collect();
-        for (&(i, new), r) in
-            spills
-                .iter()
-                .zip(batch_items(&self.overflow[t], &keys, Some(&values)))
-        {
+        let written = batch_items(&self.overflow, &keys, Some(&values));
+        for (&(i, new), r) in ins.spills.iter().zip(written) {
             match r {
-                Err(e) => errors[i] = Some(e),
+                Err(e) => ins.errors[i] = Some(e),
                 Ok(()) => {
-                    spill_of[i] = Some(new);
+                    ins.spilled[i] = Some(new);
                     if new {
-                        edit.bucket(i).expect("read above").spill_one();
-                        edit.touch(i);
+                        ins.edit.bucket(i).expect("read above").spill_one();
+                        ins.edit.touch(i);
                     }
                 }
             }
         }
-        for (bucket, error) in self.write_buckets(t, &edit) {
+    }
+
+    /// Insert, last: the buckets, which list the slotted rules and flag the
+    /// spilled ones.
+    fn write_slots(&self, ins: &mut Insertion) {
+        for (bucket, error) in self.write_buckets(&ins.edit) {
             // The kernel kept the bucket as it was: what it would have held
             // fails, and a new spill it would have flagged leaves the hash.
-            for i in edit.items_of(bucket) {
-                match spill_of[i] {
+            for i in ins.edit.items_of(bucket) {
+                match ins.spilled[i] {
                     Some(false) => continue,
                     Some(true) => {
-                        let _ = batch_items(&self.overflow[t], &[key_bytes(items[i].0)], None);
+                        let key = [key_bytes(ins.items[i].0)];
+                        let _ = batch_items(&self.overflow, &key, None);
                     }
                     None => {}
                 }
-                if errors[i].is_none() {
-                    errors[i] = Some(copy_error(&error));
+                if ins.errors[i].is_none() {
+                    ins.errors[i] = Some(copy_error(&error));
                 }
             }
         }
-        // Rules that did not land count out again; a bit left set a moment
-        // only costs a probe.
-        let failed = counted.into_iter().filter(|&i| errors[i].is_some());
-        let _ = self.count_out(t, failed.map(|i| items[i].0));
-        errors.into_iter().map(|e| e.map_or(Ok(()), Err)).collect()
     }
 
-    /// Deletes `cidrs`, all of rule set `index`. One result per item.
-    pub fn remove(&mut self, index: usize, cidrs: &[Cidr]) -> Vec<io::Result<()>> {
-        let t = index / 2;
+    /// Deletes `cidrs`. One result per item. The steps run in this order,
+    /// each after what it relies on.
+    pub fn remove(&mut self, cidrs: &[Cidr], active: &mut Active) -> Vec<io::Result<()>> {
+        // 1. In memory: each item taken from its slot, or listed as spilled.
+        let mut rm = self.find(cidrs);
+        // 2. Spilled rules leave the hash while their bucket still flags it.
+        self.delete_spills(&mut rm);
+        // 3. The buckets, without the slotted rules and those spills.
+        self.write_taken(&mut rm);
+        // 4. Gone rules count out of the blocks only now: until the bucket
+        // lost them, the program had to find them.
+        let gone = (0..cidrs.len()).filter(|&i| rm.errors[i].is_none());
+        let _ = self.count_out(gone.map(|i| cidrs[i]), active);
+        results(rm.errors)
+    }
+
+    /// Removal, in memory only: reads the buckets of `cidrs` and takes each
+    /// from its slot, or lists it for the overflow hash if its bucket
+    /// spilled.
+    fn find<'a>(&self, cidrs: &'a [Cidr]) -> Removal<'a> {
         let rules: Vec<Rule> = cidrs.iter().map(|c| Rule::of(*c)).collect();
-        let mut edit = self.read_buckets(t, &rules);
+        let mut edit = self.read_buckets(&rules);
         let mut errors: Vec<Option<io::Error>> = cidrs.iter().map(|_| None).collect();
         let mut slotted = vec![false; cidrs.len()];
-        let mut spilled: Vec<usize> = Vec::new();
+        let mut spills: Vec<usize> = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
             let b = match edit.bucket(i) {
                 Ok(b) => b,
@@ -131,238 +214,85 @@ impl KernelMaps {
                 slotted[i] = true;
                 edit.touch(i);
             } else if b.overflow() > 0 {
-                spilled.push(i);
+                spills.push(i);
             } else {
                 errors[i] = Some(io::Error::from_raw_os_error(libc::ENOENT));
             }
         }
-        let keys: Vec<Vec<u8>> = spilled.iter().map(|&i| key_bytes(cidrs[i])).collect();
-        for (&i, r) in spilled
-            .iter()
-            .zip(batch_items(&self.overflow[t], &keys, None))
-        {
+        Removal {
+            cidrs,
+            edit,
+            errors,
+            slotted,
+            spills,
+        }
+    }
+
+    /// Removal, first: spilled rules leave the overflow hash; their bucket
+    /// counts one spill less once written.
+    fn delete_spills(&self, rm: &mut Removal) {
+        let keys: Vec<Vec<u8>> = rm.spills.iter().map(|&i| key_bytes(rm.cidrs[i])).collect();
+        let deleted = batch_items(&self.overflow, &keys, None);
+        for (&i, r) in rm.spills.iter().zip(deleted) {
             match r {
-                Err(e) => errors[i] = Some(e),
+                Err(e) => rm.errors[i] = Some(e),
                 Ok(()) => {
-                    edit.bucket(i).expect("read above").unspill_one();
-                    edit.touch(i);
+                    rm.edit.bucket(i).expect("read above").unspill_one();
+                    rm.edit.touch(i);
                 }
             }
         }
-        for (bucket, error) in self.write_buckets(t, &edit) {
+    }
+
+    /// Removal, then: the buckets, without the slotted rules.
+    fn write_taken(&self, rm: &mut Removal) {
+        for (bucket, error) in self.write_buckets(&rm.edit) {
             // Slotted rules are still in the kernel's bucket; spilled ones
             // already left the hash, so their removal stands.
-            for i in edit.items_of(bucket) {
-                if slotted[i] {
-                    errors[i] = Some(copy_error(&error));
+            for i in rm.edit.items_of(bucket) {
+                if rm.slotted[i] {
+                    rm.errors[i] = Some(copy_error(&error));
                 }
             }
         }
-        // Gone rules count out of the blocks only now: until the bucket lost
-        // them, the program had to find them.
-        let gone = (0..cidrs.len()).filter(|&i| errors[i].is_none());
-        let _ = self.count_out(t, gone.map(|i| cidrs[i]));
-        errors.into_iter().map(|e| e.map_or(Ok(()), Err)).collect()
     }
 
-    /// Counts new rules of table `t` into its blocks and writes what
-    /// changed, before the rules are written. On failure they count out.
-    fn count_in(&mut self, t: usize, cidrs: impl Iterator<Item = Cidr> + Clone) -> io::Result<()> {
-        let mut change = BlockChange::default();
-        for cidr in cidrs.clone() {
-            self.blocks[t].add_to(cidr, &mut change);
-        }
-        let written = self.publish_blocks(t, &change);
-        if written.is_err() {
-            for cidr in cidrs {
-                self.blocks[t].remove(cidr);
-            }
-            let _ = self.publish_blocks(t, &self.blocks[t].refresh(&change));
-        }
-        written
-    }
-
-    /// Counts rules of table `t` out of its blocks and writes what changed.
-    fn count_out(&mut self, t: usize, cidrs: impl Iterator<Item = Cidr>) -> io::Result<()> {
-        let mut change = BlockChange::default();
-        for cidr in cidrs {
-            self.blocks[t].remove_from(cidr, &mut change);
-        }
-        self.publish_blocks(t, &change)
-    }
-
-    /// Edits the blocks of table `t` as `change` says: each is read back
-    /// from the kernel, edited and written. Then couic_active, if the short
-    /// lengths changed.
-    fn publish_blocks(&self, t: usize, change: &BlockChange) -> io::Result<()> {
-        let ids: Vec<u32> = change.blocks.keys().copied().collect();
-        let mut edited = Vec::with_capacity(ids.len());
-        for (edit, block) in change.blocks.values().zip(self.read_blocks(t, &ids)) {
-            let mut block = block?;
-            edit.apply(&mut block);
-            edited.push(block);
-        }
-        self.write_blocks(t, &ids, &edited)?;
-        if change.short {
-            self.write_active()
-                .map_err(|e| io::Error::other(e.to_string()))?;
-        }
-        Ok(())
-    }
-
-    /// How rules of rule set `index` spread over the buckets of its table.
-    pub fn bucket_index(&self, index: usize) -> BucketIndex {
-        self.index[index / 2]
-    }
-
-    /// Whether `cidr` of rule set `index` is listed in a slot of its bucket
-    /// (`Some(false)`) or spilled into the overflow hash (`Some(true)`),
-    /// read from the kernel.
-    pub fn rule_place(&self, index: usize, cidr: Cidr) -> io::Result<Option<bool>> {
-        let t = index / 2;
+    /// Whether `cidr` is listed in a slot of its bucket (`Some(false)`) or
+    /// spilled into the overflow hash (`Some(true)`), read from the kernel.
+    pub fn rule_place(&self, cidr: Cidr) -> io::Result<Option<bool>> {
         let rule = Rule::of(cidr);
-        let bucket = self.index[t].bucket_of(rule.bytes(), rule.len);
-        let b = read_bucket(&self.buckets[t], holds_ipv4(t), bucket)?;
+        let bucket = self.index.bucket_of(rule.bytes(), rule.len);
+        let b = read_bucket(&self.buckets, self.ipv4, bucket)?;
         Ok(if b.find(rule.bytes(), rule.len).is_some() {
             Some(false)
-        } else if self.in_overflow(t, cidr) {
+        } else if self.in_overflow(cidr) {
             Some(true)
         } else {
             None
         })
     }
 
-    /// The host bits of the block of `host` in rule set `index`, read from
-    /// the kernel (bit E: the E-th eighth of the block holds hosts), and
-    /// which of them is the host's own eighth.
-    pub fn host_bits(&self, index: usize, host: Cidr) -> io::Result<(u8, u8)> {
-        let t = index / 2;
-        let (block, eighth) = self.blocks[t]
+    /// The host bits of the block of `host`, read from the kernel (bit E:
+    /// the E-th eighth of the block holds hosts), and which of them is the
+    /// host's own eighth.
+    pub fn host_bits(&self, host: Cidr) -> io::Result<(u8, u8)> {
+        let (block, eighth) = self
+            .blocks
             .host_place(host)
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
-        let read = self.read_blocks(t, &[block]).pop().expect("one block read");
+        let read = self.read_blocks(&[block]).pop().expect("one block read");
         Ok((read?.lens as u8, eighth))
     }
 
-    /// Blocks `ids` (sorted, unique) of table `t`, read from the kernel.
-    fn read_blocks(&self, t: usize, ids: &[u32]) -> Vec<io::Result<blocks::Block>> {
-        let size = block_size(holds_ipv4(t));
-        let read = read_many(&self.block_maps[t], ids, size, <[u8]>::to_vec);
-        let Some(lens_map) = &self.lens_maps[t] else {
-            return read
-                .into_iter()
-                .map(|v| v.map(|v| block4_from(&v)))
-                .collect();
-        };
-        let lens = read_many(lens_map, ids, size_of::<couic_b6_lens>(), lens_from);
-        read.into_iter()
-            .zip(lens)
-            .map(|(v, lens)| Ok(block6_from(&v?, lens?)))
-            .collect()
-    }
-
-    /// Writes `blocks` as blocks `ids` of table `t`. IPv6 lengths in full
-    /// go first: a block that says it has more than two finds them there.
-    fn write_blocks(&self, t: usize, ids: &[u32], blocks: &[blocks::Block]) -> io::Result<()> {
-        let keys: Vec<Vec<u8>> = ids.iter().map(|id| id.to_ne_bytes().to_vec()).collect();
-        if let Some(lens_map) = &self.lens_maps[t] {
-            let values: Vec<Vec<u8>> = blocks.iter().map(|b| lens_bytes(b.lens)).collect();
-            batch_items(lens_map, &keys, Some(&values))
-                .into_iter()
-                .collect::<io::Result<()>>()?;
-        }
-        let ipv4 = holds_ipv4(t);
-        let values: Vec<Vec<u8>> = blocks.iter().map(|b| block_bytes(ipv4, *b)).collect();
-        batch_items(&self.block_maps[t], &keys, Some(&values))
-            .into_iter()
-            .collect()
-    }
-
-    /// Whether the overflow hash of table `t` holds `cidr`.
-    fn in_overflow(&self, t: usize, cidr: Cidr) -> bool {
+    /// Whether the overflow hash holds `cidr`.
+    fn in_overflow(&self, cidr: Cidr) -> bool {
         matches!(
-            self.overflow[t].lookup(&key_bytes(cidr), MapFlags::ANY),
+            self.overflow.lookup(&key_bytes(cidr), MapFlags::ANY),
             Ok(Some(_))
         )
     }
-
-    /// Reads the buckets of table `t` that `rules` hash to, each once.
-    fn read_buckets(&self, t: usize, rules: &[Rule]) -> BucketEdit {
-        let of_item: Vec<u32> = rules
-            .iter()
-            .map(|r| self.index[t].bucket_of(r.bytes(), r.len))
-            .collect();
-        let mut ids = of_item.clone();
-        ids.sort_unstable();
-        ids.dedup();
-        let position = of_item
-            .iter()
-            .map(|b| ids.binary_search(b).expect("every item's bucket is listed"))
-            .collect();
-        let read = sys::read_buckets(&self.buckets[t], holds_ipv4(t), &ids);
-        BucketEdit {
-            of_item,
-            position,
-            ids,
-            read,
-            dirty: Vec::new(),
-        }
-    }
-
-    /// Writes the changed buckets of `edit` into table `t`; returns those
-    /// the kernel refused, with the error.
-    fn write_buckets(&self, t: usize, edit: &BucketEdit) -> Vec<(u32, io::Error)> {
-        let mut changed: Vec<usize> = edit.dirty.clone();
-        changed.sort_unstable();
-        changed.dedup();
-        let keys: Vec<Vec<u8>> = changed
-            .iter()
-            .map(|&k| edit.ids[k].to_ne_bytes().to_vec())
-            .collect();
-        let values: Vec<Vec<u8>> = changed
-            .iter()
-            .map(|&k| match &edit.read[k] {
-                Ok(b) => b.bytes().to_vec(),
-                Err(_) => unreachable!("only buckets read are changed"),
-            })
-            .collect();
-        changed
-            .into_iter()
-            .zip(batch_items(&self.buckets[t], &keys, Some(&values)))
-            .filter_map(|(k, r)| r.err().map(|e| (edit.ids[k], e)))
-            .collect()
-    }
 }
 
-/// The buckets one change touches, read from the kernel, and which of them
-/// the change edited.
-struct BucketEdit {
-    /// The bucket of each item, and its position in `ids`.
-    of_item: Vec<u32>,
-    position: Vec<usize>,
-    /// The buckets, sorted and unique.
-    ids: Vec<u32>,
-    /// Each bucket of `ids` as read, or why it could not be read.
-    read: Vec<io::Result<Bucket>>,
-    /// Positions in `ids` of the edited buckets.
-    dirty: Vec<usize>,
-}
-
-impl BucketEdit {
-    /// The bucket of `item`, to edit.
-    fn bucket(&mut self, item: usize) -> io::Result<&mut Bucket> {
-        let k = self.position[item];
-        self.read[k].as_mut().map_err(|e| copy_error(e))
-    }
-
-    /// Marks the bucket of `item` as to be written.
-    fn touch(&mut self, item: usize) {
-        let k = self.position[item];
-        self.dirty.push(k);
-    }
-
-    /// The items that fall in `bucket`.
-    fn items_of(&self, bucket: u32) -> impl Iterator<Item = usize> + '_ {
-        (0..self.of_item.len()).filter(move |&i| self.of_item[i] == bucket)
-    }
+fn results(errors: Vec<Option<io::Error>>) -> Vec<io::Result<()>> {
+    errors.into_iter().map(|e| e.map_or(Ok(()), Err)).collect()
 }

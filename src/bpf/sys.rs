@@ -94,6 +94,25 @@ fn read_one(map: &MapHandle, id: u32, size: usize) -> io::Result<[u8; BUCKET_SIZ
     Ok(value)
 }
 
+/// Writes `value` as entry `id` of an array map whose values are
+/// `value.len()` bytes.
+pub fn write_one(map: &MapHandle, id: u32, value: &[u8]) -> io::Result<()> {
+    // SAFETY: the key is a u32 and `value` holds one value, the map's key
+    // and value sizes; the kernel only reads them.
+    let ret = unsafe {
+        libbpf_sys::bpf_map_update_elem(
+            map.as_fd().as_raw_fd(),
+            (&id as *const u32).cast(),
+            value.as_ptr().cast(),
+            u64::from(libbpf_sys::BPF_ANY),
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::from_raw_os_error(-ret));
+    }
+    Ok(())
+}
+
 /// One bucket.
 pub fn read_bucket(map: &MapHandle, ipv4: bool, id: u32) -> io::Result<Bucket> {
     read_one(map, id, BUCKET_SIZE).map(|v| Bucket::from_bytes(ipv4, v))
