@@ -9,7 +9,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use super::codec::{as_bytes, counter_from};
 use super::sys::write_one;
 use super::types::{couic_active, couic_counter};
-use super::{map_err, BpfError, KernelMaps, RULE_MAPS, STAT_SLOTS};
+use super::{map_err, BpfError, KernelMaps, STAT_SLOTS};
 
 /// Packets and bytes summed over CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -19,7 +19,9 @@ pub struct Counter {
 }
 
 /// couic_active as last asked for: the flags of the rule sets and each
-/// table's short lengths. Every change writes it whole.
+/// table's short lengths. Every change writes it whole. Only the rule
+/// tables change it: a flag goes up before its set's first rule is
+/// written and down after its last one left (see `RuleTable`).
 pub struct Active {
     map: MapHandle,
     value: couic_active,
@@ -33,8 +35,27 @@ impl Active {
         }
     }
 
-    pub fn set_flags(&mut self, flags: [u8; RULE_MAPS]) -> io::Result<()> {
-        self.value.map = flags;
+    /// Raises the flag of rule set `set` (by `couic_map_index`). If the
+    /// kernel refuses, the flag is down as before.
+    pub fn raise(&mut self, set: usize) -> io::Result<()> {
+        if self.value.map[set] != 0 {
+            return Ok(());
+        }
+        self.value.map[set] = 1;
+        let written = self.write();
+        if written.is_err() {
+            self.value.map[set] = 0;
+        }
+        written
+    }
+
+    /// Lowers the flag of rule set `set`. If the kernel refuses, the flag
+    /// stays up there until the next write: it only costs a probe.
+    pub fn lower(&mut self, set: usize) -> io::Result<()> {
+        if self.value.map[set] == 0 {
+            return Ok(());
+        }
+        self.value.map[set] = 0;
         self.write()
     }
 
@@ -50,17 +71,6 @@ impl Active {
 }
 
 impl KernelMaps {
-    /// Publishes which rule sets hold entries (see `couic_active`).
-    pub fn set_active(&mut self, flags: [u8; RULE_MAPS]) -> Result<(), BpfError> {
-        self.active
-            .set_flags(flags)
-            .map_err(|source| BpfError::Map {
-                op: "update",
-                map: "couic_active",
-                source,
-            })
-    }
-
     /// couic_stats summed over CPUs, by `couic_stat` index.
     pub fn read_stats(&self) -> Result<[Counter; STAT_SLOTS], BpfError> {
         let mut out = [Counter::default(); STAT_SLOTS];

@@ -109,6 +109,7 @@ pub fn load(caps: Capacities) -> Result<Loaded, BpfError> {
             block_map,
             lens_map,
             blocks: Blocks::new(ipv4, seed),
+            held: [0; 2],
         }
     });
     let maps = KernelMaps {

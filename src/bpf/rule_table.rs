@@ -30,6 +30,9 @@ pub struct RuleTable {
     /// IPv6 only: each block's lengths in full (see `couic_b6_lens`).
     pub(super) lens_map: Option<MapHandle>,
     pub(super) blocks: Blocks,
+    /// Rules held, hosts and prefixes (see [`set_of`]): a rule set's flag
+    /// in couic_active is up while it holds any.
+    pub(super) held: [usize; 2],
 }
 
 /// An insert under way: where each item goes, filled in by
@@ -65,19 +68,54 @@ impl RuleTable {
     pub fn insert(&mut self, items: &[(Cidr, u32)], active: &mut Active) -> Vec<io::Result<()>> {
         // 1. In memory: each item's slot, or its spill into the hash.
         let mut ins = self.place(items);
-        // 2. The blocks mark the new rules before the kernel holds them.
-        if let Err(e) = self.count_in(ins.fresh.iter().map(|&i| items[i].0), active) {
+        // 2. The flags of the sets that get their first rule go up before
+        // the rule is written: the data path skips a set flagged empty.
+        // 3. The blocks mark the new rules before the kernel holds them.
+        let ready = self.raise(&ins, active).and_then(|()| {
+            let fresh = ins.fresh.iter().map(|&i| items[i].0);
+            self.count_in(fresh, active)
+        });
+        if let Err(e) = ready {
+            self.lower_empty(active);
             return items.iter().map(|_| Err(copy_error(&e))).collect();
         }
-        // 3. The overflow hash takes the spills before a bucket flags them.
+        // 4. The overflow hash takes the spills before a bucket flags them.
         self.write_spills(&mut ins);
-        // 4. The buckets: slotted rules listed, spills flagged.
+        // 5. The buckets: slotted rules listed, spills flagged.
         self.write_slots(&mut ins);
-        // 5. Rules that did not land count out again; a bit left set a
-        // moment only costs a probe.
+        // 6. Rules that did not land count out again; a bit left set a
+        // moment only costs a probe. Those that did count as held, and a
+        // flag raised for none goes down again.
         let failed = ins.fresh.iter().filter(|&&i| ins.errors[i].is_some());
         let _ = self.count_out(failed.map(|&i| items[i].0), active);
+        for &i in &ins.fresh {
+            if ins.errors[i].is_none() {
+                self.held[set_of(items[i].0)] += 1;
+            }
+        }
+        self.lower_empty(active);
         results(ins.errors)
+    }
+
+    /// Raises the flags of the sets `ins` adds rules to that held none.
+    fn raise(&self, ins: &Insertion, active: &mut Active) -> io::Result<()> {
+        let mut adds = [false; 2];
+        for &i in &ins.fresh {
+            adds[set_of(ins.items[i].0)] = true;
+        }
+        for set in (0..2).filter(|&s| adds[s] && self.held[s] == 0) {
+            active.raise(2 * self.number + set)?;
+        }
+        Ok(())
+    }
+
+    /// Lowers the flags of the sets that hold no rule.
+    fn lower_empty(&self, active: &mut Active) {
+        for set in (0..2).filter(|&s| self.held[s] == 0) {
+            if let Err(e) = active.lower(2 * self.number + set) {
+                tracing::error!(error = %e, "cannot update couic_active");
+            }
+        }
     }
 
     /// Insert, in memory only: reads the buckets of `items` and puts each
@@ -188,7 +226,13 @@ impl RuleTable {
         // 4. Gone rules count out of the blocks only now: until the bucket
         // lost them, the program had to find them.
         let gone = (0..cidrs.len()).filter(|&i| rm.errors[i].is_none());
-        let _ = self.count_out(gone.map(|i| cidrs[i]), active);
+        let _ = self.count_out(gone.clone().map(|i| cidrs[i]), active);
+        // 5. Last, the flag of a set left empty goes down.
+        for i in gone {
+            let held = &mut self.held[set_of(cidrs[i])];
+            *held = held.saturating_sub(1);
+        }
+        self.lower_empty(active);
         results(rm.errors)
     }
 
@@ -291,6 +335,12 @@ impl RuleTable {
             Ok(Some(_))
         )
     }
+}
+
+/// The rule set of `cidr` within its table: 0 for hosts, 1 for prefixes,
+/// as in `couic_map_index`.
+fn set_of(cidr: Cidr) -> usize {
+    usize::from(!cidr.is_host())
 }
 
 fn results(errors: Vec<Option<io::Error>>) -> Vec<io::Result<()>> {
