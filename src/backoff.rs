@@ -90,7 +90,10 @@ mod tests {
         let bounds = [1u64, 2, 4, 8, 16, 32, 60, 60, 60];
         for (d, hi) in steps.iter().zip(bounds) {
             let hi = Duration::from_secs(hi);
-            assert!(*d <= hi && *d >= hi * 3 / 4, "{d:?} not in [3/4, 1] of {hi:?}");
+            assert!(
+                *d <= hi && *d >= hi * 3 / 4,
+                "{d:?} not in [3/4, 1] of {hi:?}"
+            );
         }
         b.reset();
         assert!(b.failed(None) <= Duration::from_secs(1));
@@ -103,7 +106,10 @@ mod tests {
             b.failed(Some(Duration::from_secs(2))),
             Duration::from_secs(2)
         );
-        assert_eq!(b.failed(Some(Duration::from_secs(1 << 30))), MAX_RETRY_AFTER);
+        assert_eq!(
+            b.failed(Some(Duration::from_secs(1 << 30))),
+            MAX_RETRY_AFTER
+        );
         // A shorter one does not make the backoff shorter.
         assert!(b.failed(Some(Duration::from_millis(10))) >= Duration::from_secs(3));
     }

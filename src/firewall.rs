@@ -106,9 +106,6 @@ pub struct Verdict {
 pub struct Firewall {
     store: EntryStore,
     maps: KernelMaps,
-    /// Entries per rule map, by `couic_map_index`.
-    counts: [usize; RULE_MAPS],
-    active: [u8; RULE_MAPS],
 }
 
 impl Firewall {
@@ -116,8 +113,6 @@ impl Firewall {
         Firewall {
             store: EntryStore::new(caps.drop as usize, caps.ignore as usize, caps.tags),
             maps,
-            counts: [0; RULE_MAPS],
-            active: [0; RULE_MAPS],
         }
     }
 
@@ -177,9 +172,6 @@ impl Firewall {
         now: u64,
     ) -> (Vec<Result<(), WriteError>>, Vec<Change>) {
         let acquired = self.acquire_tags(policy, items.iter().map(|e| e.tag.as_str()));
-        for item in &items {
-            self.activate(bpf::rule_map_index(policy, item.cidr));
-        }
         let cidrs: Vec<Cidr> = items.iter().map(|e| e.cidr).collect();
         let slots: Vec<u32> = acquired.iter().map(|a| a.slot).collect();
         let written = self.write(policy, &cidrs, Some(&slots));
@@ -195,7 +187,6 @@ impl Firewall {
             for a in &acquired {
                 self.store.tags_mut(policy).release(a.id);
             }
-            self.sync_active();
             let results = written
                 .into_iter()
                 .map(|w| w.and(Err(WriteError::Aborted)))
@@ -210,7 +201,6 @@ impl Firewall {
                 self.store.tags_mut(policy).release(a.id);
                 continue;
             }
-            self.counts[bpf::rule_map_index(policy, item.cidr)] += 1;
             let record = Record {
                 creation: now,
                 expiration: item.expiration,
@@ -233,7 +223,6 @@ impl Firewall {
                 metadata: item.metadata.map(Box::new),
             });
         }
-        self.sync_active();
         (written, changes)
     }
 
@@ -282,7 +271,6 @@ impl Firewall {
         let mut changes = Vec::with_capacity(cidrs.len());
         for (&cidr, w) in cidrs.iter().zip(&written) {
             if w.is_ok() {
-                self.counts[bpf::rule_map_index(policy, cidr)] -= 1;
                 let entry = self
                     .store
                     .remove(policy, cidr)
@@ -296,7 +284,6 @@ impl Firewall {
                 });
             }
         }
-        self.sync_active();
         (written, changes)
     }
 
@@ -398,27 +385,6 @@ impl Firewall {
             }
         }
         acquired
-    }
-
-    /// Marks a rule map as holding entries before anything is inserted.
-    fn activate(&mut self, index: usize) {
-        if self.active[index] == 0 {
-            self.active[index] = 1;
-            if let Err(e) = self.maps.set_active(self.active) {
-                tracing::error!(error = %e, "cannot update couic_active");
-            }
-        }
-    }
-
-    /// Clears the flag of every rule map left empty.
-    fn sync_active(&mut self) {
-        let wanted: [u8; RULE_MAPS] = std::array::from_fn(|i| u8::from(self.counts[i] > 0));
-        if wanted != self.active {
-            self.active = wanted;
-            if let Err(e) = self.maps.set_active(self.active) {
-                tracing::error!(error = %e, "cannot update couic_active");
-            }
-        }
     }
 
     /// Inserts (`slots` given) or deletes `cidrs` in the kernel, grouped by

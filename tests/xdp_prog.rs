@@ -398,15 +398,12 @@ fn a_spilled_bucket_is_looked_up_in_the_overflow_hash() {
             3,
         ),
     ];
-    let mut active = [0u8; bpf::RULE_MAPS];
     for (k, (make, slots)) in cases.into_iter().enumerate() {
         let first_tag = 1 + 20 * k as u32;
         let index = bpf::rule_map_index(
             Policy::Drop,
             Cidr::new(make(0), if slots == 7 { 32 } else { 128 }).unwrap(),
         );
-        active[index] = 1;
-        maps.set_active(active).unwrap();
         let table = maps.bucket_index(index);
         let host = |ip: IpAddr| Cidr::new(ip, if ip.is_ipv4() { 32 } else { 128 }).unwrap();
         let len = if slots == 7 { 32 } else { 128 };
@@ -519,20 +516,14 @@ fn with_drop_capacity(drop: u32) -> Loaded {
 }
 
 /// The program loaded with small tables (64 drop and 16 ignore rules per
-/// family, 16 tags), rule sets `active` flagged as holding rules.
-fn small_tables(active: &[usize]) -> Loaded {
+/// family, 16 tags).
+fn small_tables() -> Loaded {
     let caps = Capacities {
         drop: 64,
         ignore: 16,
         tags: 16,
     };
-    let mut loaded = bpf::load(caps).expect("load the program (run as root)");
-    let mut flags = [0u8; bpf::RULE_MAPS];
-    for &set in active {
-        flags[set] = 1;
-    }
-    loaded.maps.set_active(flags).unwrap();
-    loaded
+    bpf::load(caps).expect("load the program (run as root)")
 }
 
 /// The verdict on a frame from `ip`.
@@ -564,7 +555,7 @@ fn prefix_blocks_follow_prefixes_in_and_out() {
         bpf::rule_map_index(Policy::Drop, net("10.0.0.0/8")),
         bpf::rule_map_index(Policy::Drop, net("2001:db8::/32")),
     );
-    let Loaded { program, mut maps } = small_tables(&[d4, d6]);
+    let Loaded { program, mut maps } = small_tables();
     let verdict = |ip: &str| verdict_of(&program, ip);
 
     all_ok(maps.insert(d4, &[(net("10.0.0.0/8"), 1)]));
@@ -646,7 +637,7 @@ fn prefix_blocks_follow_prefixes_in_and_out() {
 #[test]
 fn a_spilled_prefix_is_found_in_the_overflow_hash() {
     let index = bpf::rule_map_index(Policy::Drop, "10.0.0.0/24".parse().unwrap());
-    let Loaded { program, mut maps } = small_tables(&[index]);
+    let Loaded { program, mut maps } = small_tables();
     let table = maps.bucket_index(index);
     let bucket = table.bucket_of(&[10, 0, 0, 0], 24);
     // Nine /24s of one bucket: seven fill it, two spill.
@@ -687,14 +678,7 @@ fn octets(ip: IpAddr) -> Vec<u8> {
 fn hosts_are_found_while_their_eighth_of_the_block_is_flagged() {
     let net = |s: &str| s.parse::<Cidr>().unwrap();
     let index = |s: &str| bpf::rule_map_index(Policy::Drop, net(s));
-    let sets = [
-        "10.0.0.1/32",
-        "10.0.0.0/8",
-        "2001:db8::1/128",
-        "2001:db8::/32",
-    ]
-    .map(index);
-    let Loaded { program, mut maps } = small_tables(&sets);
+    let Loaded { program, mut maps } = small_tables();
     let verdict = |ip: &str| verdict_of(&program, ip);
     let bits = |maps: &bpf::KernelMaps, s: &str| maps.host_bits(index(s), net(s)).unwrap();
 
@@ -772,11 +756,8 @@ fn large_batches_into_buckets_already_in_use_keep_every_rule() {
             Cidr::new(IpAddr::V6(a), 128).unwrap()
         },
     ];
-    let mut active = [0u8; bpf::RULE_MAPS];
     for make in families {
         let index = bpf::rule_map_index(Policy::Drop, make(0));
-        active[index] = 1;
-        maps.set_active(active).unwrap();
         // First the even hosts, tag 1; then the odd ones, tag 2, with the
         // first half of the even ones re-tagged 3, in one batch.
         let first: Vec<(Cidr, u32)> = (0..N).map(|i| (make(2 * i), 1)).collect();
@@ -853,7 +834,7 @@ fn large_batches_into_buckets_already_in_use_keep_every_rule() {
 fn ipv6_blocks_with_two_lengths_and_with_more() {
     let net = |s: &str| s.parse::<Cidr>().unwrap();
     let nets = bpf::rule_map_index(Policy::Drop, net("2001:db8::/48"));
-    let Loaded { program, mut maps } = small_tables(&[nets]);
+    let Loaded { program, mut maps } = small_tables();
     let hits = |maps: &bpf::KernelMaps, ip: &str, tag: u32| {
         let before = maps.read_tag(Policy::Drop, tag).unwrap().packets;
         assert_eq!(verdict_of(&program, ip), XDP_DROP, "{ip}");

@@ -30,11 +30,6 @@ pub fn load(rules: &[Cidr]) -> anyhow::Result<Program> {
     for cidr in rules {
         groups[bpf::rule_map_index(Policy::Drop, *cidr)].push((*cidr, 0));
     }
-    let mut active = [0u8; RULE_MAPS];
-    for (index, items) in groups.iter().enumerate() {
-        active[index] = u8::from(!items.is_empty());
-    }
-    maps.set_active(active)?;
     for (index, items) in groups.iter().enumerate() {
         for chunk in items.chunks(BATCH) {
             if let Some(Err(e)) = maps.insert(index, chunk).into_iter().find(Result::is_err) {

@@ -3,7 +3,7 @@
 //! each 1/32 part of it, and how many hosts lie in each eighth of it, so
 //! that a block's bits are set while those counts are above zero; and the
 //! lengths too short to mark. Plain data, and no copy of the blocks: a
-//! change says which bits flip, and `KernelMaps` reads the blocks it
+//! change says which bits flip, and `RuleTable` reads the blocks it
 //! touches, flips them and writes them back.
 
 use std::collections::{BTreeMap, HashMap};

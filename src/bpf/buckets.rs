@@ -1,7 +1,7 @@
 //! The user-space side of the rule bucket arrays (layout and purpose in
 //! `include/couic.h`): which bucket a rule hashes to, and a bucket's value
 //! decoded for editing. No copy of the buckets is kept here: the kernel
-//! array is the only one, `KernelMaps` reads the buckets a change touches,
+//! array is the only one, `RuleTable` reads the buckets a change touches,
 //! edits them with [`Bucket`] and writes them back.
 
 use std::mem::offset_of;

@@ -10,7 +10,6 @@ use couic_common::{Cidr, Policy};
 
 use super::set_plan::{self, Existing, PolicyTarget, ReloadCounts, ReloadSummary, SetsTarget};
 use super::{Change, ChangeKind, Firewall, WriteError};
-use crate::bpf;
 use crate::origin::OriginId;
 use crate::store::{EntryStore, Record, Shadowed, StoredEntry};
 use crate::tags::TagId;
@@ -95,11 +94,9 @@ impl Firewall {
         for (step, (policy, counts)) in steps.into_iter().zip(counts.iter_mut()) {
             let result = self.apply_step(step, target.policy(*policy), now, &mut changes, counts);
             if let Err(e) = result {
-                self.sync_active();
                 return (Err(e), changes);
             }
         }
-        self.sync_active();
         (Ok(counts), changes)
     }
 
@@ -165,7 +162,6 @@ impl Firewall {
         for (&cidr, w) in step.delete.iter().zip(written) {
             match w {
                 Ok(()) => {
-                    self.counts[bpf::rule_map_index(policy, cidr)] -= 1;
                     let entry = self
                         .store
                         .remove(policy, cidr)
@@ -250,7 +246,6 @@ impl Firewall {
                         };
                         self.store.shadow(policy, cidr, shadow);
                     } else {
-                        self.counts[bpf::rule_map_index(policy, cidr)] += 1;
                         self.store.insert(policy, cidr, record);
                         changes.push(change(
                             ChangeKind::Added,
@@ -271,9 +266,6 @@ impl Firewall {
     /// (no reference held).
     fn upsert(&mut self, policy: Policy, items: &[(Cidr, &str)]) -> Vec<Result<TagId, WriteError>> {
         let acquired = self.acquire_tags(policy, items.iter().map(|&(_, tag)| tag));
-        for (cidr, _) in items {
-            self.activate(bpf::rule_map_index(policy, *cidr));
-        }
         let slots: Vec<u32> = acquired.iter().map(|a| a.slot).collect();
         let cidrs: Vec<Cidr> = items.iter().map(|(c, _)| *c).collect();
         let written = self.write(policy, &cidrs, Some(&slots));
