@@ -12,12 +12,15 @@ use couic_common::{Cidr, Metadata, Policy};
 
 use crate::bpf::{self, BpfError, Counter, KernelMaps, RULE_MAPS, STAT_SLOTS};
 use crate::hash::KeyedState;
-use crate::origin::Origin;
+use crate::origin::{Origin, OriginId};
 use crate::store::{EntryStore, Record, StoredEntry};
 use crate::tags::Acquired;
 
+pub mod maps;
 pub mod set_plan;
 mod sets;
+
+pub use maps::{MemoryMaps, RuleMaps};
 
 /// An entry to add; `cidr` is normalised, `tag` is "" when untagged.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +85,37 @@ pub struct Change {
     pub metadata: Option<Box<Metadata>>,
 }
 
+impl Change {
+    /// A change without metadata, not numbered yet.
+    pub fn of(kind: ChangeKind, policy: Policy, entry: StoredEntry) -> Change {
+        Change {
+            seq: 0,
+            kind,
+            policy,
+            entry,
+            metadata: None,
+        }
+    }
+}
+
 pub type ItemResult = Result<StoredEntry, WriteError>;
+
+/// An entry to write at its CIDR, checked against the store by the caller:
+/// new, or in place of the entry there (see [`Firewall::write_puts`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Put {
+    pub cidr: Cidr,
+    /// "" when untagged.
+    pub tag: String,
+    pub creation: u64,
+    pub expiration: u64,
+    pub origin: Origin,
+    pub metadata: Option<Metadata>,
+    /// How the entry it replaces, if any, is published.
+    pub replaced_as: ChangeKind,
+    /// How the entry put is published.
+    pub put_as: ChangeKind,
+}
 
 /// Counters read from the kernel, with the store's sizes.
 #[derive(Debug, Clone, Default)]
@@ -105,14 +138,16 @@ pub struct Verdict {
 
 pub struct Firewall {
     store: EntryStore,
-    maps: KernelMaps,
+    maps: Box<dyn RuleMaps>,
 }
 
 impl Firewall {
-    pub fn new(maps: KernelMaps, caps: bpf::Capacities) -> Self {
+    /// A firewall over `maps`: the kernel's ([`KernelMaps`]), or
+    /// [`MemoryMaps`] in tests.
+    pub fn new(maps: impl RuleMaps + 'static, caps: bpf::Capacities) -> Self {
         Firewall {
             store: EntryStore::new(caps.drop as usize, caps.ignore as usize, caps.tags),
-            maps,
+            maps: Box::new(maps),
         }
     }
 
@@ -171,8 +206,35 @@ impl Firewall {
         atomic: bool,
         now: u64,
     ) -> (Vec<Result<(), WriteError>>, Vec<Change>) {
-        let acquired = self.acquire_tags(policy, items.iter().map(|e| e.tag.as_str()));
-        let cidrs: Vec<Cidr> = items.iter().map(|e| e.cidr).collect();
+        let puts = items
+            .into_iter()
+            .map(|item| Put {
+                cidr: item.cidr,
+                tag: item.tag,
+                creation: now,
+                expiration: item.expiration,
+                origin: origin.clone(),
+                metadata: item.metadata,
+                replaced_as: ChangeKind::Removed,
+                put_as: ChangeKind::Added,
+            })
+            .collect();
+        self.write_puts(policy, puts, atomic)
+    }
+
+    /// The one way an entry goes in: tag references taken, the kernel
+    /// written (per table), then the store, each applied put published as
+    /// `put_as` after the entry it replaced, if any, as `replaced_as`. One
+    /// result per put. With `atomic` (puts of new entries only), a kernel
+    /// refusal rolls the others back and nothing is applied.
+    pub(crate) fn write_puts(
+        &mut self,
+        policy: Policy,
+        puts: Vec<Put>,
+        atomic: bool,
+    ) -> (Vec<Result<(), WriteError>>, Vec<Change>) {
+        let acquired = self.acquire_tags(policy, puts.iter().map(|p| p.tag.as_str()));
+        let cidrs: Vec<Cidr> = puts.iter().map(|p| p.cidr).collect();
         let slots: Vec<u32> = acquired.iter().map(|a| a.slot).collect();
         let written = self.write(policy, &cidrs, Some(&slots));
         if atomic && written.iter().any(Result::is_err) {
@@ -194,33 +256,46 @@ impl Firewall {
             return (results, Vec::new());
         }
 
-        let origin_id = self.store.origin_id(origin);
-        let mut changes = Vec::with_capacity(items.len());
-        for ((item, w), a) in items.into_iter().zip(&written).zip(&acquired) {
+        // A batch usually has one origin: intern it once.
+        let mut last_origin: Option<(Origin, OriginId)> = None;
+        let mut changes = Vec::with_capacity(puts.len());
+        for ((put, w), a) in puts.into_iter().zip(&written).zip(&acquired) {
             if w.is_err() {
                 self.store.tags_mut(policy).release(a.id);
                 continue;
             }
+            let origin_id = match &last_origin {
+                Some((o, id)) if *o == put.origin => *id,
+                _ => {
+                    let id = self.store.origin_id(&put.origin);
+                    last_origin = Some((put.origin.clone(), id));
+                    id
+                }
+            };
             let record = Record {
-                creation: now,
-                expiration: item.expiration,
+                creation: put.creation,
+                expiration: put.expiration,
                 tag: a.id,
                 origin: origin_id,
             };
-            self.store.insert(policy, item.cidr, record);
+            if let Some(old) = self.store.insert(policy, put.cidr, record) {
+                let entry = self.store.view(policy, put.cidr, &old);
+                self.store.tags_mut(policy).release(old.tag);
+                changes.push(Change::of(put.replaced_as, policy, entry));
+            }
             changes.push(Change {
                 seq: 0,
-                kind: ChangeKind::Added,
+                kind: put.put_as,
                 policy,
-                // The interned name is the item's own tag text.
+                // The interned name is the put's own tag text.
                 entry: StoredEntry {
-                    cidr: item.cidr,
-                    tag: item.tag,
-                    creation: now,
-                    expiration: item.expiration,
-                    origin: origin.clone(),
+                    cidr: put.cidr,
+                    tag: put.tag,
+                    creation: put.creation,
+                    expiration: put.expiration,
+                    origin: put.origin,
                 },
-                metadata: item.metadata.map(Box::new),
+                metadata: put.metadata.map(Box::new),
             });
         }
         (written, changes)
@@ -275,13 +350,7 @@ impl Firewall {
                     .store
                     .remove(policy, cidr)
                     .expect("checked by the caller");
-                changes.push(Change {
-                    seq: 0,
-                    kind: ChangeKind::Removed,
-                    policy,
-                    entry,
-                    metadata: None,
-                });
+                changes.push(Change::of(ChangeKind::Removed, policy, entry));
             }
         }
         (written, changes)

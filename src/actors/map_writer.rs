@@ -293,3 +293,294 @@ impl Handler<LastSeq> for MapWriter {
         self.seq
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The MapWriter and the Expirer over in-memory maps: no kernel, no root.
+
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::actors::expirer::{Expirer, Sweep};
+    use crate::bpf::{rule_map_index, Capacities};
+    use crate::clock::ManualClock;
+    use crate::firewall::set_plan::SetsTarget;
+    use crate::firewall::{ChangeKind, MemoryMaps};
+
+    const T0: u64 = 1_000_000;
+
+    /// Keeps every event it is sent.
+    struct Recorder(Arc<Mutex<Vec<Changed>>>);
+
+    impl Actor for Recorder {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Changed> for Recorder {
+        type Result = ();
+
+        fn handle(&mut self, msg: Changed, _: &mut Context<Self>) {
+            self.0.lock().unwrap().push(msg);
+        }
+    }
+
+    struct Fixture {
+        writer: Addr<MapWriter>,
+        expirer: Addr<Expirer>,
+        maps: MemoryMaps,
+        clock: ManualClock,
+        events: Arc<Mutex<Vec<Changed>>>,
+        _arbiter: Arbiter,
+    }
+
+    impl Fixture {
+        /// A MapWriter on its own arbiter, as in `main`, with the Expirer
+        /// and a recorder as subscribers.
+        fn start(capacity: u32) -> Fixture {
+            let maps = MemoryMaps::default();
+            let caps = Capacities {
+                drop: capacity,
+                ignore: capacity,
+                tags: 16,
+            };
+            let firewall = Firewall::new(maps.clone(), caps);
+            let clock = ManualClock::new(T0);
+            let shared: SharedClock = Arc::new(clock.clone());
+            let events = Arc::new(Mutex::new(Vec::new()));
+            let recorded = events.clone();
+            let arbiter = Arbiter::new();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let expiry_clock = shared.clone();
+            let writer = MapWriter::start_on(&arbiter.handle(), firewall, shared, move |w| {
+                let expirer = Expirer::new(w.clone(), expiry_clock).start();
+                tx.send(expirer.clone()).unwrap();
+                vec![expirer.recipient(), Recorder(recorded).start().recipient()]
+            });
+            Fixture {
+                writer,
+                expirer: rx.recv().unwrap(),
+                maps,
+                clock,
+                events,
+                _arbiter: arbiter,
+            }
+        }
+
+        /// Every event published so far: asks for the last seq, then polls
+        /// until the recorder holds it.
+        async fn events(&self) -> Vec<Changed> {
+            let last = self.writer.send(LastSeq).await.unwrap();
+            for _ in 0..5000 {
+                {
+                    let events = self.events.lock().unwrap();
+                    if events.last().map_or(0, Changed::last_seq) == last {
+                        return events.clone();
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            panic!("events up to seq {last} never arrived");
+        }
+
+        async fn add(&self, policy: Policy, cidrs: &[&str], expiration: u64) -> Vec<ItemResult> {
+            let entries = cidrs
+                .iter()
+                .map(|c| NewEntry {
+                    cidr: cidr(c),
+                    tag: "t".into(),
+                    expiration,
+                    metadata: None,
+                })
+                .collect();
+            let msg = AddEntries {
+                policy,
+                entries,
+                origin: Origin::api("admin"),
+                atomic: false,
+            };
+            self.writer.send(msg).await.unwrap()
+        }
+
+        async fn stored(&self, policy: Policy, c: &str) -> Option<StoredEntry> {
+            let msg = GetEntry {
+                policy,
+                cidr: cidr(c),
+            };
+            self.writer.send(msg).await.unwrap()
+        }
+    }
+
+    fn cidr(s: &str) -> Cidr {
+        s.parse::<Cidr>().unwrap().normalized()
+    }
+
+    /// (seq, kind, cidr) of every change, in the order received.
+    fn flat(events: &[Changed]) -> Vec<(u64, ChangeKind, String)> {
+        events
+            .iter()
+            .flat_map(|e| e.changes.iter())
+            .map(|c| (c.seq, c.kind, c.entry.cidr.to_string()))
+            .collect()
+    }
+
+    #[actix::test]
+    async fn subscribers_get_every_change_from_the_first_in_order() {
+        let f = Fixture::start(64);
+        // Sent at once: nothing may be applied before the subscribers listen.
+        f.add(Policy::Drop, &["10.0.0.1/32", "10.0.0.2/32"], 0)
+            .await;
+        let remove = RemoveEntries {
+            policy: Policy::Drop,
+            cidrs: vec![cidr("10.0.0.1/32")],
+            origin: Origin::api("admin"),
+            protect_sets: true,
+            atomic: false,
+        };
+        f.writer.send(remove).await.unwrap();
+        let batch = ApplyBatch {
+            policy: Policy::Ignore,
+            ops: vec![
+                Op::Add(NewEntry {
+                    cidr: cidr("192.0.2.0/24"),
+                    tag: String::new(),
+                    expiration: 0,
+                    metadata: None,
+                }),
+                Op::Remove(cidr("192.0.2.0/24")),
+                Op::Add(NewEntry {
+                    cidr: cidr("2001:db8::/48"),
+                    tag: String::new(),
+                    expiration: 0,
+                    metadata: None,
+                }),
+            ],
+            origin: Origin::peer("node-b"),
+            protect_sets: true,
+            atomic: true,
+        };
+        let results = f.writer.send(batch).await.unwrap();
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+
+        let events = f.events().await;
+        assert_eq!(
+            flat(&events),
+            [
+                (1, ChangeKind::Added, "10.0.0.1/32".into()),
+                (2, ChangeKind::Added, "10.0.0.2/32".into()),
+                (3, ChangeKind::Removed, "10.0.0.1/32".into()),
+                (4, ChangeKind::Added, "2001:db8::/48".into()),
+            ]
+        );
+        assert_eq!(events[0].origin, Origin::api("admin"));
+        assert_eq!(events[2].origin, Origin::peer("node-b"));
+        assert_eq!(events[2].changes[0].entry.origin, Origin::peer("node-b"));
+        let table = rule_map_index(Policy::Drop, cidr("10.0.0.2/32"));
+        assert_eq!(
+            f.maps.rules(table).len(),
+            1,
+            "the kernel holds what the store holds"
+        );
+    }
+
+    #[actix::test]
+    async fn a_failed_atomic_batch_publishes_nothing_and_changes_nothing() {
+        let f = Fixture::start(64);
+        f.add(Policy::Drop, &["10.0.0.1/32"], 0).await;
+        let before = f.events().await;
+        let table = rule_map_index(Policy::Drop, cidr("10.0.0.1/32"));
+
+        // Refused by the plan: a duplicate.
+        let dup = ApplyBatch {
+            policy: Policy::Drop,
+            ops: vec![
+                Op::Remove(cidr("10.0.0.1/32")),
+                Op::Add(entry("10.0.0.9/32")),
+                Op::Add(entry("10.0.0.9/32")),
+            ],
+            origin: Origin::api("admin"),
+            protect_sets: true,
+            atomic: true,
+        };
+        let results = f.writer.send(dup).await.unwrap();
+        assert!(results.iter().all(Result::is_err), "{results:?}");
+
+        // Refused by the kernel after the removal was written: the removed
+        // entry is put back as it was, and nothing is published.
+        f.maps.refuse(cidr("10.0.0.7/32"));
+        let refused = ApplyBatch {
+            policy: Policy::Drop,
+            ops: vec![
+                Op::Remove(cidr("10.0.0.1/32")),
+                Op::Add(entry("10.0.0.7/32")),
+            ],
+            origin: Origin::api("admin"),
+            protect_sets: true,
+            atomic: true,
+        };
+        let results = f.writer.send(refused).await.unwrap();
+        assert!(results.iter().all(Result::is_err), "{results:?}");
+
+        assert_eq!(flat(&f.events().await), flat(&before), "nothing published");
+        let kept = f.stored(Policy::Drop, "10.0.0.1/32").await.unwrap();
+        assert_eq!((kept.creation, kept.tag.as_str()), (T0, "t"));
+        assert_eq!(f.maps.rules(table).len(), 1);
+        assert!(f.stored(Policy::Drop, "10.0.0.7/32").await.is_none());
+    }
+
+    fn entry(c: &str) -> NewEntry {
+        NewEntry {
+            cidr: cidr(c),
+            tag: String::new(),
+            expiration: 0,
+            metadata: None,
+        }
+    }
+
+    #[actix::test]
+    async fn expiry_removes_due_entries_as_expiry() {
+        let f = Fixture::start(64);
+        f.add(Policy::Drop, &["10.0.0.1/32"], T0 + 10).await;
+        f.add(Policy::Drop, &["10.0.0.2/32"], T0 + 100).await;
+        f.add(Policy::Drop, &["10.0.0.3/32"], 0).await;
+        // The Expirer indexes from the same events: wait for them.
+        f.events().await;
+        f.clock.advance(10);
+        f.expirer.send(Sweep).await.unwrap();
+        let events = f.events().await;
+        let last = events.last().unwrap();
+        assert_eq!(last.origin, Origin::Expiry);
+        assert_eq!(
+            flat(std::slice::from_ref(last)),
+            [(4, ChangeKind::Removed, "10.0.0.1/32".into())]
+        );
+        assert_eq!(last.changes[0].entry.origin, Origin::api("admin"));
+        assert_eq!(f.maps.len(), 2);
+    }
+
+    #[actix::test]
+    async fn a_set_line_hides_an_api_entry_and_gives_it_back() {
+        let f = Fixture::start(64);
+        f.add(Policy::Drop, &["10.0.0.0/24"], 0).await;
+        let mut target = SetsTarget::default();
+        target
+            .policy_mut(Policy::Drop)
+            .add_file("bad", [cidr("10.0.0.0/24")]);
+        f.writer.send(ReloadSets { target }).await.unwrap().unwrap();
+        let events = f.events().await;
+        assert_eq!(events[1].origin, Origin::Set);
+        let kinds: Vec<_> = flat(&events[1..]).into_iter().map(|(_, k, _)| k).collect();
+        assert_eq!(kinds, [ChangeKind::Hidden, ChangeKind::Added]);
+
+        let target = SetsTarget::default();
+        f.writer.send(ReloadSets { target }).await.unwrap().unwrap();
+        let events = f.events().await;
+        let kinds: Vec<_> = flat(&events[2..]).into_iter().map(|(_, k, _)| k).collect();
+        assert_eq!(kinds, [ChangeKind::Removed, ChangeKind::Restored]);
+        let back = &events[2].changes[1].entry;
+        assert_eq!(
+            (back.tag.as_str(), &back.origin),
+            ("t", &Origin::api("admin"))
+        );
+    }
+}

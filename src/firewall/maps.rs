@@ -79,8 +79,10 @@ impl MemoryMaps {
 
     /// The rules of `table`, sorted, as (CIDR, tag slot).
     pub fn rules(&self, table: usize) -> Vec<(Cidr, u32)> {
-        let mut rules: Vec<(Cidr, u32)> =
-            self.lock().rules[table].iter().map(|(c, s)| (*c, *s)).collect();
+        let mut rules: Vec<(Cidr, u32)> = self.lock().rules[table]
+            .iter()
+            .map(|(c, s)| (*c, *s))
+            .collect();
         rules.sort_by_key(|(c, _)| (c.addr(), c.prefix_len()));
         rules
     }

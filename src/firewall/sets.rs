@@ -9,9 +9,9 @@
 use couic_common::{Cidr, Policy};
 
 use super::set_plan::{self, Existing, PolicyTarget, ReloadCounts, ReloadSummary, SetsTarget};
-use super::{Change, ChangeKind, Firewall, WriteError};
-use crate::origin::OriginId;
-use crate::store::{EntryStore, Record, Shadowed, StoredEntry};
+use super::{Change, ChangeKind, Firewall, Put, WriteError};
+use crate::origin::{Origin, OriginId};
+use crate::store::{EntryStore, Shadowed};
 use crate::tags::TagId;
 
 /// The store as the reload plan sees one policy: tags compared by id, so
@@ -147,6 +147,8 @@ impl Firewall {
         Ok(())
     }
 
+    /// Applies one policy's step in four phases, each through the
+    /// firewall's one write path; a kernel error stops after its phase.
     fn apply_step(
         &mut self,
         step: Step,
@@ -156,173 +158,92 @@ impl Firewall {
         counts: &mut ReloadCounts,
     ) -> Result<(), WriteError> {
         let policy = step.policy;
-        let mut first_error: Option<WriteError> = None;
 
-        let written = self.write(policy, &step.delete, None);
-        for (&cidr, w) in step.delete.iter().zip(written) {
-            match w {
-                Ok(()) => {
-                    let entry = self
-                        .store
-                        .remove(policy, cidr)
-                        .expect("a set entry of the plan");
-                    // A hidden entry that expired meanwhile goes with it.
-                    self.store.take_shadow(policy, cidr);
-                    changes.push(change(ChangeKind::Removed, policy, entry));
-                    counts.removed += 1;
-                }
-                Err(e) => keep_first(&mut first_error, e),
-            }
+        // Set lines gone with nothing under them.
+        let (written, removed) = self.write_removals(policy, &step.delete);
+        for change in &removed {
+            // A hidden entry that expired meanwhile goes with it.
+            self.store.take_shadow(policy, change.entry.cidr);
         }
-        fail_on(&mut first_error)?;
+        counts.removed += removed.len();
+        changes.extend(removed);
+        first_error(written)?;
 
-        let items: Vec<(Cidr, &str)> = step
-            .restore
+        // Set lines gone with a hidden entry under them: it comes back.
+        let restore = step.restore.into_iter().map(|(cidr, hidden)| Put {
+            cidr,
+            tag: hidden.tag,
+            creation: hidden.creation,
+            expiration: hidden.expiration,
+            origin: hidden.origin,
+            metadata: None,
+            replaced_as: ChangeKind::Removed,
+            put_as: ChangeKind::Restored,
+        });
+        let (written, restored) = self.write_puts(policy, restore.collect(), false);
+        for change in restored.iter().filter(|c| c.kind == ChangeKind::Restored) {
+            self.store.take_shadow(policy, change.entry.cidr);
+            counts.removed += 1;
+            counts.restored += 1;
+        }
+        changes.extend(restored);
+        first_error(written)?;
+
+        // Set entries moving to another file.
+        let retag = step
+            .retag
+            .into_iter()
+            .map(|(cidr, t)| set_put(cidr, target.tag(t), now, ChangeKind::Removed));
+        let (written, retagged) = self.write_puts(policy, retag.collect(), false);
+        counts.updated += retagged
             .iter()
-            .map(|(c, s)| (*c, s.tag.as_str()))
-            .collect();
-        for ((cidr, hidden), r) in step.restore.iter().zip(self.upsert(policy, &items)) {
-            match r {
-                Ok(tag) => {
-                    let record = Record {
+            .filter(|c| c.kind == ChangeKind::Added)
+            .count();
+        changes.extend(retagged);
+        first_error(written)?;
+
+        // New set lines, over an API or peer entry (hidden) or not.
+        let new = step.cover.into_iter().chain(step.insert);
+        let new = new.map(|(cidr, t)| set_put(cidr, target.tag(t), now, ChangeKind::Hidden));
+        let (written, added) = self.write_puts(policy, new.collect(), false);
+        for change in &added {
+            match change.kind {
+                ChangeKind::Hidden => {
+                    let hidden = change.entry.clone();
+                    let shadow = Shadowed {
+                        tag: hidden.tag,
                         creation: hidden.creation,
                         expiration: hidden.expiration,
-                        tag,
-                        origin: self.store.origin_id(&hidden.origin),
+                        origin: hidden.origin,
                     };
-                    let kinds = [ChangeKind::Removed, ChangeKind::Restored];
-                    self.replace(policy, *cidr, record, kinds, changes);
-                    self.store.take_shadow(policy, *cidr);
-                    counts.removed += 1;
-                    counts.restored += 1;
+                    self.store.shadow(policy, hidden.cidr, shadow);
                 }
-                Err(e) => keep_first(&mut first_error, e),
+                _ => counts.created += 1,
             }
         }
-        fail_on(&mut first_error)?;
-
-        let items: Vec<(Cidr, &str)> = step
-            .retag
-            .iter()
-            .map(|&(c, t)| (c, target.tag(t)))
-            .collect();
-        for (&(cidr, _), r) in step.retag.iter().zip(self.upsert(policy, &items)) {
-            match r {
-                Ok(tag) => {
-                    let record = Record {
-                        creation: now,
-                        expiration: 0,
-                        tag,
-                        origin: OriginId::SET,
-                    };
-                    let kinds = [ChangeKind::Removed, ChangeKind::Added];
-                    self.replace(policy, cidr, record, kinds, changes);
-                    counts.updated += 1;
-                }
-                Err(e) => keep_first(&mut first_error, e),
-            }
-        }
-        fail_on(&mut first_error)?;
-
-        let new: Vec<(Cidr, u32)> = step.cover.into_iter().chain(step.insert).collect();
-        let items: Vec<(Cidr, &str)> = new.iter().map(|&(c, t)| (c, target.tag(t))).collect();
-        for (&(cidr, _), r) in new.iter().zip(self.upsert(policy, &items)) {
-            match r {
-                Ok(tag) => {
-                    let record = Record {
-                        creation: now,
-                        expiration: 0,
-                        tag,
-                        origin: OriginId::SET,
-                    };
-                    if self.store.record(policy, cidr).is_some() {
-                        let kinds = [ChangeKind::Hidden, ChangeKind::Added];
-                        let hidden = self.replace(policy, cidr, record, kinds, changes);
-                        let shadow = Shadowed {
-                            tag: hidden.tag,
-                            creation: hidden.creation,
-                            expiration: hidden.expiration,
-                            origin: hidden.origin,
-                        };
-                        self.store.shadow(policy, cidr, shadow);
-                    } else {
-                        self.store.insert(policy, cidr, record);
-                        changes.push(change(
-                            ChangeKind::Added,
-                            policy,
-                            self.store.view(policy, cidr, &record),
-                        ));
-                    }
-                    counts.created += 1;
-                }
-                Err(e) => keep_first(&mut first_error, e),
-            }
-        }
-        fail_on(&mut first_error)
-    }
-
-    /// Writes each CIDR with its tag's counter slot (inserting or replacing
-    /// the kernel value). Per item: the tag reference now held, or the error
-    /// (no reference held).
-    fn upsert(&mut self, policy: Policy, items: &[(Cidr, &str)]) -> Vec<Result<TagId, WriteError>> {
-        let acquired = self.acquire_tags(policy, items.iter().map(|&(_, tag)| tag));
-        let slots: Vec<u32> = acquired.iter().map(|a| a.slot).collect();
-        let cidrs: Vec<Cidr> = items.iter().map(|(c, _)| *c).collect();
-        let written = self.write(policy, &cidrs, Some(&slots));
-        written
-            .into_iter()
-            .zip(acquired)
-            .map(|(w, a)| match w {
-                Ok(()) => Ok(a.id),
-                Err(e) => {
-                    self.store.tags_mut(policy).release(a.id);
-                    Err(e)
-                }
-            })
-            .collect()
-    }
-
-    /// Puts `record` in the place of the entry at `cidr` (already rewritten
-    /// in the kernel), publishes both sides as `kinds` (what became of the
-    /// old entry, then how the new one came) and returns the replaced entry.
-    fn replace(
-        &mut self,
-        policy: Policy,
-        cidr: Cidr,
-        record: Record,
-        kinds: [ChangeKind; 2],
-        changes: &mut Vec<Change>,
-    ) -> StoredEntry {
-        let old = self
-            .store
-            .insert(policy, cidr, record)
-            .expect("replaces an existing entry");
-        let old_entry = self.store.view(policy, cidr, &old);
-        self.store.tags_mut(policy).release(old.tag);
-        changes.push(change(kinds[0], policy, old_entry.clone()));
-        changes.push(change(
-            kinds[1],
-            policy,
-            self.store.view(policy, cidr, &record),
-        ));
-        old_entry
+        changes.extend(added);
+        first_error(written)
     }
 }
 
-fn change(kind: ChangeKind, policy: Policy, entry: StoredEntry) -> Change {
-    Change {
-        seq: 0,
-        kind,
-        policy,
-        entry,
+/// A set entry of `tag`, never expiring; the entry it replaces, if any, is
+/// published as `replaced_as`.
+fn set_put(cidr: Cidr, tag: &str, now: u64, replaced_as: ChangeKind) -> Put {
+    Put {
+        cidr,
+        tag: tag.to_string(),
+        creation: now,
+        expiration: 0,
+        origin: Origin::Set,
         metadata: None,
+        replaced_as,
+        put_as: ChangeKind::Added,
     }
 }
 
-fn keep_first(first: &mut Option<WriteError>, e: WriteError) {
-    first.get_or_insert(e);
-}
-
-fn fail_on(first: &mut Option<WriteError>) -> Result<(), WriteError> {
-    first.take().map_or(Ok(()), Err)
+fn first_error(written: Vec<Result<(), WriteError>>) -> Result<(), WriteError> {
+    written
+        .into_iter()
+        .find_map(Result::err)
+        .map_or(Ok(()), Err)
 }
