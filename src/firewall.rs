@@ -185,12 +185,7 @@ impl Firewall {
         if atomic && refused.iter().any(Option::is_some) {
             return (abort(refused), Vec::new());
         }
-        let accepted: Vec<NewEntry> = items
-            .into_iter()
-            .zip(&refused)
-            .filter(|(_, r)| r.is_none())
-            .map(|(item, _)| item)
-            .collect();
+        let accepted = not_refused(items, &refused);
         let (written, changes) = self.write_additions(policy, accepted, origin, atomic, now);
         (merge(refused, written, &changes), changes)
     }
@@ -325,12 +320,7 @@ impl Firewall {
         if atomic && refused.iter().any(Option::is_some) {
             return (abort(refused), Vec::new());
         }
-        let accepted: Vec<Cidr> = cidrs
-            .iter()
-            .zip(&refused)
-            .filter(|(_, r)| r.is_none())
-            .map(|(c, _)| *c)
-            .collect();
+        let accepted = not_refused(cidrs, &refused);
         let (written, changes) = self.write_removals(policy, &accepted);
         (merge(refused, written, &changes), changes)
     }
@@ -500,6 +490,16 @@ impl Firewall {
 /// was 4 % of a bulk load of untagged entries).
 fn same_tag(a: &str, b: &str) -> bool {
     a.len() == b.len() && (a.is_empty() || a == b)
+}
+
+/// The items no check refused, in order.
+fn not_refused<T>(items: impl IntoIterator<Item = T>, refused: &[Option<WriteError>]) -> Vec<T> {
+    items
+        .into_iter()
+        .zip(refused)
+        .filter(|(_, r)| r.is_none())
+        .map(|(item, _)| item)
+        .collect()
 }
 
 /// An atomic batch refused before anything was written.
