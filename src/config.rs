@@ -105,11 +105,79 @@ impl Default for Limits {
     }
 }
 
+/// Which changes are reported (`[reporting] events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportEvent {
+    /// Adds and deletes through the API (single and bulk routes).
+    Api,
+    /// Entries leaving at their expiration.
+    Expiry,
+    /// Changes received from a peer.
+    Peer,
+    /// Set entries added or removed by a reload.
+    Sets,
+}
+
+/// `[reporting]`: the reference's two keys, then ours (all optional).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Reporting {
     pub enabled: bool,
+    /// Used verbatim; it holds a secret and is never logged whole.
     pub webhook: String,
+    #[serde(default = "Reporting::default_events")]
+    pub events: Vec<ReportEvent>,
+    /// Reports per POST at most.
+    #[serde(default = "Reporting::default_max_batch")]
+    pub max_batch: usize,
+    /// Reports held at most, the batch being retried included.
+    #[serde(default = "Reporting::default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// PEM file of a CA to trust for an https webhook, beyond the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// This node's name in the `X-Couic-Node` header; the host name when
+    /// unset.
+    #[serde(default)]
+    pub node: Option<String>,
+}
+
+impl Reporting {
+    fn default_events() -> Vec<ReportEvent> {
+        vec![ReportEvent::Api, ReportEvent::Expiry]
+    }
+
+    fn default_max_batch() -> usize {
+        5_000
+    }
+
+    fn default_queue_capacity() -> usize {
+        65_536
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let scheme = self.webhook.split_once("://").map(|(s, _)| s);
+        if !matches!(scheme, Some("http" | "https"))
+            || self.webhook.parse::<ureq::http::Uri>().is_err()
+        {
+            return Err("reporting: webhook must be an http:// or https:// URL".into());
+        }
+        if !(1..=100_000).contains(&self.max_batch) {
+            return Err("reporting: max_batch must be between 1 and 100000".into());
+        }
+        if self.queue_capacity < self.max_batch || self.queue_capacity > 1 << 24 {
+            return Err(
+                "reporting: queue_capacity must be at least max_batch and at most 16777216".into(),
+            );
+        }
+        if self.node.as_deref().is_some_and(|n| {
+            n.is_empty() || n.len() > 253 || !n.bytes().all(|b| b.is_ascii_graphic())
+        }) {
+            return Err("reporting: node must be 1 to 253 printable ASCII characters".into());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -188,6 +256,9 @@ impl Config {
         if let Some(iface) = self.ifaces.iter().find(|i| i.is_empty() || i.len() > 15) {
             return Err(format!("ifaces: '{iface}' is not a valid interface name"));
         }
+        if let Some(reporting) = self.reporting.as_ref().filter(|r| r.enabled) {
+            reporting.validate()?;
+        }
         Ok(())
     }
 }
@@ -211,6 +282,40 @@ mod tests {
         assert_eq!(c.operation_mode, OperationMode::Auto);
         assert_eq!(c.limits, Limits::default());
         assert!(c.reporting.is_none() && c.peering.is_none() && c.logging.is_none());
+    }
+
+    #[test]
+    fn reporting_keys_have_defaults_and_bounds() {
+        let text = format!(
+            "{MINIMAL}\n[reporting]\nenabled = true\nwebhook = \"http://127.0.0.1:8000/v1/reports/x\"\n"
+        );
+        let c = Config::parse(Path::new("c.toml"), &text).unwrap();
+        let r = c.reporting.unwrap();
+        assert_eq!(r.events, [ReportEvent::Api, ReportEvent::Expiry]);
+        assert_eq!((r.max_batch, r.queue_capacity), (5_000, 65_536));
+        for (extra, key) in [
+            ("max_batch = 0", "max_batch"),
+            ("queue_capacity = 10", "queue_capacity"),
+            ("events = [\"everything\"]", "everything"),
+            ("node = \"\"", "node"),
+        ] {
+            let err = Config::parse(Path::new("c.toml"), &format!("{text}{extra}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
+        for url in ["ftp://x/", "127.0.0.1:8000/v1/reports/x", "http://"] {
+            let bad = text.replace("http://127.0.0.1:8000/v1/reports/x", url);
+            let err = Config::parse(Path::new("c.toml"), &bad)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("webhook"), "{url}: {err}");
+        }
+        // Disabled: the reference did not check the URL, neither do we.
+        let off = text
+            .replace("enabled = true", "enabled = false")
+            .replace("http://127.0.0.1:8000/v1/reports/x", "not a url");
+        assert!(Config::parse(Path::new("c.toml"), &off).is_ok());
     }
 
     #[test]

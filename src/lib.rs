@@ -19,6 +19,7 @@ pub mod logging;
 pub mod origin;
 pub mod privileges;
 pub mod rbac;
+pub mod reporting;
 pub mod sets;
 pub mod store;
 pub mod tags;

@@ -8,17 +8,20 @@ use actix::prelude::*;
 use anyhow::Context as _;
 use clap::Parser;
 
-use couic::actors::expirer::Expirer;
-use couic::actors::map_writer::MapWriter;
+use couic::actors::reporter::Flush;
 use couic::actors::set_reloader::SetReloader;
+use couic::actors::{self, Actors, ReporterParts};
 use couic::api::socket::SocketFile;
 use couic::api::{self, AppState};
+use couic::backoff::Backoff;
 use couic::bpf::{self, Capacities};
 use couic::clock::{SharedClock, SystemClock};
 use couic::config::Config;
 use couic::dirs::{Layout, Owner};
 use couic::firewall::Firewall;
 use couic::rbac::{self, ClientFiles};
+use couic::reporting::delivery::Webhook;
+use couic::reporting::{ReportCounters, ReportQueue};
 use couic::sets::Sets;
 use couic::{logging, privileges, xdp};
 
@@ -80,6 +83,8 @@ fn try_main(cli: &Cli) -> anyhow::Result<()> {
 /// Everything taken from the kernel and the filesystem while couic still
 /// holds its capabilities.
 struct Acquired {
+    /// The webhook and what to report, when reporting is on.
+    reporting: Option<(Webhook, ReportQueue)>,
     caps: Capacities,
     maps: couic::bpf::KernelMaps,
     links: Vec<xdp::XdpLink>,
@@ -92,14 +97,20 @@ struct Acquired {
 fn acquire(config: &Config, layout: &Layout) -> anyhow::Result<Acquired> {
     // Webhook reports and peer sync are accepted in the config (the
     // reference's keys) but not built yet: say so instead of ignoring them.
-    if config.reporting.as_ref().is_some_and(|r| r.enabled) {
-        tracing::warn!(
-            "[reporting] is enabled but this couic version sends no webhook reports yet"
-        );
-    }
     if config.peering.as_ref().is_some_and(|p| p.enabled) {
         tracing::warn!("[peering] is enabled but this couic version does not sync peers yet");
     }
+
+    // The webhook's CA file is read while couic may still read any file.
+    let reporting = match config.reporting.as_ref().filter(|r| r.enabled) {
+        Some(r) => {
+            let webhook = Webhook::new(r).context("[reporting]")?;
+            tracing::info!("reports go to {}", webhook.shown());
+            let queue = ReportQueue::new(&r.events, r.queue_capacity, r.max_batch);
+            Some((webhook, queue))
+        }
+        None => None,
+    };
 
     // Load the program sized from the config and attach it everywhere (or
     // nowhere: a failed attach drops the links already made).
@@ -140,6 +151,7 @@ fn acquire(config: &Config, layout: &Layout) -> anyhow::Result<Acquired> {
     // Every kernel handle is taken: give up every capability.
     privileges::drop_all().context("Drop all capabilities")?;
     Ok(Acquired {
+        reporting,
         caps,
         maps: loaded.maps,
         links,
@@ -152,6 +164,7 @@ fn acquire(config: &Config, layout: &Layout) -> anyhow::Result<Acquired> {
 
 fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
     let Acquired {
+        reporting,
         caps,
         maps,
         links,
@@ -163,19 +176,23 @@ fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
     let system = System::new();
     system.block_on(async move {
         let clock: SharedClock = Arc::new(SystemClock);
-        // The MapWriter and its subscribers share an arbiter: change events
-        // reach them without waking another thread on every API write.
         let writer_arbiter = Arbiter::new();
         let firewall = Firewall::new(maps, caps);
-        let expiry_clock = clock.clone();
-        let writer = MapWriter::start_on(
+        let report_counters = Arc::new(ReportCounters::default());
+        let reporter = reporting.map(|(webhook, queue)| ReporterParts {
+            sink: Arc::new(webhook),
+            queue,
+            backoff: Backoff::default(),
+            counters: report_counters.clone(),
+        });
+        let Actors {
+            writer, reporter, ..
+        } = actors::start(
             &writer_arbiter.handle(),
             firewall,
             clock.clone(),
-            |writer| {
-                let expirer = Expirer::new(writer.clone(), expiry_clock).start();
-                vec![expirer.recipient()]
-            },
+            reporter,
+            Vec::new(),
         );
 
         // Set files are applied before serving; a bad one stops startup,
@@ -186,9 +203,11 @@ fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
         );
         sets.reload().await.context("Failed to load sets")?;
 
-        let state = actix_web::web::Data::new(
-            AppState::new(writer, clients, client_files, clock).with_sets(sets),
-        );
+        let mut state = AppState::new(writer, clients, client_files, clock).with_sets(sets);
+        if reporter.is_some() {
+            state = state.with_reports(report_counters);
+        }
+        let state = actix_web::web::Data::new(state);
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let server =
             api::serve(listener, state, workers).context("Failed to start the API server")?;
@@ -204,6 +223,12 @@ fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
         // In-flight requests are answered, then the socket file goes.
         handle.stop(true).await;
         drop(socket);
+        // What is queued for the webhook goes now, within a bound.
+        if let Some(reporter) = reporter {
+            if let Ok(sent) = reporter.send(Flush).await {
+                tracing::info!("sent {sent} queued reports before stopping");
+            }
+        }
         writer_arbiter.stop();
         outcome
     })?;

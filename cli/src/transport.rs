@@ -9,9 +9,9 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
+use couic_common::outbound;
 use couic_common::uds::UdsClient;
 use couic_common::ErrorBody;
 use serde::de::DeserializeOwned;
@@ -303,49 +303,13 @@ fn local_error(socket: &Path, source: io::Error) -> ApiError {
     }
 }
 
-/// `http(s)://host:port`, with IPv6 literals bracketed (the reference forgot, §18.27).
-pub fn base_url(host: &str, port: u16, tls: bool) -> String {
-    let scheme = if tls { "https" } else { "http" };
-    if host.contains(':') && !host.starts_with('[') {
-        format!("{scheme}://[{host}]:{port}")
-    } else {
-        format!("{scheme}://{host}:{port}")
-    }
-}
+pub use couic_common::outbound::base_url;
 
 fn remote_agent(ca_file: Option<&Path>) -> Result<ureq::Agent, ApiError> {
-    let mut config = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(TIMEOUT))
-        .user_agent(USER_AGENT)
-        .max_redirects(0);
-    if let Some(path) = ca_file {
-        let roots = load_ca_file(path)?;
-        let tls = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
-            .build();
-        config = config.tls_config(tls);
-    }
-    Ok(config.build().new_agent())
-}
-
-/// Every certificate of a PEM bundle; only they are trusted for the proxy.
-fn load_ca_file(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, ApiError> {
-    let bad = |reason: String| ApiError::CaFile {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(&pem) {
-        if let ureq::tls::PemItem::Certificate(cert) = item.map_err(|e| bad(e.to_string()))? {
-            certs.push(cert);
-        }
-    }
-    if certs.is_empty() {
-        return Err(bad("no PEM certificate found".into()));
-    }
-    Ok(certs)
+    outbound::agent(TIMEOUT, USER_AGENT, ca_file).map_err(|e| ApiError::CaFile {
+        path: e.path,
+        reason: e.reason,
+    })
 }
 
 #[cfg(test)]
@@ -405,14 +369,6 @@ mod tests {
             err.starts_with("unexpected answer from couic (HTTP 200)"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn base_urls() {
-        assert_eq!(base_url("fw.example", 443, true), "https://fw.example:443");
-        assert_eq!(base_url("127.0.0.1", 8080, false), "http://127.0.0.1:8080");
-        assert_eq!(base_url("::1", 8080, false), "http://[::1]:8080");
-        assert_eq!(base_url("[::1]", 8080, true), "https://[::1]:8080");
     }
 
     #[test]

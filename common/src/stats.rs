@@ -25,6 +25,26 @@ pub struct Stats {
     pub ignore_cidr_count: usize,
     /// Always the five keys of [`XDP_ACTIONS`].
     pub xdp: BTreeMap<String, PktStats>,
+    /// Webhook reports, when reporting is enabled (not in the reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reports: Option<ReportStats>,
+}
+
+/// The webhook reporter's counters since the daemon started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportStats {
+    /// Waiting to be sent, the batch being retried included.
+    pub queued: u64,
+    pub sent: u64,
+    /// Dropped because the queue was full (the newest go).
+    pub dropped_queue_full: u64,
+    /// Dropped because the webhook refused their batch for good (4xx other
+    /// than 408 and 429).
+    pub dropped_refused: u64,
+    /// Attempts that failed and were retried.
+    pub failed_attempts: u64,
+    /// Since the last batch delivered; `null` before the first.
+    pub seconds_since_success: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -36,6 +36,7 @@ use crate::actors::map_writer::MapWriter;
 use crate::actors::set_reloader::SetReloader;
 use crate::clock::SharedClock;
 use crate::rbac::{ClientFiles, ClientRegistry, Scope};
+use crate::reporting::ReportCounters;
 
 pub use auth::Caller;
 pub use error::ApiError;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub clock: SharedClock,
     /// The set files and their reload; `None` answers the set routes 500.
     pub sets: Option<Arc<SetReloader>>,
+    /// The webhook reporter's counters, when reporting is on.
+    pub reports: Option<Arc<ReportCounters>>,
 }
 
 impl AppState {
@@ -64,6 +67,7 @@ impl AppState {
             clients: clients::ClientsState::new(registry, files),
             clock,
             sets: None,
+            reports: None,
         }
     }
 
@@ -71,6 +75,17 @@ impl AppState {
     pub fn with_sets(mut self, sets: Arc<SetReloader>) -> Self {
         self.sets = Some(sets);
         self
+    }
+
+    /// Shows the webhook reporter's counters in the statistics.
+    pub fn with_reports(mut self, counters: Arc<ReportCounters>) -> Self {
+        self.reports = Some(counters);
+        self
+    }
+
+    pub fn report_stats(&self) -> Option<couic_common::ReportStats> {
+        let now = self.clock.now();
+        self.reports.as_ref().map(|c| c.read(now))
     }
 
     /// Authenticates the request and checks its client may use `scope`.

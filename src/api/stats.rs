@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use actix_web::http::{header, StatusCode};
 use actix_web::web::Data;
 use actix_web::{HttpRequest, HttpResponse};
-use couic_common::{Metrics, PktStats, Policy, Stats, TagStats, XDP_ACTIONS};
+use couic_common::{Metrics, PktStats, Policy, ReportStats, Stats, TagStats, XDP_ACTIONS};
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
@@ -30,8 +30,9 @@ fn pkt(c: &Counter) -> PktStats {
     }
 }
 
-fn stats_of(s: &Snapshot) -> Stats {
+fn stats_of(s: &Snapshot, reports: Option<ReportStats>) -> Stats {
     Stats {
+        reports,
         drop_cidr_count: s.drop_count,
         ignore_cidr_count: s.ignore_count,
         xdp: XDP_ACTIONS
@@ -70,7 +71,7 @@ async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
 pub async fn global(req: HttpRequest, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.authorize(&req, Scope::STATS_LIST)?;
     let snap = snapshot(&state).await?;
-    Ok(json(StatusCode::OK, &stats_of(&snap)))
+    Ok(json(StatusCode::OK, &stats_of(&snap, state.report_stats())))
 }
 
 pub async fn tags(req: HttpRequest, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -88,14 +89,15 @@ pub async fn metrics(req: HttpRequest, state: Data<AppState>) -> Result<HttpResp
     state.authorize(&req, Scope::STATS_LIST)?;
     let prometheus = wants_prometheus(req.query_string())?;
     let snap = snapshot(&state).await?;
+    let reports = state.report_stats();
     if prometheus {
-        let text = openmetrics(&snap).map_err(ApiError::internal)?;
+        let text = openmetrics(&snap, reports.as_ref()).map_err(ApiError::internal)?;
         return Ok(HttpResponse::Ok()
             .insert_header((header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE))
             .body(text));
     }
     let metrics = Metrics {
-        stats: stats_of(&snap),
+        stats: stats_of(&snap, reports),
         drop_tags: tags_of(&snap.drop_tags),
         ignore_tags: tags_of(&snap.ignore_tags),
     };
@@ -177,73 +179,111 @@ impl EncodeMetric for Samples {
     }
 }
 
-/// The text of §9.3, families in the contract's order.
-pub fn openmetrics(s: &Snapshot) -> Result<String, std::fmt::Error> {
-    let mut registry = Registry::default();
-    let gauge = |v: usize| Samples {
+/// The text of §9.3, families in the contract's order, then the webhook
+/// reporter's when reporting is on.
+pub fn openmetrics(s: &Snapshot, reports: Option<&ReportStats>) -> Result<String, std::fmt::Error> {
+    let gauge = |v: u64| Samples {
         kind: MetricType::Gauge,
         label: "",
-        values: vec![(String::new(), v as u64)],
+        values: vec![(String::new(), v)],
     };
-    let xdp = |f: fn(&Counter) -> u64| Samples {
+    let counter = |label: &'static str, values: Vec<(String, u64)>| Samples {
         kind: MetricType::Counter,
-        label: "action",
-        values: XDP_ACTIONS
-            .iter()
-            .zip(&s.xdp)
-            .map(|(a, c)| (a.to_string(), f(c)))
-            .collect(),
+        label,
+        values,
     };
-    let tags = |t: &[(String, Counter)], f: fn(&Counter) -> u64| Samples {
-        kind: MetricType::Counter,
-        label: "tag",
-        values: t
-            .iter()
-            .map(|(name, c)| (tag_name(name).to_string(), f(c)))
-            .collect(),
+    let xdp = |f: fn(&Counter) -> u64| {
+        let values = XDP_ACTIONS.iter().zip(&s.xdp);
+        counter(
+            "action",
+            values.map(|(a, c)| (a.to_string(), f(c))).collect(),
+        )
+    };
+    let tags = |t: &[(String, Counter)], f: fn(&Counter) -> u64| {
+        let values = t.iter().map(|(name, c)| (tag_name(name).to_string(), f(c)));
+        counter("tag", values.collect())
     };
     let packets: fn(&Counter) -> u64 = |c| c.packets;
     let bytes: fn(&Counter) -> u64 = |c| c.bytes;
-    registry.register(
-        "couic_drop_cidr_total",
-        "Current number of CIDR dropped by couic",
-        gauge(s.drop_count),
-    );
-    registry.register(
-        "couic_ignore_cidr_total",
-        "Current number of CIDR ignored by couic",
-        gauge(s.ignore_count),
-    );
-    registry.register(
-        "couic_stats_rx_packets_total",
-        "Current number of packets handled by XDP",
-        xdp(packets),
-    );
-    registry.register(
-        "couic_stats_rx_bytes_total",
-        "Current number of bytes handled by XDP",
-        xdp(bytes),
-    );
-    registry.register(
-        "couic_drop_tag_rx_packets_total",
-        "Number of packets dropped per tag",
-        tags(&s.drop_tags, packets),
-    );
-    registry.register(
-        "couic_drop_tag_rx_bytes_total",
-        "Number of bytes dropped per tag",
-        tags(&s.drop_tags, bytes),
-    );
-    registry.register(
-        "couic_ignore_tag_rx_packets_total",
-        "Number of packets ignored per tag",
-        tags(&s.ignore_tags, packets),
-    );
-    registry.register(
-        "couic_ignore_tag_rx_bytes_total",
-        "Number of bytes ignored per tag",
-        tags(&s.ignore_tags, bytes),
-    );
+    let mut families = vec![
+        (
+            "couic_drop_cidr_total",
+            "Current number of CIDR dropped by couic",
+            gauge(s.drop_count as u64),
+        ),
+        (
+            "couic_ignore_cidr_total",
+            "Current number of CIDR ignored by couic",
+            gauge(s.ignore_count as u64),
+        ),
+        (
+            "couic_stats_rx_packets_total",
+            "Current number of packets handled by XDP",
+            xdp(packets),
+        ),
+        (
+            "couic_stats_rx_bytes_total",
+            "Current number of bytes handled by XDP",
+            xdp(bytes),
+        ),
+        (
+            "couic_drop_tag_rx_packets_total",
+            "Number of packets dropped per tag",
+            tags(&s.drop_tags, packets),
+        ),
+        (
+            "couic_drop_tag_rx_bytes_total",
+            "Number of bytes dropped per tag",
+            tags(&s.drop_tags, bytes),
+        ),
+        (
+            "couic_ignore_tag_rx_packets_total",
+            "Number of packets ignored per tag",
+            tags(&s.ignore_tags, packets),
+        ),
+        (
+            "couic_ignore_tag_rx_bytes_total",
+            "Number of bytes ignored per tag",
+            tags(&s.ignore_tags, bytes),
+        ),
+    ];
+    if let Some(r) = reports {
+        let one = |v: u64| counter("", vec![(String::new(), v)]);
+        let causes = vec![
+            ("queue_full".to_string(), r.dropped_queue_full),
+            ("refused".to_string(), r.dropped_refused),
+        ];
+        families.extend([
+            (
+                "couic_reports_queued",
+                "Webhook reports waiting to be sent",
+                gauge(r.queued),
+            ),
+            (
+                "couic_reports_sent_total",
+                "Webhook reports delivered",
+                one(r.sent),
+            ),
+            (
+                "couic_reports_dropped_total",
+                "Webhook reports dropped, by cause",
+                counter("cause", causes),
+            ),
+            (
+                "couic_reports_failed_attempts_total",
+                "Webhook posts that failed and were retried",
+                one(r.failed_attempts),
+            ),
+        ]);
+        if let Some(since) = r.seconds_since_success {
+            let help = "Seconds since a batch of reports was last delivered";
+            families.push(("couic_reports_seconds_since_success", help, gauge(since)));
+        }
+    }
+    let mut registry = Registry::default();
+    for (name, help, samples) in families {
+        registry.register(name, help, samples);
+    }
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)?;
     Ok(text)
@@ -289,7 +329,7 @@ mod tests {
                 bytes: 60,
             },
         )];
-        let text = openmetrics(&snap).unwrap();
+        let text = openmetrics(&snap, None).unwrap();
         let expected = "\
 # HELP couic_drop_cidr_total Current number of CIDR dropped by couic.
 # TYPE couic_drop_cidr_total gauge
@@ -323,6 +363,39 @@ couic_ignore_tag_rx_packets_total{tag=\"lan.couic\"} 1
 # HELP couic_ignore_tag_rx_bytes_total Number of bytes ignored per tag.
 # TYPE couic_ignore_tag_rx_bytes_total counter
 couic_ignore_tag_rx_bytes_total{tag=\"lan.couic\"} 60
+# EOF
+";
+        assert_eq!(text, expected);
+
+        // With reporting on, its families follow; the reference's are as
+        // they were.
+        let reports = ReportStats {
+            queued: 7,
+            sent: 40,
+            dropped_queue_full: 2,
+            dropped_refused: 1,
+            failed_attempts: 3,
+            seconds_since_success: Some(9),
+        };
+        let text = openmetrics(&snap, Some(&reports)).unwrap();
+        let expected = expected.strip_suffix("# EOF\n").unwrap().to_string()
+            + "\
+# HELP couic_reports_queued Webhook reports waiting to be sent.
+# TYPE couic_reports_queued gauge
+couic_reports_queued 7
+# HELP couic_reports_sent_total Webhook reports delivered.
+# TYPE couic_reports_sent_total counter
+couic_reports_sent_total 40
+# HELP couic_reports_dropped_total Webhook reports dropped, by cause.
+# TYPE couic_reports_dropped_total counter
+couic_reports_dropped_total{cause=\"queue_full\"} 2
+couic_reports_dropped_total{cause=\"refused\"} 1
+# HELP couic_reports_failed_attempts_total Webhook posts that failed and were retried.
+# TYPE couic_reports_failed_attempts_total counter
+couic_reports_failed_attempts_total 3
+# HELP couic_reports_seconds_since_success Seconds since a batch of reports was last delivered.
+# TYPE couic_reports_seconds_since_success gauge
+couic_reports_seconds_since_success 9
 # EOF
 ";
         assert_eq!(text, expected);

@@ -15,6 +15,12 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_web::dev::ServerHandle;
 use couic::actors::expirer::{Expirer, Sweep};
+use couic::actors::reporter::Reporter;
+use couic::actors::ReporterParts;
+use couic::backoff::Backoff;
+use couic::config::Reporting;
+use couic::reporting::delivery::Webhook;
+use couic::reporting::{ReportCounters, ReportQueue};
 use couic::actors::map_writer::{AddEntries, LastSeq, MapWriter};
 use couic::actors::messages::{Changed, Origin};
 use couic::actors::set_reloader::SetReloader;
@@ -56,6 +62,8 @@ pub struct Daemon {
     pub clock: ManualClock,
     pub writer: Addr<MapWriter>,
     pub expirer: Addr<Expirer>,
+    pub reporter: Option<Addr<Reporter>>,
+    pub reports: Arc<ReportCounters>,
     pub sets: Arc<SetReloader>,
     pub program: ProgramHandle,
     pub events: Arc<Mutex<Vec<Changed>>>,
@@ -86,6 +94,21 @@ impl Daemon {
     }
 
     pub fn start_with(caps: Capacities) -> Daemon {
+        Daemon::start_full(caps, None)
+    }
+
+    /// A daemon whose reports go to `reporting.webhook`; its counters are
+    /// `Daemon::reports`.
+    pub fn start_reporting(reporting: Reporting, backoff: Backoff) -> Daemon {
+        let caps = Capacities {
+            drop: 65_536,
+            ignore: 4096,
+            tags: 64,
+        };
+        Daemon::start_full(caps, Some((reporting, backoff)))
+    }
+
+    fn start_full(caps: Capacities, reporting: Option<(Reporting, Backoff)>) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let work = dir.path().join("work");
         fs::create_dir(&work).unwrap();
@@ -106,35 +129,51 @@ impl Daemon {
         let sets_root = work.join("sets");
         let owner = layout.owner;
 
+        let reports = Arc::new(ReportCounters::default());
+        let reporter = reporting.map(|(config, backoff)| ReporterParts {
+            sink: Arc::new(Webhook::new(&config).unwrap()),
+            queue: ReportQueue::new(&config.events, config.queue_capacity, config.max_batch),
+            backoff,
+            counters: reports.clone(),
+        });
+        let counters = reporter.as_ref().map(|_| reports.clone());
+
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let system = System::new();
             system.block_on(async move {
-                // As in main: the MapWriter on an arbiter of its own, its
-                // subscribers given before it handles anything.
+                // As in main, with a recorder among the subscribers.
                 let writer_arbiter = Arbiter::new();
-                let (expirer_tx, expirer_rx) = std::sync::mpsc::channel();
-                let expiry_clock = shared.clone();
-                let writer =
-                    MapWriter::start_on(&writer_arbiter.handle(), firewall, shared.clone(), {
-                        move |writer| {
-                            let expirer = Expirer::new(writer.clone(), expiry_clock).start();
-                            expirer_tx.send(expirer.clone()).unwrap();
-                            vec![expirer.recipient(), Recorder(recorded).start().recipient()]
-                        }
-                    });
-                let expirer = expirer_rx.recv().unwrap();
+                let recorder = Recorder(recorded).start().recipient();
+                let actors = couic::actors::start(
+                    &writer_arbiter.handle(),
+                    firewall,
+                    shared.clone(),
+                    reporter,
+                    vec![recorder],
+                );
+                let writer = actors.writer;
                 let sets = SetReloader::new(Sets::new(sets_root, owner), writer.clone());
-                let state =
+                let mut state =
                     AppState::new(writer.clone(), registry, files, shared).with_sets(sets.clone());
+                if let Some(counters) = counters {
+                    state = state.with_reports(counters);
+                }
                 let server = api::serve(listener, actix_web::web::Data::new(state), 2).unwrap();
-                tx.send((server.handle(), writer, expirer, sets, System::current()))
-                    .unwrap();
+                tx.send((
+                    server.handle(),
+                    writer,
+                    actors.expirer,
+                    actors.reporter,
+                    sets,
+                    System::current(),
+                ))
+                .unwrap();
                 actix_rt::spawn(server);
             });
             system.run().unwrap();
         });
-        let (server, writer, expirer, sets, system) = rx.recv().unwrap();
+        let (server, writer, expirer, reporter, sets, system) = rx.recv().unwrap();
         Daemon {
             dir,
             socket,
@@ -142,6 +181,8 @@ impl Daemon {
             clock,
             writer,
             expirer,
+            reporter,
+            reports,
             sets,
             program,
             events,
