@@ -3,8 +3,9 @@
 
 mod support;
 
+use couic_testkit::now;
 use serde_json::{json, Value};
-use support::{entry, now, FakeDaemon, Reply, TOKEN};
+use support::{entry, FakeDaemon, Reply, TOKEN};
 
 /// Echoes a POSTed entry back as the daemon would (tag `null` when untagged).
 fn echo_add(r: &support::Recorded) -> Reply {
