@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::time::Duration;
 
-use couic_testkit::{Daemon, Spec};
+use couic_testkit::{wait_until, Daemon, Spec};
 use serde_json::json;
 
 /// How long a start that must fail, or a stop, may take.
@@ -111,6 +111,18 @@ fn a_wrong_directory_mode_stops_startup() {
     );
 }
 
+/// Bytes written on `stream` that the peer has not read yet (SIOCOUTQ:
+/// a Unix socket's sent data stays charged to the sender until read).
+fn unread(stream: &std::os::unix::net::UnixStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int through the pointer, which
+    // points to a live c_int; the fd is open for the call.
+    let ret = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    assert_eq!(ret, 0, "SIOCOUTQ: {}", std::io::Error::last_os_error());
+    usize::try_from(n).unwrap()
+}
+
 #[test]
 fn graceful_stop_answers_the_request_in_flight() {
     use std::io::{BufRead, BufReader, Read, Write};
@@ -135,11 +147,21 @@ fn graceful_stop_answers_the_request_in_flight() {
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(&body[..10]).unwrap();
     stream.flush().unwrap();
-    // Give the worker time to take the connection before the signal; the
-    // outcome does not depend on this delay, only the path taken does.
-    std::thread::sleep(Duration::from_millis(200));
+    // The signal must find the request in a worker's hands: wait until the
+    // daemon has read everything sent so far.
+    assert!(
+        wait_until(EXIT, || unread(&stream) == 0),
+        "the daemon did not read the request head: {} bytes unread",
+        unread(&stream)
+    );
     d.sigterm().unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // And the stop must have begun before the rest of the body arrives.
+    assert!(
+        wait_until(EXIT, || d.log().contains("shutting down")),
+        "no shutdown after SIGTERM: {}",
+        d.log()
+    );
+    assert_eq!(d.exited().unwrap(), None, "still serving the request");
     stream.write_all(&body[10..]).unwrap();
 
     let mut reader = BufReader::new(stream);
