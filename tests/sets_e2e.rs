@@ -38,6 +38,17 @@ fn burst(pair: &VethPair, rx: &Receiver, src: IpAddr, dst: IpAddr) -> usize {
     rx.count(BURST, Duration::from_secs(1))
 }
 
+/// Packets couic dropped under `tag` (`GET /v1/stats/tags/drop`): a burst
+/// that did not arrive must also have been counted, or it was lost on the
+/// way and proves nothing.
+fn dropped(d: &Daemon, tag: &str) -> u64 {
+    let (status, body) = d.call("GET", "/v1/stats/tags/drop", None);
+    assert_eq!(status, 200, "{body}");
+    body["tags"][tag]["rx_packets"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter for {tag}: {body}"))
+}
+
 #[test]
 fn set_lines_drop_live_traffic_after_reload_and_stop_after_removal() {
     let pair = VethPair::new();
@@ -62,6 +73,11 @@ fn set_lines_drop_live_traffic_after_reload_and_stop_after_removal() {
         "the set loaded at start drops IPv6"
     );
     assert_eq!(
+        dropped(&d, "boot.couic"),
+        BURST as u64,
+        "couic dropped them"
+    );
+    assert_eq!(
         burst(&pair, &rx4, tx4, to4),
         BURST,
         "IPv4 passes before the reload"
@@ -78,6 +94,11 @@ fn set_lines_drop_live_traffic_after_reload_and_stop_after_removal() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["tag"], "live.couic", "{body}");
     assert_eq!(burst(&pair, &rx4, tx4, to4), 0, "dropped after the reload");
+    assert_eq!(
+        dropped(&d, "live.couic"),
+        BURST as u64,
+        "couic dropped them"
+    );
 
     d.write_set("drop", "live", "").unwrap();
     let (status, body) = d.call("POST", "/v1/sets/reload", None);
@@ -92,6 +113,7 @@ fn set_lines_drop_live_traffic_after_reload_and_stop_after_removal() {
         0,
         "the other set still applies"
     );
+    assert_eq!(dropped(&d, "boot.couic"), 2 * BURST as u64);
 
     let log = d.log();
     assert!(log.contains("sets reload: policy=ignore"), "{log}");
