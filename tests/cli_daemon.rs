@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use couic_testkit::ctl::{self, table_rows, token_in};
-use couic_testkit::{now, Daemon, Out, Spec};
+use couic_testkit::{now, Daemon, Guard, Out, Spec};
 use serde_json::{json, Value};
 
 const COUIC: &str = env!("CARGO_BIN_EXE_couic");
@@ -568,7 +568,7 @@ fn stats_global_and_per_tag_in_both_formats() {
 fn stats_global_live_prints_screens_until_killed() {
     let d = start();
     d.ctl(&["drop", "add", "192.0.2.0/24"]).ok();
-    let mut child = Command::new(couicctl_bin())
+    let child = Command::new(couicctl_bin())
         .arg("-c")
         .arg(d.ctl_config())
         .args(["stats", "global", "--live"])
@@ -577,7 +577,8 @@ fn stats_global_live_prints_screens_until_killed() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
+    let mut child = Guard::new("couicctl --live", child);
+    let mut stdout = child.child().stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut seen = Vec::new();
@@ -600,9 +601,8 @@ fn stats_global_live_prints_screens_until_killed() {
         }
     });
     let first = rx.recv_timeout(Duration::from_secs(10));
-    let still_running = child.try_wait().unwrap().is_none();
-    let _ = child.kill();
-    let _ = child.wait();
+    let still_running = child.exited().unwrap().is_none();
+    child.kill();
     let first = first.expect("a first --live screen within 10 s");
     assert!(still_running, "--live keeps running");
     assert!(
