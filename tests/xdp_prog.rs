@@ -529,29 +529,6 @@ fn verdict_of(program: &ProgramHandle, ip: &str) -> u32 {
     bpf::test_run(program, &frame_from(ip), 1).unwrap().0
 }
 
-/// Inserts `items` into rule set `index`: one result per item, all Ok.
-fn insert_all(maps: &mut bpf::KernelMaps, index: usize, items: &[(Cidr, u32)]) {
-    all_ok(maps.insert(index, items), items.len());
-}
-
-/// Removes `cidrs` from rule set `index`: one result per item, all Ok.
-fn remove_all(maps: &mut bpf::KernelMaps, index: usize, cidrs: &[Cidr]) {
-    all_ok(maps.remove(index, cidrs), cidrs.len());
-}
-
-/// `items` results, every one Ok. An empty or short list is not a pass.
-fn all_ok(results: Vec<std::io::Result<()>>, items: usize) {
-    assert!(items > 0, "a batch of nothing proves nothing");
-    assert_eq!(results.len(), items, "one result per item");
-    let failed: Vec<_> = results
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e)))
-        .take(10)
-        .collect();
-    assert!(failed.is_empty(), "items failed (first 10): {failed:?}");
-}
-
 /// Prefixes are found through their blocks: a prefix marks its length in
 /// the parts of the blocks it meets, a re-tagged prefix is counted once, a
 /// block keeps its bits while any prefix needs them, a prefix too wide to

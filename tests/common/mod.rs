@@ -1,4 +1,5 @@
-//! Crafted frames for the XDP program tests, and the verdicts it returns.
+//! Crafted frames for the XDP program tests, the verdicts the program
+//! returns, and rule batches written straight to its maps.
 //! Namespaces, veth pairs and the daemon harness are in `couic-testkit`
 //! (`tests/kit`).
 //!
@@ -7,6 +8,9 @@
 #![allow(dead_code)]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+
+use couic::bpf::KernelMaps;
+use couic_common::Cidr;
 
 pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
@@ -92,4 +96,29 @@ pub fn ipv6_header(src: Ipv6Addr, payload: usize) -> Vec<u8> {
     h[8..24].copy_from_slice(&src.octets());
     h[24..40].copy_from_slice(&"2001:db8:ffff::1".parse::<Ipv6Addr>().unwrap().octets());
     h
+}
+
+// ---------------------------------------------------------------- batches
+
+/// Inserts `items` into rule set `index`: one result per item, all Ok.
+pub fn insert_all(maps: &mut KernelMaps, index: usize, items: &[(Cidr, u32)]) {
+    all_ok(maps.insert(index, items), items.len());
+}
+
+/// Removes `cidrs` from rule set `index`: one result per item, all Ok.
+pub fn remove_all(maps: &mut KernelMaps, index: usize, cidrs: &[Cidr]) {
+    all_ok(maps.remove(index, cidrs), cidrs.len());
+}
+
+/// `items` results, every one Ok. An empty or short list is not a pass.
+fn all_ok(results: Vec<std::io::Result<()>>, items: usize) {
+    assert!(items > 0, "a batch of nothing proves nothing");
+    assert_eq!(results.len(), items, "one result per item");
+    let failed: Vec<_> = results
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e)))
+        .take(10)
+        .collect();
+    assert!(failed.is_empty(), "items failed (first 10): {failed:?}");
 }
