@@ -3,176 +3,77 @@
 //! SIGTERM stops and removes the socket; a bad client file stops startup
 //! with its path and reason.
 
-mod api_support;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use api_support::json;
-use couic_common::uds::UdsClient;
+use couic_testkit::{wait_until, Daemon, Spec};
+use serde_json::json;
 
-const COUIC: &str = env!("CARGO_BIN_EXE_couic");
+/// How long a start that must fail, or a stop, may take.
+const EXIT: Duration = Duration::from_secs(20);
 
-struct Setup {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    socket: PathBuf,
-    work: PathBuf,
-}
-
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().join("work");
-    fs::create_dir(&work).unwrap();
-    let socket = dir.path().join("couic.sock");
-    let text = format!(
-        "ifaces = []\nworking_dir = \"{}\"\nuser = \"root\"\ngroup = \"root\"\n[server]\nsocket = \"{}\"\n\
-         [limits]\ndrop_max_entries = 1024\nignore_max_entries = 1024\n",
-        work.display(),
-        socket.display()
-    );
-    let config = dir.path().join("couic.toml");
-    fs::write(&config, text).unwrap();
-    Setup {
-        dir,
-        config,
-        socket,
-        work,
-    }
-}
-
-fn spawn(setup: &Setup) -> Child {
-    let log = fs::File::create(setup.dir.path().join("out.log")).unwrap();
-    Command::new(COUIC)
-        .arg("-c")
-        .arg(&setup.config)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap()
-}
-
-/// Polls until the daemon answers on its socket.
-fn wait_ready(socket: &Path, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut client = UdsClient::new(socket, Duration::from_secs(5));
-        if let Ok(resp) = client.request("GET", "/v1/stats", &[], None) {
-            assert_eq!(resp.status, 401);
-            return;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "couic exited during startup"
-        );
-        assert!(Instant::now() < deadline, "couic did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "couic did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn sigterm(child: &Child) {
-    // SAFETY: kill with a pid this test spawned and still owns.
-    let ret = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert_eq!(ret, 0);
+fn prepare() -> Daemon {
+    Daemon::new(Spec::new(env!("CARGO_BIN_EXE_couic")).env("RUST_LOG", "info")).unwrap()
 }
 
 #[test]
 fn serves_on_its_socket_and_cleans_up_on_sigterm() {
-    let s = setup();
+    let mut d = prepare();
     // A stale socket left by a killed daemon.
-    drop(UnixListener::bind(&s.socket).unwrap());
-    let mut child = spawn(&s);
-    wait_ready(&s.socket, &mut child);
+    drop(UnixListener::bind(d.socket()).unwrap());
+    d.spawn().unwrap();
+    d.wait_ready().unwrap();
 
-    assert_eq!(fs::metadata(&s.socket).unwrap().mode() & 0o7777, 0o660);
+    assert_eq!(fs::metadata(d.socket()).unwrap().mode() & 0o7777, 0o660);
     for sub in ["rbac", "rbac/clients", "sets", "sets/drop", "sets/ignore"] {
         assert_eq!(
-            fs::metadata(s.work.join(sub)).unwrap().mode() & 0o7777,
+            fs::metadata(d.work().join(sub)).unwrap().mode() & 0o7777,
             0o755,
             "{sub}"
         );
     }
-    let text = fs::read_to_string(s.work.join("rbac/clients/couicctl.toml")).unwrap();
-    let token = text.split('"').nth(1).unwrap().to_string();
-    let auth = format!("Bearer {token}");
-    let mut client = UdsClient::new(&s.socket, Duration::from_secs(5));
-    let body = br#"{"cidr":"192.0.2.0/24","tag":"bin","expiration":0}"#;
-    let headers = [
-        ("Authorization", auth.as_str()),
-        ("Content-Type", "application/json"),
-    ];
-    let resp = client
-        .request("POST", "/v1/drop", &headers, Some(body))
-        .unwrap();
-    assert_eq!(resp.status, 201, "{}", resp.text());
-    let resp = client
-        .request("GET", "/v1/stats", &headers[..1], None)
-        .unwrap();
-    assert_eq!(json(&resp)["drop_cidr_count"], 1);
+    let token = d.token().to_string();
+    let mut api = d.api();
+    let body = json!({"cidr": "192.0.2.0/24", "tag": "bin", "expiration": 0});
+    let (status, entry) = api.json("POST", "/v1/drop", Some(&body));
+    assert_eq!(status, 201, "{entry}");
+    let (status, stats) = api.json("GET", "/v1/stats", None);
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["drop_cidr_count"], 1);
 
-    sigterm(&child);
-    let status = wait_exit(&mut child);
-    assert!(status.success(), "{status:?}");
-    assert!(!s.socket.exists(), "socket removed on shutdown");
+    d.sigterm().unwrap();
+    let status = d.wait_exit(EXIT).unwrap();
+    assert!(status.success(), "{status:?}: {}", d.log());
+    assert!(!d.socket().exists(), "socket removed on shutdown");
 
-    // A second start keeps the default client.
-    let mut child = spawn(&s);
-    wait_ready(&s.socket, &mut child);
-    let resp = UdsClient::new(&s.socket, Duration::from_secs(5))
-        .request("GET", "/v1/drop", &headers[..1], None)
-        .unwrap();
+    // A second start keeps the default client: the first token still works.
+    d.spawn().unwrap();
+    d.wait_ready().unwrap();
+    assert_eq!(d.token(), token, "the default client file is kept");
     assert_eq!(
-        (resp.status, json(&resp)),
-        (200, serde_json::json!([])),
+        d.call_as(&token, "GET", "/v1/drop", None),
+        (200, json!([])),
         "entries do not persist"
     );
-    sigterm(&child);
-    assert!(wait_exit(&mut child).success());
-}
-
-fn run_to_exit(s: &Setup) -> (Output, String) {
-    let out = Command::new(COUIC)
-        .arg("-c")
-        .arg(&s.config)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out, text)
+    d.sigterm().unwrap();
+    assert!(d.wait_exit(EXIT).unwrap().success(), "{}", d.log());
 }
 
 #[test]
 fn a_bad_client_file_stops_startup_with_its_path_and_reason() {
-    let s = setup();
-    let clients = s.work.join("rbac/clients");
+    let mut d = prepare();
+    let clients = d.work().join("rbac/clients");
     fs::create_dir_all(&clients).unwrap();
-    for dir in [s.work.join("rbac"), clients.clone()] {
+    for dir in [d.work().join("rbac"), clients.clone()] {
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
     }
     let bad = clients.join("broken.toml");
     fs::write(&bad, "token = \"not-a-uuid\"\ngroup = \"admin\"\n").unwrap();
     fs::set_permissions(&bad, fs::Permissions::from_mode(0o600)).unwrap();
-    let (out, text) = run_to_exit(&s);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (status, text) = d.run_to_exit(EXIT).unwrap();
+    assert_eq!(status.code(), Some(1), "{text}");
     assert!(
         text.contains("Failed to instantiate RBAC service"),
         "{text}"
@@ -181,7 +82,7 @@ fn a_bad_client_file_stops_startup_with_its_path_and_reason() {
         text.contains(&bad.display().to_string()) && text.contains("token"),
         "{text}"
     );
-    assert!(!s.socket.exists());
+    assert!(!d.socket().exists());
 
     fs::write(
         &bad,
@@ -189,8 +90,8 @@ fn a_bad_client_file_stops_startup_with_its_path_and_reason() {
     )
     .unwrap();
     fs::set_permissions(&bad, fs::Permissions::from_mode(0o644)).unwrap();
-    let (out, text) = run_to_exit(&s);
-    assert_eq!(out.status.code(), Some(1));
+    let (status, text) = d.run_to_exit(EXIT).unwrap();
+    assert_eq!(status.code(), Some(1), "{text}");
     assert!(
         text.contains(&bad.display().to_string()) && text.contains("wrong permissions"),
         "{text}"
@@ -199,15 +100,27 @@ fn a_bad_client_file_stops_startup_with_its_path_and_reason() {
 
 #[test]
 fn a_wrong_directory_mode_stops_startup() {
-    let s = setup();
-    fs::create_dir(s.work.join("rbac")).unwrap();
-    fs::set_permissions(s.work.join("rbac"), fs::Permissions::from_mode(0o777)).unwrap();
-    let (out, text) = run_to_exit(&s);
-    assert_eq!(out.status.code(), Some(1));
+    let mut d = prepare();
+    fs::create_dir(d.work().join("rbac")).unwrap();
+    fs::set_permissions(d.work().join("rbac"), fs::Permissions::from_mode(0o777)).unwrap();
+    let (status, text) = d.run_to_exit(EXIT).unwrap();
+    assert_eq!(status.code(), Some(1), "{text}");
     assert!(
         text.contains("Error initializing default directories") && text.contains("rbac"),
         "{text}"
     );
+}
+
+/// Bytes written on `stream` that the peer has not read yet (SIOCOUTQ:
+/// a Unix socket's sent data stays charged to the sender until read).
+fn unread(stream: &std::os::unix::net::UnixStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int through the pointer, which
+    // points to a live c_int; the fd is open for the call.
+    let ret = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    assert_eq!(ret, 0, "SIOCOUTQ: {}", std::io::Error::last_os_error());
+    usize::try_from(n).unwrap()
 }
 
 #[test]
@@ -215,31 +128,40 @@ fn graceful_stop_answers_the_request_in_flight() {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::os::unix::net::UnixStream;
 
-    let s = setup();
-    let mut child = spawn(&s);
-    wait_ready(&s.socket, &mut child);
-    let text = fs::read_to_string(s.work.join("rbac/clients/couicctl.toml")).unwrap();
-    let token = text.split('"').nth(1).unwrap().to_string();
+    let mut d = prepare();
+    d.spawn().unwrap();
+    d.wait_ready().unwrap();
 
-    let mut stream = UnixStream::connect(&s.socket).unwrap();
+    let mut stream = UnixStream::connect(d.socket()).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let body = br#"{"cidr":"192.0.2.0/24","expiration":0}"#;
     let head = format!(
-        "POST /v1/drop HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+        "POST /v1/drop HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        d.token(),
         body.len()
     );
     // Half the request, then the signal, then the rest.
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(&body[..10]).unwrap();
     stream.flush().unwrap();
-    // Give the worker time to take the connection before the signal; the
-    // outcome does not depend on this delay, only the path taken does.
-    std::thread::sleep(Duration::from_millis(200));
-    sigterm(&child);
-    std::thread::sleep(Duration::from_millis(100));
+    // The signal must find the request in a worker's hands: wait until the
+    // daemon has read everything sent so far.
+    assert!(
+        wait_until(EXIT, || unread(&stream) == 0),
+        "the daemon did not read the request head: {} bytes unread",
+        unread(&stream)
+    );
+    d.sigterm().unwrap();
+    // And the stop must have begun before the rest of the body arrives.
+    assert!(
+        wait_until(EXIT, || d.log().contains("shutting down")),
+        "no shutdown after SIGTERM: {}",
+        d.log()
+    );
+    assert_eq!(d.exited().unwrap(), None, "still serving the request");
     stream.write_all(&body[10..]).unwrap();
 
     let mut reader = BufReader::new(stream);
@@ -249,6 +171,6 @@ fn graceful_stop_answers_the_request_in_flight() {
     let mut rest = Vec::new();
     let _ = reader.read_to_end(&mut rest);
     drop(reader);
-    assert!(wait_exit(&mut child).success());
-    assert!(!s.socket.exists());
+    assert!(d.wait_exit(EXIT).unwrap().success(), "{}", d.log());
+    assert!(!d.socket().exists());
 }

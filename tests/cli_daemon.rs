@@ -7,8 +7,6 @@
 //! in a temporary directory and uses the daemon-created default admin
 //! client file `rbac/clients/couicctl.toml`.
 
-mod cli_support;
-
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -18,8 +16,26 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use cli_support::{couicctl, couicctl_bin, now, table_rows, Daemon, Out};
+use couic_testkit::ctl::{self, table_rows, token_in};
+use couic_testkit::{now, Daemon, Guard, Out, Spec};
 use serde_json::{json, Value};
+
+const COUIC: &str = env!("CARGO_BIN_EXE_couic");
+
+/// couicctl of this build, next to couic.
+fn couicctl_bin() -> &'static Path {
+    ctl::couicctl_next_to(Path::new(COUIC))
+}
+
+/// Runs `couicctl -c <config> <args>`.
+fn couicctl(config: &Path, args: &[&str]) -> Out {
+    ctl::run(couicctl_bin(), config, args, &[])
+}
+
+/// A daemon of its own for each test.
+fn start() -> Daemon {
+    Daemon::start(Spec::new(COUIC).couicctl(couicctl_bin())).unwrap()
+}
 
 const RELOAD_NOTE: &str = "Note: Run 'couicctl sets reload' to apply changes";
 const ENTRY_HEADER: [&str; 4] = ["Policy", "CIDR", "Tag", "Expiration"];
@@ -96,7 +112,7 @@ Message: Unauthorized\n  Hint: the daemon refused the token: it is unknown, or i
 
 #[test]
 fn drop_and_ignore_add_list_inspect_delete_in_both_formats() {
-    let d = Daemon::start();
+    let d = start();
 
     // drop add with a tag and an expiration: the entry table.
     let out = d.ctl(&["drop", "add", "192.0.2.77/24", "-t", "ssh", "-e", "30s"]);
@@ -105,7 +121,7 @@ fn drop_and_ignore_add_list_inspect_delete_in_both_formats() {
     assert_eq!(rows[0][..3], row(&["drop", "192.0.2.0/24", "ssh"]));
     let left = seconds_left(&rows[0][3]);
     assert!((25..=30).contains(&left), "remaining {left}s");
-    let (status, e) = d.api("GET", "/v1/drop/192.0.2.0/24", None);
+    let (status, e) = d.call("GET", "/v1/drop/192.0.2.0/24", None);
     assert_eq!(status, 200, "{e}");
     assert_eq!(e["tag"], "ssh");
     let exp = e["expiration"].as_u64().unwrap();
@@ -179,7 +195,7 @@ fn drop_and_ignore_add_list_inspect_delete_in_both_formats() {
     assert_eq!(list.as_array().unwrap().len(), 2);
     assert_eq!(find(&list, "192.0.2.0/24")["tag"], "ssh");
     assert_eq!(find(&list, "2001:db8::/32")["expiration"], 0);
-    let (_, api_list) = d.api("GET", "/v1/ignore", None);
+    let (_, api_list) = d.call("GET", "/v1/ignore", None);
     let list = d.ctl(&["ignore", "list", "--json"]).json();
     assert_eq!(
         find(&list, "198.51.100.0/24"),
@@ -230,7 +246,7 @@ fn drop_and_ignore_add_list_inspect_delete_in_both_formats() {
     let e = d
         .ctl(&["drop", "inspect", "192.0.2.200/24", "--json"])
         .json();
-    let (_, api_e) = d.api("GET", "/v1/drop/192.0.2.0/24", None);
+    let (_, api_e) = d.call("GET", "/v1/drop/192.0.2.0/24", None);
     assert_eq!(e, api_e);
     let e = d
         .ctl(&["ignore", "inspect", "198.51.100.0/24", "--json"])
@@ -244,7 +260,7 @@ fn drop_and_ignore_add_list_inspect_delete_in_both_formats() {
 
     // delete: nothing printed, the entry is gone from the daemon.
     assert_eq!(d.ctl(&["drop", "delete", "192.0.2.1/24"]).ok(), "");
-    let (status, _) = d.api("GET", "/v1/drop/192.0.2.0/24", None);
+    let (status, _) = d.call("GET", "/v1/drop/192.0.2.0/24", None);
     assert_eq!(status, 404);
     assert_eq!(d.ctl(&["ignore", "delete", "198.51.100.0/24"]).ok(), "");
     assert_eq!(d.cidrs("drop"), ["2001:db8::/32"]);
@@ -258,7 +274,7 @@ fn drop_and_ignore_add_list_inspect_delete_in_both_formats() {
 
 #[test]
 fn check_gives_ignore_over_drop_then_drop_then_no_match() {
-    let d = Daemon::start();
+    let d = start();
     d.ctl(&["drop", "add", "10.0.0.0/8", "-t", "big"]).ok();
     d.ctl(&["ignore", "add", "10.1.2.3/32", "-t", "vip"]).ok();
 
@@ -296,7 +312,7 @@ fn check_gives_ignore_over_drop_then_drop_then_no_match() {
     assert_eq!(r["reason"], "drop");
     assert_eq!(r["entry"]["cidr"], "10.9.0.0/16");
     assert_eq!(r["entry"]["tag"], "narrow");
-    let (_, api) = d.api("GET", "/v1/check/10.9.9.9", None);
+    let (_, api) = d.call("GET", "/v1/check/10.9.9.9", None);
     assert_eq!(r, api, "couicctl prints the API's answer");
 
     // No entry at all.
@@ -329,7 +345,7 @@ fn check_gives_ignore_over_drop_then_drop_then_no_match() {
 
 #[test]
 fn clients_add_list_inspect_delete_in_both_formats() {
-    let d = Daemon::start();
+    let d = start();
     let header = ["Name", "Group", "Token"];
 
     // add: group is case-insensitive; the table shows the display form.
@@ -342,7 +358,7 @@ fn clients_add_list_inspect_delete_in_both_formats() {
     assert_eq!(rows[0][..2], row(&["ops", "client_rw"]));
     let ops_token = rows[0][2].clone();
     uuid::Uuid::parse_str(&ops_token).expect("a UUID token");
-    let (status, c) = d.api("GET", "/v1/client/ops", None);
+    let (status, c) = d.call("GET", "/v1/client/ops", None);
     assert_eq!(status, 200);
     assert_eq!(
         (&c["token"], &c["group"]),
@@ -364,9 +380,9 @@ fn clients_add_list_inspect_delete_in_both_formats() {
         (&c["name"], &c["group"]),
         (&json!("mon"), &json!("monitoring"))
     );
-    let mon_file = d.work.join("rbac/clients/mon.toml");
+    let mon_file = d.work().join("rbac/clients/mon.toml");
     assert_eq!(
-        cli_support::token_of(&mon_file),
+        token_in(&mon_file).expect("a token in the client file"),
         c["token"].as_str().unwrap(),
         "the daemon wrote the client file"
     );
@@ -378,7 +394,7 @@ fn clients_add_list_inspect_delete_in_both_formats() {
     assert_eq!(
         rows,
         [
-            row(&["couicctl", "admin", &d.admin_token]),
+            row(&["couicctl", "admin", d.token()]),
             row(&["mon", "monitoring", c["token"].as_str().unwrap()]),
             row(&["ops", "client_rw", &ops_token]),
             row(&["ro", "client_ro", rows[3][2].as_str()]),
@@ -410,7 +426,7 @@ fn clients_add_list_inspect_delete_in_both_formats() {
         sorted_rows(d.ctl(&["clients", "inspect", "ops"]).ok(), &header),
         [row(&["ops", "client_rw", &ops_token])]
     );
-    let (_, api_c) = d.api("GET", "/v1/client/mon", None);
+    let (_, api_c) = d.call("GET", "/v1/client/mon", None);
     assert_eq!(
         d.ctl(&["clients", "inspect", "mon", "--json"]).json(),
         api_c
@@ -418,7 +434,7 @@ fn clients_add_list_inspect_delete_in_both_formats() {
 
     // The new client's token works with its group's rights only.
     // A copy: deleting the client removes the daemon's file.
-    let mon_copy = d.dir.path().join("mon.toml");
+    let mon_copy = d.dir().join("mon.toml");
     fs::copy(&mon_file, &mon_copy).unwrap();
     let mon = d.local_config("mon-ctl.toml", &mon_copy);
     assert!(couicctl(&mon, &["stats", "global"])
@@ -428,7 +444,7 @@ fn clients_add_list_inspect_delete_in_both_formats() {
 
     // delete: nothing printed; the client and its token are gone.
     assert_eq!(d.ctl(&["clients", "delete", "mon"]).ok(), "");
-    let (status, _) = d.api("GET", "/v1/client/mon", None);
+    let (status, _) = d.call("GET", "/v1/client/mon", None);
     assert_eq!(status, 404);
     assert!(!mon_file.exists(), "client file removed");
     assert_eq!(couicctl(&mon, &["stats", "global"]).err(1), UNAUTHORIZED);
@@ -459,7 +475,7 @@ fn clients_add_list_inspect_delete_in_both_formats() {
     ] {
         d.ctl(args).err(2);
     }
-    let (_, list) = d.api("GET", "/v1/client", None);
+    let (_, list) = d.call("GET", "/v1/client", None);
     assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
 }
 
@@ -467,7 +483,7 @@ fn clients_add_list_inspect_delete_in_both_formats() {
 
 #[test]
 fn stats_global_and_per_tag_in_both_formats() {
-    let d = Daemon::start();
+    let d = start();
     let text = d.ctl(&["stats", "global"]).ok().to_string();
     assert!(
         text.starts_with("Drop CIDR Count: 0\nIgnore CIDR Count: 0\nXDP Stats:\n"),
@@ -509,7 +525,7 @@ fn stats_global_and_per_tag_in_both_formats() {
         "{text}"
     );
     let stats = d.ctl(&["stats", "global", "--json"]).json();
-    let (_, api) = d.api("GET", "/v1/stats", None);
+    let (_, api) = d.call("GET", "/v1/stats", None);
     assert_eq!(stats, api);
     assert_eq!(
         (&stats["drop_cidr_count"], &stats["ignore_cidr_count"]),
@@ -532,7 +548,7 @@ fn stats_global_and_per_tag_in_both_formats() {
         row(&["untagged", "ignore", "0", "0"])
     );
     let tags = d.ctl(&["stats", "drop", "--json"]).json();
-    let (_, api) = d.api("GET", "/v1/stats/tags/drop", None);
+    let (_, api) = d.call("GET", "/v1/stats/tags/drop", None);
     assert_eq!(tags, api);
     assert_eq!(
         tags["tags"]["a-tag"],
@@ -550,18 +566,19 @@ fn stats_global_and_per_tag_in_both_formats() {
 /// then kill it.
 #[test]
 fn stats_global_live_prints_screens_until_killed() {
-    let d = Daemon::start();
+    let d = start();
     d.ctl(&["drop", "add", "192.0.2.0/24"]).ok();
-    let mut child = Command::new(couicctl_bin())
+    let child = Command::new(couicctl_bin())
         .arg("-c")
-        .arg(&d.ctl)
+        .arg(d.ctl_config())
         .args(["stats", "global", "--live"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
+    let mut child = Guard::new("couicctl --live", child);
+    let mut stdout = child.child().stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut seen = Vec::new();
@@ -584,9 +601,8 @@ fn stats_global_live_prints_screens_until_killed() {
         }
     });
     let first = rx.recv_timeout(Duration::from_secs(10));
-    let still_running = child.try_wait().unwrap().is_none();
-    let _ = child.kill();
-    let _ = child.wait();
+    let still_running = child.exited().unwrap().is_none();
+    child.kill();
     let first = first.expect("a first --live screen within 10 s");
     assert!(still_running, "--live keeps running");
     assert!(
@@ -603,7 +619,7 @@ fn stats_global_live_prints_screens_until_killed() {
 
 #[test]
 fn sets_create_list_inspect_update_delete_reload() {
-    let d = Daemon::start();
+    let d = start();
     assert_eq!(
         d.ctl(&["sets", "list", "drop"]).ok(),
         "No sets found for policy 'drop'\n"
@@ -626,7 +642,7 @@ fn sets_create_list_inspect_update_delete_reload() {
         .ok(),
         format!("Set 'lan' created with 2 entries\n{RELOAD_NOTE}\n")
     );
-    let lan = d.work.join("sets/drop/lan.couic");
+    let lan = d.work().join("sets/drop/lan.couic");
     assert_eq!(
         fs::read_to_string(&lan).unwrap(),
         "10.1.0.5/16\n2001:db8::/32"
@@ -637,7 +653,7 @@ fn sets_create_list_inspect_update_delete_reload() {
     );
 
     // create --from-file: comments and blank lines skipped.
-    let list_file = d.dir.path().join("office.txt");
+    let list_file = d.dir().join("office.txt");
     fs::write(
         &list_file,
         "# office\n\n  192.0.2.9/32  \n198.51.100.0/24\n",
@@ -653,7 +669,7 @@ fn sets_create_list_inspect_update_delete_reload() {
         )
     );
     assert_eq!(
-        fs::read_to_string(d.work.join("sets/ignore/office.couic")).unwrap(),
+        fs::read_to_string(d.work().join("sets/ignore/office.couic")).unwrap(),
         "192.0.2.9/32\n198.51.100.0/24"
     );
     // Every bad line is reported; nothing is created.
@@ -672,7 +688,7 @@ fn sets_create_list_inspect_update_delete_reload() {
         (out.code, out.stderr.as_str()),
         (1, "Error executing command: No valid CIDRs found in file\n")
     );
-    let (status, _) = d.api("GET", "/v1/sets/drop/bad", None);
+    let (status, _) = d.call("GET", "/v1/sets/drop/bad", None);
     assert_eq!(status, 404, "no set created from a bad file");
 
     // list and inspect, both formats.
@@ -680,7 +696,7 @@ fn sets_create_list_inspect_update_delete_reload() {
         d.ctl(&["sets", "list", "drop"]).ok(),
         "lan: 2 entries (25 bytes)\n"
     );
-    let size = fs::metadata(d.work.join("sets/ignore/office.couic"))
+    let size = fs::metadata(d.work().join("sets/ignore/office.couic"))
         .unwrap()
         .len();
     assert_eq!(
@@ -814,7 +830,7 @@ fn sets_create_list_inspect_update_delete_reload() {
 
 #[test]
 fn api_errors_exit_1_with_the_error_lines_and_change_nothing() {
-    let d = Daemon::start();
+    let d = start();
     d.ctl(&["drop", "add", "192.0.2.0/24", "-t", "first"]).ok();
 
     // Duplicate add (host bits cleared first).
@@ -828,7 +844,7 @@ fn api_errors_exit_1_with_the_error_lines_and_change_nothing() {
             &[("cidr", "conflict", "192.0.2.0/24 already exists")]
         )
     );
-    let (_, e) = d.api("GET", "/v1/drop/192.0.2.0/24", None);
+    let (_, e) = d.call("GET", "/v1/drop/192.0.2.0/24", None);
     assert_eq!(e["tag"], "first", "the first entry is kept");
 
     // Delete or inspect of a missing entry.
@@ -907,10 +923,10 @@ fn api_errors_exit_1_with_the_error_lines_and_change_nothing() {
 
 #[test]
 fn refused_tokens_exit_1_with_the_refused_token_message() {
-    let d = Daemon::start();
+    let d = start();
 
     // A client file whose token the daemon does not know.
-    let stranger = d.dir.path().join("stranger.toml");
+    let stranger = d.dir().join("stranger.toml");
     fs::write(
         &stranger,
         format!("token = \"{}\"\ngroup = \"admin\"\n", uuid::Uuid::new_v4()),
@@ -931,7 +947,10 @@ fn refused_tokens_exit_1_with_the_refused_token_message() {
 
     // A known token whose group lacks the scope.
     d.create_client("reader", "clientro");
-    let reader = d.local_config("reader-ctl.toml", &d.work.join("rbac/clients/reader.toml"));
+    let reader = d.local_config(
+        "reader-ctl.toml",
+        &d.work().join("rbac/clients/reader.toml"),
+    );
     assert_eq!(couicctl(&reader, &["drop", "list", "-q"]).ok(), "");
     assert_eq!(
         couicctl(&reader, &["drop", "add", "192.0.2.0/24"]).err(1),
@@ -943,14 +962,14 @@ fn refused_tokens_exit_1_with_the_refused_token_message() {
 
 #[test]
 fn transport_and_configuration_errors_have_their_own_messages() {
-    let d = Daemon::start();
-    let dir = d.dir.path();
+    let d = start();
+    let dir = d.dir();
     let write = |name: &str, text: String| -> PathBuf {
         let p = dir.join(name);
         fs::write(&p, text).unwrap();
         p
     };
-    let client = d.client_file.display().to_string();
+    let client = d.client_file().display().to_string();
 
     // Missing socket.
     let nosock = dir.join("nosuch.sock");
@@ -1021,7 +1040,7 @@ fn transport_and_configuration_errors_have_their_own_messages() {
         "noclient.toml",
         format!(
             "mode = \"local\"\nsocket = \"{}\"\nclient_file = \"{}\"\n",
-            d.socket.display(),
+            d.socket().display(),
             absent.display()
         ),
     );
@@ -1141,7 +1160,7 @@ fn fail2ban_runs(bin_dir: &Path, command: &str) -> Out {
 
 #[test]
 fn fail2ban_ban_and_unban_command_lines_against_the_daemon() {
-    let d = Daemon::start();
+    let d = start();
     let action = ActionFile::load();
     assert_eq!(
         action.command("actionban", "192.0.2.7", "sshd"),
@@ -1152,7 +1171,7 @@ fn fail2ban_ban_and_unban_command_lines_against_the_daemon() {
         "couicctl drop delete 2001:db8::7/128"
     );
 
-    let bin_dir = d.dir.path().join("bin");
+    let bin_dir = d.dir().join("bin");
     fs::create_dir(&bin_dir).unwrap();
     let wrapper = bin_dir.join("couicctl");
     fs::write(
@@ -1160,7 +1179,7 @@ fn fail2ban_ban_and_unban_command_lines_against_the_daemon() {
         format!(
             "#!/bin/sh\nexec '{}' -c '{}' \"$@\"\n",
             couicctl_bin().display(),
-            d.ctl.display()
+            d.ctl_config().display()
         ),
     )
     .unwrap();
@@ -1176,7 +1195,7 @@ fn fail2ban_ban_and_unban_command_lines_against_the_daemon() {
 
         let out = fail2ban_runs(&bin_dir, &ban);
         assert_eq!(out.code, 0, "{ban}: {out:?}");
-        let (status, e) = d.api("GET", &entry_path, None);
+        let (status, e) = d.call("GET", &entry_path, None);
         assert_eq!(status, 200, "{ban} added {cidr}: {e}");
         assert_eq!(e["tag"], format!("fail2ban-{jail}"));
         assert_eq!(e["expiration"], 0);
@@ -1186,12 +1205,12 @@ fn fail2ban_ban_and_unban_command_lines_against_the_daemon() {
         let out = fail2ban_runs(&bin_dir, &ban);
         assert_ne!(out.code, 0, "a second ban fails: {out:?}");
         assert!(out.stderr.contains("Status: 409"), "{}", out.stderr);
-        assert_eq!(d.api("GET", &entry_path, None).0, 200, "still banned");
+        assert_eq!(d.call("GET", &entry_path, None).0, 200, "still banned");
 
         let out = fail2ban_runs(&bin_dir, &unban);
         assert_eq!(out.code, 0, "{unban}: {out:?}");
         assert_eq!(
-            d.api("GET", &entry_path, None).0,
+            d.call("GET", &entry_path, None).0,
             404,
             "{unban} removed {cidr}"
         );

@@ -7,33 +7,27 @@
 //! nginx and openssl are required (CI installs them): a missing one fails
 //! the test with a message instead of skipping it.
 
-mod cli_support;
-
 use std::fs;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use cli_support::{couicctl, free_port, table_rows, Daemon, STARTUP};
+use couic_testkit::ctl::{self, table_rows};
+use couic_testkit::daemon::STARTUP;
+use couic_testkit::pki::Pki;
+use couic_testkit::{free_port, Daemon, Guard, Out, Spec};
 use serde_json::json;
 
-/// Runs a tool and panics with its output when it fails (or is missing).
-fn run(tool: &str, args: &[&str], dir: &Path) {
-    let out = Command::new(tool)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {tool} ({e}); install it (apt-get install -y nginx openssl)")
-        });
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+const COUIC: &str = env!("CARGO_BIN_EXE_couic");
+
+/// couicctl of this build, next to couic.
+fn couicctl_bin() -> &'static Path {
+    ctl::couicctl_next_to(Path::new(COUIC))
+}
+
+/// Runs `couicctl -c <config> <args>`.
+fn couicctl(config: &Path, args: &[&str]) -> Out {
+    ctl::run(couicctl_bin(), config, args, &[])
 }
 
 /// The nginx binary: on the PATH or in /usr/sbin (not always on root's
@@ -44,101 +38,13 @@ fn nginx_bin() -> PathBuf {
         .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
         .map(|d| d.join("nginx"))
         .find(|p| p.is_file())
-        .expect("nginx is not installed: these tests need it (apt-get install -y nginx)")
-}
-
-/// A private CA and a server certificate for `localhost` / 127.0.0.1.
-struct Pki {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-    /// Another CA, which did not sign the server certificate.
-    other_ca: PathBuf,
-}
-
-fn make_pki(dir: &Path) -> Pki {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    for (name, cn) in [("ca", "couic test CA"), ("other-ca", "another CA")] {
-        let mut args = vec!["req", "-x509"];
-        args.extend(ec);
-        let (key, pem, subj) = (
-            format!("{name}.key"),
-            format!("{name}.pem"),
-            format!("/CN={cn}"),
-        );
-        args.extend([
-            "-keyout",
-            &key,
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-subj",
-            &subj,
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        run("openssl", &args, dir);
-    }
-    let mut args = vec!["req"];
-    args.extend(ec);
-    args.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    run("openssl", &args, dir);
-    fs::write(
-        dir.join("server.ext"),
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
-         extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    run(
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-set_serial",
-            "2",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.pem",
-        ],
-        dir,
-    );
-    Pki {
-        ca: dir.join("ca.pem"),
-        cert: dir.join("server.pem"),
-        key: dir.join("server.key"),
-        other_ca: dir.join("other-ca.pem"),
-    }
+        .expect("nginx is not installed: these tests need it (`make deps` installs it)")
 }
 
 /// nginx in the foreground, one process, everything under a temporary
 /// prefix; killed on drop.
 struct Nginx {
-    child: Child,
+    process: Guard,
     port: u16,
     error_log: PathBuf,
 }
@@ -198,50 +104,27 @@ impl Nginx {
                 .stderr(fs::File::create(dir.join("nginx.stderr")).unwrap())
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            let mut nginx = Nginx {
-                child,
-                port,
-                error_log,
-            };
-            match nginx.wait_ready(dir) {
-                Ok(()) => return nginx,
-                Err(e) => last_error = e, // Dropped: killed.
+            let mut process = Guard::new("nginx", child);
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            match process.wait_listening(addr, STARTUP) {
+                Ok(()) => {
+                    return Nginx {
+                        process,
+                        port,
+                        error_log,
+                    }
+                }
+                // Dropped: killed.
+                Err(e) => {
+                    last_error = format!(
+                        "{e:#}\n{}{}",
+                        fs::read_to_string(dir.join("nginx.stderr")).unwrap_or_default(),
+                        fs::read_to_string(&error_log).unwrap_or_default()
+                    )
+                }
             }
         }
         panic!("nginx did not start:\n{last_error}");
-    }
-
-    /// Polls the port until nginx accepts connections.
-    fn wait_ready(&mut self, dir: &Path) -> Result<(), String> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = Instant::now() + STARTUP;
-        loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Err(format!(
-                    "nginx exited ({status}):\n{}{}",
-                    fs::read_to_string(dir.join("nginx.stderr")).unwrap_or_default(),
-                    fs::read_to_string(&self.error_log).unwrap_or_default()
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("nginx not listening on {addr} within {STARTUP:?}"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -257,9 +140,9 @@ struct Setup {
 impl Setup {
     fn start() -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let pki = make_pki(dir.path());
-        let daemon = Daemon::start();
-        let nginx = Nginx::start(dir.path(), &pki, &daemon.socket);
+        let pki = Pki::make(dir.path());
+        let daemon = Daemon::start(Spec::new(COUIC)).unwrap();
+        let nginx = Nginx::start(dir.path(), &pki, &daemon.socket());
         Setup {
             nginx,
             daemon,
@@ -324,7 +207,7 @@ fn remote_mode_through_nginx_with_tls_and_ca_file() {
     );
     assert_eq!(d.cidrs("drop"), ["192.0.2.0/24"]);
     assert_eq!(d.cidrs("ignore"), ["2001:db8::/48"]);
-    let (_, api) = d.api("GET", "/v1/drop/192.0.2.0/24", None);
+    let (_, api) = d.call("GET", "/v1/drop/192.0.2.0/24", None);
     assert_eq!(api["tag"], "remote");
 
     // list (table, quiet, JSON), inspect, check.
@@ -332,7 +215,7 @@ fn remote_mode_through_nginx_with_tls_and_ca_file() {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1], ["drop", "192.0.2.0/24", "remote", "never"]);
     assert_eq!(ctl(&["drop", "list", "-q"]).ok(), "192.0.2.0/24\n");
-    let (_, api_list) = d.api("GET", "/v1/ignore", None);
+    let (_, api_list) = d.call("GET", "/v1/ignore", None);
     assert_eq!(ctl(&["ignore", "list", "--json"]).json(), api_list);
     assert_eq!(
         ctl(&["drop", "inspect", "192.0.2.1/24", "--json"]).json(),
@@ -349,7 +232,7 @@ fn remote_mode_through_nginx_with_tls_and_ca_file() {
         text.starts_with("Drop CIDR Count: 1\nIgnore CIDR Count: 1\nXDP Stats:\n"),
         "{text}"
     );
-    let (_, api_stats) = d.api("GET", "/v1/stats", None);
+    let (_, api_stats) = d.call("GET", "/v1/stats", None);
     assert_eq!(ctl(&["stats", "global", "--json"]).json(), api_stats);
     assert_eq!(
         table_rows(ctl(&["stats", "drop"]).ok())[1],
@@ -378,7 +261,7 @@ fn remote_mode_through_nginx_with_tls_and_ca_file() {
     // delete: gone from the daemon.
     assert_eq!(ctl(&["drop", "delete", "192.0.2.0/24"]).ok(), "");
     assert_eq!(ctl(&["ignore", "delete", "2001:db8::/48"]).ok(), "");
-    assert_eq!(d.api("GET", "/v1/drop/192.0.2.0/24", None).0, 404);
+    assert_eq!(d.call("GET", "/v1/drop/192.0.2.0/24", None).0, 404);
     assert_eq!(d.cidrs("ignore"), Vec::<String>::new());
 
     // API errors come back through nginx with the same lines.
@@ -468,7 +351,7 @@ fn tls_verification_fails_without_the_proxy_ca() {
     );
 
     // The proxy is gone: a connection error, exit 1.
-    s.nginx.kill();
+    s.nginx.process.kill();
     let err = couicctl(&ok, &["drop", "list"]).err(1).to_string();
     assert!(
         err.starts_with(&unreachable) && err.contains("Connection refused"),

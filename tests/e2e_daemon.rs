@@ -2,90 +2,28 @@
 //! a namespace made by the test, errors that name the interface and mode,
 //! and loading with CAP_BPF + CAP_NET_ADMIN only.
 
-mod common;
-
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-use common::*;
 use couic::bpf::{self, Capacities};
 use couic::config::OperationMode;
 use couic::privileges::{CAP_BPF, CAP_NET_ADMIN};
 use couic::xdp;
+use couic_testkit::net::VethPair;
+use couic_testkit::{wait_until, Daemon, Spec};
 
 const COUIC: &str = env!("CARGO_BIN_EXE_couic");
+/// How long a failing start may take to exit, and a stop to finish.
+const EXIT: Duration = Duration::from_secs(20);
 
-/// A working directory with a config attaching to `ifaces` in `mode`.
-struct Setup {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-fn setup(ifaces: &[&str], mode: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().join("work");
-    fs::create_dir(&work).unwrap();
-    let list: Vec<String> = ifaces.iter().map(|i| format!("\"{i}\"")).collect();
-    let text = format!(
-        "ifaces = [{}]\noperation_mode = \"{mode}\"\nworking_dir = \"{}\"\nuser = \"root\"\ngroup = \"root\"\n\
-         [server]\nsocket = \"{}\"\n[limits]\ndrop_max_entries = 1024\nignore_max_entries = 1024\n",
-        list.join(", "),
-        work.display(),
-        dir.path().join("couic.sock").display(),
-    );
-    let config = dir.path().join("couic.toml");
-    fs::write(&config, text).unwrap();
-    Setup { dir, config }
-}
-
-/// `couic -c <config>` inside `ns`, optionally under `setpriv` with only
-/// the given capabilities in the bounding set; output goes to a file.
-fn spawn(ns: &Netns, config: &Path, log: &Path, only_caps: Option<&str>) -> Child {
-    let out = fs::File::create(log).unwrap();
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net={}", ns.path()));
-    if let Some(caps) = only_caps {
-        cmd.args([
-            "setpriv",
-            &format!("--bounding-set=-all,{caps}"),
-            "--inh-caps=-all",
-            "--",
-        ]);
-    }
-    cmd.arg(COUIC)
-        .arg("-c")
-        .arg(config)
+/// couic attaching to `ifaces` in `mode`, run inside the receiving
+/// namespace of `pair`.
+fn spec(pair: &VethPair, ifaces: &[&str], mode: &str) -> Spec {
+    Spec::new(COUIC)
+        .attach(ifaces, mode)
+        .netns(pair.rx.path())
         .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out);
-    cmd.spawn().expect("spawn couic")
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("couic did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Kills the child on drop, so a failed assertion leaves no daemon behind.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The capability sets of `pid` (`CapBnd`, `CapEff`, ...) from /proc.
@@ -95,24 +33,18 @@ fn cap_mask(pid: u32, set: &str) -> u64 {
     u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
 }
 
-/// The pid of the `couic` process started by `child` (nsenter and setpriv
-/// exec into it, so it is the same process).
-fn couic_started(child: &Child, log: &Path) -> bool {
-    let exe = fs::read_link(format!("/proc/{}/exe", child.id())).unwrap_or_default();
-    exe.ends_with("couic")
-        && fs::read_to_string(log)
-            .unwrap_or_default()
-            .contains("attached")
+/// Whether the `couic` process (nsenter and setpriv exec into it, so it
+/// has the pid they were spawned with) has attached.
+fn couic_started(d: &Daemon) -> bool {
+    let exe = fs::read_link(format!("/proc/{}/exe", d.pid())).unwrap_or_default();
+    exe.ends_with("couic") && d.log().contains("attached")
 }
 
 #[test]
 fn missing_interface_is_named_and_nothing_stays_attached() {
     let pair = VethPair::new();
-    let s = setup(&[&pair.rx_if, "nosuch0"], "native");
-    let log = s.dir.path().join("out.log");
-    let mut child = spawn(&pair.rx, &s.config, &log, None);
-    let status = wait_exit(&mut child, Duration::from_secs(20));
-    let out = fs::read_to_string(&log).unwrap();
+    let mut d = Daemon::new(spec(&pair, &[&pair.rx_if, "nosuch0"], "native")).unwrap();
+    let (status, out) = d.run_to_exit(EXIT).unwrap();
     assert!(!status.success(), "couic must fail: {out}");
     assert!(
         out.contains("nosuch0"),
@@ -128,11 +60,8 @@ fn missing_interface_is_named_and_nothing_stays_attached() {
 fn refused_attach_names_interface_and_mode() {
     let pair = VethPair::new();
     // veth has no hardware offload.
-    let s = setup(&[&pair.rx_if], "offloaded");
-    let log = s.dir.path().join("out.log");
-    let mut child = spawn(&pair.rx, &s.config, &log, None);
-    let status = wait_exit(&mut child, Duration::from_secs(20));
-    let out = fs::read_to_string(&log).unwrap();
+    let mut d = Daemon::new(spec(&pair, &[&pair.rx_if], "offloaded")).unwrap();
+    let (status, out) = d.run_to_exit(EXIT).unwrap();
     assert!(!status.success(), "couic must fail: {out}");
     assert!(
         out.contains(&pair.rx_if) && out.contains("offloaded"),
@@ -148,19 +77,17 @@ fn refused_attach_names_interface_and_mode() {
 #[test]
 fn daemon_attaches_with_bpf_and_net_admin_only_and_detaches_on_sigterm() {
     let pair = VethPair::new();
-    let s = setup(&[&pair.rx_if], "auto");
-    let log = s.dir.path().join("out.log");
-    let mut child = Running(spawn(&pair.rx, &s.config, &log, Some("+bpf,+net_admin")));
-    let started = wait_until(Duration::from_secs(20), || {
-        couic_started(&child.0, &log) || child.0.try_wait().unwrap().is_some()
-    });
-    let out = fs::read_to_string(&log).unwrap();
+    let spec = spec(&pair, &[&pair.rx_if], "auto").only_caps("+bpf,+net_admin");
+    let mut d = Daemon::new(spec).unwrap();
+    d.spawn().unwrap();
+    let started = wait_until(EXIT, || couic_started(&d) || d.exited().unwrap().is_some());
+    let out = d.log();
     assert!(
-        started && child.0.try_wait().unwrap().is_none(),
+        started && d.exited().unwrap().is_none(),
         "couic exited: {out}"
     );
     assert_eq!(
-        cap_mask(child.0.id(), "CapBnd:"),
+        cap_mask(d.pid(), "CapBnd:"),
         (1 << CAP_BPF) | (1 << CAP_NET_ADMIN),
         "couic ran with CAP_BPF + CAP_NET_ADMIN only"
     );
@@ -174,10 +101,9 @@ fn daemon_attaches_with_bpf_and_net_admin_only_and_detaches_on_sigterm() {
     );
     assert!(pair.rx.has_xdp(&pair.rx_if));
 
-    // SAFETY: kill(2) on the pid of our own child, which has not been reaped.
-    assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
-    let status = wait_exit(&mut child.0, Duration::from_secs(20));
-    let out = fs::read_to_string(&log).unwrap();
+    d.sigterm().unwrap();
+    let status = d.wait_exit(EXIT).unwrap();
+    let out = d.log();
     assert!(status.success(), "clean exit on SIGTERM: {out}");
     assert!(!pair.rx.has_xdp(&pair.rx_if), "detached on exit");
 }

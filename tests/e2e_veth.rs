@@ -2,14 +2,11 @@
 //! attached in native mode on the receiving end, rules changed through the
 //! MapWriter actor, UDP sent from the other namespace.
 
-mod common;
-
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use common::*;
 use couic::actors::map_writer::{AddEntries, MapWriter, ReadSnapshot, RemoveEntries};
 use couic::actors::messages::Origin;
 use couic::bpf::{self, Capacities, Counter, Loaded};
@@ -18,6 +15,7 @@ use couic::config::OperationMode;
 use couic::firewall::{Firewall, NewEntry};
 use couic::xdp::{self, AttachMode};
 use couic_common::{Cidr, Policy};
+use couic_testkit::net::{send_udp, Receiver, VethPair, RX_V4, RX_V6, TX_V4, TX_V6};
 
 const BURST: usize = 40;
 const PAYLOAD: usize = 100;

@@ -81,12 +81,6 @@ fn only(up: &[usize]) -> [u8; RULE_MAPS] {
     std::array::from_fn(|set| u8::from(up.contains(&set)))
 }
 
-fn all_ok(results: Vec<std::io::Result<()>>) {
-    for r in results {
-        r.expect("applied");
-    }
-}
-
 #[test]
 fn a_flag_is_up_exactly_while_its_rule_set_holds_a_rule() {
     let Loaded { program, mut maps } = load();
@@ -99,35 +93,35 @@ fn a_flag_is_up_exactly_while_its_rule_set_holds_a_rule() {
     assert_eq!(verdict(&program, "10.0.0.1"), XDP_PASS);
 
     // The first rule of an empty table: its flag is up and it drops.
-    all_ok(maps.insert(hosts4, &[(net("10.0.0.1/32"), 1)]));
+    insert_all(&mut maps, hosts4, &[(net("10.0.0.1/32"), 1)]);
     assert_eq!(flags(&program), only(&[hosts4]));
     assert_eq!(verdict(&program, "10.0.0.1"), XDP_DROP);
     // Each set of each table has its own flag.
-    all_ok(maps.insert(nets4, &[(net("10.9.0.0/16"), 1)]));
-    all_ok(maps.insert(hosts6, &[(net("2001:db8::1/128"), 1)]));
-    all_ok(maps.insert(ignore4, &[(net("192.0.2.1/32"), 1)]));
+    insert_all(&mut maps, nets4, &[(net("10.9.0.0/16"), 1)]);
+    insert_all(&mut maps, hosts6, &[(net("2001:db8::1/128"), 1)]);
+    insert_all(&mut maps, ignore4, &[(net("192.0.2.1/32"), 1)]);
     assert_eq!(flags(&program), only(&[hosts4, nets4, hosts6, ignore4]));
     assert_eq!(verdict(&program, "10.9.1.1"), XDP_DROP);
     assert_eq!(verdict(&program, "2001:db8::1"), XDP_DROP);
 
     // A re-tag is no second rule, and a removal that finds nothing takes
     // none away.
-    all_ok(maps.insert(hosts4, &[(net("10.0.0.1/32"), 2)]));
-    all_ok(maps.insert(hosts4, &[(net("10.0.0.2/32"), 1)]));
+    insert_all(&mut maps, hosts4, &[(net("10.0.0.1/32"), 2)]);
+    insert_all(&mut maps, hosts4, &[(net("10.0.0.2/32"), 1)]);
     assert!(maps.remove(hosts4, &[net("10.0.0.3/32")])[0].is_err());
-    all_ok(maps.remove(hosts4, &[net("10.0.0.1/32")]));
+    remove_all(&mut maps, hosts4, &[net("10.0.0.1/32")]);
     assert_eq!(flags(&program)[hosts4], 1, "10.0.0.2 is still there");
     assert_eq!(verdict(&program, "10.0.0.1"), XDP_PASS);
     assert_eq!(verdict(&program, "10.0.0.2"), XDP_DROP);
 
     // The last rule gone, the flag is down; the other sets keep theirs.
-    all_ok(maps.remove(hosts4, &[net("10.0.0.2/32")]));
+    remove_all(&mut maps, hosts4, &[net("10.0.0.2/32")]);
     assert_eq!(flags(&program), only(&[nets4, hosts6, ignore4]));
     assert_eq!(verdict(&program, "10.0.0.2"), XDP_PASS);
     assert_eq!(verdict(&program, "10.9.1.1"), XDP_DROP);
-    all_ok(maps.remove(nets4, &[net("10.9.0.0/16")]));
-    all_ok(maps.remove(hosts6, &[net("2001:db8::1/128")]));
-    all_ok(maps.remove(ignore4, &[net("192.0.2.1/32")]));
+    remove_all(&mut maps, nets4, &[net("10.9.0.0/16")]);
+    remove_all(&mut maps, hosts6, &[net("2001:db8::1/128")]);
+    remove_all(&mut maps, ignore4, &[net("192.0.2.1/32")]);
     assert_eq!(flags(&program), only(&[]));
 }
 
@@ -185,7 +179,7 @@ fn a_rule_is_not_written_while_its_flag_cannot_go_up() {
 fn a_flag_stays_up_while_its_last_rule_cannot_be_removed() {
     let Loaded { program, mut maps } = load();
     let hosts4 = bpf::rule_map_index(Policy::Drop, net("10.0.0.1/32"));
-    all_ok(maps.insert(hosts4, &[(net("10.0.0.1/32"), 1)]));
+    insert_all(&mut maps, hosts4, &[(net("10.0.0.1/32"), 1)]);
     map_named(&program, "couic_d4_bkt").freeze().unwrap();
 
     let results = maps.remove(hosts4, &[net("10.0.0.1/32")]);

@@ -419,7 +419,7 @@ fn a_spilled_bucket_is_looked_up_in_the_overflow_hash() {
             .enumerate()
             .map(|(i, ip)| (host(*ip), first_tag + i as u32))
             .collect();
-        assert!(maps.insert(index, &items).iter().all(Result::is_ok));
+        insert_all(&mut maps, index, &items);
         for (i, ip) in listed.iter().enumerate() {
             assert_eq!(
                 maps.rule_place(index, host(*ip)).unwrap(),
@@ -445,10 +445,7 @@ fn a_spilled_bucket_is_looked_up_in_the_overflow_hash() {
 
         // Remove one slotted and one spilled host: both pass, the rest drop.
         let gone = [listed[0], listed[slots]];
-        assert!(maps
-            .remove(index, &gone.map(host))
-            .iter()
-            .all(Result::is_ok));
+        remove_all(&mut maps, index, &gone.map(host));
         for ip in listed {
             let want = if gone.contains(ip) {
                 XDP_PASS
@@ -493,7 +490,7 @@ fn a_spilled_bucket_is_looked_up_in_the_overflow_hash() {
             .filter(|ip| !gone.contains(ip))
             .map(|ip| host(*ip))
             .collect();
-        assert!(maps.remove(index, &rest).iter().all(Result::is_ok));
+        remove_all(&mut maps, index, &rest);
         for ip in listed {
             assert_eq!(
                 bpf::test_run(&program, &frame_from(*ip), 1).unwrap().0,
@@ -532,17 +529,6 @@ fn verdict_of(program: &ProgramHandle, ip: &str) -> u32 {
     bpf::test_run(program, &frame_from(ip), 1).unwrap().0
 }
 
-/// Asserts every item of a batch was applied.
-fn all_ok(results: Vec<std::io::Result<()>>) {
-    let failed: Vec<_> = results
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e)))
-        .take(10)
-        .collect();
-    assert!(failed.is_empty(), "items failed (first 10): {failed:?}");
-}
-
 /// Prefixes are found through their blocks: a prefix marks its length in
 /// the parts of the blocks it meets, a re-tagged prefix is counted once, a
 /// block keeps its bits while any prefix needs them, a prefix too wide to
@@ -558,18 +544,22 @@ fn prefix_blocks_follow_prefixes_in_and_out() {
     let Loaded { program, mut maps } = small_tables();
     let verdict = |ip: &str| verdict_of(&program, ip);
 
-    all_ok(maps.insert(d4, &[(net("10.0.0.0/8"), 1)]));
+    insert_all(&mut maps, d4, &[(net("10.0.0.0/8"), 1)]);
     assert_eq!(verdict("10.200.3.4"), XDP_DROP, "a /8 marks all its /16s");
     assert_eq!(verdict("11.0.0.1"), XDP_PASS);
-    all_ok(maps.insert(d4, &[(net("10.1.2.0/24"), 2), (net("10.1.3.0/24"), 2)]));
-    all_ok(maps.insert(d4, &[(net("10.1.2.0/24"), 3)]));
+    insert_all(
+        &mut maps,
+        d4,
+        &[(net("10.1.2.0/24"), 2), (net("10.1.3.0/24"), 2)],
+    );
+    insert_all(&mut maps, d4, &[(net("10.1.2.0/24"), 3)]);
     assert_eq!(verdict("10.1.2.9"), XDP_DROP);
     assert_eq!(
         maps.read_tag(Policy::Drop, 3).unwrap().packets,
         1,
         "re-tagged"
     );
-    all_ok(maps.remove(d4, &[net("10.0.0.0/8"), net("10.1.3.0/24")]));
+    remove_all(&mut maps, d4, &[net("10.0.0.0/8"), net("10.1.3.0/24")]);
     assert_eq!(verdict("10.200.3.4"), XDP_PASS);
     assert_eq!(
         verdict("10.1.2.9"),
@@ -578,7 +568,11 @@ fn prefix_blocks_follow_prefixes_in_and_out() {
     );
     // Another part of the block, and another length in the same part.
     assert_eq!(verdict("10.1.200.1"), XDP_PASS);
-    all_ok(maps.insert(d4, &[(net("10.1.200.0/22"), 4), (net("10.1.2.8/29"), 5)]));
+    insert_all(
+        &mut maps,
+        d4,
+        &[(net("10.1.200.0/22"), 4), (net("10.1.2.8/29"), 5)],
+    );
     assert_eq!(verdict("10.1.203.1"), XDP_DROP);
     assert_eq!(verdict("10.1.2.9"), XDP_DROP);
     assert_eq!(
@@ -592,11 +586,11 @@ fn prefix_blocks_follow_prefixes_in_and_out() {
         3,
         "then /24"
     );
-    all_ok(maps.remove(d4, &[net("10.1.2.0/24")]));
+    remove_all(&mut maps, d4, &[net("10.1.2.0/24")]);
     assert_eq!(verdict("10.1.2.1"), XDP_PASS);
     assert_eq!(verdict("10.1.2.9"), XDP_DROP, "the /29 stays");
     // Too wide to mark: probed for every address.
-    all_ok(maps.insert(d4, &[(net("0.0.0.0/0"), 6)]));
+    insert_all(&mut maps, d4, &[(net("0.0.0.0/0"), 6)]);
     assert_eq!(verdict("198.51.100.1"), XDP_DROP);
     assert_eq!(verdict("10.1.2.9"), XDP_DROP);
     assert_eq!(
@@ -604,31 +598,32 @@ fn prefix_blocks_follow_prefixes_in_and_out() {
         3,
         "/29 beats /0"
     );
-    all_ok(maps.remove(
+    remove_all(
+        &mut maps,
         d4,
         &[net("0.0.0.0/0"), net("10.1.200.0/22"), net("10.1.2.8/29")],
-    ));
+    );
     for ip in ["198.51.100.1", "10.1.2.9", "10.1.203.1"] {
         assert_eq!(verdict(ip), XDP_PASS, "{ip}");
     }
 
-    all_ok(maps.insert(d6, &[(net("2001:db8::/32"), 7)]));
+    insert_all(&mut maps, d6, &[(net("2001:db8::/32"), 7)]);
     assert_eq!(verdict("2001:db8:1::1"), XDP_DROP);
     assert_eq!(verdict("2400:1::1"), XDP_PASS);
-    all_ok(maps.insert(d6, &[(net("2400::/12"), 8)]));
+    insert_all(&mut maps, d6, &[(net("2400::/12"), 8)]);
     assert_eq!(verdict("2400:1::1"), XDP_DROP, "too wide to mark: probed");
-    all_ok(maps.remove(d6, &[net("2400::/12")]));
+    remove_all(&mut maps, d6, &[net("2400::/12")]);
     assert_eq!(verdict("2400:1::1"), XDP_PASS);
     // Lengths past 64 are in the block's high word.
-    all_ok(maps.insert(d6, &[(net("2001:db8:1:0:8000::/65"), 9)]));
+    insert_all(&mut maps, d6, &[(net("2001:db8:1:0:8000::/65"), 9)]);
     assert_eq!(verdict("2001:db8:1:0:8000::1"), XDP_DROP);
     assert_eq!(maps.read_tag(Policy::Drop, 9).unwrap().packets, 1);
     assert_eq!(verdict("2001:db8:1::1"), XDP_DROP);
     assert_eq!(maps.read_tag(Policy::Drop, 7).unwrap().packets, 2);
-    all_ok(maps.remove(d6, &[net("2001:db8::/32")]));
+    remove_all(&mut maps, d6, &[net("2001:db8::/32")]);
     assert_eq!(verdict("2001:db8:1::1"), XDP_PASS);
     assert_eq!(verdict("2001:db8:1:0:8000::1"), XDP_DROP);
-    all_ok(maps.remove(d6, &[net("2001:db8:1:0:8000::/65")]));
+    remove_all(&mut maps, d6, &[net("2001:db8:1:0:8000::/65")]);
     assert_eq!(verdict("2001:db8:1:0:8000::1"), XDP_PASS);
 }
 
@@ -647,7 +642,7 @@ fn a_spilled_prefix_is_found_in_the_overflow_hash() {
         .take(9)
         .collect();
     let items: Vec<(Cidr, u32)> = same.iter().map(|c| (*c, 1)).collect();
-    assert!(maps.insert(index, &items).iter().all(Result::is_ok));
+    insert_all(&mut maps, index, &items);
     for (i, c) in same.iter().enumerate() {
         assert_eq!(maps.rule_place(index, *c).unwrap(), Some(i >= 7), "{c}");
         let inside = match c.addr() {
@@ -657,7 +652,7 @@ fn a_spilled_prefix_is_found_in_the_overflow_hash() {
         let run = bpf::test_run(&program, &frame_from(inside), 1).unwrap().0;
         assert_eq!(run, XDP_DROP, "{inside} in {c}");
     }
-    assert!(maps.remove(index, &same).iter().all(Result::is_ok));
+    remove_all(&mut maps, index, &same);
     for c in &same {
         let run = bpf::test_run(&program, &frame_from(c.addr()), 1).unwrap().0;
         assert_eq!(run, XDP_PASS, "{c} removed");
@@ -684,29 +679,33 @@ fn hosts_are_found_while_their_eighth_of_the_block_is_flagged() {
 
     // 10.1.96.7 and 10.1.127.255: eighth 3 of 10.1/16; 10.1.255.1: eighth 7.
     let h4 = index("10.0.0.1/32");
-    all_ok(maps.insert(h4, &[(net("10.1.96.7/32"), 1), (net("10.1.127.255/32"), 1)]));
+    insert_all(
+        &mut maps,
+        h4,
+        &[(net("10.1.96.7/32"), 1), (net("10.1.127.255/32"), 1)],
+    );
     assert_eq!(bits(&maps, "10.1.96.7/32"), (1 << 3, 3));
     assert_eq!(verdict("10.1.96.7"), XDP_DROP);
     assert_eq!(verdict("10.1.96.8"), XDP_PASS);
-    all_ok(maps.insert(h4, &[(net("10.1.255.1/32"), 1)]));
+    insert_all(&mut maps, h4, &[(net("10.1.255.1/32"), 1)]);
     assert_eq!(bits(&maps, "10.1.255.1/32"), (1 << 3 | 1 << 7, 7));
-    all_ok(maps.remove(h4, &[net("10.1.96.7/32")]));
+    remove_all(&mut maps, h4, &[net("10.1.96.7/32")]);
     assert_eq!(verdict("10.1.96.7"), XDP_PASS);
     assert_eq!(
         verdict("10.1.127.255"),
         XDP_DROP,
         "the eighth stays flagged for the host left"
     );
-    all_ok(maps.remove(h4, &[net("10.1.127.255/32")]));
+    remove_all(&mut maps, h4, &[net("10.1.127.255/32")]);
     assert_eq!(bits(&maps, "10.1.96.7/32"), (1 << 7, 3));
     assert_eq!(verdict("10.1.255.1"), XDP_DROP);
 
     // A host inside a prefix is still the longest match.
-    all_ok(maps.insert(index("10.1.2.0/24"), &[(net("10.1.2.0/24"), 2)]));
-    all_ok(maps.insert(h4, &[(net("10.1.2.9/32"), 3)]));
+    insert_all(&mut maps, index("10.1.2.0/24"), &[(net("10.1.2.0/24"), 2)]);
+    insert_all(&mut maps, h4, &[(net("10.1.2.9/32"), 3)]);
     assert_eq!(verdict("10.1.2.9"), XDP_DROP);
     assert_eq!(maps.read_tag(Policy::Drop, 3).unwrap().packets, 1);
-    all_ok(maps.remove(h4, &[net("10.1.2.9/32"), net("10.1.255.1/32")]));
+    remove_all(&mut maps, h4, &[net("10.1.2.9/32"), net("10.1.255.1/32")]);
     assert_eq!(
         bits(&maps, "10.1.2.9/32"),
         (0, 0),
@@ -722,18 +721,19 @@ fn hosts_are_found_while_their_eighth_of_the_block_is_flagged() {
 
     // IPv6: eighths of the hashed /32, by the 3 bits after it.
     let h6 = index("2001:db8::1/128");
-    all_ok(maps.insert(
+    insert_all(
+        &mut maps,
         h6,
         &[
             (net("2001:db8:e000::1/128"), 4),
             (net("2001:db8::1/128"), 4),
         ],
-    ));
+    );
     assert_eq!(bits(&maps, "2001:db8:e000::1/128"), (1 << 7 | 1, 7));
     assert_eq!(verdict("2001:db8:e000::1"), XDP_DROP);
     assert_eq!(verdict("2001:db8::1"), XDP_DROP);
     assert_eq!(verdict("2001:db8:e000::2"), XDP_PASS);
-    all_ok(maps.remove(h6, &[net("2001:db8:e000::1/128")]));
+    remove_all(&mut maps, h6, &[net("2001:db8:e000::1/128")]);
     assert_eq!(bits(&maps, "2001:db8:e000::1/128"), (1, 7));
     assert_eq!(verdict("2001:db8:e000::1"), XDP_PASS);
     assert_eq!(verdict("2001:db8::1"), XDP_DROP);
@@ -761,12 +761,12 @@ fn large_batches_into_buckets_already_in_use_keep_every_rule() {
         // First the even hosts, tag 1; then the odd ones, tag 2, with the
         // first half of the even ones re-tagged 3, in one batch.
         let first: Vec<(Cidr, u32)> = (0..N).map(|i| (make(2 * i), 1)).collect();
-        all_ok(maps.insert(index, &first));
+        insert_all(&mut maps, index, &first);
         let second: Vec<(Cidr, u32)> = (0..N)
             .map(|i| (make(2 * i + 1), 2))
             .chain((0..N / 2).map(|i| (make(2 * i), 3)))
             .collect();
-        all_ok(maps.insert(index, &second));
+        insert_all(&mut maps, index, &second);
         for i in 0..2 * N {
             let cidr = make(i);
             assert!(
@@ -800,8 +800,16 @@ fn large_batches_into_buckets_already_in_use_keep_every_rule() {
             .filter(|&c| (320..384).contains(&bucket(c)))
             .take(6)
             .collect();
-        all_ok(maps.insert(index, &near.iter().map(|&c| (c, 4)).collect::<Vec<_>>()));
-        all_ok(maps.insert(index, &near.iter().map(|&c| (c, 5)).collect::<Vec<_>>()));
+        insert_all(
+            &mut maps,
+            index,
+            &near.iter().map(|&c| (c, 4)).collect::<Vec<_>>(),
+        );
+        insert_all(
+            &mut maps,
+            index,
+            &near.iter().map(|&c| (c, 5)).collect::<Vec<_>>(),
+        );
         for &cidr in &near {
             let frame = frame_from(cidr.addr());
             assert_eq!(
@@ -820,7 +828,7 @@ fn large_batches_into_buckets_already_in_use_keep_every_rule() {
 
         // And a large removal leaves nothing behind.
         let all: Vec<Cidr> = (0..2 * N).map(make).chain(near).collect();
-        all_ok(maps.remove(index, &all));
+        remove_all(&mut maps, index, &all);
         for cidr in all {
             assert_eq!(maps.rule_place(index, cidr).unwrap(), None, "{cidr}");
         }
@@ -841,17 +849,19 @@ fn ipv6_blocks_with_two_lengths_and_with_more() {
         maps.read_tag(Policy::Drop, tag).unwrap().packets - before
     };
     // Two lengths in the block of 2001:db8::/32.
-    all_ok(maps.insert(
+    insert_all(
+        &mut maps,
         nets,
         &[(net("2001:db8::/48"), 1), (net("2001:db8::/64"), 2)],
-    ));
+    );
     assert_eq!(hits(&maps, "2001:db8::1", 2), 1, "the /64");
     assert_eq!(hits(&maps, "2001:db8:0:1::1", 1), 1, "the /48 only");
     // A third and a fourth: the block now points to its full lengths.
-    all_ok(maps.insert(
+    insert_all(
+        &mut maps,
         nets,
         &[(net("2001:db8::/96"), 3), (net("2001:db8::/33"), 4)],
-    ));
+    );
     assert_eq!(hits(&maps, "2001:db8::1", 3), 1, "the /96");
     assert_eq!(
         hits(&maps, "2001:db8::1:0:0:1", 2),
@@ -866,9 +876,17 @@ fn ipv6_blocks_with_two_lengths_and_with_more() {
         "outside the /33"
     );
     // Back to two: the /96 and the /48 go.
-    all_ok(maps.remove(nets, &[net("2001:db8::/96"), net("2001:db8::/48")]));
+    remove_all(
+        &mut maps,
+        nets,
+        &[net("2001:db8::/96"), net("2001:db8::/48")],
+    );
     assert_eq!(hits(&maps, "2001:db8::1", 2), 1, "the /64 again");
     assert_eq!(hits(&maps, "2001:db8:0:1::1", 4), 1, "the /33 now");
-    all_ok(maps.remove(nets, &[net("2001:db8::/64"), net("2001:db8::/33")]));
+    remove_all(
+        &mut maps,
+        nets,
+        &[net("2001:db8::/64"), net("2001:db8::/33")],
+    );
     assert_eq!(verdict_of(&program, "2001:db8::1"), XDP_PASS);
 }

@@ -26,7 +26,10 @@ use couic::bpf;
 use couic_common::Cidr;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
-use crate::daemon::{write_set, Api, Binaries, Daemon};
+use couic::dirs::{Layout, Owner};
+use couic_testkit::{Api, Daemon};
+
+use crate::daemon::{self, counts, rss, Binaries};
 use crate::report::{Figure, Goal, Section};
 use crate::rules::{Blocklist, Family, Rng};
 use crate::Settings;
@@ -173,7 +176,7 @@ fn single_adds_and_couicctl(
     settings: &Settings,
     section: &mut Section,
 ) -> anyhow::Result<()> {
-    let daemon = Daemon::start(bins)?;
+    let daemon = daemon::start(bins)?;
     let requests = settings.api_requests;
     const WARMUP: usize = 500;
     let barrier = Arc::new(Barrier::new(CLIENTS + 1));
@@ -210,7 +213,7 @@ fn single_adds_and_couicctl(
     }
     let elapsed = start.elapsed();
     let total = CLIENTS * requests;
-    let (drops, _) = daemon.api().counts()?;
+    let (drops, _) = counts(&mut daemon.api())?;
     if drops != (CLIENTS * (WARMUP + requests)) as u64 {
         bail!("after the single adds the daemon holds {drops} drop entries");
     }
@@ -222,7 +225,7 @@ fn single_adds_and_couicctl(
     ));
 
     // couicctl against the same daemon.
-    let config = daemon.couicctl_config()?;
+    let config = daemon.ctl_config();
     let base = u32::from(Ipv4Addr::new(100, 64, 0, 0));
     let mut times = Vec::with_capacity(settings.ctl_runs);
     for i in 0..5 + settings.ctl_runs {
@@ -369,17 +372,17 @@ fn kernel_batch(cidrs: &[Cidr]) -> anyhow::Result<f64> {
 fn bulk_vs_kernel(bins: &Binaries, section: &mut Section) -> anyhow::Result<Duration> {
     let cidrs = hosts(u32::from(Ipv4Addr::new(11, 0, 0, 0)), FULL);
     let kernel = kernel_batch(&cidrs)?;
-    let daemon = Daemon::start(bins)?;
+    let daemon = daemon::start(bins)?;
     let one = send_bulk(&daemon, "drop", add_bodies(&cidrs, 0), 1)?;
-    if daemon.api().counts()?.0 != FULL as u64 {
+    if counts(&mut daemon.api())?.0 != FULL as u64 {
         bail!("the bulk load over one connection did not leave {FULL} entries");
     }
     send_bulk(&daemon, "drop", remove_bodies(&cidrs), BULK_CONNECTIONS)?;
-    if daemon.api().counts()?.0 != 0 {
+    if counts(&mut daemon.api())?.0 != 0 {
         bail!("the bulk removal left entries");
     }
     let many = send_bulk(&daemon, "drop", add_bodies(&cidrs, 0), BULK_CONNECTIONS)?;
-    if daemon.api().counts()?.0 != FULL as u64 {
+    if counts(&mut daemon.api())?.0 != FULL as u64 {
         bail!("the bulk load over {BULK_CONNECTIONS} connections did not leave {FULL} entries");
     }
     let kernel_label = "kernel batch update";
@@ -428,17 +431,17 @@ fn memory(bins: &Binaries, section: &mut Section) -> anyhow::Result<()> {
     if drops.len() != FULL || ignores.len() != IGNORE_FULL {
         bail!("the rule generator fell short");
     }
-    let daemon = Daemon::start(bins)?;
+    let daemon = daemon::start(bins)?;
     std::thread::sleep(Duration::from_millis(500));
-    let (idle, _) = daemon.memory()?;
+    let (idle, _) = rss(&daemon)?;
     send_bulk(&daemon, "drop", add_bodies(&drops, 0), BULK_CONNECTIONS)?;
     send_bulk(&daemon, "ignore", add_bodies(&ignores, 0), BULK_CONNECTIONS)?;
-    let counts = daemon.api().counts()?;
+    let counts = counts(&mut daemon.api())?;
     if counts != (FULL as u64, IGNORE_FULL as u64) {
         bail!("the daemon holds {counts:?} entries after the loads");
     }
     std::thread::sleep(Duration::from_secs(1));
-    let (rss, peak) = daemon.memory()?;
+    let (rss, peak) = rss(&daemon)?;
     section.push(Figure::plain(
         "daemon RSS, idle and empty",
         "MB",
@@ -469,7 +472,7 @@ struct Sample {
 /// expiration after the load.
 fn expiry_wave(bins: &Binaries, bulk: Duration, section: &mut Section) -> anyhow::Result<()> {
     let cidrs = hosts(u32::from(Ipv4Addr::new(12, 0, 0, 0)), FULL);
-    let daemon = Daemon::start(bins)?;
+    let daemon = daemon::start(bins)?;
     let expiration = unix_now() + 3 + (bulk.as_secs_f64() * 2.0).ceil() as u64;
     send_bulk(
         &daemon,
@@ -483,7 +486,7 @@ fn expiry_wave(bins: &Binaries, bulk: Duration, section: &mut Section) -> anyhow
         bail!("the bulk load ended after the expiration it set");
     };
     let wave = Instant::now() + ahead;
-    if daemon.api().counts()?.0 != FULL as u64 {
+    if counts(&mut daemon.api())?.0 != FULL as u64 {
         bail!("the expiring load did not leave {FULL} entries");
     }
 
@@ -498,7 +501,7 @@ fn expiry_wave(bins: &Binaries, bulk: Duration, section: &mut Section) -> anyhow
             let mut mine = Vec::new();
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                 let start = Instant::now();
-                let (drops, _) = api.counts()?;
+                let (drops, _) = counts(&mut api)?;
                 mine.push(Sample {
                     start,
                     latency: start.elapsed(),
@@ -513,7 +516,7 @@ fn expiry_wave(bins: &Binaries, bulk: Duration, section: &mut Section) -> anyhow
     let mut watch = daemon.api();
     let mut empty_seen = None;
     while Instant::now() < deadline {
-        if watch.counts()?.0 == 0 {
+        if counts(&mut watch)?.0 == 0 {
             empty_seen = Some(Instant::now());
             break;
         }
@@ -633,30 +636,32 @@ fn sets(bins: &Binaries, section: &mut Section) -> anyhow::Result<()> {
     if text.len() as u64 > couic_common::SET_MAX_FILE_SIZE {
         bail!("the set file would be {} bytes, over the limit", text.len());
     }
-    let mut set_path = None;
-    let mut daemon = Daemon::spawn(bins, |layout| {
-        set_path = Some(write_set(layout, "drop", "bench", &text)?);
-        Ok(())
-    })?;
-    let set_path = set_path.expect("written by the setup");
-    let deadline = daemon.spawned + Duration::from_secs(60);
-    let start_to_filtering = loop {
-        if daemon.read_token()? && daemon.socket.exists() {
-            // Connecting succeeds once the socket is bound; the answer
-            // comes once the initial load is done and the API serves.
-            if let Ok((200, body)) = daemon.api().call("GET", "/v1/stats", None) {
-                let stats: serde_json::Value = serde_json::from_slice(&body)?;
-                if stats["drop_cidr_count"].as_u64() == Some(FULL as u64) {
-                    break daemon.spawned.elapsed();
+    let mut daemon = Daemon::new(daemon::spec(bins))?;
+    Layout::prepare(&daemon.work(), Owner::current())?;
+    let set_path = daemon.write_set("drop", "bench", &text)?;
+    daemon.spawn()?;
+    // Connecting succeeds once the socket is bound; the answer comes once
+    // the initial load is done and the API serves.
+    let start_to_filtering = daemon.wait_for(
+        "the set was not loaded",
+        Duration::from_secs(60),
+        Duration::from_millis(1),
+        |d| {
+            let Some(token) = d.read_token().map(String::from) else {
+                return Ok(None);
+            };
+            let mut api = Api::new(&d.socket(), Some(&token), Duration::from_secs(60));
+            match api.call("GET", "/v1/stats", None) {
+                Ok((200, body)) => {
+                    let stats: serde_json::Value = serde_json::from_slice(&body)?;
+                    let loaded = stats["drop_cidr_count"].as_u64() == Some(FULL as u64);
+                    Ok(loaded.then(|| d.spawned().elapsed()))
                 }
+                _ => Ok(None),
             }
-        }
-        daemon.check_alive()?;
-        if Instant::now() > deadline {
-            bail!("the set was not loaded within 60 s:\n{}", daemon.log());
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    };
+        },
+    )?;
+    daemon.wait_ready()?;
     section.push(Figure::limit(
         format!("start with a {FULL_TEXT}-line set: spawn to filtering"),
         "ms",
@@ -681,7 +686,7 @@ fn sets(bins: &Binaries, section: &mut Section) -> anyhow::Result<()> {
         times.push(ms(start.elapsed()));
         changes.push(reload_changes(&daemon, i)?);
     }
-    if api.counts()?.0 != FULL as u64 {
+    if counts(&mut api)?.0 != FULL as u64 {
         bail!("the reloads did not leave {FULL} entries");
     }
     let distinct: HashSet<&String> = changes.iter().collect();

@@ -3,8 +3,9 @@
 
 mod support;
 
+use couic_testkit::now;
 use serde_json::{json, Value};
-use support::{entry, now, FakeDaemon, Reply, TOKEN};
+use support::{entry, FakeDaemon, Reply, TOKEN};
 
 /// Echoes a POSTed entry back as the daemon would (tag `null` when untagged).
 fn echo_add(r: &support::Recorded) -> Reply {
@@ -200,11 +201,15 @@ fn list_table_quiet_json_and_tag_filters() {
     let all = d.run(&["ignore", "list", "--json"]);
     assert_eq!(serde_json::from_str::<Value>(all.ok()).unwrap(), listing());
 
-    assert!(d
-        .requests()
+    // One bodiless GET per run, filters applied by couicctl.
+    let requests = d.requests();
+    let sent: Vec<(&str, &str, usize)> = requests
         .iter()
-        .all(|r| r.method == "GET" && r.body.is_empty()));
-    assert_eq!(d.requests().last().unwrap().path, "/v1/ignore");
+        .map(|r| (r.method.as_str(), r.path.as_str(), r.body.len()))
+        .collect();
+    let mut wanted = vec![("GET", "/v1/drop", 0); 6];
+    wanted.push(("GET", "/v1/ignore", 0));
+    assert_eq!(sent, wanted);
 }
 
 #[test]

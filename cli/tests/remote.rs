@@ -3,14 +3,18 @@
 
 mod support;
 
-use std::net::{TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use couic_testkit::pki::Pki;
+use couic_testkit::{free_port, Guard};
 use serde_json::json;
 use support::{entry, run_with, FakeTcp, Reply};
 
+/// How long `openssl s_server` may take to listen.
+const STARTUP: Duration = Duration::from_secs(10);
 const REMOTE_TOKEN: &str = "9e8d7c6b-5a49-4382-9716-0a1b2c3d4e5f";
 
 fn remote_config(dir: &Path, host: &str, port: u16, extra: &str) -> std::path::PathBuf {
@@ -74,11 +78,7 @@ fn remote_requests_carry_the_contract_headers() {
 
 #[test]
 fn unreachable_proxy_is_a_clear_error() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = remote_config(dir.path(), "127.0.0.1", port, "");
     let out = run_with(&cfg, &["stats", "global"], &[]);
@@ -113,132 +113,42 @@ fn unusable_ca_file_is_refused_before_any_request() {
     );
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> bool {
-    Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// A private CA and a certificate for 127.0.0.1 signed by it.
-fn make_pki(dir: &Path) -> bool {
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    openssl(
-        dir,
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=couic test CA",
-            ],
-        ]
-        .concat(),
-    ) && openssl(
-        dir,
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "srv.key",
-                "-out",
-                "srv.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        ]
-        .concat(),
-    ) && openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "srv.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "srv.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-        ],
-    )
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn https_with_a_private_ca() {
+    // openssl is a test dependency (`make deps`, CI): missing, this fails.
     let dir = tempfile::tempdir().unwrap();
-    if !make_pki(dir.path()) {
-        eprintln!("skipped: openssl cannot build a test PKI here");
-        return;
-    }
+    let pki = Pki::make(dir.path());
     // `s_server -WWW` serves files under its working directory: the stats
     // document stands for the daemon's answer behind a TLS proxy.
     std::fs::create_dir_all(dir.path().join("v1")).unwrap();
     let stats = json!({"drop_cidr_count": 5, "ignore_cidr_count": 0, "xdp": {}});
     std::fs::write(dir.path().join("v1/stats"), stats.to_string()).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let server = Command::new("openssl")
         .current_dir(dir.path())
-        .args([
-            "s_server", "-quiet", "-WWW", "-cert", "srv.pem", "-key", "srv.key",
-        ])
+        .args(["s_server", "-quiet", "-WWW"])
+        .arg("-cert")
+        .arg(&pki.cert)
+        .arg("-key")
+        .arg(&pki.key)
         .args(["-accept", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn();
-    let Ok(server) = server else {
-        eprintln!("skipped: cannot start openssl s_server");
-        return;
-    };
-    let _server = KillOnDrop(server);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "s_server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start openssl s_server ({e}): this test needs openssl (`make deps`)")
+        });
+    let mut server = Guard::new("openssl s_server", server);
+    server
+        .wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), STARTUP)
+        .unwrap();
 
-    let ca = dir.path().join("ca.pem");
     let trusted = remote_config(
         dir.path(),
         "127.0.0.1",
         port,
-        &format!("tls = true\nca_file = \"{}\"\n", ca.display()),
+        &format!("tls = true\nca_file = \"{}\"\n", pki.ca.display()),
     );
     let out = run_with(&trusted, &["stats", "global", "--json"], &[]);
     let printed: serde_json::Value = serde_json::from_str(out.ok()).unwrap();

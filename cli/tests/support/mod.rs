@@ -8,10 +8,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+use couic_testkit::ctl::{self, Out};
 use serde_json::Value;
 
 pub const TOKEN: &str = "6f1c2b9a-3d4e-4f50-8a6b-7c8d9e0f1a2b";
@@ -173,15 +173,7 @@ impl FakeDaemon {
         )
         .unwrap();
         let config = dir.path().join("couicctl-local.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "mode = \"local\"\nsocket = \"{}\"\nclient_file = \"{}\"\n",
-                socket.display(),
-                client_file.display()
-            ),
-        )
-        .unwrap();
+        ctl::write_local_config(&config, &socket, &client_file);
         FakeDaemon {
             dir,
             socket,
@@ -201,7 +193,7 @@ impl FakeDaemon {
         all.into_iter().next().unwrap()
     }
 
-    pub fn run(&self, args: &[&str]) -> Run {
+    pub fn run(&self, args: &[&str]) -> Out {
         run_with(&self.config, args, &[])
     }
 }
@@ -233,54 +225,12 @@ impl FakeTcp {
     }
 }
 
-#[derive(Debug)]
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    #[track_caller]
-    pub fn ok(&self) -> &str {
-        assert_eq!(
-            self.code, 0,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        &self.stdout
-    }
-}
-
-pub fn run_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("-c")
-        .arg(config)
-        .args(args)
-        .env_remove("COUICCTL_RIPESTAT_URL");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().unwrap();
-    Run {
-        code: status.code().expect("exited normally"),
-        stdout: String::from_utf8(stdout).unwrap(),
-        stderr: String::from_utf8(stderr).unwrap(),
-    }
+/// Runs this crate's couicctl with `-c config`, `args` and `env` added.
+pub fn run_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Out {
+    ctl::run(Path::new(BIN), config, args, env)
 }
 
 /// An `Entry` as the API returns it.
 pub fn entry(cidr: &str, tag: Value, expiration: u64) -> Value {
     serde_json::json!({"creation": 1_700_000_000u64, "cidr": cidr, "tag": tag, "expiration": expiration})
-}
-
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
