@@ -10,6 +10,8 @@
 //! - [`net`]: network namespaces and veth pairs removed on drop, UDP
 //!   senders and receivers inside them.
 //! - [`pki`]: a private CA and a server certificate made with openssl.
+//! - [`http`]: an HTTP server on loopback that records requests and answers
+//!   as told: the stand-in for a webhook, a chat service or a peer.
 //!
 //! Everything that waits polls; nothing sleeps for a fixed time. Every
 //! guard cleans up on drop, so a failing test leaves nothing behind.
@@ -19,6 +21,7 @@
 pub mod api;
 pub mod ctl;
 pub mod daemon;
+pub mod http;
 pub mod net;
 pub mod pki;
 pub mod process;
