@@ -174,3 +174,40 @@ fn graceful_stop_answers_the_request_in_flight() {
     assert!(d.wait_exit(EXIT).unwrap().success(), "{}", d.log());
     assert!(!d.socket().exists());
 }
+
+/// SIGTERM sends what is queued for the webhook before the daemon exits,
+/// even while a backoff would hold it for seconds; the webhook's secret
+/// path never reaches the log.
+#[test]
+fn sigterm_flushes_queued_reports() {
+    use couic_testkit::http::{Answer, HttpRecorder};
+    let receiver = HttpRecorder::start();
+    receiver.answer(|_, _| Answer::status(503));
+    let webhook = receiver.url("/v1/reports/s3cr3t-path");
+    let spec = Spec::new(env!("CARGO_BIN_EXE_couic"))
+        .env("RUST_LOG", "info")
+        .extra(&format!(
+            "[reporting]\nenabled = true\nwebhook = \"{webhook}\"\n"
+        ));
+    let mut d = Daemon::new(spec).unwrap();
+    d.spawn().unwrap();
+    d.wait_ready().unwrap();
+    let body = json!({"cidr": "192.0.2.0/24", "tag": "bin", "expiration": 0});
+    let (status, _) = d.api().json("POST", "/v1/drop", Some(&body));
+    assert_eq!(status, 201);
+    // Three failures: the next try would be 4 s away.
+    receiver.wait_for(EXIT, |r| r.len() >= 3);
+    receiver.answer(|_, _| Answer::status(200));
+    d.sigterm().unwrap();
+    assert!(d.wait_exit(EXIT).unwrap().success());
+    let requests = receiver.requests();
+    let last = requests.last().unwrap();
+    assert_eq!(requests.len(), 4, "flushed once, at the stop");
+    assert_eq!(last.json()[0]["entry"]["cidr"], "192.0.2.0/24");
+    let log = d.log();
+    assert!(
+        log.contains("sent 1 queued reports before stopping"),
+        "{log}"
+    );
+    assert!(!log.contains("s3cr3t"), "{log}");
+}

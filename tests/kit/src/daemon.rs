@@ -47,6 +47,7 @@ pub struct Spec {
     netns: Option<PathBuf>,
     only_caps: Option<String>,
     env: Vec<(String, String)>,
+    extra: String,
 }
 
 impl Spec {
@@ -64,6 +65,7 @@ impl Spec {
             netns: None,
             only_caps: None,
             env: Vec::new(),
+            extra: String::new(),
         }
     }
 
@@ -113,6 +115,13 @@ impl Spec {
         self
     }
 
+    /// TOML sections appended to `couic.toml` (`[reporting]`, ...).
+    pub fn extra(mut self, toml: &str) -> Spec {
+        self.extra.push_str(toml);
+        self.extra.push('\n');
+        self
+    }
+
     fn config_text(&self, work: &Path, socket: &Path, logs: &Path) -> String {
         let ifaces: Vec<String> = self.ifaces.iter().map(|i| format!("\"{i}\"")).collect();
         let mut text = format!("ifaces = [{}]\n", ifaces.join(", "));
@@ -131,6 +140,7 @@ impl Spec {
         if self.log_dir {
             text.push_str(&format!("[logging]\ndir = \"{}\"\n", logs.display()));
         }
+        text.push_str(&self.extra);
         text
     }
 }
