@@ -5,136 +5,26 @@
 //! it was. The MapWriter actor owns the only `Firewall`.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use couic_common::{Cidr, Metadata, Policy};
+use couic_common::{Cidr, Policy};
 
-use crate::bpf::{self, BpfError, Counter, KernelMaps, RULE_MAPS, STAT_SLOTS};
+use crate::bpf::{self, KernelMaps, RULE_MAPS};
 use crate::hash::KeyedState;
 use crate::origin::{Origin, OriginId};
 use crate::store::{EntryStore, Record, StoredEntry};
 use crate::tags::Acquired;
 
+mod change;
 pub mod maps;
+mod queries;
 pub mod set_plan;
 mod sets;
 
+pub(crate) use change::Put;
+pub use change::{Change, ChangeKind, ItemResult, NewEntry, WriteError};
 pub use maps::{MemoryMaps, RuleMaps};
-
-/// An entry to add; `cidr` is normalised, `tag` is "" when untagged.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewEntry {
-    pub cidr: Cidr,
-    pub tag: String,
-    pub expiration: u64,
-    /// Only carried along to the change event (reports).
-    pub metadata: Option<Metadata>,
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum WriteError {
-    #[error("{0} already exists")]
-    Duplicate(Cidr),
-    #[error("couic underlying ebpf map is full: max {max} entries")]
-    Full { max: usize },
-    #[error("cidr `{0}` not found")]
-    NotFound(Cidr),
-    #[error("Entry defined in a set cannot be removed")]
-    SetEntry(Cidr),
-    #[error("not applied: another item of the atomic batch failed")]
-    Aborted,
-    #[error("kernel map {map}: {source}")]
-    Kernel {
-        map: &'static str,
-        #[source]
-        source: Arc<std::io::Error>,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChangeKind {
-    Added,
-    Removed,
-    /// An API or peer entry kept aside under a set entry of the same CIDR
-    /// (which is published as `Added` next). Not a delete: it comes back
-    /// when the set line goes.
-    Hidden,
-    /// A hidden entry back in place of the set entry removed before it.
-    Restored,
-}
-
-impl ChangeKind {
-    /// Whether the entry is in the store after the change.
-    pub fn present(self) -> bool {
-        matches!(self, ChangeKind::Added | ChangeKind::Restored)
-    }
-}
-
-/// One applied change, as published to subscribers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Change {
-    /// One more than the change published before it, from 1; given by the
-    /// MapWriter when it publishes (0 until then).
-    pub seq: u64,
-    pub kind: ChangeKind,
-    pub policy: Policy,
-    pub entry: StoredEntry,
-    /// Boxed: most entries have none, and a bulk request publishes a
-    /// change per item.
-    pub metadata: Option<Box<Metadata>>,
-}
-
-impl Change {
-    /// A change without metadata, not numbered yet.
-    pub fn of(kind: ChangeKind, policy: Policy, entry: StoredEntry) -> Change {
-        Change {
-            seq: 0,
-            kind,
-            policy,
-            entry,
-            metadata: None,
-        }
-    }
-}
-
-pub type ItemResult = Result<StoredEntry, WriteError>;
-
-/// An entry to write at its CIDR, checked against the store by the caller:
-/// new, or in place of the entry there (see [`Firewall::write_puts`]).
-#[derive(Debug, Clone)]
-pub(crate) struct Put {
-    pub cidr: Cidr,
-    /// "" when untagged.
-    pub tag: String,
-    pub creation: u64,
-    pub expiration: u64,
-    pub origin: Origin,
-    pub metadata: Option<Metadata>,
-    /// How the entry it replaces, if any, is published.
-    pub replaced_as: ChangeKind,
-    /// How the entry put is published.
-    pub put_as: ChangeKind,
-}
-
-/// Counters read from the kernel, with the store's sizes.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    pub drop_count: usize,
-    pub ignore_count: usize,
-    /// By `couic_stat` index: the five XDP actions, then malformed frames.
-    pub xdp: [Counter; STAT_SLOTS],
-    pub drop_tags: Vec<(String, Counter)>,
-    pub ignore_tags: Vec<(String, Counter)>,
-}
-
-/// What the data path would answer for one source address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    /// The deciding policy: `Ignore` (pass), `Drop`, or `None` (pass).
-    pub policy: Option<Policy>,
-    pub entry: Option<StoredEntry>,
-}
+pub use queries::{Snapshot, Verdict};
 
 pub struct Firewall {
     store: EntryStore,
@@ -367,39 +257,6 @@ impl Firewall {
             changes.extend(self.remove(policy, cidrs, false, false).1);
         }
         changes
-    }
-
-    /// The verdict the data path gives `ip`: any ignore match wins.
-    pub fn check(&self, ip: IpAddr) -> Verdict {
-        for policy in [Policy::Ignore, Policy::Drop] {
-            if let Some(entry) = self.store.longest_match(policy, ip) {
-                return Verdict {
-                    policy: Some(policy),
-                    entry: Some(entry),
-                };
-            }
-        }
-        Verdict {
-            policy: None,
-            entry: None,
-        }
-    }
-
-    pub fn snapshot(&self) -> Result<Snapshot, BpfError> {
-        let tags = |policy| -> Result<Vec<(String, Counter)>, BpfError> {
-            self.store
-                .tags(policy)
-                .counted()
-                .map(|(name, slot)| Ok((name.to_string(), self.maps.read_tag(policy, slot)?)))
-                .collect()
-        };
-        Ok(Snapshot {
-            drop_count: self.store.len(Policy::Drop),
-            ignore_count: self.store.len(Policy::Ignore),
-            xdp: self.maps.read_stats()?,
-            drop_tags: tags(Policy::Drop)?,
-            ignore_tags: tags(Policy::Ignore)?,
-        })
     }
 
     /// One tag reference per name. A run of equal names (a batch usually

@@ -1,7 +1,11 @@
 //! MapWriter: owns the [`Firewall`] (entry store + the only writable BPF map
-//! handles). The API, the Expirer and later the set loader and peer receiver
-//! send it changes; it applies them, answers with per-item results, then
-//! publishes one [`Changed`] event to its subscribers.
+//! handles). The API (the peer receiver included), the Expirer and the set
+//! reloader send it changes; it applies them, answers with per-item
+//! results, then publishes one numbered [`Changed`] event to the
+//! subscribers it was built with (the Expirer, the Reporter).
+//!
+//! Past 400 lines with its actor tests (over in-memory maps); the actor
+//! itself is under 300.
 
 use std::net::IpAddr;
 use std::sync::Arc;

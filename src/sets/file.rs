@@ -3,6 +3,8 @@
 //!
 //! A file is opened once and checked through its open descriptor, so the
 //! file that was checked is the file that is read.
+//!
+//! Past 400 lines with its unit tests; the code is under 300.
 
 use std::ffi::{CString, OsStr};
 use std::fs::{self, File, OpenOptions};

@@ -1,0 +1,104 @@
+//! What goes through the firewall: entries to add, the changes it
+//! publishes (the change bus's payload), and why a write fails.
+
+use std::sync::Arc;
+
+use couic_common::{Cidr, Metadata, Policy};
+
+use crate::origin::Origin;
+use crate::store::StoredEntry;
+
+/// An entry to add; `cidr` is normalised, `tag` is "" when untagged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEntry {
+    pub cidr: Cidr,
+    pub tag: String,
+    pub expiration: u64,
+    /// Only carried along to the change event (reports).
+    pub metadata: Option<Metadata>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("{0} already exists")]
+    Duplicate(Cidr),
+    #[error("couic underlying ebpf map is full: max {max} entries")]
+    Full { max: usize },
+    #[error("cidr `{0}` not found")]
+    NotFound(Cidr),
+    #[error("Entry defined in a set cannot be removed")]
+    SetEntry(Cidr),
+    #[error("not applied: another item of the atomic batch failed")]
+    Aborted,
+    #[error("kernel map {map}: {source}")]
+    Kernel {
+        map: &'static str,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Added,
+    Removed,
+    /// An API or peer entry kept aside under a set entry of the same CIDR
+    /// (which is published as `Added` next). Not a delete: it comes back
+    /// when the set line goes.
+    Hidden,
+    /// A hidden entry back in place of the set entry removed before it.
+    Restored,
+}
+
+impl ChangeKind {
+    /// Whether the entry is in the store after the change.
+    pub fn present(self) -> bool {
+        matches!(self, ChangeKind::Added | ChangeKind::Restored)
+    }
+}
+
+/// One applied change, as published to subscribers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// One more than the change published before it, from 1; given by the
+    /// MapWriter when it publishes (0 until then).
+    pub seq: u64,
+    pub kind: ChangeKind,
+    pub policy: Policy,
+    pub entry: StoredEntry,
+    /// Boxed: most entries have none, and a bulk request publishes a
+    /// change per item.
+    pub metadata: Option<Box<Metadata>>,
+}
+
+impl Change {
+    /// A change without metadata, not numbered yet.
+    pub fn of(kind: ChangeKind, policy: Policy, entry: StoredEntry) -> Change {
+        Change {
+            seq: 0,
+            kind,
+            policy,
+            entry,
+            metadata: None,
+        }
+    }
+}
+
+pub type ItemResult = Result<StoredEntry, WriteError>;
+
+/// An entry to write at its CIDR, checked against the store by the caller:
+/// new, or in place of the entry there (see [`Firewall::write_puts`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Put {
+    pub cidr: Cidr,
+    /// "" when untagged.
+    pub tag: String,
+    pub creation: u64,
+    pub expiration: u64,
+    pub origin: Origin,
+    pub metadata: Option<Metadata>,
+    /// How the entry it replaces, if any, is published.
+    pub replaced_as: ChangeKind,
+    /// How the entry put is published.
+    pub put_as: ChangeKind,
+}
