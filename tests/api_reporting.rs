@@ -172,7 +172,12 @@ fn a_receiver_down_for_a_while_gets_every_report_once_and_in_order() {
         } else {
             ("remove", n - 10_000)
         };
-        let cidr = format!("10.{}.{}.{}/32", i / 1000, (i % 1000) >> 8, i % 1000 & 255);
+        let cidr = format!(
+            "10.{}.{}.{}/32",
+            i / 1000,
+            (i % 1000) >> 8,
+            (i % 1000) & 255
+        );
         assert_eq!(
             (r["action"].as_str(), r["entry"]["cidr"].as_str()),
             (Some(action), Some(cidr.as_str())),
