@@ -10,6 +10,11 @@
 //! notification destination ([`delivery`]).
 
 
+pub mod aggregator;
 pub mod config;
+pub mod dedup;
+pub mod network;
+pub mod period;
 pub mod secret;
 pub mod thresholds;
+pub mod topn;
