@@ -13,8 +13,11 @@
 pub mod aggregator;
 pub mod config;
 pub mod dedup;
+pub mod discord;
 pub mod network;
+pub mod notify;
 pub mod period;
 pub mod secret;
 pub mod thresholds;
 pub mod topn;
+pub mod webhook;
