@@ -13,7 +13,9 @@
 pub mod aggregator;
 pub mod config;
 pub mod dedup;
+pub mod delivery;
 pub mod discord;
+pub mod metrics;
 pub mod network;
 pub mod notify;
 pub mod period;
