@@ -9,7 +9,6 @@
 //! ([`server`]), the aggregator thread ([`worker`]) and one thread per
 //! notification destination ([`delivery`]).
 
-
 pub mod aggregator;
 pub mod config;
 pub mod dedup;
@@ -19,7 +18,10 @@ pub mod metrics;
 pub mod network;
 pub mod notify;
 pub mod period;
+pub mod queue;
 pub mod secret;
+pub mod server;
 pub mod thresholds;
 pub mod topn;
 pub mod webhook;
+pub mod worker;
