@@ -50,7 +50,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {source}")]
+#[error("cannot listen on {addr}")]
 pub struct BindError {
     pub addr: String,
     #[source]
@@ -135,8 +135,8 @@ async fn accept(req: &HttpRequest, payload: Payload, state: &State) -> Result<()
     }
     let body = match payload.to_bytes_limited(MAX_BODY_BYTES).await {
         Ok(Ok(body)) => body,
-        Ok(Err(_)) => return Err(Refusal::TooLarge),
-        Err(e) => return Err(Refusal::BadRequest(format!("cannot read the body: {e}"))),
+        Ok(Err(e)) => return Err(Refusal::BadRequest(format!("cannot read the body: {e}"))),
+        Err(_) => return Err(Refusal::TooLarge),
     };
     let reports: Vec<Report> = serde_json::from_slice(&body).map_err(|e| {
         Refusal::BadRequest(format!(
@@ -261,15 +261,24 @@ mod tests {
         assert!(batch_id(&headers(&[("x-couic-batch", long.as_bytes())])).is_err());
     }
 
-    #[actix_web::test]
-    async fn the_secret_is_checked_before_the_body() {
+    fn state(capacity: usize) -> (State, crate::queue::Inbox) {
         let metrics = Arc::new(Metrics::new());
-        let (queue, inbox) = crate::queue::queue(100, metrics.clone());
+        let (queue, inbox) = crate::queue::queue(capacity, metrics.clone());
         let state = State {
             secret: Secret::new(Uuid::parse_str(SECRET).unwrap()).unwrap(),
             queue,
             metrics,
         };
+        (state, inbox)
+    }
+
+    fn one_add() -> &'static str {
+        r#"[{"action":"add","policy":"drop","entry":{"creation":0,"cidr":"1.1.1.1/32","tag":null,"expiration":0},"metadata":null}]"#
+    }
+
+    #[actix_web::test]
+    async fn the_secret_is_checked_before_the_body() {
+        let (state, inbox) = state(100);
         let app = init_service(App::new().app_data(Data::new(state)).configure(configure)).await;
         let wrong = TestRequest::post()
             .uri(&format!("/v1/reports/{}", SECRET.to_uppercase()))
@@ -286,5 +295,46 @@ mod tests {
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(read_body(res).await, RECEIVED);
         assert!(inbox.rx.try_recv().unwrap().reports.is_empty());
+    }
+
+    #[actix_web::test]
+    async fn a_full_queue_answers_503_with_retry_after() {
+        let (state, inbox) = state(1);
+        let app = init_service(App::new().app_data(Data::new(state)).configure(configure)).await;
+        let post = || {
+            TestRequest::post()
+                .uri(&format!("/v1/reports/{SECRET}"))
+                .set_payload(one_add())
+                .to_request()
+        };
+        assert_eq!(call_service(&app, post()).await.status(), StatusCode::OK);
+        // Nobody drains the queue: the next batch does not fit.
+        let res = call_service(&app, post()).await;
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "1");
+        let batch = inbox.rx.try_recv().unwrap();
+        inbox.gate.release(batch.reports.len());
+        assert!(
+            inbox.rx.try_recv().is_err(),
+            "the refused batch was not queued"
+        );
+        assert_eq!(call_service(&app, post()).await.status(), StatusCode::OK);
+    }
+
+    #[actix_web::test]
+    async fn a_body_over_the_limit_is_413_even_without_content_length() {
+        let (state, inbox) = state(100);
+        let app = init_service(App::new().app_data(Data::new(state)).configure(configure)).await;
+        let mut body = b"[".to_vec();
+        body.resize(MAX_BODY_BYTES + 1, b' ');
+        let mut req = TestRequest::post()
+            .uri(&format!("/v1/reports/{SECRET}"))
+            .set_payload(body)
+            .to_request();
+        // As a chunked body would come: the size is found while reading.
+        req.headers_mut().remove(header::CONTENT_LENGTH);
+        let res = call_service(&app, req).await;
+        assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(inbox.rx.try_recv().is_err());
     }
 }
