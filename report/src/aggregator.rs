@@ -68,7 +68,8 @@ impl Aggregator {
         let skipped = late / self.length.as_nanos();
         let ahead = u32::try_from(skipped + 1).unwrap_or(u32::MAX);
         self.period_end += self.length.saturating_mul(ahead);
-        Some(std::mem::take(&mut self.period).close(self.length))
+        let next = self.period.next();
+        Some(std::mem::replace(&mut self.period, next).close(self.length))
     }
 
     pub fn dedup(&self) -> &DedupWindow {

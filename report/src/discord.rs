@@ -35,7 +35,10 @@ pub fn message(notice: &Notice, details: bool) -> Value {
     };
     let mut fields = vec![
         field("Total CIDRs", format!(":shield: **{}**", s.total)),
-        field("Distinct CIDRs", format!(":mag: **{}**", s.distinct)),
+        field(
+            "Distinct CIDRs",
+            format!(":mag: **{}{}**", s.distinct, plus(s.capped)),
+        ),
         field("Top Tag", top_tag),
     ];
     if details {
@@ -53,6 +56,15 @@ pub fn message(notice: &Notice, details: bool) -> Value {
             "fields": fields,
         }],
     })
+}
+
+/// A period that hit a cap shows its distinct count as a lower bound.
+fn plus(capped: bool) -> &'static str {
+    if capped {
+        "+"
+    } else {
+        ""
+    }
 }
 
 fn field(name: &str, value: String) -> Value {
@@ -137,6 +149,14 @@ mod tests {
         n.summary.top_tags.clear();
         let body = message(&n, false);
         assert_eq!(body["embeds"][0]["fields"][2]["value"], ":satellite: N/A");
+    }
+
+    #[test]
+    fn a_capped_period_shows_a_lower_bound() {
+        let mut n = notice(900, 42, Level::Orange);
+        n.summary.capped = true;
+        let body = message(&n, false);
+        assert_eq!(body["embeds"][0]["fields"][1]["value"], ":mag: **41+**");
     }
 
     #[test]

@@ -16,16 +16,19 @@ impl Network {
     /// `None` for text that is not a CIDR: the reference accepted any
     /// string, so such a report still counts, only not here.
     pub fn of(cidr: &str) -> Option<Network> {
-        let cidr: Cidr = cidr.parse().ok()?;
+        cidr.parse().ok().map(Network::containing)
+    }
+
+    pub fn containing(cidr: Cidr) -> Network {
         let widest = if cidr.is_ipv4() {
             IPV4_PREFIX
         } else {
             IPV6_PREFIX
         };
         let prefix = cidr.prefix_len().min(widest);
-        Cidr::new(cidr.addr(), prefix)
-            .ok()
-            .map(|c| Network(c.normalized()))
+        // A shorter prefix of a valid CIDR is always valid.
+        let wide = Cidr::new(cidr.addr(), prefix).unwrap_or(cidr);
+        Network(wide.normalized())
     }
 }
 

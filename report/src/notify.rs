@@ -76,6 +76,7 @@ pub(crate) mod tests {
                 removed_expired: 2,
                 removed_deleted: 1,
                 nodes: 2,
+                capped: false,
             },
             level,
             server: "edge".into(),

@@ -7,13 +7,20 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use couic_common::{Policy, Report, ReportAction};
+use couic_common::{Cidr, Policy, Report, ReportAction};
 
 use crate::network::Network;
 use crate::topn::top_n;
 
 /// How many tags and networks a summary ranks.
 pub const TOP_N: usize = 5;
+/// Most distinct CIDRs (and networks) a period keeps. The reference kept
+/// every CIDR string of a period without bound: at 100,000 reports/s for 15
+/// minutes, gigabytes. Past a cap a figure stops growing and the summary
+/// says it is a lower bound ([`Summary::capped`]). Some 150 MB at most.
+pub const MAX_DISTINCT_CIDRS: usize = 4_000_000;
+pub const MAX_TAGS: usize = 100_000;
+pub const MAX_NODES: usize = 10_000;
 /// The metadata `kind` of the remove a daemon reports when an entry expires.
 pub const EXPIRED_KIND: &str = "expired";
 
@@ -70,24 +77,83 @@ impl Tally {
     }
 }
 
+/// How much a period keeps; [`Caps::default`] is the named constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    pub cidrs: usize,
+    pub tags: usize,
+    pub nodes: usize,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Caps {
+            cidrs: MAX_DISTINCT_CIDRS,
+            tags: MAX_TAGS,
+            nodes: MAX_NODES,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Period {
+    caps: Caps,
     /// Add reports by policy; their sum is the reference's "total".
     adds: [u64; 2],
-    cidrs: HashSet<String>,
+    /// Parsed, so that a CIDR costs a few bytes, not a string.
+    cidrs: HashSet<Cidr>,
+    /// Text that is no CIDR, which the reference counted all the same.
+    not_cidrs: HashSet<String>,
     tags: HashMap<String, u64>,
     networks: HashMap<Network, u64>,
     removed_expired: u64,
     removed_deleted: u64,
     nodes: HashSet<String>,
+    /// A cap was reached: some figures are lower bounds.
+    capped: bool,
+}
+
+/// Counts one more of `key`, unless it is new and `map` is full.
+fn bump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u64>, key: K, cap: usize) -> bool {
+    if let Some(count) = map.get_mut(&key) {
+        *count += 1;
+        return true;
+    }
+    if map.len() < cap {
+        map.insert(key, 1);
+        return true;
+    }
+    false
+}
+
+/// Adds `key` unless it is new and `set` is full.
+fn admit<K: std::hash::Hash + Eq>(set: &mut HashSet<K>, key: K, cap: usize) -> bool {
+    if set.len() < cap || set.contains(&key) {
+        set.insert(key);
+        true
+    } else {
+        false
+    }
 }
 
 impl Period {
+    pub fn new(caps: Caps) -> Self {
+        Period {
+            caps,
+            ..Period::default()
+        }
+    }
+
+    /// An empty period with the same caps.
+    pub fn next(&self) -> Period {
+        Period::new(self.caps)
+    }
+
     /// Adds a batch to the period and tells what it held.
     pub fn record(&mut self, batch: Batch) -> Tally {
         let mut tally = Tally::default();
-        if !batch.reports.is_empty() && !self.nodes.contains(&batch.node) {
-            self.nodes.insert(batch.node);
+        if !batch.reports.is_empty() {
+            self.capped |= !admit(&mut self.nodes, batch.node, self.caps.nodes);
         }
         for report in batch.reports {
             tally.count(&report);
@@ -100,14 +166,24 @@ impl Period {
         match report.action {
             ReportAction::Add => {
                 self.adds[policy_index(report.policy)] += 1;
-                if let Some(network) = Network::of(&report.entry.cidr) {
-                    *self.networks.entry(network).or_insert(0) += 1;
-                }
+                // Both sets together stay under the cap.
+                let mut kept = match report.entry.cidr.parse::<Cidr>() {
+                    Ok(cidr) => {
+                        let network = Network::containing(cidr);
+                        let counted = bump(&mut self.networks, network, self.caps.cidrs);
+                        let room = self.caps.cidrs.saturating_sub(self.not_cidrs.len());
+                        admit(&mut self.cidrs, cidr, room) && counted
+                    }
+                    Err(_) => {
+                        let room = self.caps.cidrs.saturating_sub(self.cidrs.len());
+                        admit(&mut self.not_cidrs, report.entry.cidr, room)
+                    }
+                };
                 // `""` is how an untagged entry reads on removes; it is no tag.
                 if let Some(tag) = report.entry.tag.filter(|t| !t.is_empty()) {
-                    *self.tags.entry(tag).or_insert(0) += 1;
+                    kept &= bump(&mut self.tags, tag, self.caps.tags);
                 }
-                self.cidrs.insert(report.entry.cidr);
+                self.capped |= !kept;
             }
             ReportAction::Remove => {
                 let expired = report
@@ -123,6 +199,10 @@ impl Period {
         }
     }
 
+    pub fn distinct(&self) -> u64 {
+        (self.cidrs.len() + self.not_cidrs.len()) as u64
+    }
+
     pub fn total(&self) -> u64 {
         self.adds.iter().sum()
     }
@@ -132,7 +212,7 @@ impl Period {
         Summary {
             length,
             total: self.total(),
-            distinct: self.cidrs.len() as u64,
+            distinct: self.distinct(),
             adds_drop: self.adds[policy_index(Policy::Drop)],
             adds_ignore: self.adds[policy_index(Policy::Ignore)],
             top_tags: top_n(&self.tags, TOP_N),
@@ -143,6 +223,7 @@ impl Period {
             removed_expired: self.removed_expired,
             removed_deleted: self.removed_deleted,
             nodes: self.nodes.len() as u64,
+            capped: self.capped,
         }
     }
 }
@@ -168,6 +249,9 @@ pub struct Summary {
     pub removed_deleted: u64,
     /// Distinct senders of at least one report.
     pub nodes: u64,
+    /// A period cap was reached ([`MAX_DISTINCT_CIDRS`], [`MAX_TAGS`],
+    /// [`MAX_NODES`]): `distinct`, the tops and `nodes` are lower bounds.
+    pub capped: bool,
 }
 
 impl Summary {
@@ -311,6 +395,39 @@ pub(crate) mod tests {
         assert_eq!(s.nodes, 2);
         assert_eq!((s.adds_drop, s.adds_ignore), (3, 1));
         assert_eq!(s.distinct, 3);
+    }
+
+    #[test]
+    fn caps_bound_the_period_and_say_so() {
+        let caps = Caps {
+            cidrs: 3,
+            tags: 2,
+            nodes: 1,
+        };
+        let mut p = Period::new(caps);
+        p.record(batch(
+            "n1",
+            vec![
+                add("1.1.1.1/32", Some("a")),
+                add("1.1.1.1/32", Some("b")),
+                add("junk", Some("a")),
+                add("2.2.2.2/32", Some("b")),
+            ],
+        ));
+        assert!(!p.capped);
+        p.record(batch("n1", vec![add("2.2.2.2/32", Some("a"))]));
+        assert!(!p.capped, "known values fit");
+        p.record(batch("n2", vec![add("3.3.3.3/32", Some("c"))]));
+        assert!(p.capped);
+        let next = p.next();
+        let s = p.close(Duration::from_secs(60));
+        assert_eq!(s.total, 6, "every add is counted");
+        assert_eq!(s.distinct, 3);
+        assert_eq!(s.nodes, 1);
+        assert_eq!(s.top_tags, vec![("a".into(), 3), ("b".into(), 2)]);
+        assert!(s.capped);
+        assert_eq!(next.caps, caps);
+        assert!(!next.capped);
     }
 
     #[test]

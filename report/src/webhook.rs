@@ -30,6 +30,7 @@ pub fn payload(notice: &Notice) -> Value {
         "top_networks": ranked("network", &s.top_networks),
         "removed": { "expired": s.removed_expired, "deleted": s.removed_deleted },
         "nodes": s.nodes,
+        "capped": s.capped,
     })
 }
 
@@ -72,6 +73,7 @@ mod tests {
             "top_networks": [{ "network": "192.0.2.0/24", "count": 3 }],
             "removed": { "expired": 2, "deleted": 1 },
             "nodes": 2,
+            "capped": false,
         });
         assert_eq!(body, expected);
     }
