@@ -43,6 +43,7 @@ fn mixed_batch() -> Vec<u8> {
     remove["action"] = json!("remove");
     reports.push(remove.clone());
     remove["metadata"] = json!({"kind": "expired", "detail": "ttl", "extra": null});
+    reports.push(remove.clone());
     reports.push(remove);
     json_bytes(&Value::Array(reports))
 }
@@ -215,12 +216,12 @@ fn the_generic_webhook_gets_every_figure() {
         body["top_networks"],
         json!([{"network": "10.0.0.0/24", "count": 7}, {"network": "192.0.2.0/24", "count": 3}])
     );
-    assert_eq!(body["removed"], json!({"expired": 1, "deleted": 1}));
+    assert_eq!(body["removed"], json!({"expired": 2, "deleted": 1}));
     assert_eq!(body["nodes"], 1);
     assert!(body["text"].as_str().unwrap().contains("10 CIDRs added"));
 
     let e = embed(&discord.wait_for(1)[0].body).clone();
     assert_eq!(e["fields"].as_array().unwrap().len(), 7);
-    assert_eq!(field(&e, 3).1, ":wastebasket: **1** deleted, **1** expired");
+    assert_eq!(field(&e, 3).1, ":wastebasket: **1** deleted, **2** expired");
     assert_eq!(field(&e, 4).1, ":satellite_orbital: **1**");
 }
