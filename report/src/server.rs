@@ -13,7 +13,7 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Data, Payload, ServiceConfig};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
-use couic_common::Report;
+use couic_common::{Report, REPORT_BATCH_HEADER, REPORT_NODE_HEADER};
 
 use crate::metrics::{self, Metrics};
 use crate::period::Batch;
@@ -28,8 +28,6 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Longest `X-Couic-Batch` id accepted, and longest node name kept.
 pub const MAX_ID_LEN: usize = 128;
 pub const MAX_NODE_LEN: usize = 128;
-pub const BATCH_HEADER: &str = "x-couic-batch";
-pub const NODE_HEADER: &str = "x-couic-node";
 /// The node of a request that names none.
 pub const UNKNOWN_NODE: &str = "unknown";
 pub const RECEIVED: &str = "reports received";
@@ -153,7 +151,7 @@ async fn accept(req: &HttpRequest, payload: Payload, state: &State) -> Result<()
 /// `X-Couic-Batch`: absent (reference daemons), or 1 to [`MAX_ID_LEN`]
 /// visible ASCII characters.
 fn batch_id(headers: &HeaderMap) -> Result<Option<String>, String> {
-    let Some(value) = headers.get(BATCH_HEADER) else {
+    let Some(value) = headers.get(REPORT_BATCH_HEADER) else {
         return Ok(None);
     };
     let valid = !value.is_empty()
@@ -176,7 +174,7 @@ fn node(headers: &HeaderMap) -> String {
             .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
             .filter(|v| !v.is_empty())
     };
-    let mut node = named(NODE_HEADER)
+    let mut node = named(REPORT_NODE_HEADER)
         .or_else(|| named(header::USER_AGENT.as_str()))
         .unwrap_or_else(|| UNKNOWN_NODE.to_string());
     if node.len() > MAX_NODE_LEN {
