@@ -75,6 +75,14 @@ fn the_discord_embed_is_the_references() {
     let ts = e["timestamp"].as_str().unwrap();
     assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{ts}");
     assert!(ts.ends_with('Z'));
+    // The webhook URL holds Discord's token: not logged, even at debug.
+    r.wait_metric(
+        "couic_report_notifications_total{notifier=\"discord\",outcome=\"sent\"}",
+        1.0,
+    );
+    let logs = r.logs();
+    assert!(logs.contains("notification sent"), "{logs}");
+    assert!(!logs.contains("token"), "{logs}");
 }
 
 #[test]

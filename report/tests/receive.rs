@@ -76,6 +76,10 @@ fn a_reference_daemon_batch_is_received() {
     ] {
         assert_eq!(metric(&m, sample), value, "{sample} in\n{m}");
     }
+    // Logs are at debug level in these tests; the secret is in none of them.
+    let logs = r.logs();
+    assert!(logs.contains("batch received"), "{logs}");
+    assert!(!logs.contains(SECRET), "the secret was logged:\n{logs}");
 }
 
 #[test]
