@@ -182,11 +182,15 @@ fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
         let reporter = reporting.map(|(webhook, queue)| ReporterParts {
             sink: Arc::new(webhook),
             queue,
+            tick: couic::actors::reporter::TICK,
             backoff: Backoff::default(),
             counters: report_counters.clone(),
         });
         let Actors {
-            writer, reporter, ..
+            writer,
+            reporter,
+            reporter_arbiter,
+            ..
         } = actors::start(
             &writer_arbiter.handle(),
             firewall,
@@ -230,6 +234,9 @@ fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
             }
         }
         writer_arbiter.stop();
+        if let Some(arbiter) = reporter_arbiter {
+            arbiter.stop();
+        }
         outcome
     })?;
     drop(links);

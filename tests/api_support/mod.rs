@@ -100,15 +100,20 @@ impl Daemon {
     /// A daemon whose reports go to `reporting.webhook`; its counters are
     /// `Daemon::reports`.
     pub fn start_reporting(reporting: Reporting, backoff: Backoff) -> Daemon {
+        Daemon::start_reporting_every(reporting, backoff, couic::actors::reporter::TICK)
+    }
+
+    /// The same, sending what is queued every `tick`.
+    pub fn start_reporting_every(reporting: Reporting, backoff: Backoff, tick: Duration) -> Daemon {
         let caps = Capacities {
             drop: 65_536,
             ignore: 4096,
             tags: 64,
         };
-        Daemon::start_full(caps, Some((reporting, backoff)))
+        Daemon::start_full(caps, Some((reporting, backoff, tick)))
     }
 
-    fn start_full(caps: Capacities, reporting: Option<(Reporting, Backoff)>) -> Daemon {
+    fn start_full(caps: Capacities, reporting: Option<(Reporting, Backoff, Duration)>) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let work = dir.path().join("work");
         fs::create_dir(&work).unwrap();
@@ -130,9 +135,10 @@ impl Daemon {
         let owner = layout.owner;
 
         let reports = Arc::new(ReportCounters::default());
-        let reporter = reporting.map(|(config, backoff)| ReporterParts {
+        let reporter = reporting.map(|(config, backoff, tick)| ReporterParts {
             sink: Arc::new(Webhook::new(&config).unwrap()),
             queue: ReportQueue::new(&config.events, config.queue_capacity, config.max_batch),
+            tick,
             backoff,
             counters: reports.clone(),
         });
