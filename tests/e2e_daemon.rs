@@ -149,3 +149,16 @@ fn example_config_parses() {
     assert_eq!(config.operation_mode, OperationMode::Auto);
     assert_eq!(config.limits.drop_max_entries, 262_144);
 }
+
+#[test]
+fn no_interface_is_said_at_start() {
+    // The packaged config names no interface: couic runs, filters nothing,
+    // and its log says where to name one.
+    let d = Daemon::start(Spec::new(COUIC).env("RUST_LOG", "info")).unwrap();
+    let log = d.log();
+    assert!(
+        log.contains("filters nothing until one is named in `ifaces` of")
+            && log.contains(&d.config().display().to_string()),
+        "{log}"
+    );
+}
