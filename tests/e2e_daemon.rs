@@ -162,3 +162,18 @@ fn no_interface_is_said_at_start() {
         "{log}"
     );
 }
+
+#[test]
+fn packaged_config_parses_and_attaches_nowhere() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/couic/couic.toml");
+    let config = couic::config::Config::load(&path).expect("debian/couic/couic.toml is valid");
+    assert!(config.ifaces.is_empty(), "a fresh install attaches nowhere");
+    // The directories couic.service makes and lets couic write.
+    assert_eq!(config.working_dir, Path::new("/var/lib/couic"));
+    assert_eq!(config.logging.unwrap().dir, Path::new("/var/log/couic"));
+    assert_eq!(config.server.socket, Path::new("/run/couic/couic.sock"));
+    assert_eq!(
+        (config.user.as_str(), config.group.as_str()),
+        ("couic", "couic")
+    );
+}
