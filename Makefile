@@ -4,17 +4,21 @@
 # Build: clang, libelf, zlib, kernel UAPI headers. Tests: iproute2 (netns,
 # veth). Bench: iptables + ipset for the comparison. nftables, nginx and
 # openssl serve the API tests; clang-format checks the C style. Packages:
-# dpkg-dev (cargo-deb's dependency lookup).
+# dpkg-dev (cargo-deb's dependency lookup); their test: mmdebstrap and
+# debian-archive-keyring (the throw-away root), lintian, strace, systemd
+# (systemd-analyze), vagrant and vagrant-libvirt (vagrant validate),
+# prometheus (promtool).
 APT_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make gcc linux-libc-dev \
 	iproute2 iptables ipset nftables nginx openssl clang-format util-linux iputils-ping \
-	dpkg-dev
+	dpkg-dev mmdebstrap debian-archive-keyring lintian strace systemd vagrant vagrant-libvirt \
+	prometheus
 APT_OPTIONAL := bpftool
 
 C_SOURCES := $(wildcard bpf/*.c bpf/*.h include/*.h bench/bpf/*.c)
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: deps build run test lint fmt bench man deb clean-run
+.PHONY: deps build run test test-packages lint fmt bench man deb clean-run
 
 deps:
 	@missing=""; \
@@ -49,6 +53,13 @@ lint:
 
 test: deps lint
 	$(CARGO) test --workspace
+	$(MAKE) test-packages
+
+# Builds both packages, then installs, runs, upgrades and purges them in a
+# throw-away Debian root; lintian, the units' scores, the Vagrant files and
+# the Prometheus rules too (see tests/packages.sh).
+test-packages: deb
+	./tests/packages.sh
 
 # Man pages of couicctl, generated from its command-line definitions.
 man:
