@@ -3,16 +3,22 @@
 
 # Build: clang, libelf, zlib, kernel UAPI headers. Tests: iproute2 (netns,
 # veth). Bench: iptables + ipset for the comparison. nftables, nginx and
-# openssl serve the API tests; clang-format checks the C style.
+# openssl serve the API tests; clang-format checks the C style. Packages:
+# dpkg-dev (cargo-deb's dependency lookup); their test: mmdebstrap and
+# debian-archive-keyring (the throw-away root), lintian, strace, systemd
+# (systemd-analyze), vagrant and vagrant-libvirt (vagrant validate),
+# prometheus (promtool).
 APT_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make gcc linux-libc-dev \
-	iproute2 iptables ipset nftables nginx openssl clang-format util-linux iputils-ping
+	iproute2 iptables ipset nftables nginx openssl clang-format util-linux iputils-ping \
+	dpkg-dev mmdebstrap debian-archive-keyring lintian strace systemd vagrant vagrant-libvirt \
+	prometheus
 APT_OPTIONAL := bpftool
 
 C_SOURCES := $(wildcard bpf/*.c bpf/*.h include/*.h bench/bpf/*.c)
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: deps build run test lint fmt bench man clean-run
+.PHONY: deps build run test test-packages lint fmt bench man deb clean-run
 
 deps:
 	@missing=""; \
@@ -47,10 +53,36 @@ lint:
 
 test: deps lint
 	$(CARGO) test --workspace
+	$(MAKE) test-packages
+
+# Builds both packages, then installs, runs, upgrades and purges them in a
+# throw-away Debian root; lintian, the units' scores, the Vagrant files and
+# the Prometheus rules too (see tests/packages.sh).
+test-packages: deb
+	./tests/packages.sh
 
 # Man pages of couicctl, generated from its command-line definitions.
 man:
 	$(CARGO) run -q -p couicctl -- man target/man
+
+# The Debian packages couic and couic-report, into target/debian/. One
+# release build of the three binaries and couicctl's man pages and
+# completions, then cargo-deb packs each package without building again.
+CARGO_DEB_VERSION := 3.8.0
+DEB_ASSETS := target/deb-assets
+
+deb: deps
+	@command -v cargo-deb >/dev/null || \
+		$(CARGO) install --locked --version $(CARGO_DEB_VERSION) cargo-deb
+	$(CARGO) build --release -p couic -p couicctl -p couic-report
+	rm -rf $(DEB_ASSETS)
+	mkdir -p $(DEB_ASSETS)/completions
+	./target/release/couicctl man $(DEB_ASSETS)/man
+	./target/release/couicctl completions bash >$(DEB_ASSETS)/completions/couicctl
+	./target/release/couicctl completions zsh >$(DEB_ASSETS)/completions/_couicctl
+	./target/release/couicctl completions fish >$(DEB_ASSETS)/completions/couicctl.fish
+	$(CARGO) deb --no-build -p couic
+	$(CARGO) deb --no-build -p couic-report
 
 # Formats Rust and C in place.
 fmt:

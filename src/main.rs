@@ -1,6 +1,6 @@
 //! couic: load and attach the XDP program, then serve the API until a signal.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -69,7 +69,7 @@ fn try_main(cli: &Cli) -> anyhow::Result<()> {
     // The privileged part runs on this thread alone: capabilities are per
     // thread, so any thread started before they are dropped would keep them.
     let acquired = tracing::dispatcher::with_default(&startup_log, || {
-        acquire(&config, &layout).inspect_err(|e| tracing::error!("{e:#}"))
+        acquire(&config, &cli.config, &layout).inspect_err(|e| tracing::error!("{e:#}"))
     })
     .map_err(|_| Logged)?;
     let _log_guard =
@@ -94,9 +94,19 @@ struct Acquired {
     listener: std::os::unix::net::UnixListener,
 }
 
-fn acquire(config: &Config, layout: &Layout) -> anyhow::Result<Acquired> {
-    // Webhook reports and peer sync are accepted in the config (the
-    // reference's keys) but not built yet: say so instead of ignoring them.
+fn acquire(config: &Config, source: &Path, layout: &Layout) -> anyhow::Result<Acquired> {
+    // The packaged config names no interface: a fresh install must not
+    // filter a link the operator did not choose, and must say why it does
+    // nothing.
+    if config.ifaces.is_empty() {
+        tracing::warn!(
+            "no interface to attach to: couic filters nothing until one is named in \
+             `ifaces` of {}",
+            source.display()
+        );
+    }
+    // Peer sync is accepted in the config (the reference's keys) but not
+    // built yet: say so instead of ignoring it.
     if config.peering.as_ref().is_some_and(|p| p.enabled) {
         tracing::warn!("[peering] is enabled but this couic version does not sync peers yet");
     }

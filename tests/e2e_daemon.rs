@@ -149,3 +149,31 @@ fn example_config_parses() {
     assert_eq!(config.operation_mode, OperationMode::Auto);
     assert_eq!(config.limits.drop_max_entries, 262_144);
 }
+
+#[test]
+fn no_interface_is_said_at_start() {
+    // The packaged config names no interface: couic runs, filters nothing,
+    // and its log says where to name one.
+    let d = Daemon::start(Spec::new(COUIC).env("RUST_LOG", "info")).unwrap();
+    let log = d.log();
+    assert!(
+        log.contains("filters nothing until one is named in `ifaces` of")
+            && log.contains(&d.config().display().to_string()),
+        "{log}"
+    );
+}
+
+#[test]
+fn packaged_config_parses_and_attaches_nowhere() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/couic/couic.toml");
+    let config = couic::config::Config::load(&path).expect("debian/couic/couic.toml is valid");
+    assert!(config.ifaces.is_empty(), "a fresh install attaches nowhere");
+    // The directories couic.service makes and lets couic write.
+    assert_eq!(config.working_dir, Path::new("/var/lib/couic"));
+    assert_eq!(config.logging.unwrap().dir, Path::new("/var/log/couic"));
+    assert_eq!(config.server.socket, Path::new("/run/couic/couic.sock"));
+    assert_eq!(
+        (config.user.as_str(), config.group.as_str()),
+        ("couic", "couic")
+    );
+}
