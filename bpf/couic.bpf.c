@@ -186,11 +186,29 @@ static __always_inline __u32 slot_rule(const __u32 *rule)
 	return *(const volatile __u32 *)rule;
 }
 
+/* The first `len` bits (0..63) of 64 set, in host order. Shifted in 64
+ * bits, len 0 needs no branch: every branch here doubles the paths the
+ * verifier walks through each bpf_loop() callback. */
+static __always_inline __u64 keep_of(__u32 len)
+{
+	return ~(~0ULL >> len);
+}
+
 /* The mask of a prefix of `len` bits (0..32) over one 32-bit word, in
  * network byte order like the address. */
 static __always_inline __u32 mask_of(__u32 len)
 {
-	return len ? bpf_htonl(~0U << (32 - len)) : 0;
+	return bpf_htonl(keep_of(len) >> 32);
+}
+
+/* Two words w of an address (64 bits) masked to their first `len` bits
+ * (0..63), into m. */
+static __always_inline void mask_half(__u32 *m, const __u32 *w, __u32 len)
+{
+	__u64 keep = keep_of(len);
+
+	m[0] = w[0] & bpf_htonl(keep >> 32);
+	m[1] = w[1] & bpf_htonl(keep);
 }
 
 /* Index of the highest bit set in x, which is not 0: the bits below it
@@ -220,12 +238,10 @@ static __always_inline int probe_v4(void *buckets, void *overflow, __u8 bits, __
 	struct couic_v4_key key;
 	struct couic_b4_bucket *b;
 	struct couic_rule *rule;
-	__u32 count;
 
 	b = bpf_map_lookup_elem(buckets, &idx);
 	if (!b)
 		return 0;
-	count = b->count;
 #pragma unroll
 	for (int i = 0; i < COUIC_B4_SLOTS; i++) {
 		__u32 a, r = slot_rule(&b->slot[i].rule);
@@ -233,8 +249,9 @@ static __always_inline int probe_v4(void *buckets, void *overflow, __u8 bits, __
 		__builtin_memcpy(&a, b->slot[i].addr, sizeof(a));
 		/* One branch per slot, taken only on a match; an empty slot
 		 * (zeros) can match only the probe of 0.0.0.0/0, hence the
-		 * count, tested last. */
-		if (!((a ^ addr) | ((r ^ want) & ~TAG_MASK)) && i < count) {
+		 * count, tested last and read only then: held from the
+		 * start, each slot's test of it split the verifier's states. */
+		if (!((a ^ addr) | ((r ^ want) & ~TAG_MASK)) && i < b->count) {
 			*tag = r & TAG_MASK;
 			return 1;
 		}
@@ -259,12 +276,10 @@ static __always_inline int probe_v6(void *buckets, void *overflow, __u8 bits, co
 	struct couic_v6_key key;
 	struct couic_b6_bucket *b;
 	struct couic_rule *rule;
-	__u32 count;
 
 	b = bpf_map_lookup_elem(buckets, &idx);
 	if (!b)
 		return 0;
-	count = b->count;
 #pragma unroll
 	for (int i = 0; i < COUIC_B6_SLOTS; i++) {
 		__u32 a[4], r = slot_rule(&b->slot[i].rule);
@@ -272,7 +287,7 @@ static __always_inline int probe_v6(void *buckets, void *overflow, __u8 bits, co
 		__builtin_memcpy(a, b->slot[i].addr, sizeof(a));
 		if (!((a[0] ^ w[0]) | (a[1] ^ w[1]) | (a[2] ^ w[2]) | (a[3] ^ w[3]) |
 		      ((r ^ want) & ~TAG_MASK)) &&
-		    i < count) {
+		    i < b->count) {
 			*tag = r & TAG_MASK;
 			return 1;
 		}
@@ -326,19 +341,21 @@ static long probe_next_v6(__u64 i, void *ctx)
 	struct probes *p = ctx;
 	__u32 len, m[4];
 
+	/* Each half masked where its lengths are taken: no branch on len. */
 	if (p->hi) {
 		len = 64 + top_bit(p->hi);
 		p->hi ^= 1ULL << (len - 64);
+		m[0] = p->w[0];
+		m[1] = p->w[1];
+		mask_half(&m[2], &p->w[2], len - 64);
 	} else if (p->lens) {
 		len = top_bit(p->lens);
 		p->lens ^= 1ULL << len;
+		mask_half(m, p->w, len);
+		m[2] = m[3] = 0;
 	} else {
 		return 1;
 	}
-	m[0] = p->w[0] & mask_of(len < 32 ? len : 32);
-	m[1] = p->w[1] & mask_of(len < 32 ? 0 : len < 64 ? len - 32 : 32);
-	m[2] = p->w[2] & mask_of(len < 64 ? 0 : len < 96 ? len - 64 : 32);
-	m[3] = p->w[3] & mask_of(len < 96 ? 0 : len - 96);
 	if (p->drop)
 		p->found = probe_v6(&couic_d6_bkt, &couic_d6_ovf, couic_d6_bits, m, len, &p->tag);
 	else
