@@ -32,6 +32,11 @@
  * one or two bucket reads where a trie walk costs a cache miss per level.
  * couic_active says which policies and families hold hosts or prefixes, so
  * an empty one (typically ignore) costs nothing.
+ *
+ * Over the 400 lines this file aims at: its globals and 18 maps take ~90,
+ * the data path ~375, a quarter of which are notes on what the verifier
+ * and clang need. They belong next to the code they explain: split into
+ * headers, the path could no longer be read in one place.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -110,28 +115,19 @@ BLOCKS(couic_d6_blk, struct couic_b6_block, 1 << COUIC_BLOCK6_BITS);
 BLOCKS(couic_i6_len, struct couic_b6_lens, 1 << COUIC_BLOCK6_BITS);
 BLOCKS(couic_d6_len, struct couic_b6_lens, 1 << COUIC_BLOCK6_BITS);
 
-/* Packets and bytes per XDP action, plus malformed frames (enum couic_stat). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, COUIC_STAT_MAX);
-	__type(key, __u32);
-	__type(value, struct couic_counter);
-} couic_stats SEC(".maps");
+#define COUNTERS(name, count)                            \
+	struct {                                         \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); \
+		__uint(max_entries, count);              \
+		__type(key, __u32);                      \
+		__type(value, struct couic_counter);     \
+	} name SEC(".maps")
 
-/* Packets and bytes per tag id of the matching drop / ignore rule. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, COUIC_TAG_MAX);
-	__type(key, __u32);
-	__type(value, struct couic_counter);
-} couic_tag_drop SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, COUIC_TAG_MAX);
-	__type(key, __u32);
-	__type(value, struct couic_counter);
-} couic_tag_ign SEC(".maps");
+/* Packets and bytes per XDP action, plus malformed frames (enum couic_stat),
+ * and per tag id of the matching drop / ignore rule. */
+COUNTERS(couic_stats, COUIC_STAT_MAX);
+COUNTERS(couic_tag_drop, COUIC_TAG_MAX);
+COUNTERS(couic_tag_ign, COUIC_TAG_MAX);
 
 enum matched {
 	MATCHED_NONE,
@@ -177,7 +173,7 @@ static __always_inline __u32 couic_bucket_of(const __u32 *words, int n, __u32 le
 	return h >> (64 - bits);
 }
 
-/* A slot's rule word, read before its address is compared. Volatile so
+/* A slot's rule word, read before the slot is tested. Volatile so
  * that clang cannot move the read into a block shared by every slot, where
  * the slot's offset would be a variable added to the map pointer, which the
  * verifier refuses without CAP_PERFMON. Same cache line, so it costs ~0. */
@@ -186,11 +182,29 @@ static __always_inline __u32 slot_rule(const __u32 *rule)
 	return *(const volatile __u32 *)rule;
 }
 
+/* The first `len` bits (0..63) of 64 set, in host order. Shifted in 64
+ * bits, len 0 needs no branch: every branch here doubles the paths the
+ * verifier walks through each bpf_loop() callback. */
+static __always_inline __u64 keep_of(__u32 len)
+{
+	return ~(~0ULL >> len);
+}
+
 /* The mask of a prefix of `len` bits (0..32) over one 32-bit word, in
  * network byte order like the address. */
 static __always_inline __u32 mask_of(__u32 len)
 {
-	return len ? bpf_htonl(~0U << (32 - len)) : 0;
+	return bpf_htonl(keep_of(len) >> 32);
+}
+
+/* Two words w of an address (64 bits) masked to their first `len` bits
+ * (0..63), into m. */
+static __always_inline void mask_half(__u32 *m, const __u32 *w, __u32 len)
+{
+	__u64 keep = keep_of(len);
+
+	m[0] = w[0] & bpf_htonl(keep >> 32);
+	m[1] = w[1] & bpf_htonl(keep);
 }
 
 /* Index of the highest bit set in x, which is not 0: the bits below it
@@ -210,82 +224,122 @@ static __always_inline __u32 top_bit(__u64 x)
 	return ((x * 0x0101010101010101ULL) >> 56) - 1;
 }
 
-/* One probe for IPv4 rule (addr, already masked to len, len): its bucket's
- * slots, then the overflow hash only if the bucket spilled. Sets *tag and
- * returns 1 when listed. */
-static __always_inline int probe_v4(void *buckets, void *overflow, __u8 bits, __u32 addr, __u32 len,
-				    __u32 *tag)
+/* A table's maps and facts, by enum couic_table. The helpers below take
+ * the table's name, a constant wherever they are inlined, so that each map
+ * access sees one map: the verifier inlines an array lookup only then, and
+ * a call site that saw two maps would cost a helper call per lookup. */
+struct rule_table {
+	void *buckets;		   /* couic_b4_bucket or couic_b6_bucket array */
+	void *overflow;		   /* hash of couic_v4_key or couic_v6_key */
+	void *blocks;		   /* couic_b4_block or couic_b6_block array */
+	void *block_lens;	   /* IPv6 only: couic_b6_lens array */
+	const volatile __u8 *bits; /* log2 of the number of buckets */
+	int words;		   /* of an address: 1 (IPv4) or 4 (IPv6) */
+	__u8 host, net;		   /* its flags in couic_active (couic_map_index) */
+};
+
+/* Read only at constant indexes: clang folds each read and never emits the
+ * array (libbpf would refuse map addresses as data). */
+static const struct rule_table tables[COUIC_TABLE_COUNT] = {
+	[COUIC_TABLE_IGN4] = { &couic_i4_bkt, &couic_i4_ovf, &couic_i4_blk, NULL, &couic_i4_bits, 1,
+			       COUIC_MAP_IGN4_HOST, COUIC_MAP_IGN4_NET },
+	[COUIC_TABLE_IGN6] = { &couic_i6_bkt, &couic_i6_ovf, &couic_i6_blk, &couic_i6_len,
+			       &couic_i6_bits, 4, COUIC_MAP_IGN6_HOST, COUIC_MAP_IGN6_NET },
+	[COUIC_TABLE_DROP4] = { &couic_d4_bkt, &couic_d4_ovf, &couic_d4_blk, NULL, &couic_d4_bits,
+				1, COUIC_MAP_DROP4_HOST, COUIC_MAP_DROP4_NET },
+	[COUIC_TABLE_DROP6] = { &couic_d6_bkt, &couic_d6_ovf, &couic_d6_blk, &couic_d6_len,
+				&couic_d6_bits, 4, COUIC_MAP_DROP6_HOST, COUIC_MAP_DROP6_NET },
+};
+
+/* Nonzero when the address in slot i of bucket b differs from w. Per
+ * family: IPv4 compares one word, IPv6 four. */
+static __always_inline __u32 slot_differs(const void *b, int words, int i, const __u32 *w)
 {
-	__u32 idx = couic_bucket_of(&addr, 1, len, bits), want = len << COUIC_RULE_TAG_BITS;
-	struct couic_v4_key key;
-	struct couic_b4_bucket *b;
+	const struct couic_b4_bucket *b4 = b;
+	const struct couic_b6_bucket *b6 = b;
+	__u32 a[4];
+
+	if (words == 1) {
+		__builtin_memcpy(a, b4->slot[i].addr, 4);
+		return a[0] ^ w[0];
+	}
+	__builtin_memcpy(a, b6->slot[i].addr, sizeof(a));
+	return (a[0] ^ w[0]) | (a[1] ^ w[1]) | (a[2] ^ w[2]) | (a[3] ^ w[3]);
+}
+
+/* The overflow key is written as an IPv6 one: an IPv4 key is its start. */
+_Static_assert(sizeof(struct couic_v4_key) == __builtin_offsetof(struct couic_v6_key, addr) + 4,
+	       "an IPv4 key is the first bytes of an IPv6 key");
+
+/* One probe of table t, whose addresses are `words` long, for rule (w,
+ * already masked to len, len): its bucket's slots, then the overflow hash
+ * only if the bucket spilled. Sets *tag and returns 1 when listed. */
+static __always_inline int probe_words(const struct rule_table *t, int words, const __u32 *w,
+				       __u32 len, __u32 *tag)
+{
+	const int v4 = words == 1;
+	__u32 idx = couic_bucket_of(w, words, len, *t->bits), want = len << COUIC_RULE_TAG_BITS;
+	const struct couic_b4_bucket *b4;
+	const struct couic_b6_bucket *b6;
+	struct couic_v6_key key;
 	struct couic_rule *rule;
-	__u32 count;
 
-	b = bpf_map_lookup_elem(buckets, &idx);
-	if (!b)
+	b4 = bpf_map_lookup_elem(t->buckets, &idx);
+	b6 = (const void *)b4;
+	if (!b4)
 		return 0;
-	count = b->count;
 #pragma unroll
-	for (int i = 0; i < COUIC_B4_SLOTS; i++) {
-		__u32 a, r = slot_rule(&b->slot[i].rule);
+	for (int i = 0; i < (v4 ? COUIC_B4_SLOTS : COUIC_B6_SLOTS); i++) {
+		/* The address first, the rule word then: clang tests IPv4's
+		 * in that order, and a probe's slots mostly hold other
+		 * addresses of the same length (hosts, for a host probe). */
+		__u32 d = slot_differs(b4, words, i, w);
+		__u32 r = slot_rule(v4 ? &b4->slot[i].rule : &b6->slot[i].rule);
 
-		__builtin_memcpy(&a, b->slot[i].addr, sizeof(a));
 		/* One branch per slot, taken only on a match; an empty slot
-		 * (zeros) can match only the probe of 0.0.0.0/0, hence the
-		 * count, tested last. */
-		if (!((a ^ addr) | ((r ^ want) & ~TAG_MASK)) && i < count) {
+		 * (zeros) can match only the probe of 0.0.0.0/0 or ::/0,
+		 * hence the count, tested last and read only then: held from
+		 * the start, each slot's test of it split the verifier's
+		 * states. */
+		if (!(d | ((r ^ want) & ~TAG_MASK)) && i < (v4 ? b4->count : b6->count)) {
 			*tag = r & TAG_MASK;
 			return 1;
 		}
 	}
-	if (!b->overflow)
+	if (!(v4 ? b4->overflow : b6->overflow))
 		return 0;
-	/* Written only now: stack writes are not free (see lookup_v4). */
+	/* Written only now: stack writes are not free (see lookup()). */
 	key.prefixlen = len;
-	__builtin_memcpy(key.addr, &addr, sizeof(addr));
-	rule = bpf_map_lookup_elem(overflow, &key);
+	__builtin_memcpy(key.addr, w, 4 * words);
+	rule = bpf_map_lookup_elem(t->overflow, &key);
 	if (!rule)
 		return 0;
 	*tag = rule->tag_id;
 	return 1;
 }
 
-/* The same for IPv6, the address as four words. */
-static __always_inline int probe_v6(void *buckets, void *overflow, __u8 bits, const __u32 *w,
-				    __u32 len, __u32 *tag)
+/* The body above, its family fixed in a function of its own: clang then
+ * shapes each family's probe before inlining it. Inlined straight into the
+ * bpf_loop() callbacks, the same body spilled more registers there, and
+ * the verifier walked more instructions. */
+static __always_inline int probe_v4(const struct rule_table *t, const __u32 *w, __u32 len,
+				    __u32 *tag)
 {
-	__u32 idx = couic_bucket_of(w, 4, len, bits), want = len << COUIC_RULE_TAG_BITS;
-	struct couic_v6_key key;
-	struct couic_b6_bucket *b;
-	struct couic_rule *rule;
-	__u32 count;
+	return probe_words(t, 1, w, len, tag);
+}
 
-	b = bpf_map_lookup_elem(buckets, &idx);
-	if (!b)
-		return 0;
-	count = b->count;
-#pragma unroll
-	for (int i = 0; i < COUIC_B6_SLOTS; i++) {
-		__u32 a[4], r = slot_rule(&b->slot[i].rule);
+static __always_inline int probe_v6(const struct rule_table *t, const __u32 *w, __u32 len,
+				    __u32 *tag)
+{
+	return probe_words(t, 4, w, len, tag);
+}
 
-		__builtin_memcpy(a, b->slot[i].addr, sizeof(a));
-		if (!((a[0] ^ w[0]) | (a[1] ^ w[1]) | (a[2] ^ w[2]) | (a[3] ^ w[3]) |
-		      ((r ^ want) & ~TAG_MASK)) &&
-		    i < count) {
-			*tag = r & TAG_MASK;
-			return 1;
-		}
-	}
-	if (!b->overflow)
-		return 0;
-	key.prefixlen = len;
-	__builtin_memcpy(key.addr, w, sizeof(key.addr));
-	rule = bpf_map_lookup_elem(overflow, &key);
-	if (!rule)
-		return 0;
-	*tag = rule->tag_id;
-	return 1;
+/* One probe of table `id`. */
+static __always_inline int probe(enum couic_table id, const __u32 *w, __u32 len, __u32 *tag)
+{
+	const struct rule_table *t = &tables[id];
+
+	return t->words == 1 ? probe_v4(t, w, len, tag) : probe_v6(t, w, len, tag);
 }
 
 /* The prefix probes of one lookup, run by bpf_loop(): each call probes the
@@ -294,31 +348,46 @@ static __always_inline int probe_v6(void *buckets, void *overflow, __u8 bits, co
  * once, where an open-coded loop of up to 128 probes is verified probe by
  * probe, past the verifier's budget. */
 struct probes {
-	__u32 w[4]; /* the address: w[0] only for IPv4 */
-	__u64 lens; /* lengths left, bit L: length L (IPv6: 0..63) */
-	__u64 hi;   /* IPv6 lengths 64..127 left */
-	__u32 drop; /* the table: drop or ignore */
-	__u32 tag;  /* the match's tag */
+	__u32 w[4];  /* the address: w[0] only for IPv4 */
+	__u64 lens;  /* lengths left, bit L: length L (IPv6: 0..63) */
+	__u64 hi;    /* IPv6 lengths 64..127 left */
+	__u32 table; /* enum couic_table: the family's drop or ignore */
+	__u32 tag;   /* the match's tag */
 	int found;
 };
+
+/* The longest length left in *lens (not 0), taken out of it. */
+static __always_inline __u32 take_longest(__u64 *lens)
+{
+	__u32 len = top_bit(*lens);
+
+	*lens ^= 1ULL << len;
+	return len;
+}
+
+/* Probes p's table, `ign` or `drop`, for (m, len); returns 1, which stops
+ * the loop, on a match. One call of probe() per table, as each map lookup
+ * must see a single map (see struct rule_table). */
+static __always_inline long probe_table(struct probes *p, enum couic_table ign,
+					enum couic_table drop, const __u32 *m, __u32 len)
+{
+	if (p->table == drop)
+		p->found = probe(drop, m, len, &p->tag);
+	else
+		p->found = probe(ign, m, len, &p->tag);
+	return p->found;
+}
 
 static long probe_next_v4(__u64 i, void *ctx)
 {
 	struct probes *p = ctx;
-	__u32 len, addr;
+	__u32 len, m;
 
 	if (!p->lens)
 		return 1;
-	len = top_bit(p->lens);
-	p->lens ^= 1ULL << len;
-	addr = p->w[0] & mask_of(len);
-	if (p->drop)
-		p->found =
-			probe_v4(&couic_d4_bkt, &couic_d4_ovf, couic_d4_bits, addr, len, &p->tag);
-	else
-		p->found =
-			probe_v4(&couic_i4_bkt, &couic_i4_ovf, couic_i4_bits, addr, len, &p->tag);
-	return p->found;
+	len = take_longest(&p->lens);
+	m = p->w[0] & mask_of(len);
+	return probe_table(p, COUIC_TABLE_IGN4, COUIC_TABLE_DROP4, &m, len);
 }
 
 static long probe_next_v6(__u64 i, void *ctx)
@@ -326,87 +395,56 @@ static long probe_next_v6(__u64 i, void *ctx)
 	struct probes *p = ctx;
 	__u32 len, m[4];
 
+	/* Each half masked where its lengths are taken: no branch on len. */
 	if (p->hi) {
-		len = 64 + top_bit(p->hi);
-		p->hi ^= 1ULL << (len - 64);
+		len = 64 + take_longest(&p->hi);
+		m[0] = p->w[0];
+		m[1] = p->w[1];
+		mask_half(&m[2], &p->w[2], len - 64);
 	} else if (p->lens) {
-		len = top_bit(p->lens);
-		p->lens ^= 1ULL << len;
+		len = take_longest(&p->lens);
+		mask_half(m, p->w, len);
+		m[2] = m[3] = 0;
 	} else {
 		return 1;
 	}
-	m[0] = p->w[0] & mask_of(len < 32 ? len : 32);
-	m[1] = p->w[1] & mask_of(len < 32 ? 0 : len < 64 ? len - 32 : 32);
-	m[2] = p->w[2] & mask_of(len < 64 ? 0 : len < 96 ? len - 64 : 32);
-	m[3] = p->w[3] & mask_of(len < 96 ? 0 : len - 96);
-	if (p->drop)
-		p->found = probe_v6(&couic_d6_bkt, &couic_d6_ovf, couic_d6_bits, m, len, &p->tag);
-	else
-		p->found = probe_v6(&couic_i6_bkt, &couic_i6_ovf, couic_i6_bits, m, len, &p->tag);
-	return p->found;
+	return probe_table(p, COUIC_TABLE_IGN6, COUIC_TABLE_DROP6, m, len);
 }
 
-/* One table's IPv4 lookup: the host if its eighth of the /16 block holds
- * any, then the lengths the block (and the table's short lengths) may
- * match, longest first. */
-static __always_inline int lookup_v4(void *buckets, void *overflow, void *blocks, __u8 bits,
-				     __u8 hosts, __u8 nets, __u32 short_lens, __u32 drop,
-				     __u32 addr, __u32 *tag)
+/* One table's lookup: the host if its eighth of the block holds any, then
+ * the lengths the block (and the table's short lengths) may match, longest
+ * first. Blocks are IPv4 /16s, or hashed IPv6 /32s (eighths of /35s). */
+static __always_inline int lookup(enum couic_table id, const struct couic_active *on,
+				  const __u32 *w, __u32 *tag)
 {
-	const __u8 *o = (const __u8 *)&addr;
-	__u32 block = (__u32)o[0] << 8 | o[1];
-	struct couic_b4_block *k;
-	struct probes p;
-	__u64 lens = short_lens;
-
-	if (!hosts && !nets)
-		return 0;
-	k = bpf_map_lookup_elem(blocks, &block);
-	if (!k)
-		return 0;
-	if (hosts && (k->lens >> (o[2] >> 5)) & 1 &&
-	    probe_v4(buckets, overflow, bits, addr, 32, tag))
-		return 1;
-	if (!nets)
-		return 0;
-	if ((k->sub >> (o[2] >> 3)) & 1)
-		lens |= k->lens & ~HOST_BITS;
-	if (!lens)
-		return 0;
-	/* The probes' state is written only now: a lookup that ends before
-	 * makes no stack writes (each one a speculation barrier when the
-	 * loader lacks CAP_PERFMON). */
-	p = (struct probes){ .w = { addr }, .lens = lens, .drop = drop };
-	bpf_loop(32, probe_next_v4, &p, 0);
-	*tag = p.tag;
-	return p.found;
-}
-
-/* The same for IPv6: blocks are hashed /32s, eighths of them /35s. */
-static __always_inline int lookup_v6(void *buckets, void *overflow, void *blocks, void *block_lens,
-				     __u8 bits, __u8 hosts, __u8 nets, __u32 short_lens, __u32 drop,
-				     const __u32 *w, __u32 *tag)
-{
-	__u32 block = couic_bucket_of(w, 1, 0, COUIC_BLOCK6_BITS);
-	__u8 next = ((const __u8 *)w)[4]; /* the 8 address bits after the /32 */
-	struct couic_b6_block *k;
+	const struct rule_table *t = &tables[id];
+	const int v4 = t->words == 1;
+	/* The block, and the 8 address bits after it. */
+	__u32 block = v4 ? bpf_ntohl(w[0]) >> 16 : couic_bucket_of(w, 1, 0, COUIC_BLOCK6_BITS);
+	__u8 next = v4 ? bpf_ntohl(w[0]) >> 8 : bpf_ntohl(w[1]) >> 24;
+	__u8 hosts = on->map[t->host], nets = on->map[t->net];
+	__u64 lens = on->short_lens[id], hi = 0;
+	const struct couic_b4_block *k4;
+	const struct couic_b6_block *k6;
 	struct couic_b6_lens *all;
-	__u64 lens = short_lens, hi = 0;
 	struct probes p;
 
 	if (!hosts && !nets)
 		return 0;
-	k = bpf_map_lookup_elem(blocks, &block);
-	if (!k)
+	k4 = bpf_map_lookup_elem(t->blocks, &block);
+	k6 = (const void *)k4;
+	if (!k4)
 		return 0;
-	if (hosts && (k->hosts >> (next >> 5)) & 1 &&
-	    probe_v6(buckets, overflow, bits, w, 128, tag))
+	if (hosts && ((v4 ? k4->lens : k6->hosts) >> (next >> 5)) & 1 &&
+	    probe(id, w, 32 * t->words, tag))
 		return 1;
 	if (!nets)
 		return 0;
-	if ((k->sub >> (next >> 3)) & 1) {
-		if (k->more) {
-			all = bpf_map_lookup_elem(block_lens, &block);
+	if (((v4 ? k4->sub : k6->sub) >> (next >> 3)) & 1) {
+		if (v4) {
+			lens |= k4->lens & ~HOST_BITS;
+		} else if (k6->more) {
+			all = bpf_map_lookup_elem(t->block_lens, &block);
 			if (all) {
 				lens |= all->lens[0] & ~(__u64)HOST_BITS;
 				hi = all->lens[1];
@@ -414,7 +452,7 @@ static __always_inline int lookup_v6(void *buckets, void *overflow, void *blocks
 		} else {
 #pragma unroll
 			for (int i = 0; i < 2; i++) {
-				__u32 len = k->len[i];
+				__u32 len = k6->len[i];
 
 				/* Lengths are 24..127; 0 is none. */
 				if (len >= 64)
@@ -426,40 +464,45 @@ static __always_inline int lookup_v6(void *buckets, void *overflow, void *blocks
 	}
 	if (!lens && !hi)
 		return 0;
-	p = (struct probes){ .lens = lens, .hi = hi, .drop = drop };
-	__builtin_memcpy(p.w, w, sizeof(p.w));
-	bpf_loop(128, probe_next_v6, &p, 0);
+	/* The probes' state is written only now: a lookup that ends before
+	 * makes no stack writes (each one a speculation barrier when the
+	 * loader lacks CAP_PERFMON). */
+	p = (struct probes){ .lens = lens, .hi = hi, .table = id };
+	__builtin_memcpy(p.w, w, 4 * t->words);
+	/* At most one call per length: 32 for IPv4, 128 for IPv6. */
+	bpf_loop(32 * t->words, v4 ? probe_next_v4 : probe_next_v6, &p, 0);
 	*tag = p.tag;
 	return p.found;
+}
+
+/* The verdict for source w from its family's tables: ignore before drop. */
+static __always_inline void judge(enum couic_table ign, enum couic_table drop, const __u32 *w,
+				  struct verdict *v)
+{
+	__u32 tag, zero = 0;
+	struct couic_active *on = bpf_map_lookup_elem(&couic_active, &zero);
+
+	if (!on || !w || !v)
+		return;
+	if (lookup(ign, on, w, &tag)) {
+		v->matched = MATCHED_IGNORE;
+		v->tag_id = tag;
+	} else if (lookup(drop, on, w, &tag)) {
+		v->action = XDP_DROP;
+		v->matched = MATCHED_DROP;
+		v->tag_id = tag;
+	}
 }
 
 /*
  * The verdict for one source address. These two are global functions, so
  * the verifier checks each once, not once per VLAN path that reaches it;
- * `v` may then be NULL as far as it knows. A table flagged empty in
- * couic_active costs no lookup.
+ * their pointers may then be NULL as far as it knows. A table flagged empty
+ * in couic_active costs no lookup.
  */
 __noinline int couic_judge_v4(__u32 addr, struct verdict *v)
 {
-	__u32 tag, zero = 0;
-	struct couic_active *on = bpf_map_lookup_elem(&couic_active, &zero);
-	const __u8 *m;
-
-	if (!on || !v)
-		return 0;
-	m = on->map;
-	if (lookup_v4(&couic_i4_bkt, &couic_i4_ovf, &couic_i4_blk, couic_i4_bits,
-		      m[COUIC_MAP_IGN4_HOST], m[COUIC_MAP_IGN4_NET], on->short_lens[0], 0, addr,
-		      &tag)) {
-		v->matched = MATCHED_IGNORE;
-		v->tag_id = tag;
-	} else if (lookup_v4(&couic_d4_bkt, &couic_d4_ovf, &couic_d4_blk, couic_d4_bits,
-			     m[COUIC_MAP_DROP4_HOST], m[COUIC_MAP_DROP4_NET], on->short_lens[2], 1,
-			     addr, &tag)) {
-		v->action = XDP_DROP;
-		v->matched = MATCHED_DROP;
-		v->tag_id = tag;
-	}
+	judge(COUIC_TABLE_IGN4, COUIC_TABLE_DROP4, &addr, v);
 	return 0;
 }
 
@@ -471,25 +514,7 @@ struct source6 {
 
 __noinline int couic_judge_v6(const struct source6 *src, struct verdict *v)
 {
-	__u32 tag, zero = 0;
-	struct couic_active *on = bpf_map_lookup_elem(&couic_active, &zero);
-	const __u8 *m;
-
-	if (!on || !src || !v)
-		return 0;
-	m = on->map;
-	if (lookup_v6(&couic_i6_bkt, &couic_i6_ovf, &couic_i6_blk, &couic_i6_len, couic_i6_bits,
-		      m[COUIC_MAP_IGN6_HOST], m[COUIC_MAP_IGN6_NET], on->short_lens[1], 0, src->w,
-		      &tag)) {
-		v->matched = MATCHED_IGNORE;
-		v->tag_id = tag;
-	} else if (lookup_v6(&couic_d6_bkt, &couic_d6_ovf, &couic_d6_blk, &couic_d6_len,
-			     couic_d6_bits, m[COUIC_MAP_DROP6_HOST], m[COUIC_MAP_DROP6_NET],
-			     on->short_lens[3], 1, src->w, &tag)) {
-		v->action = XDP_DROP;
-		v->matched = MATCHED_DROP;
-		v->tag_id = tag;
-	}
+	judge(COUIC_TABLE_IGN6, COUIC_TABLE_DROP6, src ? src->w : NULL, v);
 	return 0;
 }
 

@@ -171,8 +171,12 @@ enum couic_map_index {
 };
 
 /* Tables, one per policy and family, in the order of the flags above
- * (index / 2): ignore IPv4, ignore IPv6, drop IPv4, drop IPv6. */
+ * (index / 2); they index couic_active's short_lens. */
 enum couic_table {
+	COUIC_TABLE_IGN4 = 0,
+	COUIC_TABLE_IGN6 = 1,
+	COUIC_TABLE_DROP4 = 2,
+	COUIC_TABLE_DROP6 = 3,
 	COUIC_TABLE_COUNT = 4,
 };
 
