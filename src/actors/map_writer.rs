@@ -14,7 +14,7 @@ use actix::prelude::*;
 use couic_common::{Cidr, Policy};
 
 use crate::actors::messages::{Changed, Origin};
-use crate::batch::{self, Op};
+use crate::batch::{self, Op, Rules};
 use crate::bpf::BpfError;
 use crate::clock::SharedClock;
 use crate::firewall::set_plan::{ReloadSummary, SetsTarget};
@@ -50,8 +50,7 @@ pub struct ApplyBatch {
     pub policy: Policy,
     pub ops: Vec<Op>,
     pub origin: Origin,
-    pub protect_sets: bool,
-    pub atomic: bool,
+    pub rules: Rules,
 }
 
 #[derive(Message)]
@@ -206,8 +205,7 @@ impl Handler<ApplyBatch> for MapWriter {
             msg.policy,
             msg.ops,
             &msg.origin,
-            msg.protect_sets,
-            msg.atomic,
+            msg.rules,
             now,
         );
         self.publish(msg.origin, changes);
@@ -460,8 +458,7 @@ mod tests {
                 }),
             ],
             origin: Origin::peer("node-b"),
-            protect_sets: true,
-            atomic: true,
+            rules: STRICT,
         };
         let results = f.writer.send(batch).await.unwrap();
         assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -503,8 +500,7 @@ mod tests {
                 Op::Add(entry("10.0.0.9/32")),
             ],
             origin: Origin::api("admin"),
-            protect_sets: true,
-            atomic: true,
+            rules: STRICT,
         };
         let results = f.writer.send(dup).await.unwrap();
         assert!(results.iter().all(Result::is_err), "{results:?}");
@@ -519,8 +515,7 @@ mod tests {
                 Op::Add(entry("10.0.0.7/32")),
             ],
             origin: Origin::api("admin"),
-            protect_sets: true,
-            atomic: true,
+            rules: STRICT,
         };
         let results = f.writer.send(refused).await.unwrap();
         assert!(results.iter().all(Result::is_err), "{results:?}");
@@ -531,6 +526,12 @@ mod tests {
         assert_eq!(f.maps.rules(table).len(), 1);
         assert!(f.stored(Policy::Drop, "10.0.0.7/32").await.is_none());
     }
+
+    const STRICT: Rules = Rules {
+        protect_sets: true,
+        atomic: true,
+        mode: batch::Mode::Strict,
+    };
 
     fn entry(c: &str) -> NewEntry {
         NewEntry {

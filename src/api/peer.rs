@@ -1,11 +1,11 @@
 //! `POST /v1/{policy}/peer` (§4.5): a batch of jobs from a peer node.
 //!
-//! Unlike the reference (§18.4, §18.5), the batch is all or nothing: every
-//! job is validated and played in order against the store before anything
-//! is written, so a duplicate (also within the batch) or a missing entry
-//! answers the contract's status with nothing applied; and a peer cannot
-//! remove a set entry. Body rejections keep the framework's plain-text
-//! style that reference senders receive.
+//! Unlike the reference (§18.4, §18.5), the batch is all or nothing (a set
+//! entry to remove or a full map answers the contract's status with nothing
+//! applied) and idempotent ([`Mode::Peer`]): a batch retried after a lost
+//! answer succeeds again, an add or a remove never touches an entry of
+//! another origin, and a peer cannot remove a set entry. Body rejections
+//! keep the framework's plain-text style that reference senders receive.
 
 use actix_web::http::StatusCode;
 use actix_web::web::{Data, Payload};
@@ -18,7 +18,7 @@ use super::policies::EXPIRATION_MESSAGE;
 use super::{json, params, AppState};
 use crate::actors::map_writer::ApplyBatch;
 use crate::actors::messages::Origin;
-use crate::batch::Op;
+use crate::batch::{Mode, Op, Rules};
 use crate::firewall::{NewEntry, WriteError};
 use crate::rbac::Scope;
 
@@ -73,8 +73,11 @@ pub async fn batch(
             policy,
             ops,
             origin: Origin::peer(&caller.name),
-            protect_sets: true,
-            atomic: true,
+            rules: Rules {
+                protect_sets: true,
+                atomic: true,
+                mode: Mode::Peer,
+            },
         })
         .await?;
     // The first job that failed on its own tells the status.
