@@ -22,7 +22,9 @@ pub use client::{Client, ClientRequest, Group};
 pub use entry::{Entry, EntryRequest, Metadata, Report, ReportAction};
 pub use error::{ErrorBody, ErrorCode, FieldError};
 pub use names::{ClientName, NameError, SetName};
-pub use peer::{PeerAction, PeerEntry, PeerJob};
+pub use peer::{
+    PeerAction, PeerDigest, PeerEntry, PeerJob, PeerState, PeerStatus, ShardDigest, SHARDS,
+};
 pub use policy::Policy;
 pub use set::{Set, SetSummary, SET_FILE_EXTENSION, SET_MAX_FILE_SIZE};
 pub use stats::{Metrics, PktStats, ReportStats, Stats, TagStats, XDP_ACTIONS};

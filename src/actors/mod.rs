@@ -5,6 +5,7 @@
 pub mod expirer;
 pub mod map_writer;
 pub mod messages;
+pub mod peer_broadcaster;
 pub mod reporter;
 pub mod set_reloader;
 
@@ -19,6 +20,7 @@ use crate::reporting::{ReportCounters, ReportQueue};
 use expirer::Expirer;
 use map_writer::MapWriter;
 use messages::Changed;
+use peer_broadcaster::{PeerBroadcaster, PeerParts};
 use reporter::{Reporter, Sink};
 
 /// What the Reporter is made of, when reporting is on.
@@ -34,10 +36,13 @@ pub struct Actors {
     pub writer: Addr<MapWriter>,
     pub expirer: Addr<Expirer>,
     pub reporter: Option<Addr<Reporter>>,
+    /// One per peer, in the order configured.
+    pub peers: Vec<Addr<PeerBroadcaster>>,
 }
 
 /// Starts the MapWriter on `arbiter` with its subscribers beside it: the
-/// Expirer, the Reporter when given, then `also`. Change events reach them
+/// Expirer, the Reporter when given, a PeerBroadcaster per peer, then
+/// `also`. Change events reach them
 /// without waking another thread on every API write; the Reporter only
 /// queues there, and cuts, serialises and sends on the blocking pool.
 pub fn start(
@@ -45,6 +50,7 @@ pub fn start(
     firewall: Firewall,
     clock: SharedClock,
     reporter: Option<ReporterParts>,
+    peers: Vec<PeerParts>,
     also: Vec<Recipient<Changed>>,
 ) -> Actors {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -59,20 +65,28 @@ pub fn start(
                 backoff,
                 counters,
             } = parts;
-            Reporter::new(queue, sink, backoff, counters, subscriber_clock).start()
+            Reporter::new(queue, sink, backoff, counters, subscriber_clock.clone()).start()
         });
         if let Some(reporter) = &reporter {
             subscribers.push(reporter.clone().recipient());
         }
+        let peers: Vec<Addr<PeerBroadcaster>> = peers
+            .into_iter()
+            .map(|parts| {
+                PeerBroadcaster::new(parts, writer.clone(), subscriber_clock.clone()).start()
+            })
+            .collect();
+        subscribers.extend(peers.iter().map(|p| p.clone().recipient()));
         subscribers.extend(also);
-        tx.send((expirer, reporter))
+        tx.send((expirer, reporter, peers))
             .expect("start waits for its subscribers");
         subscribers
     });
-    let (expirer, reporter) = rx.recv().expect("the subscribers were started");
+    let (expirer, reporter, peers) = rx.recv().expect("the subscribers were started");
     Actors {
         writer,
         expirer,
         reporter,
+        peers,
     }
 }

@@ -35,6 +35,7 @@ use serde::Serialize;
 use crate::actors::map_writer::MapWriter;
 use crate::actors::set_reloader::SetReloader;
 use crate::clock::SharedClock;
+use crate::peering::PeerCounters;
 use crate::rbac::{ClientFiles, ClientRegistry, Scope};
 use crate::reporting::ReportCounters;
 
@@ -53,6 +54,8 @@ pub struct AppState {
     pub sets: Option<Arc<SetReloader>>,
     /// The webhook reporter's counters, when reporting is on.
     pub reports: Option<Arc<ReportCounters>>,
+    /// Each peer's status, in the order configured (empty: no peering).
+    pub peers: Vec<Arc<PeerCounters>>,
 }
 
 impl AppState {
@@ -68,6 +71,7 @@ impl AppState {
             clock,
             sets: None,
             reports: None,
+            peers: Vec::new(),
         }
     }
 
@@ -80,6 +84,12 @@ impl AppState {
     /// Shows the webhook reporter's counters in the statistics.
     pub fn with_reports(mut self, counters: Arc<ReportCounters>) -> Self {
         self.reports = Some(counters);
+        self
+    }
+
+    /// Shows the peers' status (`/v1/peers`, metrics).
+    pub fn with_peers(mut self, peers: Vec<Arc<PeerCounters>>) -> Self {
+        self.peers = peers;
         self
     }
 
