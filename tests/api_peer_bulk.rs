@@ -441,3 +441,83 @@ fn bulk_loads_many_entries_and_checks_its_body() {
     assert_eq!(resp.status, 400);
     assert_eq!(json(&api.post("/v1/drop/bulk", "{}"))["applied"], 0);
 }
+
+/// Catch-up: the digest of what a peer sent, and a shard made exactly what
+/// the peer says.
+#[test]
+fn peer_digest_and_shard_replace() {
+    use couic_common::peer::shard_of;
+    use couic_common::PeerDigest;
+    let d = Daemon::start();
+    let mut api = d.admin();
+    let token = d.create_client("node-a", "peering");
+    let mut a = d.client(Some(&token));
+    // Three CIDRs of one shard, one of another.
+    let shard = shard_of("10.0.0.1/32");
+    let same: Vec<String> = (2..2000)
+        .map(|i| format!("10.0.{}.{}/32", i / 256, i % 256))
+        .filter(|c| shard_of(c) == shard)
+        .take(2)
+        .collect();
+    let other = (2..2000)
+        .map(|i| format!("10.1.{}.{}/32", i / 256, i % 256))
+        .find(|c| shard_of(c) != shard)
+        .unwrap();
+    let resp = peer(
+        &mut a,
+        "drop",
+        &[
+            job("add", "10.0.0.1/32", Some("t"), 0),
+            job("add", &same[0], None, T0 + 100),
+            job("add", &other, None, 0),
+        ],
+    );
+    assert_eq!(resp.status, 201);
+    // The API's entry of the same shard is not node-a's.
+    assert_eq!(api.add("drop", &same[1], None, 0).status, 201);
+
+    let mut expected = PeerDigest::default();
+    expected.add("10.0.0.1/32", "t", 0);
+    expected.add(&same[0], "", T0 + 100);
+    expected.add(&other, "", 0);
+    let digest: PeerDigest = serde_json::from_value(json(&a.get("/v1/drop/peer/digest"))).unwrap();
+    assert_eq!(digest, expected);
+    let none: PeerDigest = serde_json::from_value(json(&api.get("/v1/drop/peer/digest"))).unwrap();
+    assert_eq!(none, PeerDigest::default(), "the admin sent nothing");
+
+    // node-a now holds, in that shard, only same[0] with another tag, and
+    // same[1] (the API's entry: left as it is).
+    let body = json!([
+        {"cidr": same[0], "tag": "new", "expiration": T0 + 100},
+        {"cidr": same[1], "tag": "x", "expiration": 0},
+    ]);
+    let path = format!("/v1/drop/peer/shard/{shard}");
+    let resp = a.send("PUT", &path, &body.to_string());
+    assert_eq!(resp.status, 204, "{}", resp.text());
+    assert_eq!(api.get("/v1/drop/10.0.0.1/32").status, 404);
+    assert_eq!(
+        json(&api.get(&format!("/v1/drop/{}", same[0])))["tag"],
+        "new"
+    );
+    assert_eq!(json(&api.get(&format!("/v1/drop/{}", same[1])))["tag"], "");
+    assert_eq!(
+        api.get(&format!("/v1/drop/{other}")).status,
+        200,
+        "another shard"
+    );
+    let mut expected = PeerDigest::default();
+    expected.add(&same[0], "new", T0 + 100);
+    expected.add(&other, "", 0);
+    let digest: PeerDigest = serde_json::from_value(json(&a.get("/v1/drop/peer/digest"))).unwrap();
+    assert_eq!(digest, expected);
+
+    // An entry of another shard: 422, nothing applied.
+    let resp = a.send(
+        "PUT",
+        &path,
+        &json!([{"cidr": other, "expiration": 0}]).to_string(),
+    );
+    assert_eq!(resp.status, 422, "{}", resp.text());
+    assert_eq!(api.get(&format!("/v1/drop/{}", same[0])).status, 200);
+    assert_eq!(a.send("PUT", "/v1/drop/peer/shard/64", "[]").status, 400);
+}

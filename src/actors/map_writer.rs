@@ -7,11 +7,13 @@
 //! Past 400 lines with its actor tests (over in-memory maps); the actor
 //! itself is under 300.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use couic_common::{Cidr, Policy};
+use couic_common::peer::shard_of;
+use couic_common::{Cidr, PeerDigest, Policy};
 
 use crate::actors::messages::{Changed, Origin};
 use crate::batch::{self, Op, Rules};
@@ -92,6 +94,27 @@ pub struct ExpireDue {
 #[rtype(result = "Result<ReloadSummary, WriteError>")]
 pub struct ReloadSets {
     pub target: SetsTarget,
+}
+
+/// What this node holds from a peer client (entries of origin `origin`,
+/// not yet expired), per shard: catch-up compares it with the peer's own.
+#[derive(Message)]
+#[rtype(result = "PeerDigest")]
+pub struct DigestOfPeer {
+    pub policy: Policy,
+    pub origin: Origin,
+}
+
+/// Makes the entries held from a peer in `shard` exactly `entries` (all of
+/// that shard): the others of that peer's are removed, the missing added,
+/// the changed replaced, as one idempotent peer batch.
+#[derive(Message)]
+#[rtype(result = "Vec<Result<(), WriteError>>")]
+pub struct ReplacePeerShard {
+    pub policy: Policy,
+    pub origin: Origin,
+    pub shard: usize,
+    pub entries: Vec<NewEntry>,
 }
 
 /// The sequence number of the last change published (0 before any).
@@ -285,6 +308,60 @@ impl Handler<ReloadSets> for MapWriter {
         }
         self.publish(Origin::Set, changes);
         result
+    }
+}
+
+impl Handler<DigestOfPeer> for MapWriter {
+    type Result = MessageResult<DigestOfPeer>;
+
+    fn handle(&mut self, msg: DigestOfPeer, _: &mut Context<Self>) -> Self::Result {
+        let store = self.firewall.store();
+        let now = self.clock.now();
+        let mut digest = PeerDigest::default();
+        if let Some(id) = store.find_origin(&msg.origin) {
+            let tags = store.tags(msg.policy);
+            for (cidr, record) in store.iter(msg.policy) {
+                let live = record.expiration == 0 || record.expiration > now;
+                if record.origin == id && live {
+                    let tag = tags.name(record.tag);
+                    digest.add(&cidr.to_string(), tag, record.expiration);
+                }
+            }
+        }
+        MessageResult(digest)
+    }
+}
+
+impl Handler<ReplacePeerShard> for MapWriter {
+    type Result = Vec<Result<(), WriteError>>;
+
+    fn handle(&mut self, msg: ReplacePeerShard, _: &mut Context<Self>) -> Self::Result {
+        let store = self.firewall.store();
+        let kept: HashSet<Cidr> = msg.entries.iter().map(|e| e.cidr).collect();
+        let mut ops: Vec<Op> = Vec::with_capacity(msg.entries.len());
+        if let Some(id) = store.find_origin(&msg.origin) {
+            ops.extend(
+                store
+                    .iter(msg.policy)
+                    .filter(|(cidr, record)| {
+                        record.origin == id
+                            && !kept.contains(cidr)
+                            && shard_of(&cidr.to_string()) == msg.shard
+                    })
+                    .map(|(cidr, _)| Op::Remove(cidr)),
+            );
+        }
+        ops.extend(msg.entries.into_iter().map(Op::Add));
+        let rules = Rules {
+            protect_sets: true,
+            atomic: true,
+            mode: batch::Mode::Peer,
+        };
+        let now = self.clock.now();
+        let (results, changes) =
+            batch::apply(&mut self.firewall, msg.policy, ops, &msg.origin, rules, now);
+        self.publish(msg.origin, changes);
+        results
     }
 }
 

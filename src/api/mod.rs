@@ -15,6 +15,7 @@ pub mod clients;
 pub mod error;
 pub mod params;
 pub mod peer;
+pub mod peers;
 pub mod policies;
 pub mod sets;
 pub mod socket;
@@ -150,7 +151,14 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/v1/sets/{policy}/{name}", &[Scope::SETS_GET]),
     route("PUT", "/v1/sets/{policy}/{name}", &[Scope::SETS_UPDATE]),
     route("DELETE", "/v1/sets/{policy}/{name}", &[Scope::SETS_DELETE]),
+    route("GET", "/v1/peers", &[Scope::PEERS_LIST]),
     route("POST", "/v1/{policy}/peer", &[Scope::POLICY_PEER]),
+    route("GET", "/v1/{policy}/peer/digest", &[Scope::POLICY_PEER]),
+    route(
+        "PUT",
+        "/v1/{policy}/peer/shard/{shard}",
+        &[Scope::POLICY_PEER],
+    ),
     route(
         "POST",
         "/v1/{policy}/bulk",
@@ -199,7 +207,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(get_and_head(web::resource("/v1/check/{ip}"), check::check))
         .configure(sets::configure)
+        .service(get_and_head(web::resource("/v1/peers"), peers::list))
         .service(web::resource("/v1/{policy}/peer").route(web::post().to(peer::batch)))
+        .service(get_and_head(
+            web::resource("/v1/{policy}/peer/digest"),
+            peer::digest,
+        ))
+        .service(web::resource("/v1/{policy}/peer/shard/{shard}").route(web::put().to(peer::shard)))
         .service(web::resource("/v1/{policy}/bulk").route(web::post().to(bulk::bulk)))
         .service(
             get_and_head(web::resource("/v1/{policy}"), policies::list)
