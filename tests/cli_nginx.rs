@@ -5,17 +5,15 @@
 //! certificate is refused with a clear error and exit code 1.
 //!
 //! nginx and openssl are required (CI installs them): a missing one fails
-//! the test with a message instead of skipping it.
+//! the test with a message instead of skipping it. nginx is the kit's.
 
 use std::fs;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use couic_testkit::ctl::{self, table_rows};
-use couic_testkit::daemon::STARTUP;
+use couic_testkit::nginx::Nginx;
 use couic_testkit::pki::Pki;
-use couic_testkit::{free_port, Daemon, Guard, Out, Spec};
+use couic_testkit::{Daemon, Out, Spec};
 use serde_json::json;
 
 const COUIC: &str = env!("CARGO_BIN_EXE_couic");
@@ -28,104 +26,6 @@ fn couicctl_bin() -> &'static Path {
 /// Runs `couicctl -c <config> <args>`.
 fn couicctl(config: &Path, args: &[&str]) -> Out {
     ctl::run(couicctl_bin(), config, args, &[])
-}
-
-/// The nginx binary: on the PATH or in /usr/sbin (not always on root's
-/// PATH in containers).
-fn nginx_bin() -> PathBuf {
-    let path = std::env::var("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
-        .map(|d| d.join("nginx"))
-        .find(|p| p.is_file())
-        .expect("nginx is not installed: these tests need it (`make deps` installs it)")
-}
-
-/// nginx in the foreground, one process, everything under a temporary
-/// prefix; killed on drop.
-struct Nginx {
-    process: Guard,
-    port: u16,
-    error_log: PathBuf,
-}
-
-impl Nginx {
-    fn start(dir: &Path, pki: &Pki, socket: &Path) -> Nginx {
-        let bin = nginx_bin();
-        // A port picked free may be taken before nginx binds it: retry.
-        let mut last_error = String::new();
-        for _ in 0..3 {
-            let port = free_port();
-            let conf = dir.join("nginx.conf");
-            let error_log = dir.join("error.log");
-            let _ = fs::remove_file(&error_log);
-            let d = dir.display();
-            fs::write(
-                &conf,
-                format!(
-                    "daemon off;\nmaster_process off;\nuser root;\npid {d}/nginx.pid;\n\
-                     error_log {d}/error.log info;\n\
-                     events {{ worker_connections 64; }}\n\
-                     http {{\n\
-                       access_log {d}/access.log;\n\
-                       client_body_temp_path {d}/body;\n\
-                       proxy_temp_path {d}/proxy;\n\
-                       fastcgi_temp_path {d}/fastcgi;\n\
-                       uwsgi_temp_path {d}/uwsgi;\n\
-                       scgi_temp_path {d}/scgi;\n\
-                       server {{\n\
-                         listen 127.0.0.1:{port} ssl;\n\
-                         server_name localhost;\n\
-                         ssl_certificate {cert};\n\
-                         ssl_certificate_key {key};\n\
-                         location / {{\n\
-                           proxy_pass http://unix:{socket}:;\n\
-                           proxy_http_version 1.1;\n\
-                           proxy_set_header Connection \"\";\n\
-                           proxy_set_header Host localhost;\n\
-                         }}\n\
-                       }}\n\
-                     }}\n",
-                    cert = pki.cert.display(),
-                    key = pki.key.display(),
-                    socket = socket.display(),
-                ),
-            )
-            .unwrap();
-            let child = Command::new(&bin)
-                .arg("-p")
-                .arg(dir)
-                .arg("-e")
-                .arg(&error_log)
-                .arg("-c")
-                .arg(&conf)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(fs::File::create(dir.join("nginx.stderr")).unwrap())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            let mut process = Guard::new("nginx", child);
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            match process.wait_listening(addr, STARTUP) {
-                Ok(()) => {
-                    return Nginx {
-                        process,
-                        port,
-                        error_log,
-                    }
-                }
-                // Dropped: killed.
-                Err(e) => {
-                    last_error = format!(
-                        "{e:#}\n{}{}",
-                        fs::read_to_string(dir.join("nginx.stderr")).unwrap_or_default(),
-                        fs::read_to_string(&error_log).unwrap_or_default()
-                    )
-                }
-            }
-        }
-        panic!("nginx did not start:\n{last_error}");
-    }
 }
 
 /// The daemon, nginx in front of it, and the certificates. Fields drop in
@@ -142,7 +42,7 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::make(dir.path());
         let daemon = Daemon::start(Spec::new(COUIC)).unwrap();
-        let nginx = Nginx::start(dir.path(), &pki, &daemon.socket());
+        let nginx = Nginx::start(dir.path(), Some(&pki), &daemon.socket());
         Setup {
             nginx,
             daemon,

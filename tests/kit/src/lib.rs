@@ -10,6 +10,7 @@
 //! - [`net`]: network namespaces and veth pairs removed on drop, UDP
 //!   senders and receivers inside them.
 //! - [`pki`]: a private CA and a server certificate made with openssl.
+//! - [`nginx`]: nginx in front of a daemon's socket, plain or TLS.
 //! - [`http`]: an HTTP server on loopback that records requests and answers
 //!   as told: the stand-in for a webhook, a chat service or a peer.
 //!
@@ -23,6 +24,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod http;
 pub mod net;
+pub mod nginx;
 pub mod pki;
 pub mod process;
 
