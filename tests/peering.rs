@@ -247,7 +247,7 @@ fn a_slow_peer_does_not_delay_a_healthy_one() {
         on_all(&[&b], |d| present(d, "drop", &cidr));
         std::thread::sleep(Duration::from_millis(400));
     }
-    assert!(slow.requests().len() >= 1, "the slow peer was tried");
+    assert!(!slow.requests().is_empty(), "the slow peer was tried");
 }
 
 #[test]
