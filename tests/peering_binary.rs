@@ -1,12 +1,15 @@
 //! The couic binary with `[peering]`: its batches reach a recording server
 //! standing for a reference peer (no catch-up routes), `couicctl peers` and
-//! the metrics show the link, and the token is never logged or shown.
+//! the metrics show the link, and the token is never logged or shown; a
+//! peer killed and restarted behind nginx converges.
 
+use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use couic_testkit::ctl;
 use couic_testkit::http::{Answer, HttpRecorder};
+use couic_testkit::nginx::Nginx;
 use couic_testkit::{wait_until, Daemon, Spec};
 
 const COUIC: &str = env!("CARGO_BIN_EXE_couic");
@@ -74,4 +77,84 @@ fn the_daemon_sends_batches_and_shows_its_peers() {
     assert!(log.contains("has no catch-up routes"), "{log}");
     assert!(!log.contains(TOKEN), "the token is never logged");
     assert!(!table.stdout.contains(TOKEN));
+}
+
+/// CIDRs of a policy, as a node lists them.
+fn cidrs(d: &Daemon, policy: &str) -> BTreeSet<String> {
+    let (status, body) = d.api().call("GET", &format!("/v1/{policy}"), None).unwrap();
+    assert_eq!(status, 200);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+    list.iter()
+        .map(|e| e["cidr"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// kill -9 of a peer, changes meanwhile, a restart that lost every entry:
+/// the peer converges (nothing missing, nothing extra).
+#[test]
+fn a_peer_killed_and_restarted_converges() {
+    const RESYNC_INTERVAL: u64 = 3;
+    let mut c = Daemon::start(Spec::new(COUIC)).unwrap();
+    let (status, body) = c
+        .api()
+        .call(
+            "POST",
+            "/v1/client",
+            Some(br#"{"name":"node-a","group":"peering"}"#),
+        )
+        .unwrap();
+    assert_eq!(status, 201);
+    let token: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let token = token["token"].as_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(dir.path(), None, &c.socket());
+    let a = Daemon::start(Spec::new(COUIC).extra(&format!(
+        "[peering]\nenabled = true\nresync_interval = {RESYNC_INTERVAL}\n\
+         [[peering.peers]]\nname = \"c\"\nhost = \"127.0.0.1\"\nport = {}\ntls = false\ntoken = \"{token}\"\n",
+        nginx.port
+    )))
+    .unwrap();
+
+    let bulk = |from: u32, to: u32| {
+        let add: Vec<serde_json::Value> = (from..to)
+            .map(|i| serde_json::json!({"cidr": format!("10.{}.{}.0/24", i / 256, i % 256), "tag": "t", "expiration": 0}))
+            .collect();
+        let body = serde_json::json!({ "add": add }).to_string();
+        let (status, text) = a
+            .api()
+            .call("POST", "/v1/drop/bulk", Some(body.as_bytes()))
+            .unwrap();
+        assert!(status < 300, "{status} {}", String::from_utf8_lossy(&text));
+    };
+    bulk(0, 10);
+    assert!(wait_until(Duration::from_secs(2), || cidrs(&c, "drop")
+        .len()
+        == 10));
+
+    c.kill();
+    bulk(10, 1010);
+    for i in 0..5 {
+        let (status, _) = a
+            .api()
+            .call("DELETE", &format!("/v1/drop/10.0.{i}.0/24"), None)
+            .unwrap();
+        assert_eq!(status, 204);
+    }
+    c.spawn().unwrap();
+    c.wait_ready().unwrap();
+    let back = Instant::now();
+    let expected = cidrs(&a, "drop");
+    assert_eq!(expected.len(), 1005);
+    let patience = Duration::from_secs(RESYNC_INTERVAL + 4);
+    let converged = wait_until(patience, || cidrs(&c, "drop") == expected);
+    let held = cidrs(&c, "drop");
+    assert!(
+        converged,
+        "after {:?}: {} missing, {} extra\n{}",
+        back.elapsed(),
+        expected.difference(&held).count(),
+        held.difference(&expected).count(),
+        a.log()
+    );
+    eprintln!("converged {:?} after the restart", back.elapsed());
 }
