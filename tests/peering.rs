@@ -30,10 +30,9 @@ struct Later(Arc<OnceLock<HttpPeer>>);
 
 impl Later {
     fn peer(&self) -> Result<&HttpPeer, Failure> {
-        self.0.get().ok_or_else(|| Failure {
-            reason: "not reachable yet".into(),
-            retry_after: None,
-        })
+        self.0
+            .get()
+            .ok_or_else(|| Failure::new("not reachable yet"))
     }
 }
 

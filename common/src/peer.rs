@@ -43,9 +43,31 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     hash
 }
 
-/// The shard of a CIDR, from its normalised text.
-pub fn shard_of(cidr: &str) -> usize {
-    (fnv1a64(cidr.as_bytes()) % SHARDS as u64) as usize
+/// FNV-1a 64 fed with what is formatted into it: the hash of a value's
+/// text without building the text.
+struct Fnv(u64);
+
+impl std::fmt::Write for Fnv {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        for &b in s.as_bytes() {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        Ok(())
+    }
+}
+
+/// `fnv1a64` of `args` formatted.
+fn fnv_of(args: std::fmt::Arguments<'_>) -> u64 {
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    std::fmt::Write::write_fmt(&mut h, args).expect("hashing cannot fail");
+    h.0
+}
+
+/// The shard of a CIDR, from its normalised text (any `Display` of it:
+/// `Cidr` or its text).
+pub fn shard_of(cidr: impl std::fmt::Display) -> usize {
+    (fnv_of(format_args!("{cidr}")) % SHARDS as u64) as usize
 }
 
 /// One shard of a [`PeerDigest`].
@@ -73,13 +95,14 @@ impl Default for PeerDigest {
 }
 
 impl PeerDigest {
-    /// Counts an entry (`tag` "" when untagged); returns its shard.
-    pub fn add(&mut self, cidr: &str, tag: &str, expiration: u64) -> usize {
-        let shard = shard_of(cidr);
-        let line = format!("{cidr}|{tag}|{expiration}");
+    /// Counts an entry (`tag` "" when untagged; `cidr` normalised, as
+    /// text or `Cidr`); returns its shard.
+    pub fn add(&mut self, cidr: impl std::fmt::Display, tag: &str, expiration: u64) -> usize {
+        let shard = shard_of(&cidr);
+        let line = fnv_of(format_args!("{cidr}|{tag}|{expiration}"));
         let s = &mut self.shards[shard];
         s.count += 1;
-        s.sum = s.sum.wrapping_add(fnv1a64(line.as_bytes()));
+        s.sum = s.sum.wrapping_add(line);
         shard
     }
 
@@ -151,6 +174,10 @@ mod tests {
         assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+        assert_eq!(
+            fnv_of(format_args!("{}{}", "foo", "bar")),
+            fnv1a64(b"foobar")
+        );
     }
 
     #[test]

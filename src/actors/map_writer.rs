@@ -324,7 +324,7 @@ impl Handler<DigestOfPeer> for MapWriter {
                 let live = record.expiration == 0 || record.expiration > now;
                 if record.origin == id && live {
                     let tag = tags.name(record.tag);
-                    digest.add(&cidr.to_string(), tag, record.expiration);
+                    digest.add(cidr, tag, record.expiration);
                 }
             }
         }
@@ -344,9 +344,7 @@ impl Handler<ReplacePeerShard> for MapWriter {
                 store
                     .iter(msg.policy)
                     .filter(|(cidr, record)| {
-                        record.origin == id
-                            && !kept.contains(cidr)
-                            && shard_of(&cidr.to_string()) == msg.shard
+                        record.origin == id && !kept.contains(cidr) && shard_of(cidr) == msg.shard
                     })
                     .map(|(cidr, _)| Op::Remove(cidr)),
             );

@@ -99,7 +99,7 @@ fn validate_shard(
             .parse::<Cidr>()
             .map_err(|e| invalid("cidr", &e))?
             .normalized();
-        if shard_of(&cidr.to_string()) != shard {
+        if shard_of(cidr) != shard {
             return Err(invalid("cidr", &format!("{cidr} is not in shard {shard}")));
         }
         let tag = Tag::parse_optional(entry.tag.as_deref()).map_err(|e| invalid("tag", &e))?;

@@ -15,18 +15,32 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 /// The reference sender's, which receivers may check.
 pub const USER_AGENT: &str = "CouicClient/1.0.0";
 
-/// Why an attempt failed; it is retried after a backoff.
+/// Why an attempt failed. The attempt is retried after a backoff, except
+/// a batch the peer `refused`, which would get the same answer again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     pub reason: String,
     pub retry_after: Option<Duration>,
+    /// A 4xx other than 408 and 429: a bad token, a set entry to remove,
+    /// a full map.
+    pub refused: bool,
 }
 
 impl Failure {
-    fn new(reason: impl Into<String>) -> Failure {
+    pub fn new(reason: impl Into<String>) -> Failure {
         Failure {
             reason: reason.into(),
             retry_after: None,
+            refused: false,
+        }
+    }
+
+    /// What an answer with this status means.
+    pub fn of_status(status: u16, retry_after: Option<Duration>) -> Failure {
+        Failure {
+            reason: format!("HTTP {status}"),
+            retry_after,
+            refused: (400..500).contains(&status) && !matches!(status, 408 | 429),
         }
     }
 }
@@ -120,10 +134,7 @@ impl HttpPeer {
             .read_to_vec()
             .map_err(|e| Failure::new(e.to_string()))?;
         if !(200..300).contains(&status) && !matches!(status, 404 | 405) {
-            return Err(Failure {
-                reason: format!("HTTP {status}"),
-                retry_after,
-            });
+            return Err(Failure::of_status(status, retry_after));
         }
         Ok((status, body))
     }
@@ -142,7 +153,7 @@ impl Link for HttpPeer {
             Some(json_body(&wire)?),
         )?;
         if !(200..300).contains(&status) {
-            return Err(Failure::new(format!("HTTP {status}")));
+            return Err(Failure::of_status(status, None));
         }
         // As the reference sender: a 2xx must carry an array of jobs.
         serde_json::from_slice::<Vec<PeerJob>>(&body)
@@ -177,5 +188,21 @@ impl Link for HttpPeer {
 
     fn shown(&self) -> &str {
         &self.shown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_definite_refusal_drops_a_batch() {
+        for status in [400, 401, 404, 409, 413, 422] {
+            assert!(Failure::of_status(status, None).refused, "{status}");
+        }
+        for status in [408, 429, 500, 502, 503] {
+            assert!(!Failure::of_status(status, None).refused, "{status}");
+        }
+        assert!(!Failure::new("connection refused").refused);
     }
 }
