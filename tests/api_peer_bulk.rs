@@ -268,6 +268,15 @@ fn peer_body_rejections_are_plain_text() {
         json!([{"action": "add", "entry": {"cidr": "10.0.0.1/32", "tag": "untagged", "expiration": 0}}]),
         json!([{"action": "add", "entry": {"cidr": "10.0.0.1/32", "tag": "x.couic", "expiration": 0}}]),
         json!([{"action": "remove", "entry": {"cidr": "10.0.0.1/32", "expiration": T0}}]),
+        // A valid job before a bad one is not applied either.
+        json!([
+            {"action": "add", "entry": {"cidr": "10.0.0.2/32", "expiration": 0}},
+            {"action": "add", "entry": {"cidr": "10.0.0.3/32", "expiration": T0 - 1}},
+        ]),
+        json!([
+            {"action": "add", "entry": {"cidr": "10.0.0.2/32", "expiration": 0}},
+            {"action": "add", "entry": {"cidr": "10.0.0.3/32", "tag": "bad tag!", "expiration": 0}},
+        ]),
     ] {
         check(api.post("/v1/drop/peer", &bad.to_string()), 422);
     }

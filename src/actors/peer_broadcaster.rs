@@ -145,7 +145,7 @@ impl PeerBroadcaster {
                 Ok(()) => {
                     let n = act.queue.settle(policy) as u64;
                     act.counters.sent.fetch_add(n, Ordering::Relaxed);
-                    tracing::debug!(
+                    tracing::info!(
                         "Peering sync successful with {} ({n} jobs)",
                         act.link.shown()
                     );
