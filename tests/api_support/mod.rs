@@ -119,6 +119,11 @@ impl Daemon {
             ignore: 4096,
             tags: 64,
         };
+        Daemon::start_peering_with(caps, peers)
+    }
+
+    /// [`Daemon::start_peering`] with maps of `caps`.
+    pub fn start_peering_with(caps: Capacities, peers: Vec<PeerParts>) -> Daemon {
         Daemon::start_full(caps, None, peers)
     }
 
