@@ -290,3 +290,48 @@ fn a_full_queue_drops_the_newest_and_counts_them() {
     let stats = d.reports.read(0);
     assert_eq!(stats.sent + stats.dropped_queue_full, 20_000);
 }
+
+/// An https webhook behind nginx with a certificate of the test's own CA:
+/// with `ca_file` the reports arrive; without it the certificate is not
+/// trusted (the system's roots do not hold that CA), so the batch is kept
+/// and retried, never sent in clear or to an unverified host.
+#[test]
+fn an_https_webhook_is_trusted_through_ca_file_only() {
+    use couic_testkit::nginx::Nginx;
+    use couic_testkit::pki::Pki;
+
+    let receiver = HttpRecorder::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::make(dir.path());
+    let nginx = Nginx::start(dir.path(), &pki, &receiver.url(""));
+    let url = format!("https://127.0.0.1:{}/v1/reports/tls", nginx.port);
+
+    let mut config = reporting(&receiver);
+    config.webhook = url.clone();
+    let untrusted = Daemon::start_reporting(config.clone(), quick());
+    assert_eq!(
+        untrusted
+            .admin()
+            .add("drop", "192.0.2.1/32", None, 0)
+            .status,
+        201
+    );
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while untrusted.reports.read(0).failed_attempts < 2 {
+        assert!(std::time::Instant::now() < deadline, "never tried");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(receiver.requests().is_empty(), "nothing got through");
+    assert_eq!(untrusted.reports.read(0).queued, 1, "kept for a retry");
+
+    config.ca_file = Some(pki.ca.clone());
+    let trusted = Daemon::start_reporting(config, quick());
+    assert_eq!(
+        trusted.admin().add("drop", "192.0.2.2/32", None, 0).status,
+        201
+    );
+    let requests = receiver.wait_for(PATIENCE, |r| count(r) >= 1);
+    assert_eq!(reports(&requests)[0]["entry"]["cidr"], "192.0.2.2/32");
+    assert_eq!(requests[0].path, "/v1/reports/tls");
+    drop(nginx);
+}

@@ -5,7 +5,7 @@
 //! certificate is refused with a clear error and exit code 1.
 //!
 //! nginx and openssl are required (CI installs them): a missing one fails
-//! the test with a message instead of skipping it. nginx is the kit's.
+//! the test with a message instead of skipping it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -42,7 +42,8 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::make(dir.path());
         let daemon = Daemon::start(Spec::new(COUIC)).unwrap();
-        let nginx = Nginx::start(dir.path(), Some(&pki), &daemon.socket());
+        let upstream = format!("http://unix:{}:", daemon.socket().display());
+        let nginx = Nginx::start(dir.path(), &pki, &upstream);
         Setup {
             nginx,
             daemon,

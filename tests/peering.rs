@@ -93,7 +93,11 @@ fn mesh(n: usize, pki: Option<&Pki>, capacity: usize) -> Vec<Node> {
                 .collect();
             let daemon = Daemon::start_peering(peers);
             let dir = tempfile::tempdir().unwrap();
-            let nginx = Nginx::start(dir.path(), pki, &daemon.socket);
+            let upstream = Nginx::socket_upstream(&daemon.socket);
+            let nginx = match pki {
+                Some(pki) => Nginx::start(dir.path(), pki, &upstream),
+                None => Nginx::plain(dir.path(), &upstream),
+            };
             Node {
                 nginx,
                 daemon,
@@ -224,7 +228,7 @@ fn a_slow_peer_does_not_delay_a_healthy_one() {
     });
     let b = Daemon::start();
     let dir = tempfile::tempdir().unwrap();
-    let nginx = Nginx::start(dir.path(), None, &b.socket);
+    let nginx = Nginx::plain(dir.path(), &Nginx::socket_upstream(&b.socket));
     let token = b.create_client("node-a", "peering");
     let peer = |port: u16, token: &str, name: &str| Peer {
         host: "127.0.0.1".into(),
@@ -306,8 +310,8 @@ fn mesh_one_way(capacity: usize) -> Vec<Node> {
     let b = Daemon::start();
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let [da, db] = dirs;
-    let na = Nginx::start(da.path(), None, &a.socket);
-    let nb = Nginx::start(db.path(), None, &b.socket);
+    let na = Nginx::plain(da.path(), &Nginx::socket_upstream(&a.socket));
+    let nb = Nginx::plain(db.path(), &Nginx::socket_upstream(&b.socket));
     vec![
         Node {
             nginx: na,
@@ -426,7 +430,7 @@ fn a_full_resync_of_262144_entries() {
     let a = Daemon::start_peering_with(caps, vec![parts("b", Arc::new(later.clone()), 1 << 20)]);
     let b = Daemon::start_with(caps);
     let dir = tempfile::tempdir().unwrap();
-    let nginx = Nginx::start(dir.path(), None, &b.socket);
+    let nginx = Nginx::plain(dir.path(), &Nginx::socket_upstream(&b.socket));
     let add: Vec<serde_json::Value> = (0..N)
         .map(|i| serde_json::json!({"cidr": format!("10.{}.{}.{}/32", i >> 16, (i >> 8) & 255, i & 255), "expiration": 0}))
         .collect();

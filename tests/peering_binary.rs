@@ -107,7 +107,7 @@ fn a_peer_killed_and_restarted_converges() {
     let token: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let token = token["token"].as_str().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let nginx = Nginx::start(dir.path(), None, &c.socket());
+    let nginx = Nginx::plain(dir.path(), &Nginx::socket_upstream(&c.socket()));
     let a = Daemon::start(Spec::new(COUIC).extra(&format!(
         "[peering]\nenabled = true\nresync_interval = {RESYNC_INTERVAL}\n\
          [[peering.peers]]\nname = \"c\"\nhost = \"127.0.0.1\"\nport = {}\ntls = false\ntoken = \"{token}\"\n",

@@ -138,7 +138,7 @@ fn v4(a: u32) -> Ipv4Addr {
 }
 
 /// `count` IPv4 hosts from `base` up, as CIDRs.
-fn hosts(base: u32, count: usize) -> Vec<Cidr> {
+pub fn hosts(base: u32, count: usize) -> Vec<Cidr> {
     (0..count as u32)
         .map(|i| Cidr::new(v4(base + i).into(), 32).expect("a /32"))
         .collect()
@@ -177,50 +177,11 @@ fn single_adds_and_couicctl(
     section: &mut Section,
 ) -> anyhow::Result<()> {
     let daemon = daemon::start(bins)?;
-    let requests = settings.api_requests;
-    const WARMUP: usize = 500;
-    let barrier = Arc::new(Barrier::new(CLIENTS + 1));
-    let mut threads = Vec::new();
-    for t in 0..CLIENTS {
-        let mut api = daemon.api();
-        let barrier = barrier.clone();
-        // 10.t.0.0/16 ... for thread t: distinct across threads.
-        let base = u32::from(Ipv4Addr::new(10, 0, 0, 0)) + ((t as u32) << 20);
-        threads.push(std::thread::spawn(move || -> anyhow::Result<()> {
-            let body =
-                |i: usize| format!(r#"{{"cidr":"{}/32","expiration":0}}"#, v4(base + i as u32));
-            for i in 0..WARMUP {
-                api.expect("POST", "/v1/drop", Some(body(i).as_bytes()), 201)?;
-            }
-            let bodies: Vec<String> = (WARMUP..WARMUP + requests).map(body).collect();
-            barrier.wait();
-            for b in &bodies {
-                let (status, resp) = api.call("POST", "/v1/drop", Some(b.as_bytes()))?;
-                if status != 201 {
-                    bail!(
-                        "POST /v1/drop {b}: {status} {}",
-                        String::from_utf8_lossy(&resp)
-                    );
-                }
-            }
-            Ok(())
-        }));
-    }
-    barrier.wait();
-    let start = Instant::now();
-    for t in threads {
-        t.join().expect("client thread")?;
-    }
-    let elapsed = start.elapsed();
-    let total = CLIENTS * requests;
-    let (drops, _) = counts(&mut daemon.api())?;
-    if drops != (CLIENTS * (WARMUP + requests)) as u64 {
-        bail!("after the single adds the daemon holds {drops} drop entries");
-    }
+    let rate = single_adds(&daemon, settings.api_requests, 0)?;
     section.push(Figure::limit(
         format!("single adds, POST /v1/drop, {CLIENTS} keep-alive connections"),
         "req/s",
-        total as f64 / elapsed.as_secs_f64(),
+        rate,
         Goal::AtLeast(30_000.0),
     ));
 
@@ -270,8 +231,56 @@ fn single_adds_and_couicctl(
     Ok(())
 }
 
+/// Single-entry adds, `POST /v1/drop`, from [`CLIENTS`] threads with their
+/// own keep-alive connection, after a warm-up: requests per second. Thread
+/// `t` adds hosts of `10.(round * 8 + t) / 12`, so rounds on one daemon do
+/// not collide.
+pub fn single_adds(daemon: &Daemon, requests: usize, round: u32) -> anyhow::Result<f64> {
+    const WARMUP: usize = 500;
+    let (before, _) = counts(&mut daemon.api())?;
+    let barrier = Arc::new(Barrier::new(CLIENTS + 1));
+    let mut threads = Vec::new();
+    for t in 0..CLIENTS {
+        let mut api = daemon.api();
+        let barrier = barrier.clone();
+        let slot = round * CLIENTS as u32 + t as u32;
+        let base = u32::from(Ipv4Addr::new(10, 0, 0, 0)) + (slot << 20);
+        threads.push(std::thread::spawn(move || -> anyhow::Result<()> {
+            let body =
+                |i: usize| format!(r#"{{"cidr":"{}/32","expiration":0}}"#, v4(base + i as u32));
+            for i in 0..WARMUP {
+                api.expect("POST", "/v1/drop", Some(body(i).as_bytes()), 201)?;
+            }
+            let bodies: Vec<String> = (WARMUP..WARMUP + requests).map(body).collect();
+            barrier.wait();
+            for b in &bodies {
+                let (status, resp) = api.call("POST", "/v1/drop", Some(b.as_bytes()))?;
+                if status != 201 {
+                    bail!(
+                        "POST /v1/drop {b}: {status} {}",
+                        String::from_utf8_lossy(&resp)
+                    );
+                }
+            }
+            Ok(())
+        }));
+    }
+    barrier.wait();
+    let start = Instant::now();
+    for t in threads {
+        t.join().expect("client thread")?;
+    }
+    let elapsed = start.elapsed();
+    let (drops, _) = counts(&mut daemon.api())?;
+    let added = (CLIENTS * (WARMUP + requests)) as u64;
+    if drops != before + added {
+        bail!("after {added} single adds the daemon holds {drops} drop entries, not {before} + {added}");
+    }
+    Ok((CLIENTS * requests) as f64 / elapsed.as_secs_f64())
+}
+
 /// Bulk request bodies adding `cidrs` with `expiration`.
-fn add_bodies(cidrs: &[Cidr], expiration: u64) -> Vec<Vec<u8>> {
+pub fn add_bodies(cidrs: &[Cidr], expiration: u64) -> Vec<Vec<u8>> {
     cidrs
         .chunks(BULK_CHUNK)
         .map(|chunk| {
@@ -298,7 +307,7 @@ fn remove_bodies(cidrs: &[Cidr]) -> Vec<Vec<u8>> {
 /// Sends the bodies to `POST /v1/{policy}/bulk` over `connections`
 /// connections (body i on connection i mod n); every item must succeed.
 /// Time from the first request to the last answer.
-fn send_bulk(
+pub fn send_bulk(
     daemon: &Daemon,
     policy: &str,
     bodies: Vec<Vec<u8>>,

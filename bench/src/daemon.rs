@@ -16,6 +16,7 @@ use couic_testkit::{Api, Daemon, Spec};
 pub struct Binaries {
     pub couic: PathBuf,
     pub couicctl: PathBuf,
+    pub couic_report: PathBuf,
 }
 
 impl Binaries {
@@ -29,14 +30,25 @@ impl Binaries {
             .parent()
             .context("the bench crate sits in the workspace")?;
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        println!("  building couic and couicctl (cargo build --release -p couic -p couicctl)");
+        println!(
+            "  building the binaries (cargo build --release -p couic -p couicctl -p couic-report)"
+        );
         match Command::new(&cargo)
-            .args(["build", "--release", "-p", "couic", "-p", "couicctl"])
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "couic",
+                "-p",
+                "couicctl",
+                "-p",
+                "couic-report",
+            ])
             .current_dir(workspace)
             .status()
         {
             Ok(status) if status.success() => {}
-            Ok(status) => bail!("cargo build --release -p couic -p couicctl: {status}"),
+            Ok(status) => bail!("cargo build --release of the binaries: {status}"),
             Err(e) => println!("  warning: cannot run cargo ({e}); using the binaries as built"),
         }
         let dir = std::env::current_exe()?
@@ -46,11 +58,12 @@ impl Binaries {
         let bins = Binaries {
             couic: dir.join("couic"),
             couicctl: dir.join("couicctl"),
+            couic_report: dir.join("couic-report"),
         };
-        for bin in [&bins.couic, &bins.couicctl] {
+        for bin in [&bins.couic, &bins.couicctl, &bins.couic_report] {
             if !bin.is_file() {
                 bail!(
-                    "{} missing: run cargo build --release -p couic -p couicctl",
+                    "{} missing: run cargo build --release -p couic -p couicctl -p couic-report",
                     bin.display()
                 );
             }

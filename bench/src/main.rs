@@ -7,6 +7,8 @@
 //!     iptables raw + ipset holding the same rules.
 //! (c) The control plane (`--only api`): the release daemon started by the
 //!     bench, its API throughput, memory, expiry, sets and couicctl.
+//! (d) Webhook reports (`--only reports`): the daemon reporting to
+//!     couic-report, and couic-report's own intake.
 
 mod api;
 mod daemon;
@@ -14,6 +16,7 @@ mod gen;
 mod kernel;
 mod memory;
 mod report;
+mod reports;
 mod rules;
 mod testrun;
 mod veth;
@@ -42,7 +45,7 @@ pub struct Settings {
     pub ctl_runs: usize,
 }
 
-const USAGE: &str = "usage: couic-bench [--quick] [--only testrun|veth|api] [--write FILE]";
+const USAGE: &str = "usage: couic-bench [--quick] [--only testrun|veth|api|reports] [--write FILE]";
 
 fn main() -> anyhow::Result<()> {
     let mut settings = Settings {
@@ -90,7 +93,7 @@ fn main() -> anyhow::Result<()> {
     let wants = |what: &str| only.as_deref().is_none_or(|o| o == what);
     if let Some(o) = only
         .as_deref()
-        .filter(|o| !["testrun", "veth", "api"].contains(o))
+        .filter(|o| !["testrun", "veth", "api", "reports"].contains(o))
     {
         bail!("unknown part {o}\n{USAGE}");
     }
@@ -110,6 +113,12 @@ fn main() -> anyhow::Result<()> {
             measured.load_after
         );
         control_plane = Some(measured);
+    }
+    let mut reports = None;
+    if wants("reports") {
+        let start = std::time::Instant::now();
+        let section = reports::run(&settings)?;
+        reports = Some((section, start.elapsed()));
     }
 
     if let Some(path) = write {
@@ -148,6 +157,17 @@ fn main() -> anyhow::Result<()> {
                 "the control-plane part takes about half a minute after the build",
                 &context,
                 &[m.section],
+            )?;
+        }
+        if let Some((section, took)) = reports {
+            let duration = format!("this part took {:.0} s", took.as_secs_f64());
+            report::write(
+                &path,
+                &report::REPORTS,
+                &command,
+                &duration,
+                &context(),
+                &[section],
             )?;
         }
         println!("\nwrote {}", path.display());

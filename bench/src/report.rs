@@ -29,6 +29,13 @@ pub const CONTROL_PLANE: Block = Block {
     heading: "Control plane",
 };
 
+/// Figures of webhook reports and couic-report.
+pub const REPORTS: Block = Block {
+    begin: "<!-- couic-bench:reports:begin -->",
+    end: "<!-- couic-bench:reports:end -->",
+    heading: "Webhook reports",
+};
+
 #[derive(Clone, Copy, Debug)]
 pub enum Goal {
     AtMost(f64),

@@ -47,6 +47,13 @@ pub enum ReportAction {
     Remove,
 }
 
+/// Request header of a webhook POST naming its batch: unique per batch and
+/// the same on each retry of it, so that a receiver counts a batch once.
+/// Reference daemons send none.
+pub const REPORT_BATCH_HEADER: &str = "X-Couic-Batch";
+/// Request header of a webhook POST naming the node that sent it.
+pub const REPORT_NODE_HEADER: &str = "X-Couic-Node";
+
 /// One element of a webhook body (§3.5, §11).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {

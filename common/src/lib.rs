@@ -19,7 +19,9 @@ pub mod uds;
 pub use check::{CheckReason, CheckResult, Origin, Verdict};
 pub use cidr::{Cidr, CidrError};
 pub use client::{Client, ClientRequest, Group};
-pub use entry::{Entry, EntryRequest, Metadata, Report, ReportAction};
+pub use entry::{
+    Entry, EntryRequest, Metadata, Report, ReportAction, REPORT_BATCH_HEADER, REPORT_NODE_HEADER,
+};
 pub use error::{ErrorBody, ErrorCode, FieldError};
 pub use names::{ClientName, NameError, SetName};
 pub use peer::{

@@ -25,9 +25,14 @@ pub fn base_url(host: &str, port: u16, tls: bool) -> String {
     }
 }
 
+/// The system's trusted roots on Debian (package ca-certificates).
+pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// An agent that answers every status (not as an error), follows no
 /// redirect and gives up after `timeout` per request. With `ca_file`, only
-/// its certificates are trusted.
+/// its certificates are trusted; without, the system's roots
+/// ([`SYSTEM_ROOTS`]), or the Mozilla roots built in where the system has
+/// none.
 pub fn agent(
     timeout: Duration,
     user_agent: &str,
@@ -38,8 +43,11 @@ pub fn agent(
         .timeout_global(Some(timeout))
         .user_agent(user_agent)
         .max_redirects(0);
-    if let Some(path) = ca_file {
-        let roots = load_ca_file(path)?;
+    let roots = match ca_file {
+        Some(path) => Some(load_ca_file(path)?),
+        None => load_ca_file(Path::new(SYSTEM_ROOTS)).ok(),
+    };
+    if let Some(roots) = roots {
         let tls = ureq::tls::TlsConfig::builder()
             .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
             .build();

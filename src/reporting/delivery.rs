@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use couic_common::outbound::{self, CaFileError};
+use couic_common::{REPORT_BATCH_HEADER, REPORT_NODE_HEADER};
 
 use super::{body_of, Batch};
 use crate::config::Reporting;
@@ -70,8 +71,8 @@ impl Webhook {
             .post(&self.url)
             .header("Content-Type", "application/json")
             .header("Accept", "application/json")
-            .header("X-Couic-Batch", &batch.id)
-            .header("X-Couic-Node", &self.node)
+            .header(REPORT_BATCH_HEADER, &batch.id)
+            .header(REPORT_NODE_HEADER, &self.node)
             .send(&body[..]);
         match sent {
             Ok(resp) => classify(resp.status().as_u16(), retry_after(&resp)),

@@ -80,28 +80,39 @@ pub fn run(bin: &Path, config: &Path, args: &[&str], env: &[(&str, &str)]) -> Ou
 /// `cargo test --test cli_daemon`. Looked up once per process.
 pub fn couicctl_next_to(couic: &Path) -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let bin = couic
-            .parent()
-            .expect("couic has a directory")
-            .join("couicctl");
-        if !bin.is_file() {
-            // This crate sits in tests/kit of the workspace.
-            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "-p", "couicctl"])
-                .current_dir(workspace)
-                .status()
-                .expect("run cargo build -p couicctl");
-            assert!(status.success(), "cargo build -p couicctl failed");
-        }
-        assert!(
-            bin.is_file(),
-            "couicctl not found at {} after building it",
-            bin.display()
-        );
-        bin
-    })
+    BIN.get_or_init(|| bin_next_to(couic, "couicctl"))
+}
+
+/// The `couic-report` binary next to `couic`, built when absent.
+pub fn couic_report_next_to(couic: &Path) -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| bin_next_to(couic, "couic-report"))
+}
+
+/// The binary of workspace package `package` (named as it) in the same
+/// target directory and profile as `beside`, built with `cargo build -p`
+/// when absent.
+fn bin_next_to(beside: &Path, package: &str) -> PathBuf {
+    let bin = beside
+        .parent()
+        .expect("the binary has a directory")
+        .join(package);
+    if !bin.is_file() {
+        // This crate sits in tests/kit of the workspace.
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", package])
+            .current_dir(workspace)
+            .status()
+            .unwrap_or_else(|e| panic!("run cargo build -p {package}: {e}"));
+        assert!(status.success(), "cargo build -p {package} failed");
+    }
+    assert!(
+        bin.is_file(),
+        "{package} not found at {} after building it",
+        bin.display()
+    );
+    bin
 }
 
 /// Writes a local-mode couicctl configuration at `path`.

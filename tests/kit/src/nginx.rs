@@ -1,9 +1,7 @@
-//! nginx in front of a daemon's Unix socket, as in production: one
-//! foreground process under a temporary prefix, plain HTTP or TLS with a
-//! [`Pki`] certificate, `proxy_pass` over HTTP/1.1; killed on drop.
-//!
-//! nginx is required (CI installs it): a missing binary fails the test
-//! with a message instead of skipping it.
+//! nginx in front of a daemon or a loopback server, with TLS from the test
+//! PKI or in plain HTTP: how couic is reached remotely (couicctl, peers) and
+//! how an https webhook is stood in for. nginx is required (`make deps` installs it): a
+//! missing one fails the test instead of skipping it.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -25,6 +23,8 @@ pub fn nginx_bin() -> PathBuf {
         .expect("nginx is not installed: these tests need it (`make deps` installs it)")
 }
 
+/// nginx in the foreground, one process, everything under a temporary
+/// prefix; killed on drop.
 pub struct Nginx {
     pub process: Guard,
     pub port: u16,
@@ -32,9 +32,24 @@ pub struct Nginx {
 }
 
 impl Nginx {
-    /// Serves `socket` on 127.0.0.1, with TLS when `pki` is given; `dir`
-    /// holds its files.
-    pub fn start(dir: &Path, pki: Option<&Pki>, socket: &Path) -> Nginx {
+    /// TLS on 127.0.0.1 (a free port) with `pki`'s server certificate,
+    /// `proxy_pass` to `upstream` over HTTP/1.1 keep-alive: the daemon's
+    /// socket (`http://unix:/run/couic.sock:`) or a loopback server.
+    pub fn start(dir: &Path, pki: &Pki, upstream: &str) -> Nginx {
+        Nginx::start_with(dir, Some(pki), upstream)
+    }
+
+    /// As [`Nginx::start`], in plain HTTP.
+    pub fn plain(dir: &Path, upstream: &str) -> Nginx {
+        Nginx::start_with(dir, None, upstream)
+    }
+
+    /// The upstream of a daemon's Unix socket.
+    pub fn socket_upstream(socket: &Path) -> String {
+        format!("http://unix:{}:", socket.display())
+    }
+
+    fn start_with(dir: &Path, pki: Option<&Pki>, upstream: &str) -> Nginx {
         let bin = nginx_bin();
         // A port picked free may be taken before nginx binds it: retry.
         let mut last_error = String::new();
@@ -63,7 +78,7 @@ impl Nginx {
                      events {{ worker_connections 256; }}\n\
                      http {{\n\
                        access_log {d}/access.log;\n\
-                       client_max_body_size 4m;\n\
+                       client_max_body_size 2m;\n\
                        client_body_temp_path {d}/body;\n\
                        proxy_temp_path {d}/proxy;\n\
                        fastcgi_temp_path {d}/fastcgi;\n\
@@ -74,14 +89,13 @@ impl Nginx {
                          server_name localhost;\n\
                          {certificates}\
                          location / {{\n\
-                           proxy_pass http://unix:{socket}:;\n\
+                           proxy_pass {upstream};\n\
                            proxy_http_version 1.1;\n\
                            proxy_set_header Connection \"\";\n\
                            proxy_set_header Host localhost;\n\
                          }}\n\
                        }}\n\
                      }}\n",
-                    socket = socket.display(),
                 ),
             )
             .unwrap();
