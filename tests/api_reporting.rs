@@ -335,3 +335,23 @@ fn an_https_webhook_is_trusted_through_ca_file_only() {
     assert_eq!(requests[0].path, "/v1/reports/tls");
     drop(nginx);
 }
+
+/// A burst larger than the queue flows out as it comes: whole batches do
+/// not wait for the tick, so nothing is dropped.
+#[test]
+fn a_burst_larger_than_the_queue_is_not_dropped() {
+    let receiver = HttpRecorder::start();
+    let mut config = reporting(&receiver);
+    config.queue_capacity = 10_000;
+    let d = Daemon::start_reporting(config, quick());
+    let mut api = d.admin();
+    for k in 0..40 {
+        assert_eq!(
+            api.post("/v1/drop/bulk", &bulk_adds(k, 1000, "")).status,
+            200
+        );
+    }
+    let requests = receiver.wait_for(PATIENCE, |r| count(r) >= 40_000);
+    assert_eq!(count(&requests), 40_000);
+    assert_eq!(d.reports.read(0).dropped_queue_full, 0);
+}

@@ -1,7 +1,7 @@
 //! Reporter: owns the [`ReportQueue`]. Subscribed to the MapWriter's change
 //! events, it queues a report per reported change and, every [`TICK`],
 //! sends what is queued to the webhook in batches, one at a time, on the
-//! blocking pool. A failed batch stays at the head and is retried with
+//! blocking pool; a whole batch (`max_batch`) goes at once. A failed batch stays at the head and is retried with
 //! backoff; a batch the webhook refuses for good is dropped and counted.
 //! `Flush` sends what is left before the daemon stops.
 
@@ -199,10 +199,15 @@ impl Actor for Reporter {
 impl Handler<Changed> for Reporter {
     type Result = ();
 
-    fn handle(&mut self, msg: Changed, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Changed, ctx: &mut Context<Self>) {
         let dropped = self.queue.push_event(&msg);
         self.count_overflow(dropped);
         self.publish_queued();
+        // Under load a whole batch goes at once: waiting for the tick would
+        // let a burst fill the queue.
+        if self.queue.has_full_batch() {
+            self.send_next(ctx);
+        }
     }
 }
 

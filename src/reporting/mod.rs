@@ -170,6 +170,11 @@ impl ReportQueue {
         self.len() == 0
     }
 
+    /// Whether a whole batch waits: it goes without waiting for the tick.
+    pub fn has_full_batch(&self) -> bool {
+        self.waiting.len() >= self.max_batch
+    }
+
     pub fn counts(&self) -> QueueCounts {
         self.counts
     }
