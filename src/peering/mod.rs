@@ -15,9 +15,10 @@ use crate::actors::messages::Changed;
 use crate::firewall::ChangeKind;
 use crate::origin::Origin;
 
-/// Jobs per POST at most: about 150 bytes each, well under the receiver's
-/// 2 MiB body limit.
-pub const MAX_BATCH: usize = 8_192;
+/// Jobs per POST at most. A job takes at most about 210 bytes (an IPv6
+/// CIDR, a 64-character tag): 4,096 stay under 1 MiB, nginx's default
+/// `client_max_body_size` in front of the peer, and its 2 MiB limit.
+pub const MAX_BATCH: usize = 4_096;
 
 /// One job waiting for a peer.
 #[derive(Debug, Clone, PartialEq)]
@@ -468,5 +469,20 @@ mod tests {
             q.push_event(&api(&[(A, &format!("10.1.0.{i}/32"))]));
             assert!(q.len() <= 3);
         }
+    }
+
+    #[test]
+    fn a_full_batch_of_the_largest_jobs_stays_under_one_mib() {
+        let job = Job {
+            action: PeerAction::Remove,
+            cidr: "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00/120"
+                .parse()
+                .unwrap(),
+            tag: Arc::from("t".repeat(couic_common::tag::TAG_MAX_LEN).as_str()),
+            expiration: u64::MAX,
+        };
+        let wire: Vec<PeerJob> = vec![job.to_wire(); MAX_BATCH];
+        let body = serde_json::to_vec(&wire).unwrap();
+        assert!(body.len() < 1 << 20, "{} bytes", body.len());
     }
 }
