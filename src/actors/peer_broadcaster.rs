@@ -209,6 +209,9 @@ impl PeerBroadcaster {
         self.busy = true;
         self.resyncing = true;
         self.resync_due = false;
+        // The peer gets a snapshot holding what adds still queued add: a
+        // remove queued later must be sent, not cancel them.
+        self.queue.hold_merges(true);
         self.publish();
         let link = Arc::clone(&self.link);
         let writer = self.writer.clone();
@@ -229,6 +232,7 @@ impl PeerBroadcaster {
                 .map(|result: Result<Resynced, Failure>, act, ctx| {
                     act.busy = false;
                     act.resyncing = false;
+                    act.queue.hold_merges(false);
                     match result {
                         Ok(resynced) => {
                             act.last_resync = Instant::now();

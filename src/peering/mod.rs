@@ -81,16 +81,31 @@ pub struct Batch {
 
 /// The jobs of one policy, in the order applied. A cancelled job leaves a
 /// hole (`None`) rather than shifting the others.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PolicyQueue {
     slots: VecDeque<Option<Job>>,
     /// The position of `slots[0]` since the queue was made.
     base: u64,
     /// Jobs in `slots` that are not holes.
     live: usize,
-    /// Per CIDR, the position of its last job still waiting.
+    /// Per CIDR, the position of its last job still waiting (empty while
+    /// merges are held).
     last: HashMap<Cidr, u64>,
+    merging: bool,
     pending: Option<Arc<Vec<Job>>>,
+}
+
+impl Default for PolicyQueue {
+    fn default() -> Self {
+        PolicyQueue {
+            slots: VecDeque::new(),
+            base: 0,
+            live: 0,
+            last: HashMap::new(),
+            merging: true,
+            pending: None,
+        }
+    }
 }
 
 impl PolicyQueue {
@@ -114,7 +129,9 @@ impl PolicyQueue {
             }
         }
         let at = self.base + self.slots.len() as u64;
-        self.last.insert(job.cidr, at);
+        if self.merging {
+            self.last.insert(job.cidr, at);
+        }
         self.slots.push_back(Some(job));
         self.live += 1;
     }
@@ -229,6 +246,18 @@ impl PeerQueue {
     /// when the queue was dropped meanwhile).
     pub fn settle(&mut self, policy: Policy) -> usize {
         self.of(policy).pending.take().map_or(0, |p| p.len())
+    }
+
+    /// No job already queued is cancelled by a later one, and while
+    /// `hold`, none at all. A resync sends the peer a snapshot that may hold
+    /// what an add still queued adds: a remove queued later must then reach
+    /// it. So merges are held from the start of a resync to its end, and
+    /// what was queued until then is sealed.
+    pub fn hold_merges(&mut self, hold: bool) {
+        for q in [&mut self.drop, &mut self.ignore] {
+            q.last.clear();
+            q.merging = !hold;
+        }
     }
 
     /// Drops every job (the peer is behind).
@@ -484,5 +513,29 @@ mod tests {
         let wire: Vec<PeerJob> = vec![job.to_wire(); MAX_BATCH];
         let body = serde_json::to_vec(&wire).unwrap();
         assert!(body.len() < 1 << 20, "{} bytes", body.len());
+    }
+
+    #[test]
+    fn no_merge_across_a_resync() {
+        let mut q = PeerQueue::new(100, 100);
+        q.push_event(&api(&[(A, "10.0.0.1/32")]));
+        q.hold_merges(true);
+        q.push_event(&api(&[(R, "10.0.0.1/32"), (A, "10.0.0.2/32")]));
+        q.hold_merges(false);
+        q.push_event(&api(&[
+            (R, "10.0.0.2/32"),
+            (A, "10.0.0.3/32"),
+            (R, "10.0.0.3/32"),
+        ]));
+        assert_eq!(
+            flat(&q.next_batch().unwrap()),
+            [
+                (Add, "10.0.0.1/32".into()),
+                (Remove, "10.0.0.1/32".into()),
+                (Add, "10.0.0.2/32".into()),
+                (Remove, "10.0.0.2/32".into()),
+            ],
+            "only jobs queued after the resync cancel out"
+        );
     }
 }
