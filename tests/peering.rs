@@ -416,7 +416,7 @@ fn echo(body: &[u8]) -> http::Answer {
 
 /// A full resync of 262,144 entries to one peer through nginx. Timed in a
 /// release build (`cargo test --release --test peering -- --ignored`); the
-/// goal is 5 s.
+/// goal is 5 s. December 2026, 2 shared cores under a load of 6: 2.2 s.
 #[test]
 #[ignore = "a timing: run in release"]
 fn a_full_resync_of_262144_entries() {
