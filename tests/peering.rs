@@ -455,3 +455,42 @@ fn a_full_resync_of_262144_entries() {
     }));
     eprintln!("full resync of {N} entries: {:?}", start.elapsed());
 }
+
+/// A TLS peer whose certificate is signed by a CA the link does not trust:
+/// nothing is sent, the link retries and says why.
+#[test]
+fn a_peer_with_an_untrusted_certificate_is_retried_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::make(dir.path());
+    let b = Daemon::start();
+    let nginx = Nginx::start(dir.path(), &pki, &Nginx::socket_upstream(&b.socket));
+    let token = b.create_client("node-a", "peering");
+    let peer = Peer {
+        host: "127.0.0.1".into(),
+        port: nginx.port,
+        tls: true,
+        token: token.parse().unwrap(),
+        ca_file: Some(pki.other_ca.clone()),
+        name: Some("b".into()),
+    };
+    let a = Daemon::start_peering(vec![parts(
+        "b",
+        Arc::new(HttpPeer::new(&peer).unwrap()),
+        100,
+    )]);
+    assert_eq!(
+        a.admin().add("drop", "198.51.100.1/32", None, 0).status,
+        201
+    );
+    assert!(wait_until(Duration::from_secs(2), || {
+        a.peers[0].read().last_error.is_some()
+    }));
+    let status = a.peers[0].read();
+    assert_eq!(status.state, PeerState::Retrying, "{status:?}");
+    let error = status.last_error.unwrap().to_lowercase();
+    assert!(
+        error.contains("certificate") || error.contains("tls"),
+        "{error}"
+    );
+    assert!(!present(&b, "drop", "198.51.100.1/32"));
+}
