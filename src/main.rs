@@ -202,13 +202,17 @@ fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
         let reporter = reporting.map(|(webhook, queue)| ReporterParts {
             sink: Arc::new(webhook),
             queue,
+            tick: couic::actors::reporter::TICK,
             backoff: Backoff::default(),
             counters: report_counters.clone(),
         });
         let peer_counters: Vec<Arc<PeerCounters>> =
             peering.iter().map(|p| p.counters.clone()).collect();
         let Actors {
-            writer, reporter, ..
+            writer,
+            reporter,
+            reporter_arbiter,
+            ..
         } = actors::start(
             &writer_arbiter.handle(),
             firewall,
@@ -254,6 +258,9 @@ fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
             }
         }
         writer_arbiter.stop();
+        if let Some(arbiter) = reporter_arbiter {
+            arbiter.stop();
+        }
         outcome
     })?;
     drop(links);

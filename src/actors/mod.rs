@@ -27,6 +27,8 @@ use reporter::{Reporter, Sink};
 pub struct ReporterParts {
     pub sink: Arc<dyn Sink>,
     pub queue: ReportQueue,
+    /// [`reporter::TICK`] but in tests.
+    pub tick: std::time::Duration,
     pub backoff: Backoff,
     pub counters: Arc<ReportCounters>,
 }
@@ -36,15 +38,18 @@ pub struct Actors {
     pub writer: Addr<MapWriter>,
     pub expirer: Addr<Expirer>,
     pub reporter: Option<Addr<Reporter>>,
+    /// The Reporter's own thread, when reporting is on.
+    pub reporter_arbiter: Option<Arbiter>,
     /// One per peer, in the order configured.
     pub peers: Vec<Addr<PeerBroadcaster>>,
 }
 
-/// Starts the MapWriter on `arbiter` with its subscribers beside it: the
-/// Expirer, the Reporter when given, a PeerBroadcaster per peer, then
-/// `also`. Change events reach them
-/// without waking another thread on every API write; the Reporter only
-/// queues there, and cuts, serialises and sends on the blocking pool.
+/// Starts the MapWriter on `arbiter` with its subscribers: the Expirer
+/// beside it (its events need no other thread woken), the Reporter when
+/// given on a thread of its own (so that sending batch after batch never
+/// waits for the MapWriter to finish a bulk write; it serialises and posts
+/// on the blocking pool), a PeerBroadcaster per peer beside the MapWriter
+/// (each posts on the blocking pool), then `also`.
 pub fn start(
     arbiter: &ArbiterHandle,
     firewall: Firewall,
@@ -55,17 +60,23 @@ pub fn start(
 ) -> Actors {
     let (tx, rx) = std::sync::mpsc::channel();
     let subscriber_clock = clock.clone();
+    let reporter_arbiter = reporter.as_ref().map(|_| Arbiter::new());
+    let reporter_handle = reporter_arbiter.as_ref().map(Arbiter::handle);
     let writer = MapWriter::start_on(arbiter, firewall, clock, move |writer| {
         let expirer = Expirer::new(writer.clone(), subscriber_clock.clone()).start();
         let mut subscribers = vec![expirer.clone().recipient()];
-        let reporter = reporter.map(|parts| {
+        let reporter = reporter.zip(reporter_handle).map(|(parts, handle)| {
             let ReporterParts {
                 sink,
                 queue,
+                tick,
                 backoff,
                 counters,
             } = parts;
-            Reporter::new(queue, sink, backoff, counters, subscriber_clock.clone()).start()
+            let clock = subscriber_clock.clone();
+            Reporter::start_in_arbiter(&handle, move |_| {
+                Reporter::new(queue, tick, sink, backoff, counters, clock)
+            })
         });
         if let Some(reporter) = &reporter {
             subscribers.push(reporter.clone().recipient());
@@ -87,6 +98,7 @@ pub fn start(
         writer,
         expirer,
         reporter,
+        reporter_arbiter,
         peers,
     }
 }

@@ -54,12 +54,17 @@ pub struct Flush;
 
 pub struct Reporter {
     queue: ReportQueue,
+    /// How often what is queued is sent ([`TICK`]; tests lengthen it).
+    tick: Duration,
     sink: Arc<dyn Sink>,
     backoff: Backoff,
     counters: Arc<ReportCounters>,
     clock: SharedClock,
     /// A batch is being posted.
     sending: bool,
+    /// The last tick's newest report: everything up to it goes, batch after
+    /// batch, before the next tick.
+    drain_until: u64,
     /// After a failure: no attempt before this.
     not_before: Option<Instant>,
     /// Full-queue drops not logged yet, and when the last warning was.
@@ -73,6 +78,7 @@ pub struct Reporter {
 impl Reporter {
     pub fn new(
         queue: ReportQueue,
+        tick: Duration,
         sink: Arc<dyn Sink>,
         backoff: Backoff,
         counters: Arc<ReportCounters>,
@@ -80,11 +86,13 @@ impl Reporter {
     ) -> Self {
         Reporter {
             queue,
+            tick,
             sink,
             backoff,
             counters,
             clock,
             sending: false,
+            drain_until: 0,
             not_before: None,
             unlogged_drops: 0,
             last_overflow_warning: None,
@@ -131,8 +139,11 @@ impl Reporter {
                 }
                 self.backoff.reset();
                 tracing::debug!("Sent {n} reports successfully to {shown}");
-                // Everything queued goes in this tick, batch after batch.
-                self.send_next(ctx);
+                // What the tick found goes now, batch after batch, and so
+                // does a whole batch; the rest waits for the next tick.
+                if self.queue.waits_for(self.drain_until) || self.queue.has_full_batch() {
+                    self.send_next(ctx);
+                }
             }
             Outcome::Retry {
                 reason,
@@ -166,6 +177,14 @@ impl Reporter {
         self.publish_queued();
     }
 
+    /// Everything queued now is to go before the next tick.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if let Some(seq) = self.queue.last_waiting_seq() {
+            self.drain_until = seq;
+        }
+        self.send_next(ctx);
+    }
+
     fn count_overflow(&mut self, dropped: u64) {
         if dropped == 0 {
             return;
@@ -192,7 +211,7 @@ impl Actor for Reporter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(TICK, |act, ctx| act.send_next(ctx));
+        ctx.run_interval(self.tick, |act, ctx| act.tick(ctx));
     }
 }
 
@@ -215,7 +234,7 @@ impl Handler<Tick> for Reporter {
     type Result = ();
 
     fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
-        self.send_next(ctx);
+        self.tick(ctx);
     }
 }
 

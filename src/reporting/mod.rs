@@ -170,6 +170,16 @@ impl ReportQueue {
         self.len() == 0
     }
 
+    /// The seq of the newest report waiting, if any.
+    pub fn last_waiting_seq(&self) -> Option<u64> {
+        self.waiting.back().map(|q| q.seq)
+    }
+
+    /// Whether reports up to `seq` still wait.
+    pub fn waits_for(&self, seq: u64) -> bool {
+        self.waiting.front().is_some_and(|q| q.seq <= seq)
+    }
+
     /// Whether a whole batch waits: it goes without waiting for the tick.
     pub fn has_full_batch(&self) -> bool {
         self.waiting.len() >= self.max_batch

@@ -103,12 +103,17 @@ impl Daemon {
     /// A daemon whose reports go to `reporting.webhook`; its counters are
     /// `Daemon::reports`.
     pub fn start_reporting(reporting: Reporting, backoff: Backoff) -> Daemon {
+        Daemon::start_reporting_every(reporting, backoff, couic::actors::reporter::TICK)
+    }
+
+    /// The same, sending what is queued every `tick`.
+    pub fn start_reporting_every(reporting: Reporting, backoff: Backoff, tick: Duration) -> Daemon {
         let caps = Capacities {
             drop: 65_536,
             ignore: 4096,
             tags: 64,
         };
-        Daemon::start_full(caps, Some((reporting, backoff)), Vec::new())
+        Daemon::start_full(caps, Some((reporting, backoff, tick)), Vec::new())
     }
 
     /// A daemon that sends its API changes to `peers`; their status is
@@ -129,7 +134,7 @@ impl Daemon {
 
     fn start_full(
         caps: Capacities,
-        reporting: Option<(Reporting, Backoff)>,
+        reporting: Option<(Reporting, Backoff, Duration)>,
         peering: Vec<PeerParts>,
     ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
@@ -153,9 +158,10 @@ impl Daemon {
         let owner = layout.owner;
 
         let reports = Arc::new(ReportCounters::default());
-        let reporter = reporting.map(|(config, backoff)| ReporterParts {
+        let reporter = reporting.map(|(config, backoff, tick)| ReporterParts {
             sink: Arc::new(Webhook::new(&config).unwrap()),
             queue: ReportQueue::new(&config.events, config.queue_capacity, config.max_batch),
+            tick,
             backoff,
             counters: reports.clone(),
         });
