@@ -7,6 +7,11 @@
 //! of entries that existed before, then the additions that remain at the
 //! end. With `atomic`, one failing operation means nothing is written.
 //!
+//! A peer batch is idempotent ([`Mode::Peer`]), so that a batch retried
+//! after a lost answer, or replayed after a resync, is safe: the peer's
+//! last word on a CIDR wins over its own entry, an entry of any other
+//! origin is left as it is, and a remove of what is absent is done already.
+//!
 //! Past 400 lines with its unit tests; the code is under 300.
 
 use std::collections::HashMap;
@@ -15,8 +20,8 @@ use couic_common::{Cidr, Policy};
 
 use crate::firewall::{Change, Firewall, NewEntry, WriteError};
 use crate::hash::{CidrMap, KeyedState};
-use crate::origin::Origin;
-use crate::store::{EntryStore, StoredEntry};
+use crate::origin::{Origin, OriginId};
+use crate::store::{EntryStore, Record, StoredEntry};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -33,13 +38,30 @@ impl Op {
     }
 }
 
+/// How a batch meets what is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The bulk route: an add of a present CIDR is a duplicate, a remove of
+    /// an absent one is not found.
+    Strict,
+    /// A peer batch, from the batch's origin: an add of a CIDR holding that
+    /// peer's entry replaces it (nothing is written when it is the same),
+    /// an add or a remove of a CIDR holding an entry of another origin
+    /// succeeds and leaves it, a remove of an absent CIDR succeeds. Set
+    /// entries stay protected: their removal fails.
+    Peer,
+}
+
 /// What a CIDR looks like after the operations played so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Absent,
-    /// As in the store before the batch.
+    /// As in the store before the batch; `mine` when it came from the
+    /// batch's peer.
     Stored {
         set_entry: bool,
+        mine: bool,
+        record: Record,
     },
     /// Added by the operation at this index.
     Added(usize),
@@ -62,8 +84,21 @@ impl Plan {
     }
 }
 
-/// Plays `ops` in order against `store` (nothing is changed).
-pub fn plan(store: &EntryStore, policy: Policy, ops: &[Op], protect_sets: bool) -> Plan {
+/// Plays `ops` in order against `store` (nothing is changed). In
+/// [`Mode::Peer`], `origin` is the peer's.
+pub fn plan(
+    store: &EntryStore,
+    policy: Policy,
+    ops: &[Op],
+    protect_sets: bool,
+    mode: Mode,
+    origin: &Origin,
+) -> Plan {
+    let peer: Option<OriginId> = match mode {
+        Mode::Strict => None,
+        Mode::Peer => store.find_origin(origin),
+    };
+    let idempotent = mode == Mode::Peer;
     let capacity = store.capacity(policy);
     let mut counts = [
         store.family_len(policy, true),
@@ -85,6 +120,8 @@ pub fn plan(store: &EntryStore, policy: Policy, ops: &[Op], protect_sets: bool) 
                     true,
                     State::Stored {
                         set_entry: store.is_set_record(policy, &r),
+                        mine: peer == Some(r.origin),
+                        record: r,
                     },
                 ),
                 None => (cidr, false, State::Absent),
@@ -93,8 +130,24 @@ pub fn plan(store: &EntryStore, policy: Policy, ops: &[Op], protect_sets: bool) 
         });
         let state = &mut cidrs[slot as usize].2;
         let result = match (op, *state) {
-            (Op::Add(_), State::Stored { .. } | State::Added(_)) => {
+            (Op::Add(_), State::Stored { .. } | State::Added(_)) if !idempotent => {
                 Err(WriteError::Duplicate(cidr))
+            }
+            (
+                Op::Add(e),
+                State::Stored {
+                    mine: true, record, ..
+                },
+            ) => {
+                if !same_entry(store, policy, &record, e) {
+                    *state = State::Added(i);
+                }
+                Ok(())
+            }
+            (Op::Add(_), State::Stored { mine: false, .. }) => Ok(()),
+            (Op::Add(_), State::Added(_)) => {
+                *state = State::Added(i);
+                Ok(())
             }
             (Op::Add(_), State::Absent) if counts[family] >= capacity => {
                 Err(WriteError::Full { max: capacity })
@@ -104,10 +157,15 @@ pub fn plan(store: &EntryStore, policy: Policy, ops: &[Op], protect_sets: bool) 
                 *state = State::Added(i);
                 Ok(())
             }
+            (Op::Remove(_), State::Absent) if idempotent => Ok(()),
             (Op::Remove(_), State::Absent) => Err(WriteError::NotFound(cidr)),
-            (Op::Remove(_), State::Stored { set_entry: true }) if protect_sets => {
-                Err(WriteError::SetEntry(cidr))
-            }
+            (
+                Op::Remove(_),
+                State::Stored {
+                    set_entry: true, ..
+                },
+            ) if protect_sets => Err(WriteError::SetEntry(cidr)),
+            (Op::Remove(_), State::Stored { mine: false, .. }) if idempotent => Ok(()),
             (Op::Remove(_), _) => {
                 counts[family] -= 1;
                 *state = State::Absent;
@@ -140,6 +198,20 @@ pub fn plan(store: &EntryStore, policy: Policy, ops: &[Op], protect_sets: bool) 
     }
 }
 
+/// Whether the stored `record` is what `entry` would write (the creation
+/// time aside).
+fn same_entry(store: &EntryStore, policy: Policy, record: &Record, entry: &NewEntry) -> bool {
+    record.expiration == entry.expiration && store.tags(policy).name(record.tag) == entry.tag
+}
+
+/// How a batch is played and written.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    pub protect_sets: bool,
+    pub atomic: bool,
+    pub mode: Mode,
+}
+
 /// Plays and applies a batch; returns one result per operation and the
 /// applied changes (to publish as one event).
 pub fn apply(
@@ -147,11 +219,15 @@ pub fn apply(
     policy: Policy,
     ops: Vec<Op>,
     origin: &Origin,
-    protect_sets: bool,
-    atomic: bool,
+    rules: Rules,
     now: u64,
 ) -> (Vec<Result<(), WriteError>>, Vec<Change>) {
-    let mut plan = plan(firewall.store(), policy, &ops, protect_sets);
+    let Rules {
+        protect_sets,
+        atomic,
+        mode,
+    } = rules;
+    let mut plan = plan(firewall.store(), policy, &ops, protect_sets, mode, origin);
     if atomic && plan.failed() {
         let results = plan
             .results
@@ -287,7 +363,6 @@ fn restore(firewall: &mut Firewall, policy: Policy, removed: Vec<Change>) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Record;
 
     fn cidr(s: &str) -> Cidr {
         s.parse().unwrap()
@@ -336,7 +411,7 @@ mod tests {
             add("10.0.0.4/32"),
             add("10.0.0.4/32"),
         ];
-        let plan = plan(&store, Policy::Drop, &ops, true);
+        let plan = plan(&store, Policy::Drop, &ops, true, Mode::Strict, &Origin::Set);
         let errors: Vec<Option<WriteError>> =
             plan.results.iter().map(|r| r.clone().err()).collect();
         assert!(matches!(errors[0], Some(WriteError::Duplicate(_))));
@@ -383,7 +458,7 @@ mod tests {
             add("1.1.1.1/32"),
             add("1.1.1.2/32"),
         ];
-        let plan_protected = plan(&store, Policy::Drop, &ops, true);
+        let plan_protected = plan(&store, Policy::Drop, &ops, true, Mode::Strict, &Origin::Set);
         assert!(matches!(
             plan_protected.results[0],
             Err(WriteError::SetEntry(_))
@@ -393,7 +468,14 @@ mod tests {
             plan_protected.results[2],
             Err(WriteError::Full { max: 3 })
         ));
-        let plan_open = plan(&store, Policy::Drop, &ops, false);
+        let plan_open = plan(
+            &store,
+            Policy::Drop,
+            &ops,
+            false,
+            Mode::Strict,
+            &Origin::Set,
+        );
         assert_eq!(plan_open.results.len(), ops.len());
         assert!(
             plan_open.results.iter().all(Result::is_ok),
@@ -405,7 +487,61 @@ mod tests {
             Policy::Drop,
             &[add("::1/128"), add("::2/128")],
             true,
+            Mode::Strict,
+            &Origin::Set,
         );
         assert!(!v6.failed());
+    }
+
+    #[test]
+    fn peer_batches_are_idempotent_and_touch_only_the_peers_entries() {
+        let mut store = store_with(&[("10.0.0.1/32", ""), ("10.0.0.0/8", "lan.couic")], 10);
+        let peer = Origin::peer("node-a");
+        let origin = store.origin_id(&peer);
+        for (c, tag) in [("10.0.0.2/32", "t"), ("10.0.0.3/32", "t")] {
+            let tag = store.tags_mut(Policy::Drop).acquire(tag).id;
+            let record = Record {
+                creation: 1,
+                expiration: 0,
+                tag,
+                origin,
+            };
+            store.insert(Policy::Drop, cidr(c), record);
+        }
+        let tagged = |c: &str, tag: &str| {
+            Op::Add(NewEntry {
+                cidr: cidr(c),
+                tag: tag.into(),
+                expiration: 0,
+                metadata: None,
+            })
+        };
+        let ops = vec![
+            // Another origin's entry: left as it is, both ways.
+            add("10.0.0.1/32"),
+            Op::Remove(cidr("10.0.0.1/32")),
+            // The peer's own entry, the same: nothing to write.
+            tagged("10.0.0.2/32", "t"),
+            // The peer's own entry, another tag: replaced.
+            tagged("10.0.0.3/32", "u"),
+            // Absent: a remove is done already; twice added, the last wins.
+            Op::Remove(cidr("10.0.0.4/32")),
+            tagged("10.0.0.5/32", "a"),
+            tagged("10.0.0.5/32", "b"),
+        ];
+        let plan = plan(&store, Policy::Drop, &ops, true, Mode::Peer, &peer);
+        assert!(!plan.failed(), "{:?}", plan.results);
+        assert_eq!(plan.removes, vec![cidr("10.0.0.3/32")]);
+        assert_eq!(plan.adds, vec![3, 6]);
+        // Set entries stay protected; the same batch is strict for the API.
+        let set = plan_of(&store, &[Op::Remove(cidr("10.0.0.0/8"))], Mode::Peer, &peer);
+        assert!(matches!(set.results[0], Err(WriteError::SetEntry(_))));
+        let strict = plan_of(&store, &ops, Mode::Strict, &peer);
+        assert!(matches!(strict.results[0], Err(WriteError::Duplicate(_))));
+        assert!(matches!(strict.results[4], Err(WriteError::NotFound(_))));
+    }
+
+    fn plan_of(store: &EntryStore, ops: &[Op], mode: Mode, origin: &Origin) -> Plan {
+        plan(store, Policy::Drop, ops, true, mode, origin)
     }
 }

@@ -180,23 +180,84 @@ impl Reporting {
     }
 }
 
+/// `[[peering.peers]]`: the reference's four keys, then ours.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Peer {
     pub host: String,
     pub port: u16,
     pub tls: bool,
+    /// Never logged nor shown.
     pub token: uuid::Uuid,
-    /// PEM file of a CA to trust for this peer, beyond the system's.
+    /// PEM file of a CA to trust for this peer, instead of the system's.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Shown in logs, status and metrics; `host:port` when unset.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
+impl Peer {
+    pub fn display_name(&self) -> String {
+        match &self.name {
+            Some(name) => name.clone(),
+            None if self.host.contains(':') => format!("[{}]:{}", self.host, self.port),
+            None => format!("{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// `[peering]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Peering {
     pub enabled: bool,
     pub peers: Vec<Peer>,
+    /// Jobs held per peer at most; past it the peer is behind.
+    #[serde(default = "Peering::default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Seconds between two digest comparisons with each peer.
+    #[serde(default = "Peering::default_resync_interval")]
+    pub resync_interval: u64,
+}
+
+impl Peering {
+    fn default_queue_capacity() -> usize {
+        65_536
+    }
+
+    fn default_resync_interval() -> u64 {
+        60
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !(1..=1 << 24).contains(&self.queue_capacity) {
+            return Err("peering: queue_capacity must be between 1 and 16777216".into());
+        }
+        if !(1..=86_400).contains(&self.resync_interval) {
+            return Err("peering: resync_interval must be between 1 and 86400 seconds".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for peer in &self.peers {
+            if peer.host.is_empty() {
+                return Err("peering.peers: host must not be empty".into());
+            }
+            if peer.name.as_deref().is_some_and(|n| {
+                n.is_empty() || n.len() > 64 || !n.bytes().all(|b| b.is_ascii_graphic())
+            }) {
+                return Err(
+                    "peering.peers: name must be 1 to 64 printable ASCII characters".into(),
+                );
+            }
+            if !names.insert(peer.display_name()) {
+                return Err(format!(
+                    "peering.peers: name '{}' is used twice",
+                    peer.display_name()
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -259,6 +320,9 @@ impl Config {
         if let Some(reporting) = self.reporting.as_ref().filter(|r| r.enabled) {
             reporting.validate()?;
         }
+        if let Some(peering) = self.peering.as_ref().filter(|p| p.enabled) {
+            peering.validate()?;
+        }
         Ok(())
     }
 }
@@ -316,6 +380,33 @@ mod tests {
             .replace("enabled = true", "enabled = false")
             .replace("http://127.0.0.1:8000/v1/reports/x", "not a url");
         assert!(Config::parse(Path::new("c.toml"), &off).is_ok());
+    }
+
+    #[test]
+    fn peering_keys_have_defaults_and_bounds() {
+        let text = format!(
+            "{MINIMAL}\n[peering]\nenabled = true\n[[peering.peers]]\nhost = \"::1\"\nport = 2900\ntls = false\ntoken = \"00000000-0000-0000-0000-000000000001\"\n"
+        );
+        let c = Config::parse(Path::new("c.toml"), &text).unwrap();
+        let p = c.peering.unwrap();
+        assert_eq!((p.queue_capacity, p.resync_interval), (65_536, 60));
+        assert_eq!(p.peers[0].display_name(), "[::1]:2900");
+        let with_key =
+            |key: &str| text.replace("[[peering.peers]]", &format!("{key}\n[[peering.peers]]"));
+        for (extra, key) in [
+            (with_key("queue_capacity = 0"), "queue_capacity"),
+            (with_key("resync_interval = 0"), "resync_interval"),
+            (format!("{text}name = \"\"\n"), "name"),
+            (
+                format!("{text}{}", &text[text.find("[[peering.peers]]").unwrap()..]),
+                "used twice",
+            ),
+        ] {
+            let err = Config::parse(Path::new("c.toml"), &extra)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
     }
 
     #[test]

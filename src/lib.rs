@@ -17,6 +17,7 @@ pub mod firewall;
 pub mod hash;
 pub mod logging;
 pub mod origin;
+pub mod peering;
 pub mod privileges;
 pub mod rbac;
 pub mod reporting;

@@ -3,11 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use anyhow::Context as _;
 use clap::Parser;
 
+use couic::actors::peer_broadcaster::PeerParts;
 use couic::actors::reporter::Flush;
 use couic::actors::set_reloader::SetReloader;
 use couic::actors::{self, Actors, ReporterParts};
@@ -19,6 +21,8 @@ use couic::clock::{SharedClock, SystemClock};
 use couic::config::Config;
 use couic::dirs::{Layout, Owner};
 use couic::firewall::Firewall;
+use couic::peering::link::{HttpPeer, Link};
+use couic::peering::{PeerCounters, PeerQueue, MAX_BATCH};
 use couic::rbac::{self, ClientFiles};
 use couic::reporting::delivery::Webhook;
 use couic::reporting::{ReportCounters, ReportQueue};
@@ -85,6 +89,8 @@ fn try_main(cli: &Cli) -> anyhow::Result<()> {
 struct Acquired {
     /// The webhook and what to report, when reporting is on.
     reporting: Option<(Webhook, ReportQueue)>,
+    /// One per configured peer, when peering is on.
+    peering: Vec<PeerParts>,
     caps: Capacities,
     maps: couic::bpf::KernelMaps,
     links: Vec<xdp::XdpLink>,
@@ -105,10 +111,22 @@ fn acquire(config: &Config, source: &Path, layout: &Layout) -> anyhow::Result<Ac
             source.display()
         );
     }
-    // Peer sync is accepted in the config (the reference's keys) but not
-    // built yet: say so instead of ignoring it.
-    if config.peering.as_ref().is_some_and(|p| p.enabled) {
-        tracing::warn!("[peering] is enabled but this couic version does not sync peers yet");
+    // Peers and their CA files, read while couic may still read any file.
+    let mut peering = Vec::new();
+    if let Some(p) = config.peering.as_ref().filter(|p| p.enabled) {
+        for peer in &p.peers {
+            let link = HttpPeer::new(peer)
+                .with_context(|| format!("[peering] peer {}", peer.display_name()))?;
+            tracing::info!("peer {}", link.shown());
+            let counters = Arc::new(PeerCounters::new(&peer.display_name(), link.url()));
+            peering.push(PeerParts {
+                link: Arc::new(link),
+                queue: PeerQueue::new(p.queue_capacity, MAX_BATCH),
+                backoff: Backoff::default(),
+                counters,
+                resync_interval: Duration::from_secs(p.resync_interval),
+            });
+        }
     }
 
     // The webhook's CA file is read while couic may still read any file.
@@ -162,6 +180,7 @@ fn acquire(config: &Config, source: &Path, layout: &Layout) -> anyhow::Result<Ac
     privileges::drop_all().context("Drop all capabilities")?;
     Ok(Acquired {
         reporting,
+        peering,
         caps,
         maps: loaded.maps,
         links,
@@ -175,6 +194,7 @@ fn acquire(config: &Config, source: &Path, layout: &Layout) -> anyhow::Result<Ac
 fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
     let Acquired {
         reporting,
+        peering,
         caps,
         maps,
         links,
@@ -196,6 +216,8 @@ fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
             backoff: Backoff::default(),
             counters: report_counters.clone(),
         });
+        let peer_counters: Vec<Arc<PeerCounters>> =
+            peering.iter().map(|p| p.counters.clone()).collect();
         let Actors {
             writer,
             reporter,
@@ -206,6 +228,7 @@ fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
             firewall,
             clock.clone(),
             reporter,
+            peering,
             Vec::new(),
         );
 
@@ -221,6 +244,7 @@ fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
         if reporter.is_some() {
             state = state.with_reports(report_counters);
         }
+        state = state.with_peers(peer_counters);
         let state = actix_web::web::Data::new(state);
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let server =

@@ -106,6 +106,11 @@ impl OriginTable {
         id
     }
 
+    /// The id of `origin` if it was ever seen, without giving it one.
+    pub fn find(&self, origin: &Origin) -> Option<OriginId> {
+        self.ids.get(origin).copied()
+    }
+
     pub fn get(&self, id: OriginId) -> &Origin {
         &self.origins[usize::from(id.0)]
     }

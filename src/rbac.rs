@@ -30,6 +30,8 @@ pub enum Resource {
     Sets,
     Stats,
     Clients,
+    /// This node's links to its peers (`/v1/peers`).
+    Peers,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,6 +72,7 @@ impl Scope {
     pub const CLIENTS_CREATE: Scope = Scope::new(Resource::Clients, Verb::Create);
     pub const CLIENTS_GET: Scope = Scope::new(Resource::Clients, Verb::Get);
     pub const CLIENTS_DELETE: Scope = Scope::new(Resource::Clients, Verb::Delete);
+    pub const PEERS_LIST: Scope = Scope::new(Resource::Peers, Verb::List);
 
     /// `resource:verb`, as the OpenAPI document names it.
     pub fn as_string(self) -> String {
@@ -78,6 +81,7 @@ impl Scope {
             Resource::Sets => "sets",
             Resource::Stats => "stats",
             Resource::Clients => "clients",
+            Resource::Peers => "peers",
         };
         let verb = match self.verb {
             Verb::List => "list",
@@ -101,7 +105,9 @@ pub fn grants(group: Group, scope: Scope) -> bool {
         Group::Clientro => {
             matches!(scope.resource, R::Policy | R::Sets) && matches!(scope.verb, V::Get | V::List)
         }
-        Group::Monitoring => scope.resource == R::Stats && matches!(scope.verb, V::Get | V::List),
+        Group::Monitoring => {
+            matches!(scope.resource, R::Stats | R::Peers) && matches!(scope.verb, V::Get | V::List)
+        }
         Group::Peering => scope == Scope::POLICY_PEER,
     }
 }

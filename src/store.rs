@@ -182,6 +182,11 @@ impl EntryStore {
         self.origins.intern(origin)
     }
 
+    /// The id records keep for `origin`, if any record ever had it.
+    pub fn find_origin(&self, origin: &Origin) -> Option<OriginId> {
+        self.origins.find(origin)
+    }
+
     pub fn origin(&self, id: OriginId) -> &Origin {
         self.origins.get(id)
     }

@@ -84,6 +84,15 @@ const EXAMPLES: &[(&str, &str, &str, Option<&str>)] = &[
         "/v1/ignore/peer",
         Some(r#"[{"action":"add","entry":{"cidr":"10.0.0.0/8","expiration":0}}]"#),
     ),
+    ("peerDigest", "GET", "/v1/ignore/peer/digest", None),
+    // 10.0.0.0/8 is in shard 53 (FNV-1a 64 of its text, modulo 64).
+    (
+        "peerShard",
+        "PUT",
+        "/v1/ignore/peer/shard/53",
+        Some(r#"[{"cidr":"10.0.0.0/8","tag":null,"expiration":0}]"#),
+    ),
+    ("listPeers", "GET", "/v1/peers", None),
     (
         "bulk",
         "POST",
@@ -127,6 +136,8 @@ const BAD: &[(&str, &str, &str, Option<&str>)] = &[
     ("getEntry", "GET", "/v1/drop/1.2.3/8", None),
     ("deleteEntry", "DELETE", "/v1/drop/1.2.3.4/40", None),
     ("peerBatch", "POST", "/v1/drop/peer", Some("[")),
+    ("peerDigest", "GET", "/v1/DROP/peer/digest", None),
+    ("peerShard", "PUT", "/v1/drop/peer/shard/64", Some("[]")),
     ("bulk", "POST", "/v1/drop/bulk", Some("{")),
     ("checkAddress", "GET", "/v1/check/nope", None),
     ("tagStats", "GET", "/v1/stats/tags/nope", None),

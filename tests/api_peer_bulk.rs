@@ -1,5 +1,5 @@
-//! The peer batch route (§4.5, atomic and ordered as §18.4 asks) and the
-//! bulk route.
+//! The peer batch route (§4.5: atomic and ordered as §18.4 asks,
+//! idempotent for retries) and the bulk route.
 
 mod api_support;
 
@@ -23,7 +23,12 @@ fn peer(api: &mut Api, policy: &str, jobs: &[Value]) -> couic_common::uds::Respo
 fn peer_batches_apply_in_order_and_echo() {
     let d = Daemon::start();
     let mut api = d.admin();
-    assert_eq!(api.add("drop", "10.0.0.9/32", Some("old"), 0).status, 201);
+    let old = peer(
+        &mut api,
+        "drop",
+        &[job("add", "10.0.0.9/32", Some("old"), 0)],
+    );
+    assert_eq!(old.status, 201);
 
     let resp = peer(
         &mut api,
@@ -68,59 +73,159 @@ fn peer_batches_apply_in_order_and_echo() {
     assert_eq!(api.count("ignore"), 1);
 }
 
+/// The reference sender's request (§10.2), written to the socket as is.
 #[test]
-fn peer_failures_apply_nothing() {
+fn the_reference_senders_request_is_accepted() {
+    use std::io::{Read, Write};
+    let d = Daemon::start();
+    let token = d.create_client("couic2", "peering");
+    let body = r#"[{"action":"add","entry":{"cidr":"1.1.1.1/32","tag":"x","expiration":0,"metadata":null}}]"#;
+    let request = format!(
+        "POST /v1/drop/peer HTTP/1.1\r\n\
+         content-type: application/json\r\n\
+         accept: application/json\r\n\
+         user-agent: CouicClient/1.0.0\r\n\
+         authorization: Bearer {token}\r\n\
+         host: couic1.example:2900\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    // The connection stays open (keep-alive): read up to the body's length.
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let echo = loop {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer).to_string();
+        let Some((head, rest)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        assert!(head.starts_with("HTTP/1.1 201"), "{head}");
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(str::to_string)
+            })
+            .expect("a content length")
+            .parse()
+            .unwrap();
+        if rest.len() >= length {
+            break rest.to_string();
+        }
+    };
+    // What the reference sender parses: an array of valid jobs.
+    let jobs: Vec<couic_common::PeerJob> = serde_json::from_str(&echo).unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].entry.cidr, "1.1.1.1/32");
+    let entry = json(&d.admin().get("/v1/drop/1.1.1.1/32"));
+    assert_eq!(
+        (entry["tag"].as_str(), entry["expiration"].as_u64()),
+        (Some("x"), Some(0))
+    );
+}
+
+#[test]
+fn peer_batches_are_idempotent() {
     let d = Daemon::start();
     let mut api = d.admin();
-    assert_eq!(api.add("drop", "10.0.0.1/32", None, 0).status, 201);
+    // node-a's token: entries it sends are node-a's (peer origin).
+    let node_a = d.create_client("node-a", "peering");
+    let mut a = d.client(Some(&node_a));
+    assert_eq!(api.add("drop", "10.0.0.1/32", Some("mine"), 0).status, 201);
     d.add_set_entry(Policy::Drop, "192.168.0.0/16", "lan");
 
-    // An add of an existing CIDR: 409, the job before it is not applied.
+    let batch = [
+        job("add", "10.0.0.2/32", Some("x"), 0),
+        job("add", "10.0.0.3/32", None, T0 + 60),
+        job("remove", "10.9.9.9/32", None, 0),
+    ];
+    // The same batch twice (a retry after a lost answer): both succeed.
+    for _ in 0..2 {
+        let resp = peer(&mut a, "drop", &batch);
+        assert_eq!(resp.status, 201, "{}", resp.text());
+        assert_eq!(json(&resp).as_array().unwrap().len(), 3);
+    }
+    assert_eq!(api.count("drop"), 4);
+
+    // An add over another origin's entry succeeds and leaves it as it is;
+    // so does a remove of it. An add of one of node-a's entries with a new
+    // tag replaces it; a duplicate inside the batch: the last one wins.
+    let resp = peer(
+        &mut a,
+        "drop",
+        &[
+            job("add", "10.0.0.1/32", Some("theirs"), 0),
+            job("remove", "10.0.0.1/32", None, 0),
+            job("add", "192.168.0.0/16", Some("theirs"), 0),
+            job("add", "10.0.0.2/32", Some("y"), 0),
+            job("add", "10.0.0.4/32", Some("first"), 0),
+            job("add", "10.0.0.4/32", Some("last"), 0),
+        ],
+    );
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    assert_eq!(json(&api.get("/v1/drop/10.0.0.1/32"))["tag"], "mine");
+    assert_eq!(
+        json(&api.get("/v1/drop/192.168.0.0/16"))["tag"],
+        "lan.couic"
+    );
+    assert_eq!(json(&api.get("/v1/drop/10.0.0.2/32"))["tag"], "y");
+    assert_eq!(json(&api.get("/v1/drop/10.0.0.4/32"))["tag"], "last");
+
+    // A remove of node-a's entry removes it, and again is still a success.
+    for _ in 0..2 {
+        let resp = peer(&mut a, "drop", &[job("remove", "10.0.0.2/32", None, 0)]);
+        assert_eq!(resp.status, 201, "{}", resp.text());
+    }
+    assert_eq!(api.get("/v1/drop/10.0.0.2/32").status, 404);
+    // Another peer client does not own node-a's entries.
+    let node_b = d.create_client("node-b", "peering");
+    let mut b = d.client(Some(&node_b));
+    let resp = peer(&mut b, "drop", &[job("remove", "10.0.0.4/32", None, 0)]);
+    assert_eq!(resp.status, 201);
+    assert_eq!(api.get("/v1/drop/10.0.0.4/32").status, 200);
+}
+
+#[test]
+fn peer_failures_apply_nothing() {
+    let d = Daemon::start_with(Capacities {
+        drop: 3,
+        ..Capacities::default()
+    });
+    let mut api = d.admin();
+    d.add_set_entry(Policy::Drop, "192.168.0.0/16", "lan");
+
+    // A set entry cannot be removed by a peer (§18.5): 422, and the job
+    // before it is not applied.
     let resp = peer(
         &mut api,
         "drop",
         &[
             job("add", "10.0.0.2/32", None, 0),
-            job("add", "10.0.0.1/32", None, 0),
+            job("remove", "192.168.0.0/16", None, 0),
         ],
-    );
-    assert_eq!(resp.status, 409);
-    assert_eq!(
-        json(&resp)["errors"]["cidr"]["message"],
-        "10.0.0.1/32 already exists"
-    );
-    // A duplicate inside the batch.
-    let resp = peer(
-        &mut api,
-        "drop",
-        &[
-            job("add", "10.0.0.3/32", None, 0),
-            job("add", "10.0.0.3/32", None, 0),
-        ],
-    );
-    assert_eq!(resp.status, 409);
-    // Removing what is absent.
-    let resp = peer(
-        &mut api,
-        "drop",
-        &[
-            job("remove", "10.0.0.1/32", None, 0),
-            job("remove", "10.9.9.9/32", None, 0),
-        ],
-    );
-    assert_eq!(resp.status, 404);
-    assert_eq!(json(&resp)["code"], "not_found");
-    // A set entry cannot be removed by a peer either.
-    let resp = peer(
-        &mut api,
-        "drop",
-        &[job("remove", "192.168.0.0/16", None, 0)],
     );
     assert_eq!(resp.status, 422);
     assert_eq!(resp.text(), "Entry defined in a set cannot be removed");
-
-    assert_eq!(api.count("drop"), 2);
-    assert_eq!(api.get("/v1/drop/10.0.0.1/32").status, 200);
+    // A full map: 409, nothing applied.
+    let resp = peer(
+        &mut api,
+        "drop",
+        &[
+            job("add", "10.0.0.1/32", None, 0),
+            job("add", "10.0.0.2/32", None, 0),
+            job("add", "10.0.0.3/32", None, 0),
+        ],
+    );
+    assert_eq!(resp.status, 409, "{}", resp.text());
+    assert_eq!(api.count("drop"), 1);
     assert_eq!(api.get("/v1/drop/10.0.0.2/32").status, 404);
 }
 
@@ -163,6 +268,15 @@ fn peer_body_rejections_are_plain_text() {
         json!([{"action": "add", "entry": {"cidr": "10.0.0.1/32", "tag": "untagged", "expiration": 0}}]),
         json!([{"action": "add", "entry": {"cidr": "10.0.0.1/32", "tag": "x.couic", "expiration": 0}}]),
         json!([{"action": "remove", "entry": {"cidr": "10.0.0.1/32", "expiration": T0}}]),
+        // A valid job before a bad one is not applied either.
+        json!([
+            {"action": "add", "entry": {"cidr": "10.0.0.2/32", "expiration": 0}},
+            {"action": "add", "entry": {"cidr": "10.0.0.3/32", "expiration": T0 - 1}},
+        ]),
+        json!([
+            {"action": "add", "entry": {"cidr": "10.0.0.2/32", "expiration": 0}},
+            {"action": "add", "entry": {"cidr": "10.0.0.3/32", "tag": "bad tag!", "expiration": 0}},
+        ]),
     ] {
         check(api.post("/v1/drop/peer", &bad.to_string()), 422);
     }
@@ -335,4 +449,84 @@ fn bulk_loads_many_entries_and_checks_its_body() {
     );
     assert_eq!(resp.status, 400);
     assert_eq!(json(&api.post("/v1/drop/bulk", "{}"))["applied"], 0);
+}
+
+/// Catch-up: the digest of what a peer sent, and a shard made exactly what
+/// the peer says.
+#[test]
+fn peer_digest_and_shard_replace() {
+    use couic_common::peer::shard_of;
+    use couic_common::PeerDigest;
+    let d = Daemon::start();
+    let mut api = d.admin();
+    let token = d.create_client("node-a", "peering");
+    let mut a = d.client(Some(&token));
+    // Three CIDRs of one shard, one of another.
+    let shard = shard_of("10.0.0.1/32");
+    let same: Vec<String> = (2..2000)
+        .map(|i| format!("10.0.{}.{}/32", i / 256, i % 256))
+        .filter(|c| shard_of(c) == shard)
+        .take(2)
+        .collect();
+    let other = (2..2000)
+        .map(|i| format!("10.1.{}.{}/32", i / 256, i % 256))
+        .find(|c| shard_of(c) != shard)
+        .unwrap();
+    let resp = peer(
+        &mut a,
+        "drop",
+        &[
+            job("add", "10.0.0.1/32", Some("t"), 0),
+            job("add", &same[0], None, T0 + 100),
+            job("add", &other, None, 0),
+        ],
+    );
+    assert_eq!(resp.status, 201);
+    // The API's entry of the same shard is not node-a's.
+    assert_eq!(api.add("drop", &same[1], None, 0).status, 201);
+
+    let mut expected = PeerDigest::default();
+    expected.add("10.0.0.1/32", "t", 0);
+    expected.add(&same[0], "", T0 + 100);
+    expected.add(&other, "", 0);
+    let digest: PeerDigest = serde_json::from_value(json(&a.get("/v1/drop/peer/digest"))).unwrap();
+    assert_eq!(digest, expected);
+    let none: PeerDigest = serde_json::from_value(json(&api.get("/v1/drop/peer/digest"))).unwrap();
+    assert_eq!(none, PeerDigest::default(), "the admin sent nothing");
+
+    // node-a now holds, in that shard, only same[0] with another tag, and
+    // same[1] (the API's entry: left as it is).
+    let body = json!([
+        {"cidr": same[0], "tag": "new", "expiration": T0 + 100},
+        {"cidr": same[1], "tag": "x", "expiration": 0},
+    ]);
+    let path = format!("/v1/drop/peer/shard/{shard}");
+    let resp = a.send("PUT", &path, &body.to_string());
+    assert_eq!(resp.status, 204, "{}", resp.text());
+    assert_eq!(api.get("/v1/drop/10.0.0.1/32").status, 404);
+    assert_eq!(
+        json(&api.get(&format!("/v1/drop/{}", same[0])))["tag"],
+        "new"
+    );
+    assert_eq!(json(&api.get(&format!("/v1/drop/{}", same[1])))["tag"], "");
+    assert_eq!(
+        api.get(&format!("/v1/drop/{other}")).status,
+        200,
+        "another shard"
+    );
+    let mut expected = PeerDigest::default();
+    expected.add(&same[0], "new", T0 + 100);
+    expected.add(&other, "", 0);
+    let digest: PeerDigest = serde_json::from_value(json(&a.get("/v1/drop/peer/digest"))).unwrap();
+    assert_eq!(digest, expected);
+
+    // An entry of another shard: 422, nothing applied.
+    let resp = a.send(
+        "PUT",
+        &path,
+        &json!([{"cidr": other, "expiration": 0}]).to_string(),
+    );
+    assert_eq!(resp.status, 422, "{}", resp.text());
+    assert_eq!(api.get(&format!("/v1/drop/{}", same[0])).status, 200);
+    assert_eq!(a.send("PUT", "/v1/drop/peer/shard/64", "[]").status, 400);
 }

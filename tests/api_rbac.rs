@@ -27,9 +27,10 @@ fn allowed(group: &str, method: &str, path: &str) -> bool {
         "clientro" => method == "GET" && read_only.contains(&path),
         "monitoring" => matches!(
             path,
-            "/v1/stats" | "/v1/stats/tags/{policy}" | "/v1/metrics"
+            "/v1/stats" | "/v1/stats/tags/{policy}" | "/v1/metrics" | "/v1/peers"
         ),
-        "peering" => method == "POST" && path == "/v1/{policy}/peer",
+        // The batch route, and the catch-up routes beside it.
+        "peering" => path.starts_with("/v1/{policy}/peer"),
         other => panic!("unknown group {other}"),
     }
 }
@@ -41,6 +42,7 @@ fn concrete(path: &str) -> String {
         .replace("{policy}", "drop")
         .replace("{ip}/{prefix}", "192.0.2.0/24")
         .replace("{name}", "nobody")
+        .replace("{shard}", "0")
 }
 
 #[test]

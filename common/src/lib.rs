@@ -24,7 +24,9 @@ pub use entry::{
 };
 pub use error::{ErrorBody, ErrorCode, FieldError};
 pub use names::{ClientName, NameError, SetName};
-pub use peer::{PeerAction, PeerEntry, PeerJob};
+pub use peer::{
+    PeerAction, PeerDigest, PeerEntry, PeerJob, PeerState, PeerStatus, ShardDigest, SHARDS,
+};
 pub use policy::Policy;
 pub use set::{Set, SetSummary, SET_FILE_EXTENSION, SET_MAX_FILE_SIZE};
 pub use stats::{Metrics, PktStats, ReportStats, Stats, TagStats, XDP_ACTIONS};

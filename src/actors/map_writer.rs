@@ -7,14 +7,16 @@
 //! Past 400 lines with its actor tests (over in-memory maps); the actor
 //! itself is under 300.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use couic_common::{Cidr, Policy};
+use couic_common::peer::shard_of;
+use couic_common::{Cidr, PeerDigest, Policy};
 
 use crate::actors::messages::{Changed, Origin};
-use crate::batch::{self, Op};
+use crate::batch::{self, Op, Rules};
 use crate::bpf::BpfError;
 use crate::clock::SharedClock;
 use crate::firewall::set_plan::{ReloadSummary, SetsTarget};
@@ -50,8 +52,7 @@ pub struct ApplyBatch {
     pub policy: Policy,
     pub ops: Vec<Op>,
     pub origin: Origin,
-    pub protect_sets: bool,
-    pub atomic: bool,
+    pub rules: Rules,
 }
 
 #[derive(Message)]
@@ -93,6 +94,27 @@ pub struct ExpireDue {
 #[rtype(result = "Result<ReloadSummary, WriteError>")]
 pub struct ReloadSets {
     pub target: SetsTarget,
+}
+
+/// What this node holds from a peer client (entries of origin `origin`,
+/// not yet expired), per shard: catch-up compares it with the peer's own.
+#[derive(Message)]
+#[rtype(result = "PeerDigest")]
+pub struct DigestOfPeer {
+    pub policy: Policy,
+    pub origin: Origin,
+}
+
+/// Makes the entries held from a peer in `shard` exactly `entries` (all of
+/// that shard): the others of that peer's are removed, the missing added,
+/// the changed replaced, as one idempotent peer batch.
+#[derive(Message)]
+#[rtype(result = "Vec<Result<(), WriteError>>")]
+pub struct ReplacePeerShard {
+    pub policy: Policy,
+    pub origin: Origin,
+    pub shard: usize,
+    pub entries: Vec<NewEntry>,
 }
 
 /// The sequence number of the last change published (0 before any).
@@ -206,8 +228,7 @@ impl Handler<ApplyBatch> for MapWriter {
             msg.policy,
             msg.ops,
             &msg.origin,
-            msg.protect_sets,
-            msg.atomic,
+            msg.rules,
             now,
         );
         self.publish(msg.origin, changes);
@@ -287,6 +308,58 @@ impl Handler<ReloadSets> for MapWriter {
         }
         self.publish(Origin::Set, changes);
         result
+    }
+}
+
+impl Handler<DigestOfPeer> for MapWriter {
+    type Result = MessageResult<DigestOfPeer>;
+
+    fn handle(&mut self, msg: DigestOfPeer, _: &mut Context<Self>) -> Self::Result {
+        let store = self.firewall.store();
+        let now = self.clock.now();
+        let mut digest = PeerDigest::default();
+        if let Some(id) = store.find_origin(&msg.origin) {
+            let tags = store.tags(msg.policy);
+            for (cidr, record) in store.iter(msg.policy) {
+                let live = record.expiration == 0 || record.expiration > now;
+                if record.origin == id && live {
+                    let tag = tags.name(record.tag);
+                    digest.add(cidr, tag, record.expiration);
+                }
+            }
+        }
+        MessageResult(digest)
+    }
+}
+
+impl Handler<ReplacePeerShard> for MapWriter {
+    type Result = Vec<Result<(), WriteError>>;
+
+    fn handle(&mut self, msg: ReplacePeerShard, _: &mut Context<Self>) -> Self::Result {
+        let store = self.firewall.store();
+        let kept: HashSet<Cidr> = msg.entries.iter().map(|e| e.cidr).collect();
+        let mut ops: Vec<Op> = Vec::with_capacity(msg.entries.len());
+        if let Some(id) = store.find_origin(&msg.origin) {
+            ops.extend(
+                store
+                    .iter(msg.policy)
+                    .filter(|(cidr, record)| {
+                        record.origin == id && !kept.contains(cidr) && shard_of(cidr) == msg.shard
+                    })
+                    .map(|(cidr, _)| Op::Remove(cidr)),
+            );
+        }
+        ops.extend(msg.entries.into_iter().map(Op::Add));
+        let rules = Rules {
+            protect_sets: true,
+            atomic: true,
+            mode: batch::Mode::Peer,
+        };
+        let now = self.clock.now();
+        let (results, changes) =
+            batch::apply(&mut self.firewall, msg.policy, ops, &msg.origin, rules, now);
+        self.publish(msg.origin, changes);
+        results
     }
 }
 
@@ -460,8 +533,7 @@ mod tests {
                 }),
             ],
             origin: Origin::peer("node-b"),
-            protect_sets: true,
-            atomic: true,
+            rules: STRICT,
         };
         let results = f.writer.send(batch).await.unwrap();
         assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -503,8 +575,7 @@ mod tests {
                 Op::Add(entry("10.0.0.9/32")),
             ],
             origin: Origin::api("admin"),
-            protect_sets: true,
-            atomic: true,
+            rules: STRICT,
         };
         let results = f.writer.send(dup).await.unwrap();
         assert!(results.iter().all(Result::is_err), "{results:?}");
@@ -519,8 +590,7 @@ mod tests {
                 Op::Add(entry("10.0.0.7/32")),
             ],
             origin: Origin::api("admin"),
-            protect_sets: true,
-            atomic: true,
+            rules: STRICT,
         };
         let results = f.writer.send(refused).await.unwrap();
         assert!(results.iter().all(Result::is_err), "{results:?}");
@@ -531,6 +601,12 @@ mod tests {
         assert_eq!(f.maps.rules(table).len(), 1);
         assert!(f.stored(Policy::Drop, "10.0.0.7/32").await.is_none());
     }
+
+    const STRICT: Rules = Rules {
+        protect_sets: true,
+        atomic: true,
+        mode: batch::Mode::Strict,
+    };
 
     fn entry(c: &str) -> NewEntry {
         NewEntry {

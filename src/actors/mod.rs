@@ -5,6 +5,7 @@
 pub mod expirer;
 pub mod map_writer;
 pub mod messages;
+pub mod peer_broadcaster;
 pub mod reporter;
 pub mod set_reloader;
 
@@ -19,6 +20,7 @@ use crate::reporting::{ReportCounters, ReportQueue};
 use expirer::Expirer;
 use map_writer::MapWriter;
 use messages::Changed;
+use peer_broadcaster::{PeerBroadcaster, PeerParts};
 use reporter::{Reporter, Sink};
 
 /// What the Reporter is made of, when reporting is on.
@@ -38,18 +40,22 @@ pub struct Actors {
     pub reporter: Option<Addr<Reporter>>,
     /// The Reporter's own thread, when reporting is on.
     pub reporter_arbiter: Option<Arbiter>,
+    /// One per peer, in the order configured.
+    pub peers: Vec<Addr<PeerBroadcaster>>,
 }
 
 /// Starts the MapWriter on `arbiter` with its subscribers: the Expirer
 /// beside it (its events need no other thread woken), the Reporter when
 /// given on a thread of its own (so that sending batch after batch never
 /// waits for the MapWriter to finish a bulk write; it serialises and posts
-/// on the blocking pool), then `also`.
+/// on the blocking pool), a PeerBroadcaster per peer beside the MapWriter
+/// (each posts on the blocking pool), then `also`.
 pub fn start(
     arbiter: &ArbiterHandle,
     firewall: Firewall,
     clock: SharedClock,
     reporter: Option<ReporterParts>,
+    peers: Vec<PeerParts>,
     also: Vec<Recipient<Changed>>,
 ) -> Actors {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -67,23 +73,32 @@ pub fn start(
                 backoff,
                 counters,
             } = parts;
+            let clock = subscriber_clock.clone();
             Reporter::start_in_arbiter(&handle, move |_| {
-                Reporter::new(queue, tick, sink, backoff, counters, subscriber_clock)
+                Reporter::new(queue, tick, sink, backoff, counters, clock)
             })
         });
         if let Some(reporter) = &reporter {
             subscribers.push(reporter.clone().recipient());
         }
+        let peers: Vec<Addr<PeerBroadcaster>> = peers
+            .into_iter()
+            .map(|parts| {
+                PeerBroadcaster::new(parts, writer.clone(), subscriber_clock.clone()).start()
+            })
+            .collect();
+        subscribers.extend(peers.iter().map(|p| p.clone().recipient()));
         subscribers.extend(also);
-        tx.send((expirer, reporter))
+        tx.send((expirer, reporter, peers))
             .expect("start waits for its subscribers");
         subscribers
     });
-    let (expirer, reporter) = rx.recv().expect("the subscribers were started");
+    let (expirer, reporter, peers) = rx.recv().expect("the subscribers were started");
     Actors {
         writer,
         expirer,
         reporter,
         reporter_arbiter,
+        peers,
     }
 }

@@ -15,6 +15,7 @@ pub mod clients;
 pub mod error;
 pub mod params;
 pub mod peer;
+pub mod peers;
 pub mod policies;
 pub mod sets;
 pub mod socket;
@@ -35,6 +36,7 @@ use serde::Serialize;
 use crate::actors::map_writer::MapWriter;
 use crate::actors::set_reloader::SetReloader;
 use crate::clock::SharedClock;
+use crate::peering::PeerCounters;
 use crate::rbac::{ClientFiles, ClientRegistry, Scope};
 use crate::reporting::ReportCounters;
 
@@ -53,6 +55,8 @@ pub struct AppState {
     pub sets: Option<Arc<SetReloader>>,
     /// The webhook reporter's counters, when reporting is on.
     pub reports: Option<Arc<ReportCounters>>,
+    /// Each peer's status, in the order configured (empty: no peering).
+    pub peers: Vec<Arc<PeerCounters>>,
 }
 
 impl AppState {
@@ -68,6 +72,7 @@ impl AppState {
             clock,
             sets: None,
             reports: None,
+            peers: Vec::new(),
         }
     }
 
@@ -80,6 +85,12 @@ impl AppState {
     /// Shows the webhook reporter's counters in the statistics.
     pub fn with_reports(mut self, counters: Arc<ReportCounters>) -> Self {
         self.reports = Some(counters);
+        self
+    }
+
+    /// Shows the peers' status (`/v1/peers`, metrics).
+    pub fn with_peers(mut self, peers: Vec<Arc<PeerCounters>>) -> Self {
+        self.peers = peers;
         self
     }
 
@@ -140,7 +151,14 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/v1/sets/{policy}/{name}", &[Scope::SETS_GET]),
     route("PUT", "/v1/sets/{policy}/{name}", &[Scope::SETS_UPDATE]),
     route("DELETE", "/v1/sets/{policy}/{name}", &[Scope::SETS_DELETE]),
+    route("GET", "/v1/peers", &[Scope::PEERS_LIST]),
     route("POST", "/v1/{policy}/peer", &[Scope::POLICY_PEER]),
+    route("GET", "/v1/{policy}/peer/digest", &[Scope::POLICY_PEER]),
+    route(
+        "PUT",
+        "/v1/{policy}/peer/shard/{shard}",
+        &[Scope::POLICY_PEER],
+    ),
     route(
         "POST",
         "/v1/{policy}/bulk",
@@ -189,7 +207,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(get_and_head(web::resource("/v1/check/{ip}"), check::check))
         .configure(sets::configure)
+        .service(get_and_head(web::resource("/v1/peers"), peers::list))
         .service(web::resource("/v1/{policy}/peer").route(web::post().to(peer::batch)))
+        .service(get_and_head(
+            web::resource("/v1/{policy}/peer/digest"),
+            peer::digest,
+        ))
+        .service(web::resource("/v1/{policy}/peer/shard/{shard}").route(web::put().to(peer::shard)))
         .service(web::resource("/v1/{policy}/bulk").route(web::post().to(bulk::bulk)))
         .service(
             get_and_head(web::resource("/v1/{policy}"), policies::list)

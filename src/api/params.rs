@@ -26,6 +26,21 @@ pub fn policy(req: &HttpRequest) -> Result<Policy, ApiError> {
     Ok(policy.expect("no error means parsed"))
 }
 
+/// `{shard}`: a shard number below `shards`.
+pub fn shard(req: &HttpRequest, shards: usize) -> Result<usize, ApiError> {
+    let raw = segment(req, "shard");
+    let mut fields = Fields::default();
+    let shard = raw.parse::<usize>().ok().filter(|&k| k < shards);
+    if shard.is_none() {
+        fields.invalid(
+            "shard",
+            format!("{raw} is not a shard number (0 to {})", shards - 1),
+        );
+    }
+    fields.check(ApiError::BadRequest)?;
+    Ok(shard.expect("no error means parsed"))
+}
+
 fn ip_into(raw: &str, fields: &mut Fields) -> Option<IpAddr> {
     raw.parse::<IpAddr>()
         .map_err(|_| fields.invalid("ip", format!("{raw} is not a valid IP address")))

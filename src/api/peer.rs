@@ -1,24 +1,30 @@
 //! `POST /v1/{policy}/peer` (§4.5): a batch of jobs from a peer node.
 //!
-//! Unlike the reference (§18.4, §18.5), the batch is all or nothing: every
-//! job is validated and played in order against the store before anything
-//! is written, so a duplicate (also within the batch) or a missing entry
-//! answers the contract's status with nothing applied; and a peer cannot
-//! remove a set entry. Body rejections keep the framework's plain-text
-//! style that reference senders receive.
+//! Unlike the reference (§18.4, §18.5), the batch is all or nothing (a set
+//! entry to remove or a full map answers the contract's status with nothing
+//! applied) and idempotent ([`Mode::Peer`]): a batch retried after a lost
+//! answer succeeds again, an add or a remove never touches an entry of
+//! another origin, and a peer cannot remove a set entry. Body rejections
+//! keep the framework's plain-text style that reference senders receive.
+//!
+//! Catch-up (README, "Peering"): `GET /v1/{policy}/peer/digest` tells the
+//! calling peer what this node holds from it, per shard; `PUT
+//! /v1/{policy}/peer/shard/{k}` makes what it holds from it in shard `k`
+//! exactly the entries sent.
 
 use actix_web::http::StatusCode;
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
-use couic_common::{Cidr, PeerAction, PeerJob, Tag};
+use couic_common::peer::shard_of;
+use couic_common::{Cidr, PeerAction, PeerEntry, PeerJob, Tag, SHARDS};
 
 use super::body::{self, BodyError, BODY_LIMIT};
 use super::error::ApiError;
 use super::policies::EXPIRATION_MESSAGE;
 use super::{json, params, AppState};
-use crate::actors::map_writer::ApplyBatch;
+use crate::actors::map_writer::{ApplyBatch, DigestOfPeer, ReplacePeerShard};
 use crate::actors::messages::Origin;
-use crate::batch::Op;
+use crate::batch::{Mode, Op, Rules};
 use crate::firewall::{NewEntry, WriteError};
 use crate::rbac::Scope;
 
@@ -54,6 +60,92 @@ fn validate(mut jobs: Vec<PeerJob>, now: u64) -> Result<(Vec<Op>, Vec<PeerJob>),
     Ok((ops, jobs))
 }
 
+/// The first failure of a batch applied as a whole (the others are
+/// `Aborted`), or success.
+fn first_failure(results: Vec<Result<(), WriteError>>) -> Result<(), ApiError> {
+    match results
+        .into_iter()
+        .filter_map(Result::err)
+        .find(|e| !matches!(e, WriteError::Aborted))
+    {
+        Some(error) => Err(error.into()),
+        None => Ok(()),
+    }
+}
+
+/// `GET /v1/{policy}/peer/digest`.
+pub async fn digest(req: HttpRequest, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let caller = state.authorize(&req, Scope::POLICY_PEER)?;
+    let policy = params::policy(&req)?;
+    let origin = Origin::peer(&caller.name);
+    let digest = state.writer.send(DigestOfPeer { policy, origin }).await?;
+    Ok(json(StatusCode::OK, &digest))
+}
+
+/// Checks the entries of a shard like jobs; entries already expired (the
+/// sender's clock may be behind ours) are left out: they are absent here.
+fn validate_shard(
+    entries: Vec<PeerEntry>,
+    shard: usize,
+    now: u64,
+) -> Result<Vec<NewEntry>, BodyError> {
+    let mut out = Vec::with_capacity(entries.len());
+    for (k, entry) in entries.into_iter().enumerate() {
+        let invalid = |field: &str, message: &dyn std::fmt::Display| {
+            BodyError::Data(format!("[{k}].{field}: {message}"))
+        };
+        let cidr = entry
+            .cidr
+            .parse::<Cidr>()
+            .map_err(|e| invalid("cidr", &e))?
+            .normalized();
+        if shard_of(cidr) != shard {
+            return Err(invalid("cidr", &format!("{cidr} is not in shard {shard}")));
+        }
+        let tag = Tag::parse_optional(entry.tag.as_deref()).map_err(|e| invalid("tag", &e))?;
+        if entry.expiration != 0 && entry.expiration <= now {
+            continue;
+        }
+        out.push(NewEntry {
+            cidr,
+            tag: tag.map(Tag::into_string).unwrap_or_default(),
+            expiration: entry.expiration,
+            metadata: None,
+        });
+    }
+    Ok(out)
+}
+
+/// `PUT /v1/{policy}/peer/shard/{shard}`: 204 once applied.
+pub async fn shard(
+    req: HttpRequest,
+    state: Data<AppState>,
+    payload: Payload,
+) -> Result<HttpResponse, ApiError> {
+    let caller = state.authorize(&req, Scope::POLICY_PEER)?;
+    let policy = params::policy(&req)?;
+    let shard = params::shard(&req, SHARDS)?;
+    let bytes = body::read(&req, payload, BODY_LIMIT)
+        .await
+        .map_err(BodyError::plain)?;
+    let entries: Vec<PeerEntry> = body::parse(&bytes).map_err(BodyError::plain)?;
+    let entries = validate_shard(entries, shard, state.clock.now()).map_err(BodyError::plain)?;
+    let count = entries.len();
+    let origin = Origin::peer(&caller.name);
+    let results = state
+        .writer
+        .send(ReplacePeerShard {
+            policy,
+            origin,
+            shard,
+            entries,
+        })
+        .await?;
+    first_failure(results)?;
+    tracing::info!(%policy, shard, entries = count, client.name = %caller.name, "peer shard resynchronized");
+    Ok(HttpResponse::NoContent().finish())
+}
+
 pub async fn batch(
     req: HttpRequest,
     state: Data<AppState>,
@@ -73,18 +165,15 @@ pub async fn batch(
             policy,
             ops,
             origin: Origin::peer(&caller.name),
-            protect_sets: true,
-            atomic: true,
+            rules: Rules {
+                protect_sets: true,
+                atomic: true,
+                mode: Mode::Peer,
+            },
         })
         .await?;
     // The first job that failed on its own tells the status.
-    if let Some(error) = results
-        .into_iter()
-        .filter_map(Result::err)
-        .find(|e| !matches!(e, WriteError::Aborted))
-    {
-        return Err(error.into());
-    }
+    first_failure(results)?;
     tracing::info!(%policy, jobs_count = count, "peer entries synchronized");
     Ok(json(StatusCode::CREATED, &echo))
 }

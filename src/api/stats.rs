@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use actix_web::http::{header, StatusCode};
 use actix_web::web::Data;
 use actix_web::{HttpRequest, HttpResponse};
-use couic_common::{Metrics, PktStats, Policy, ReportStats, Stats, TagStats, XDP_ACTIONS};
+use couic_common::{
+    Metrics, PeerState, PeerStatus, PktStats, Policy, ReportStats, Stats, TagStats, XDP_ACTIONS,
+};
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
@@ -91,7 +93,9 @@ pub async fn metrics(req: HttpRequest, state: Data<AppState>) -> Result<HttpResp
     let snap = snapshot(&state).await?;
     let reports = state.report_stats();
     if prometheus {
-        let text = openmetrics(&snap, reports.as_ref()).map_err(ApiError::internal)?;
+        let peers: Vec<PeerStatus> = state.peers.iter().map(|p| p.read()).collect();
+        let now = state.clock.now();
+        let text = openmetrics(&snap, reports.as_ref(), &peers, now).map_err(ApiError::internal)?;
         return Ok(HttpResponse::Ok()
             .insert_header((header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE))
             .body(text));
@@ -180,8 +184,13 @@ impl EncodeMetric for Samples {
 }
 
 /// The text of §9.3, families in the contract's order, then the webhook
-/// reporter's when reporting is on.
-pub fn openmetrics(s: &Snapshot, reports: Option<&ReportStats>) -> Result<String, std::fmt::Error> {
+/// reporter's when reporting is on, then the peers' (labelled `peer`).
+pub fn openmetrics(
+    s: &Snapshot,
+    reports: Option<&ReportStats>,
+    peers: &[PeerStatus],
+    now: u64,
+) -> Result<String, std::fmt::Error> {
     let gauge = |v: u64| Samples {
         kind: MetricType::Gauge,
         label: "",
@@ -280,6 +289,65 @@ pub fn openmetrics(s: &Snapshot, reports: Option<&ReportStats>) -> Result<String
             families.push(("couic_reports_seconds_since_success", help, gauge(since)));
         }
     }
+    if !peers.is_empty() {
+        let per_peer = |kind: MetricType, f: &dyn Fn(&PeerStatus) -> u64| Samples {
+            kind,
+            label: "peer",
+            values: peers.iter().map(|p| (p.name.clone(), f(p))).collect(),
+        };
+        let since: Vec<&PeerStatus> = peers.iter().filter(|p| p.last_success.is_some()).collect();
+        families.extend([
+            (
+                "couic_peer_up",
+                "1 when the last attempt to reach the peer worked",
+                per_peer(MetricType::Gauge, &|p| u64::from(p.state == PeerState::Ok)),
+            ),
+            (
+                "couic_peer_behind",
+                "1 while the peer misses dropped jobs and waits for a resync",
+                per_peer(MetricType::Gauge, &|p| {
+                    u64::from(p.state == PeerState::Behind)
+                }),
+            ),
+            (
+                "couic_peer_queued",
+                "Jobs waiting to be sent to the peer",
+                per_peer(MetricType::Gauge, &|p| p.queued),
+            ),
+            (
+                "couic_peer_jobs_sent_total",
+                "Jobs the peer acknowledged",
+                per_peer(MetricType::Counter, &|p| p.jobs_sent),
+            ),
+            (
+                "couic_peer_jobs_dropped_total",
+                "Jobs dropped when the peer's queue overflowed",
+                per_peer(MetricType::Counter, &|p| p.jobs_dropped),
+            ),
+            (
+                "couic_peer_shards_resynced_total",
+                "Shards sent to the peer by resyncs",
+                per_peer(MetricType::Counter, &|p| p.shards_resynced),
+            ),
+        ]);
+        if !since.is_empty() {
+            families.push((
+                "couic_peer_seconds_since_success",
+                "Seconds since the peer last acknowledged a batch or a resync",
+                Samples {
+                    kind: MetricType::Gauge,
+                    label: "peer",
+                    values: since
+                        .iter()
+                        .map(|p| {
+                            let last = p.last_success.unwrap_or(now);
+                            (p.name.clone(), now.saturating_sub(last))
+                        })
+                        .collect(),
+                },
+            ));
+        }
+    }
     let mut registry = Registry::default();
     for (name, help, samples) in families {
         registry.register(name, help, samples);
@@ -329,7 +397,7 @@ mod tests {
                 bytes: 60,
             },
         )];
-        let text = openmetrics(&snap, None).unwrap();
+        let text = openmetrics(&snap, None, &[], 0).unwrap();
         let expected = "\
 # HELP couic_drop_cidr_total Current number of CIDR dropped by couic.
 # TYPE couic_drop_cidr_total gauge
@@ -377,7 +445,7 @@ couic_ignore_tag_rx_bytes_total{tag=\"lan.couic\"} 60
             failed_attempts: 3,
             seconds_since_success: Some(9),
         };
-        let text = openmetrics(&snap, Some(&reports)).unwrap();
+        let text = openmetrics(&snap, Some(&reports), &[], 0).unwrap();
         let expected = expected.strip_suffix("# EOF\n").unwrap().to_string()
             + "\
 # HELP couic_reports_queued Webhook reports waiting to be sent.
@@ -399,5 +467,58 @@ couic_reports_seconds_since_success 9
 # EOF
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn peer_families_are_labelled_by_peer() {
+        let peer = |name: &str, state, last_success| PeerStatus {
+            name: name.into(),
+            url: "https://b:443".into(),
+            state,
+            queued: 3,
+            jobs_sent: 40,
+            jobs_dropped: 0,
+            shards_resynced: 2,
+            last_success,
+            last_error: None,
+            last_error_at: None,
+        };
+        let peers = [
+            peer("b", PeerState::Ok, Some(95)),
+            peer("c", PeerState::Behind, None),
+        ];
+        let text = openmetrics(&Snapshot::default(), None, &peers, 100).unwrap();
+        let start = text.find("# HELP couic_peer_up").expect("peer families");
+        let expected = "\
+# HELP couic_peer_up 1 when the last attempt to reach the peer worked.
+# TYPE couic_peer_up gauge
+couic_peer_up{peer=\"b\"} 1
+couic_peer_up{peer=\"c\"} 0
+# HELP couic_peer_behind 1 while the peer misses dropped jobs and waits for a resync.
+# TYPE couic_peer_behind gauge
+couic_peer_behind{peer=\"b\"} 0
+couic_peer_behind{peer=\"c\"} 1
+# HELP couic_peer_queued Jobs waiting to be sent to the peer.
+# TYPE couic_peer_queued gauge
+couic_peer_queued{peer=\"b\"} 3
+couic_peer_queued{peer=\"c\"} 3
+# HELP couic_peer_jobs_sent_total Jobs the peer acknowledged.
+# TYPE couic_peer_jobs_sent_total counter
+couic_peer_jobs_sent_total{peer=\"b\"} 40
+couic_peer_jobs_sent_total{peer=\"c\"} 40
+# HELP couic_peer_jobs_dropped_total Jobs dropped when the peer's queue overflowed.
+# TYPE couic_peer_jobs_dropped_total counter
+couic_peer_jobs_dropped_total{peer=\"b\"} 0
+couic_peer_jobs_dropped_total{peer=\"c\"} 0
+# HELP couic_peer_shards_resynced_total Shards sent to the peer by resyncs.
+# TYPE couic_peer_shards_resynced_total counter
+couic_peer_shards_resynced_total{peer=\"b\"} 2
+couic_peer_shards_resynced_total{peer=\"c\"} 2
+# HELP couic_peer_seconds_since_success Seconds since the peer last acknowledged a batch or a resync.
+# TYPE couic_peer_seconds_since_success gauge
+couic_peer_seconds_since_success{peer=\"b\"} 5
+# EOF
+";
+        assert_eq!(&text[start..], expected);
     }
 }

@@ -17,6 +17,7 @@ use actix_web::dev::ServerHandle;
 use couic::actors::expirer::{Expirer, Sweep};
 use couic::actors::map_writer::{AddEntries, LastSeq, MapWriter};
 use couic::actors::messages::{Changed, Origin};
+use couic::actors::peer_broadcaster::PeerParts;
 use couic::actors::reporter::Reporter;
 use couic::actors::set_reloader::SetReloader;
 use couic::actors::ReporterParts;
@@ -28,6 +29,7 @@ use couic::clock::{ManualClock, SharedClock};
 use couic::config::Reporting;
 use couic::dirs::{Layout, Owner};
 use couic::firewall::{Firewall, NewEntry};
+use couic::peering::PeerCounters;
 use couic::rbac::{self, ClientFiles, DEFAULT_CLIENT};
 use couic::reporting::delivery::Webhook;
 use couic::reporting::{ReportCounters, ReportQueue};
@@ -64,6 +66,7 @@ pub struct Daemon {
     pub expirer: Addr<Expirer>,
     pub reporter: Option<Addr<Reporter>>,
     pub reports: Arc<ReportCounters>,
+    pub peers: Vec<Arc<PeerCounters>>,
     pub sets: Arc<SetReloader>,
     pub program: ProgramHandle,
     pub events: Arc<Mutex<Vec<Changed>>>,
@@ -94,7 +97,7 @@ impl Daemon {
     }
 
     pub fn start_with(caps: Capacities) -> Daemon {
-        Daemon::start_full(caps, None)
+        Daemon::start_full(caps, None, Vec::new())
     }
 
     /// A daemon whose reports go to `reporting.webhook`; its counters are
@@ -110,10 +113,30 @@ impl Daemon {
             ignore: 4096,
             tags: 64,
         };
-        Daemon::start_full(caps, Some((reporting, backoff, tick)))
+        Daemon::start_full(caps, Some((reporting, backoff, tick)), Vec::new())
     }
 
-    fn start_full(caps: Capacities, reporting: Option<(Reporting, Backoff, Duration)>) -> Daemon {
+    /// A daemon that sends its API changes to `peers`; their status is
+    /// `Daemon::peers`.
+    pub fn start_peering(peers: Vec<PeerParts>) -> Daemon {
+        let caps = Capacities {
+            drop: 65_536,
+            ignore: 4096,
+            tags: 64,
+        };
+        Daemon::start_peering_with(caps, peers)
+    }
+
+    /// [`Daemon::start_peering`] with maps of `caps`.
+    pub fn start_peering_with(caps: Capacities, peers: Vec<PeerParts>) -> Daemon {
+        Daemon::start_full(caps, None, peers)
+    }
+
+    fn start_full(
+        caps: Capacities,
+        reporting: Option<(Reporting, Backoff, Duration)>,
+        peering: Vec<PeerParts>,
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let work = dir.path().join("work");
         fs::create_dir(&work).unwrap();
@@ -143,6 +166,8 @@ impl Daemon {
             counters: reports.clone(),
         });
         let counters = reporter.as_ref().map(|_| reports.clone());
+        let peers: Vec<Arc<PeerCounters>> = peering.iter().map(|p| p.counters.clone()).collect();
+        let peer_counters = peers.clone();
 
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -156,6 +181,7 @@ impl Daemon {
                     firewall,
                     shared.clone(),
                     reporter,
+                    peering,
                     vec![recorder],
                 );
                 let writer = actors.writer;
@@ -165,6 +191,7 @@ impl Daemon {
                 if let Some(counters) = counters {
                     state = state.with_reports(counters);
                 }
+                state = state.with_peers(peer_counters);
                 let server = api::serve(listener, actix_web::web::Data::new(state), 2).unwrap();
                 tx.send((
                     server.handle(),
@@ -189,6 +216,7 @@ impl Daemon {
             expirer,
             reporter,
             reports,
+            peers,
             sets,
             program,
             events,

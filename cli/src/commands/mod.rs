@@ -4,6 +4,7 @@ pub mod check;
 pub mod clients;
 pub mod docs;
 pub mod drop_ignore;
+pub mod peers;
 pub mod sets;
 pub mod stats;
 
@@ -76,6 +77,8 @@ pub enum Command {
     },
     /// Show the verdict couic gives packets from an address, and why
     Check(check::CheckArgs),
+    /// Show how the links to peer nodes are doing
+    Peers(peers::PeersArgs),
     /// Print a shell completion script
     Completions {
         /// Target shell
@@ -115,6 +118,7 @@ pub fn run(command: Command, ctx: &mut Ctx, out: &mut dyn Write) -> anyhow::Resu
         Command::Drop { command } => drop_ignore::run_drop(command, ctx, out),
         Command::Ignore { command } => drop_ignore::run_ignore(command, ctx, out),
         Command::Check(args) => check::run(args, ctx, out),
+        Command::Peers(args) => peers::run(args, ctx, out),
         offline @ (Command::Completions { .. } | Command::Man { .. }) => {
             run_offline(&offline, out).expect("an offline command")?;
             Ok(())

@@ -26,7 +26,7 @@ use super::policies::{self, EntryParts};
 use super::{params, AppState};
 use crate::actors::map_writer::ApplyBatch;
 use crate::actors::messages::Origin;
-use crate::batch::Op;
+use crate::batch::{Mode, Op, Rules};
 use crate::firewall::WriteError;
 use crate::rbac::Scope;
 use answer::{json_answer, Answer, CidrText, ANSWER_ITEM_BYTES};
@@ -208,8 +208,11 @@ pub async fn bulk(
                 policy,
                 ops,
                 origin,
-                protect_sets: true,
-                atomic,
+                rules: Rules {
+                    protect_sets: true,
+                    atomic,
+                    mode: Mode::Strict,
+                },
             })
             .await?
     };

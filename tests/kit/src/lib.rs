@@ -10,7 +10,7 @@
 //! - [`net`]: network namespaces and veth pairs removed on drop, UDP
 //!   senders and receivers inside them.
 //! - [`pki`]: a private CA and a server certificate made with openssl.
-//! - [`nginx`]: nginx with TLS in front of a daemon or a loopback server.
+//! - [`nginx`]: nginx (TLS or plain) in front of a daemon or a loopback server.
 //! - [`http`]: an HTTP server on loopback that records requests and answers
 //!   as told: the stand-in for a webhook, a chat service or a peer.
 //!

@@ -1,6 +1,6 @@
 //! nginx in front of a daemon or a loopback server, with TLS from the test
-//! PKI: how couic is reached remotely (couicctl, peers) and how an https
-//! webhook is stood in for. nginx is required (`make deps` installs it): a
+//! PKI or in plain HTTP: how couic is reached remotely (couicctl, peers) and
+//! how an https webhook is stood in for. nginx is required (`make deps` installs it): a
 //! missing one fails the test instead of skipping it.
 
 use std::fs;
@@ -36,6 +36,20 @@ impl Nginx {
     /// `proxy_pass` to `upstream` over HTTP/1.1 keep-alive: the daemon's
     /// socket (`http://unix:/run/couic.sock:`) or a loopback server.
     pub fn start(dir: &Path, pki: &Pki, upstream: &str) -> Nginx {
+        Nginx::start_with(dir, Some(pki), upstream)
+    }
+
+    /// As [`Nginx::start`], in plain HTTP.
+    pub fn plain(dir: &Path, upstream: &str) -> Nginx {
+        Nginx::start_with(dir, None, upstream)
+    }
+
+    /// The upstream of a daemon's Unix socket.
+    pub fn socket_upstream(socket: &Path) -> String {
+        format!("http://unix:{}:", socket.display())
+    }
+
+    fn start_with(dir: &Path, pki: Option<&Pki>, upstream: &str) -> Nginx {
         let bin = nginx_bin();
         // A port picked free may be taken before nginx binds it: retry.
         let mut last_error = String::new();
@@ -45,24 +59,35 @@ impl Nginx {
             let error_log = dir.join("error.log");
             let _ = fs::remove_file(&error_log);
             let d = dir.display();
+            let (ssl, certificates) = match pki {
+                Some(pki) => (
+                    " ssl",
+                    format!(
+                        "ssl_certificate {};\nssl_certificate_key {};\n",
+                        pki.cert.display(),
+                        pki.key.display()
+                    ),
+                ),
+                None => ("", String::new()),
+            };
             fs::write(
                 &conf,
                 format!(
                     "daemon off;\nmaster_process off;\nuser root;\npid {d}/nginx.pid;\n\
                      error_log {d}/error.log info;\n\
-                     events {{ worker_connections 64; }}\n\
+                     events {{ worker_connections 256; }}\n\
                      http {{\n\
                        access_log {d}/access.log;\n\
+                       client_max_body_size 2m;\n\
                        client_body_temp_path {d}/body;\n\
                        proxy_temp_path {d}/proxy;\n\
                        fastcgi_temp_path {d}/fastcgi;\n\
                        uwsgi_temp_path {d}/uwsgi;\n\
                        scgi_temp_path {d}/scgi;\n\
                        server {{\n\
-                         listen 127.0.0.1:{port} ssl;\n\
+                         listen 127.0.0.1:{port}{ssl};\n\
                          server_name localhost;\n\
-                         ssl_certificate {cert};\n\
-                         ssl_certificate_key {key};\n\
+                         {certificates}\
                          location / {{\n\
                            proxy_pass {upstream};\n\
                            proxy_http_version 1.1;\n\
@@ -71,8 +96,6 @@ impl Nginx {
                          }}\n\
                        }}\n\
                      }}\n",
-                    cert = pki.cert.display(),
-                    key = pki.key.display(),
                 ),
             )
             .unwrap();
