@@ -21,8 +21,8 @@ mod queries;
 pub mod set_plan;
 mod sets;
 
-pub(crate) use change::Put;
 pub use change::{Change, ChangeKind, ItemResult, NewEntry, WriteError};
+pub(crate) use change::{Puts, Stamp};
 pub use maps::{MemoryMaps, RuleMaps};
 pub use queries::{Snapshot, Verdict};
 
@@ -91,19 +91,15 @@ impl Firewall {
         atomic: bool,
         now: u64,
     ) -> (Vec<Result<(), WriteError>>, Vec<Change>) {
-        let puts = items
-            .into_iter()
-            .map(|item| Put {
-                cidr: item.cidr,
-                tag: item.tag,
+        let puts = Puts {
+            items,
+            stamp: Stamp::Same {
                 creation: now,
-                expiration: item.expiration,
                 origin: origin.clone(),
-                metadata: item.metadata,
-                replaced_as: ChangeKind::Removed,
-                put_as: ChangeKind::Added,
-            })
-            .collect();
+            },
+            replaced_as: ChangeKind::Removed,
+            put_as: ChangeKind::Added,
+        };
         self.write_puts(policy, puts, atomic)
     }
 
@@ -115,11 +111,17 @@ impl Firewall {
     pub(crate) fn write_puts(
         &mut self,
         policy: Policy,
-        puts: Vec<Put>,
+        puts: Puts,
         atomic: bool,
     ) -> (Vec<Result<(), WriteError>>, Vec<Change>) {
-        let acquired = self.acquire_tags(policy, puts.iter().map(|p| p.tag.as_str()));
-        let cidrs: Vec<Cidr> = puts.iter().map(|p| p.cidr).collect();
+        let Puts {
+            items,
+            stamp,
+            replaced_as,
+            put_as,
+        } = puts;
+        let acquired = self.acquire_tags(policy, items.iter().map(|p| p.tag.as_str()));
+        let cidrs: Vec<Cidr> = items.iter().map(|p| p.cidr).collect();
         let slots: Vec<u32> = acquired.iter().map(|a| a.slot).collect();
         let written = self.write(policy, &cidrs, Some(&slots));
         if atomic && written.iter().any(Result::is_err) {
@@ -142,45 +144,46 @@ impl Firewall {
         }
 
         // A batch usually has one origin: intern it once.
-        let mut last_origin: Option<(Origin, OriginId)> = None;
-        let mut changes = Vec::with_capacity(puts.len());
-        for ((put, w), a) in puts.into_iter().zip(&written).zip(&acquired) {
+        let mut last_origin: Option<(&Origin, OriginId)> = None;
+        let mut changes = Vec::with_capacity(items.len());
+        for (i, ((item, w), a)) in items.into_iter().zip(&written).zip(&acquired).enumerate() {
             if w.is_err() {
                 self.store.tags_mut(policy).release(a.id);
                 continue;
             }
-            let origin_id = match &last_origin {
-                Some((o, id)) if *o == put.origin => *id,
+            let (creation, origin) = stamp.of(i);
+            let origin_id = match last_origin {
+                Some((o, id)) if std::ptr::eq(o, origin) || *o == *origin => id,
                 _ => {
-                    let id = self.store.origin_id(&put.origin);
-                    last_origin = Some((put.origin.clone(), id));
+                    let id = self.store.origin_id(origin);
+                    last_origin = Some((origin, id));
                     id
                 }
             };
             let record = Record {
-                creation: put.creation,
-                expiration: put.expiration,
+                creation,
+                expiration: item.expiration,
                 tag: a.id,
                 origin: origin_id,
             };
-            if let Some(old) = self.store.insert(policy, put.cidr, record) {
-                let entry = self.store.view(policy, put.cidr, &old);
+            if let Some(old) = self.store.insert(policy, item.cidr, record) {
+                let entry = self.store.view(policy, item.cidr, &old);
                 self.store.tags_mut(policy).release(old.tag);
-                changes.push(Change::of(put.replaced_as, policy, entry));
+                changes.push(Change::of(replaced_as, policy, entry));
             }
             changes.push(Change {
                 seq: 0,
-                kind: put.put_as,
+                kind: put_as,
                 policy,
-                // The interned name is the put's own tag text.
+                // The interned name is the item's own tag text.
                 entry: StoredEntry {
-                    cidr: put.cidr,
-                    tag: put.tag,
-                    creation: put.creation,
-                    expiration: put.expiration,
-                    origin: put.origin,
+                    cidr: item.cidr,
+                    tag: item.tag,
+                    creation,
+                    expiration: item.expiration,
+                    origin: origin.clone(),
                 },
-                metadata: put.metadata.map(Box::new),
+                metadata: item.metadata.map(Box::new),
             });
         }
         (written, changes)

@@ -86,19 +86,36 @@ impl Change {
 
 pub type ItemResult = Result<StoredEntry, WriteError>;
 
-/// An entry to write at its CIDR, checked against the store by the caller:
-/// new, or in place of the entry there (see [`Firewall::write_puts`]).
-#[derive(Debug, Clone)]
-pub(crate) struct Put {
-    pub cidr: Cidr,
-    /// "" when untagged.
-    pub tag: String,
-    pub creation: u64,
-    pub expiration: u64,
-    pub origin: Origin,
-    pub metadata: Option<Metadata>,
-    /// How the entry it replaces, if any, is published.
+/// Entries to write at their CIDRs, checked against the store by the
+/// caller: new, or in place of the entries there (see
+/// [`Firewall::write_puts`]). The items are the request's own: a bulk add
+/// moves its vector through without a copy.
+#[derive(Debug)]
+pub(crate) struct Puts {
+    pub items: Vec<NewEntry>,
+    /// Creation and origin: the same for every item, or one per item.
+    pub stamp: Stamp,
+    /// How an entry replaced, if any, is published.
     pub replaced_as: ChangeKind,
-    /// How the entry put is published.
+    /// How an entry put is published.
     pub put_as: ChangeKind,
+}
+
+#[derive(Debug)]
+pub(crate) enum Stamp {
+    Same {
+        creation: u64,
+        origin: Origin,
+    },
+    /// Entries put back as they were (a set line gone).
+    Each(Vec<(u64, Origin)>),
+}
+
+impl Stamp {
+    pub fn of(&self, i: usize) -> (u64, &Origin) {
+        match self {
+            Stamp::Same { creation, origin } => (*creation, origin),
+            Stamp::Each(each) => (each[i].0, &each[i].1),
+        }
+    }
 }

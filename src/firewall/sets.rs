@@ -9,7 +9,7 @@
 use couic_common::{Cidr, Policy};
 
 use super::set_plan::{self, Existing, PolicyTarget, ReloadCounts, ReloadSummary, SetsTarget};
-use super::{Change, ChangeKind, Firewall, Put, WriteError};
+use super::{Change, ChangeKind, Firewall, NewEntry, Puts, Stamp, WriteError};
 use crate::origin::{Origin, OriginId};
 use crate::store::{EntryStore, Shadowed};
 use crate::tags::TagId;
@@ -170,17 +170,26 @@ impl Firewall {
         first_error(written)?;
 
         // Set lines gone with a hidden entry under them: it comes back.
-        let restore = step.restore.into_iter().map(|(cidr, hidden)| Put {
-            cidr,
-            tag: hidden.tag,
-            creation: hidden.creation,
-            expiration: hidden.expiration,
-            origin: hidden.origin,
-            metadata: None,
+        let (items, stamps) = step
+            .restore
+            .into_iter()
+            .map(|(cidr, hidden)| {
+                let item = NewEntry {
+                    cidr,
+                    tag: hidden.tag,
+                    expiration: hidden.expiration,
+                    metadata: None,
+                };
+                (item, (hidden.creation, hidden.origin))
+            })
+            .unzip();
+        let restore = Puts {
+            items,
+            stamp: Stamp::Each(stamps),
             replaced_as: ChangeKind::Removed,
             put_as: ChangeKind::Restored,
-        });
-        let (written, restored) = self.write_puts(policy, restore.collect(), false);
+        };
+        let (written, restored) = self.write_puts(policy, restore, false);
         for change in restored.iter().filter(|c| c.kind == ChangeKind::Restored) {
             self.store.take_shadow(policy, change.entry.cidr);
             counts.removed += 1;
@@ -190,11 +199,8 @@ impl Firewall {
         first_error(written)?;
 
         // Set entries moving to another file.
-        let retag = step
-            .retag
-            .into_iter()
-            .map(|(cidr, t)| set_put(cidr, target.tag(t), now, ChangeKind::Removed));
-        let (written, retagged) = self.write_puts(policy, retag.collect(), false);
+        let retag = set_puts(&step.retag, target, now, ChangeKind::Removed);
+        let (written, retagged) = self.write_puts(policy, retag, false);
         counts.updated += retagged
             .iter()
             .filter(|c| c.kind == ChangeKind::Added)
@@ -203,9 +209,9 @@ impl Firewall {
         first_error(written)?;
 
         // New set lines, over an API or peer entry (hidden) or not.
-        let new = step.cover.into_iter().chain(step.insert);
-        let new = new.map(|(cidr, t)| set_put(cidr, target.tag(t), now, ChangeKind::Hidden));
-        let (written, added) = self.write_puts(policy, new.collect(), false);
+        let new: Vec<(Cidr, u32)> = step.cover.into_iter().chain(step.insert).collect();
+        let new = set_puts(&new, target, now, ChangeKind::Hidden);
+        let (written, added) = self.write_puts(policy, new, false);
         for change in &added {
             match change.kind {
                 ChangeKind::Hidden => {
@@ -226,16 +232,29 @@ impl Firewall {
     }
 }
 
-/// A set entry of `tag`, never expiring; the entry it replaces, if any, is
-/// published as `replaced_as`.
-fn set_put(cidr: Cidr, tag: &str, now: u64, replaced_as: ChangeKind) -> Put {
-    Put {
-        cidr,
-        tag: tag.to_string(),
-        creation: now,
-        expiration: 0,
-        origin: Origin::Set,
-        metadata: None,
+/// Set entries of the target's tags, never expiring; an entry one
+/// replaces, if any, is published as `replaced_as`.
+fn set_puts(
+    lines: &[(Cidr, u32)],
+    target: &PolicyTarget,
+    now: u64,
+    replaced_as: ChangeKind,
+) -> Puts {
+    let items = lines
+        .iter()
+        .map(|&(cidr, t)| NewEntry {
+            cidr,
+            tag: target.tag(t).to_string(),
+            expiration: 0,
+            metadata: None,
+        })
+        .collect();
+    Puts {
+        items,
+        stamp: Stamp::Same {
+            creation: now,
+            origin: Origin::Set,
+        },
         replaced_as,
         put_as: ChangeKind::Added,
     }
