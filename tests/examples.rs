@@ -8,7 +8,7 @@ use std::path::Path;
 use couic::api::stats::openmetrics;
 use couic::bpf::Counter;
 use couic::firewall::Snapshot;
-use couic_common::ReportStats;
+use couic_common::{PeerState, PeerStatus, ReportStats};
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
@@ -29,8 +29,8 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     names
 }
 
-/// The families of `/v1/metrics?format=prometheus`, tags and reports
-/// included.
+/// The families of `/v1/metrics?format=prometheus`, tags, reports and
+/// peers included.
 fn exported() -> BTreeSet<String> {
     let snapshot = Snapshot {
         drop_tags: vec![("ssh".into(), Counter::default())],
@@ -41,7 +41,19 @@ fn exported() -> BTreeSet<String> {
         seconds_since_success: Some(1),
         ..Default::default()
     };
-    let text = openmetrics(&snapshot, Some(&reports)).unwrap();
+    let peer = PeerStatus {
+        name: "fw-2".into(),
+        url: "https://fw-2.example:443".into(),
+        state: PeerState::Ok,
+        queued: 0,
+        jobs_sent: 0,
+        jobs_dropped: 0,
+        shards_resynced: 0,
+        last_success: Some(1),
+        last_error: None,
+        last_error_at: None,
+    };
+    let text = openmetrics(&snapshot, Some(&reports), &[peer], 2).unwrap();
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split(['{', ' ']).next())
