@@ -341,6 +341,31 @@ fn ignore_wins_over_a_longer_drop_prefix() {
     assert_eq!(p.tag(Policy::Drop, "net4").packets, 1);
 }
 
+/// Ignore hosts (/32, /128) live in their own host tables: each must let
+/// its one address through a drop prefix, and only that address.
+#[test]
+fn an_ignore_host_lets_its_address_through_a_drop_prefix() {
+    let mut p = Prog::load();
+    p.add(Policy::Drop, "10.9.0.0/16", "net4");
+    p.add(Policy::Ignore, "10.9.1.1/32", "me4");
+    p.add(Policy::Drop, "2001:db8:9::/48", "net6");
+    p.add(Policy::Ignore, "2001:db8:9::1/128", "me6");
+    assert_eq!(p.run(&frame_from("10.9.1.1".parse().unwrap())), XDP_PASS);
+    assert_eq!(p.run(&frame_from("10.9.1.2".parse().unwrap())), XDP_DROP);
+    assert_eq!(
+        p.run(&frame_from("2001:db8:9::1".parse().unwrap())),
+        XDP_PASS
+    );
+    assert_eq!(
+        p.run(&frame_from("2001:db8:9::2".parse().unwrap())),
+        XDP_DROP
+    );
+    assert_eq!(p.tag(Policy::Ignore, "me4").packets, 1);
+    assert_eq!(p.tag(Policy::Ignore, "me6").packets, 1);
+    assert_eq!(p.tag(Policy::Drop, "net4").packets, 1);
+    assert_eq!(p.tag(Policy::Drop, "net6").packets, 1);
+}
+
 #[test]
 fn ipv4_mapped_ipv6_rules_never_match_ipv4_traffic() {
     let mut p = Prog::load();
