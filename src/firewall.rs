@@ -21,7 +21,7 @@ mod queries;
 pub mod set_plan;
 mod sets;
 
-pub use change::{Change, ChangeKind, ItemResult, NewEntry, WriteError};
+pub use change::{Change, ChangeKind, Changed, ItemResult, NewEntry, WriteError};
 pub(crate) use change::{Puts, Stamp};
 pub use maps::{MemoryMaps, RuleMaps};
 pub use queries::{Snapshot, Verdict};

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use actix::Message;
+
 use couic_common::{Cidr, Metadata, Policy};
 
 use crate::origin::Origin;
@@ -117,5 +119,25 @@ impl Stamp {
             Stamp::Same { creation, origin } => (*creation, origin),
             Stamp::Each(each) => (each[i].0, &each[i].1),
         }
+    }
+}
+
+/// Changes applied together, published once to every subscriber, in the
+/// order the MapWriter applied them. Their `seq` numbers follow on from the
+/// event before, with no gap: a subscriber that sees one missing has lost
+/// an event.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Changed {
+    /// What caused the changes (an API client, a peer, a set reload, expiry).
+    pub origin: Origin,
+    /// Shared, not copied: a bulk request publishes one change per item.
+    pub changes: Arc<Vec<Change>>,
+}
+
+impl Changed {
+    /// The sequence number of the last change of the event.
+    pub fn last_seq(&self) -> u64 {
+        self.changes.last().map_or(0, |c| c.seq)
     }
 }

@@ -11,8 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use couic_common::{Cidr, PeerAction, PeerEntry, PeerJob, PeerState, PeerStatus, Policy};
 
-use crate::actors::messages::Changed;
-use crate::firewall::ChangeKind;
+use crate::firewall::{ChangeKind, Changed};
 use crate::origin::Origin;
 
 /// Jobs per POST at most. A job takes at most about 210 bytes (an IPv6

@@ -10,9 +10,8 @@ use std::sync::Arc;
 
 use couic_common::{Cidr, Entry, Metadata, Policy, Report, ReportAction, ReportStats};
 
-use crate::actors::messages::Changed;
 use crate::config::ReportEvent;
-use crate::firewall::{Change, ChangeKind};
+use crate::firewall::{Change, ChangeKind, Changed};
 use crate::origin::Origin;
 
 /// A POST body holds at most this many bytes.
