@@ -238,15 +238,7 @@ fn a_refused_batch_is_tried_once_and_dropped() {
     receiver.answer(|_, _| Answer::status(200));
     assert_eq!(api.add("drop", "192.0.2.9/32", None, 0).status, 201);
     let requests = receiver.wait_for(PATIENCE, |r| r.len() >= 4);
-    // The receiver records before it answers: wait for the daemon's count.
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while d.reports.read(0).sent < 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never counted as sent"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_sent(&d, 1);
     let cidrs: Vec<Value> = reports(&requests)
         .iter()
         .map(|r| r["entry"]["cidr"].clone())
@@ -284,7 +276,7 @@ fn retry_after_is_waited_for() {
         requests[0].header("x-couic-batch"),
         requests[1].header("x-couic-batch")
     );
-    assert_eq!(d.reports.read(0).sent, 1);
+    wait_sent(&d, 1);
 }
 
 #[test]
@@ -302,6 +294,16 @@ fn a_full_queue_drops_the_newest_and_counts_them() {
             200
         );
     }
+    // The Reporter counts on its own thread: poll for the last drop.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while d.reports.read(0).dropped_queue_full < 19_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            d.reports.read(0)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let stats = d.reports.read(0);
     assert_eq!((stats.queued, stats.dropped_queue_full), (1000, 19_000));
     receiver.set_down(false);
@@ -312,6 +314,7 @@ fn a_full_queue_drops_the_newest_and_counts_them() {
         got[999]["entry"]["cidr"], "10.0.3.231/32",
         "the oldest are kept"
     );
+    wait_sent(&d, 1000);
     let stats = d.reports.read(0);
     assert_eq!(stats.sent + stats.dropped_queue_full, 20_000);
 }
