@@ -221,7 +221,7 @@ fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
         let Actors {
             writer,
             reporter,
-            reporter_arbiter,
+            senders_arbiter,
             ..
         } = actors::start(
             &writer_arbiter.handle(),
@@ -268,7 +268,7 @@ fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
             }
         }
         writer_arbiter.stop();
-        if let Some(arbiter) = reporter_arbiter {
+        if let Some(arbiter) = senders_arbiter {
             arbiter.stop();
         }
         outcome

@@ -9,12 +9,15 @@
 //!     bench, its API throughput, memory, expiry, sets and couicctl.
 //! (d) Webhook reports (`--only reports`): the daemon reporting to
 //!     couic-report, and couic-report's own intake.
+//! (e) Peering (`--only peers`): daemons behind nginx with TLS, sync
+//!     latency, the cost of peers to single adds, a full resync.
 
 mod api;
 mod daemon;
 mod gen;
 mod kernel;
 mod memory;
+mod peers;
 mod report;
 mod reports;
 mod rules;
@@ -45,7 +48,8 @@ pub struct Settings {
     pub ctl_runs: usize,
 }
 
-const USAGE: &str = "usage: couic-bench [--quick] [--only testrun|veth|api|reports] [--write FILE]";
+const USAGE: &str =
+    "usage: couic-bench [--quick] [--only testrun|veth|api|reports|peers] [--write FILE]";
 
 fn main() -> anyhow::Result<()> {
     let mut settings = Settings {
@@ -93,7 +97,7 @@ fn main() -> anyhow::Result<()> {
     let wants = |what: &str| only.as_deref().is_none_or(|o| o == what);
     if let Some(o) = only
         .as_deref()
-        .filter(|o| !["testrun", "veth", "api", "reports"].contains(o))
+        .filter(|o| !["testrun", "veth", "api", "reports", "peers"].contains(o))
     {
         bail!("unknown part {o}\n{USAGE}");
     }
@@ -113,6 +117,12 @@ fn main() -> anyhow::Result<()> {
             measured.load_after
         );
         control_plane = Some(measured);
+    }
+    let mut peers = None;
+    if wants("peers") {
+        let start = std::time::Instant::now();
+        let section = peers::run(&settings)?;
+        peers = Some((section, start.elapsed()));
     }
     let mut reports = None;
     if wants("reports") {
@@ -164,6 +174,17 @@ fn main() -> anyhow::Result<()> {
             report::write(
                 &path,
                 &report::REPORTS,
+                &command,
+                &duration,
+                &context(),
+                &[section],
+            )?;
+        }
+        if let Some((section, took)) = peers {
+            let duration = format!("this part took {:.0} s", took.as_secs_f64());
+            report::write(
+                &path,
+                &report::PEERS,
                 &command,
                 &duration,
                 &context(),

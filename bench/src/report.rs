@@ -36,6 +36,13 @@ pub const REPORTS: Block = Block {
     heading: "Webhook reports",
 };
 
+/// Figures of peering between daemons.
+pub const PEERS: Block = Block {
+    begin: "<!-- couic-bench:peers:begin -->",
+    end: "<!-- couic-bench:peers:end -->",
+    heading: "Peering",
+};
+
 #[derive(Clone, Copy, Debug)]
 pub enum Goal {
     AtMost(f64),

@@ -38,18 +38,18 @@ pub struct Actors {
     pub writer: Addr<MapWriter>,
     pub expirer: Addr<Expirer>,
     pub reporter: Option<Addr<Reporter>>,
-    /// The Reporter's own thread, when reporting is on.
-    pub reporter_arbiter: Option<Arbiter>,
+    /// The thread of the Reporter and the PeerBroadcasters, when any.
+    pub senders_arbiter: Option<Arbiter>,
     /// One per peer, in the order configured.
     pub peers: Vec<Addr<PeerBroadcaster>>,
 }
 
 /// Starts the MapWriter on `arbiter` with its subscribers: the Expirer
-/// beside it (its events need no other thread woken), the Reporter when
-/// given on a thread of its own (so that sending batch after batch never
-/// waits for the MapWriter to finish a bulk write; it serialises and posts
-/// on the blocking pool), a PeerBroadcaster per peer beside the MapWriter
-/// (each posts on the blocking pool), then `also`.
+/// beside it (its events need no other thread woken); the Reporter when
+/// given and a PeerBroadcaster per peer on one thread of their own, so
+/// that sending batch after batch never waits for the MapWriter to finish
+/// a bulk write, and queuing never holds up the MapWriter (they post on
+/// the blocking pool); then `also`.
 pub fn start(
     arbiter: &ArbiterHandle,
     firewall: Firewall,
@@ -60,8 +60,9 @@ pub fn start(
 ) -> Actors {
     let (tx, rx) = std::sync::mpsc::channel();
     let subscriber_clock = clock.clone();
-    let reporter_arbiter = reporter.as_ref().map(|_| Arbiter::new());
-    let reporter_handle = reporter_arbiter.as_ref().map(Arbiter::handle);
+    let senders_arbiter = (reporter.is_some() || !peers.is_empty()).then(Arbiter::new);
+    let senders = senders_arbiter.as_ref().map(Arbiter::handle);
+    let reporter_handle = senders.clone();
     let writer = MapWriter::start_on(arbiter, firewall, clock, move |writer| {
         let expirer = Expirer::new(writer.clone(), subscriber_clock.clone()).start();
         let mut subscribers = vec![expirer.clone().recipient()];
@@ -83,8 +84,13 @@ pub fn start(
         }
         let peers: Vec<Addr<PeerBroadcaster>> = peers
             .into_iter()
-            .map(|parts| {
-                PeerBroadcaster::new(parts, writer.clone(), subscriber_clock.clone()).start()
+            .zip(std::iter::repeat(senders))
+            .filter_map(|(parts, handle)| {
+                let (writer, clock) = (writer.clone(), subscriber_clock.clone());
+                let start = move |_: &mut Context<PeerBroadcaster>| {
+                    PeerBroadcaster::new(parts, writer, clock)
+                };
+                handle.map(|h| PeerBroadcaster::start_in_arbiter(&h, start))
             })
             .collect();
         subscribers.extend(peers.iter().map(|p| p.clone().recipient()));
@@ -98,7 +104,7 @@ pub fn start(
         writer,
         expirer,
         reporter,
-        reporter_arbiter,
+        senders_arbiter,
         peers,
     }
 }

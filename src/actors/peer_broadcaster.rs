@@ -150,8 +150,12 @@ impl PeerBroadcaster {
                         act.link.shown()
                     );
                     act.succeeded(false);
-                    // Everything queued goes in this tick, batch after batch.
-                    act.send_next(ctx);
+                    // A whole batch waiting goes now; less waits for the
+                    // next tick, so that a busy node sends few large
+                    // batches rather than a stream of small ones.
+                    if act.queue.has_full_batch() {
+                        act.send_next(ctx);
+                    }
                 }
                 Err(failure) if failure.refused => {
                     // The same batch would be refused again: drop it and

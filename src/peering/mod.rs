@@ -200,6 +200,11 @@ impl PeerQueue {
     }
 
     /// Jobs held, the batches being sent included.
+    /// Whether a whole batch waits: it goes without waiting for the tick.
+    pub fn has_full_batch(&self) -> bool {
+        self.len() >= self.max_batch
+    }
+
     pub fn len(&self) -> usize {
         self.drop.len() + self.ignore.len()
     }

@@ -49,88 +49,96 @@ impl Nginx {
         format!("http://unix:{}:", socket.display())
     }
 
+    /// TLS on `port` exactly, or `None` if it cannot listen there (a test
+    /// that brings a peer's proxy back on the port its peers know).
+    pub fn start_on(dir: &Path, pki: &Pki, upstream: &str, port: u16) -> Option<Nginx> {
+        Nginx::launch(dir, Some(pki), upstream, port).ok()
+    }
+
     fn start_with(dir: &Path, pki: Option<&Pki>, upstream: &str) -> Nginx {
-        let bin = nginx_bin();
         // A port picked free may be taken before nginx binds it: retry.
         let mut last_error = String::new();
         for _ in 0..3 {
-            let port = free_port();
-            let conf = dir.join("nginx.conf");
-            let error_log = dir.join("error.log");
-            let _ = fs::remove_file(&error_log);
-            let d = dir.display();
-            let (ssl, certificates) = match pki {
-                Some(pki) => (
-                    " ssl",
-                    format!(
-                        "ssl_certificate {};\nssl_certificate_key {};\n",
-                        pki.cert.display(),
-                        pki.key.display()
-                    ),
-                ),
-                None => ("", String::new()),
-            };
-            fs::write(
-                &conf,
-                format!(
-                    "daemon off;\nmaster_process off;\nuser root;\npid {d}/nginx.pid;\n\
-                     error_log {d}/error.log info;\n\
-                     events {{ worker_connections 256; }}\n\
-                     http {{\n\
-                       access_log {d}/access.log;\n\
-                       client_max_body_size 2m;\n\
-                       client_body_temp_path {d}/body;\n\
-                       proxy_temp_path {d}/proxy;\n\
-                       fastcgi_temp_path {d}/fastcgi;\n\
-                       uwsgi_temp_path {d}/uwsgi;\n\
-                       scgi_temp_path {d}/scgi;\n\
-                       server {{\n\
-                         listen 127.0.0.1:{port}{ssl};\n\
-                         server_name localhost;\n\
-                         {certificates}\
-                         location / {{\n\
-                           proxy_pass {upstream};\n\
-                           proxy_http_version 1.1;\n\
-                           proxy_set_header Connection \"\";\n\
-                           proxy_set_header Host localhost;\n\
-                         }}\n\
-                       }}\n\
-                     }}\n",
-                ),
-            )
-            .unwrap();
-            let child = Command::new(&bin)
-                .arg("-p")
-                .arg(dir)
-                .arg("-e")
-                .arg(&error_log)
-                .arg("-c")
-                .arg(&conf)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(fs::File::create(dir.join("nginx.stderr")).unwrap())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            let mut process = Guard::new("nginx", child);
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            match process.wait_listening(addr, STARTUP) {
-                Ok(()) => {
-                    return Nginx {
-                        process,
-                        port,
-                        error_log,
-                    }
-                }
-                // Dropped: killed.
-                Err(e) => {
-                    last_error = format!(
-                        "{e:#}\n{}{}",
-                        fs::read_to_string(dir.join("nginx.stderr")).unwrap_or_default(),
-                        fs::read_to_string(&error_log).unwrap_or_default()
-                    )
-                }
+            match Nginx::launch(dir, pki, upstream, free_port()) {
+                Ok(nginx) => return nginx,
+                Err(e) => last_error = e,
             }
         }
         panic!("nginx did not start:\n{last_error}");
+    }
+
+    fn launch(dir: &Path, pki: Option<&Pki>, upstream: &str, port: u16) -> Result<Nginx, String> {
+        let bin = nginx_bin();
+        let conf = dir.join("nginx.conf");
+        let error_log = dir.join("error.log");
+        let _ = fs::remove_file(&error_log);
+        let d = dir.display();
+        let (ssl, certificates) = match pki {
+            Some(pki) => (
+                " ssl",
+                format!(
+                    "ssl_certificate {};\nssl_certificate_key {};\n",
+                    pki.cert.display(),
+                    pki.key.display()
+                ),
+            ),
+            None => ("", String::new()),
+        };
+        fs::write(
+            &conf,
+            format!(
+                "daemon off;\nmaster_process off;\nuser root;\npid {d}/nginx.pid;\n\
+                 error_log {d}/error.log info;\n\
+                 events {{ worker_connections 256; }}\n\
+                 http {{\n\
+                   access_log {d}/access.log;\n\
+                   client_max_body_size 2m;\n\
+                   client_body_temp_path {d}/body;\n\
+                   proxy_temp_path {d}/proxy;\n\
+                   fastcgi_temp_path {d}/fastcgi;\n\
+                   uwsgi_temp_path {d}/uwsgi;\n\
+                   scgi_temp_path {d}/scgi;\n\
+                   server {{\n\
+                     listen 127.0.0.1:{port}{ssl};\n\
+                     server_name localhost;\n\
+                     {certificates}\
+                     location / {{\n\
+                       proxy_pass {upstream};\n\
+                       proxy_http_version 1.1;\n\
+                       proxy_set_header Connection \"\";\n\
+                       proxy_set_header Host localhost;\n\
+                     }}\n\
+                   }}\n\
+                 }}\n",
+            ),
+        )
+        .unwrap();
+        let child = Command::new(&bin)
+            .arg("-p")
+            .arg(dir)
+            .arg("-e")
+            .arg(&error_log)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.join("nginx.stderr")).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut process = Guard::new("nginx", child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        match process.wait_listening(addr, STARTUP) {
+            Ok(()) => Ok(Nginx {
+                process,
+                port,
+                error_log,
+            }),
+            // Dropped: killed.
+            Err(e) => Err(format!(
+                "{e:#}\n{}{}",
+                fs::read_to_string(dir.join("nginx.stderr")).unwrap_or_default(),
+                fs::read_to_string(&error_log).unwrap_or_default()
+            )),
+        }
     }
 }

@@ -1,0 +1,263 @@
+//! (e) Peering (`--only peers`): release daemons on loopback, each peer
+//! behind its own nginx with TLS (a CA the bench makes), as an operator
+//! would run them.
+//!
+//! 1. Single adds on A with two peers, against a daemon with none; the
+//!    two take turns, fresh daemons each turn.
+//! 2. 10,000 adds a second on A for 10 s: from the k-th 201 on A to the
+//!    k-th entry held by B (B's count polled every 5 ms; batches keep
+//!    order), p50 and p99.
+//! 3. A full resync of 262,144 entries to a peer that was down while they
+//!    were added: from its proxy coming up to the peer holding them all.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use couic_testkit::nginx::Nginx;
+use couic_testkit::pki::Pki;
+use couic_testkit::Daemon;
+
+use crate::api::{self, FULL};
+use crate::daemon::{self, counts, Binaries};
+use crate::report::{Figure, Goal, Section};
+use crate::Settings;
+
+pub fn method(settings: &Settings) -> String {
+    format!(
+        "The release `couic`, three daemons A, B and C on loopback; B and C each behind nginx \
+         with TLS and a certificate of a CA the bench makes, A peering with both (`ca_file`). \
+         *Single adds*: as in the control plane ({} requests per connection), A with its two \
+         peers against a daemon with none, in turns, fresh daemons each turn, best of 2. \
+         *Latency*: 10,000 adds a second on A from one paced connection for 10 s; B's \
+         `drop_cidr_count` polled every 5 ms; the k-th entry's latency is from A's k-th 201 to \
+         B holding k entries. *Resync*: C's proxy down while A takes 262,144 adds in bulk, \
+         then up: until C holds them all.",
+        settings.api_requests
+    )
+}
+
+pub fn run(settings: &Settings) -> anyhow::Result<Section> {
+    let bins = Binaries::build()?;
+    let mut section = Section::goals("Peering", method(settings));
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::make(dir.path());
+    single_adds(&bins, settings, &pki, &mut section)?;
+    latency(&bins, &pki, &mut section)?;
+    resync(&bins, &pki, &mut section)?;
+    Ok(section)
+}
+
+/// A peer: a daemon, a `peering` client's token on it, nginx in front.
+struct Peer {
+    nginx: Option<Nginx>,
+    daemon: Daemon,
+    token: String,
+    dir: tempfile::TempDir,
+}
+
+impl Peer {
+    fn start(bins: &Binaries, pki: &Pki) -> anyhow::Result<Peer> {
+        let daemon = daemon::start(bins)?;
+        let token = daemon.create_client("node-a", "peering");
+        let dir = tempfile::tempdir()?;
+        let mut peer = Peer {
+            nginx: None,
+            daemon,
+            token,
+            dir,
+        };
+        peer.proxy_up(pki);
+        Ok(peer)
+    }
+
+    fn proxy_up(&mut self, pki: &Pki) {
+        let upstream = Nginx::socket_upstream(&self.daemon.socket());
+        self.nginx = Some(Nginx::start(self.dir.path(), pki, &upstream));
+    }
+
+    fn port(&self) -> u16 {
+        self.nginx.as_ref().map_or(0, |n| n.port)
+    }
+
+    /// A's `[[peering.peers]]` entry for this peer.
+    fn entry(&self, name: &str, pki: &Pki, port: u16) -> String {
+        format!(
+            "[[peering.peers]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+             tls = true\ntoken = \"{}\"\nca_file = \"{}\"\n",
+            self.token,
+            pki.ca.display()
+        )
+    }
+}
+
+fn peering(entries: &[String]) -> String {
+    format!("[peering]\nenabled = true\n{}", entries.concat())
+}
+
+fn single_adds(
+    bins: &Binaries,
+    settings: &Settings,
+    pki: &Pki,
+    section: &mut Section,
+) -> anyhow::Result<()> {
+    let (mut best_alone, mut best_peered) = (0f64, 0f64);
+    for _ in 0..2 {
+        let alone = daemon::start(bins)?;
+        best_alone = best_alone.max(api::single_adds(&alone, settings.api_requests, 0)?);
+        drop(alone);
+        let (b, c) = (Peer::start(bins, pki)?, Peer::start(bins, pki)?);
+        let config = peering(&[b.entry("b", pki, b.port()), c.entry("c", pki, c.port())]);
+        let a = Daemon::start(daemon::spec(bins).extra(&config))?;
+        best_peered = best_peered.max(api::single_adds(&a, settings.api_requests, 0)?);
+    }
+    section.push(Figure::ratio(
+        "single adds on A with two peers (nginx, TLS)",
+        "req/s",
+        best_peered,
+        best_alone,
+        "without peers",
+        Goal::AtLeast(0.9),
+    ));
+    Ok(())
+}
+
+fn latency(bins: &Binaries, pki: &Pki, section: &mut Section) -> anyhow::Result<()> {
+    const RATE: u64 = 10_000;
+    const SECONDS: u64 = 10;
+    let b = Peer::start(bins, pki)?;
+    let config = peering(&[b.entry("b", pki, b.port())]);
+    let a = Daemon::start(daemon::spec(bins).extra(&config))?;
+    let (base, _) = counts(&mut b.daemon.api())?;
+
+    // B's count, polled until the bench has all it needs.
+    let done = Arc::new(AtomicBool::new(false));
+    let seen: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let poller = {
+        let (done, seen, mut api) = (done.clone(), seen.clone(), b.daemon.api());
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            while !done.load(Ordering::SeqCst) {
+                let (n, _) = counts(&mut api)?;
+                seen.lock().unwrap().push((Instant::now(), n - base));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(())
+        })
+    };
+
+    let total = (RATE * SECONDS) as usize;
+    let first = u32::from(Ipv4Addr::new(50, 0, 0, 0));
+    let mut acked = Vec::with_capacity(total);
+    let mut conn = a.api();
+    let start = Instant::now();
+    for i in 0..total {
+        // Paced: the i-th add goes no sooner than i / RATE seconds in.
+        let due = start + Duration::from_micros(i as u64 * 1_000_000 / RATE);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let body = format!(
+            r#"{{"cidr":"{}/32","expiration":0}}"#,
+            Ipv4Addr::from(first + i as u32)
+        );
+        conn.expect("POST", "/v1/drop", Some(body.as_bytes()), 201)?;
+        acked.push(Instant::now());
+    }
+    let sent_in = start.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().last().map_or(0, |s| s.1) < total as u64 {
+        if Instant::now() > deadline {
+            bail!(
+                "B holds {} of {total} after 30 s",
+                seen.lock().unwrap().last().map_or(0, |s| s.1)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    done.store(true, Ordering::SeqCst);
+    poller.join().expect("poller")?;
+
+    let seen = seen.lock().unwrap();
+    let mut latencies: Vec<f64> = Vec::with_capacity(total);
+    let mut at = 0;
+    for (k, acked) in acked.iter().enumerate() {
+        while seen[at].1 < k as u64 + 1 {
+            at += 1;
+        }
+        latencies.push(seen[at].0.saturating_duration_since(*acked).as_secs_f64() * 1e3);
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p / 100.0).round() as usize];
+    section.push(Figure::plain(
+        format!("adds sent on A, {total} at {RATE}/s"),
+        "s",
+        sent_in.as_secs_f64(),
+    ));
+    section.push(Figure::limit(
+        "A's 201 to the entry held by B, p50",
+        "ms",
+        pct(50.0),
+        Goal::AtMost(200.0),
+    ));
+    section.push(Figure::limit(
+        "A's 201 to the entry held by B, p99",
+        "ms",
+        pct(99.0),
+        Goal::AtMost(400.0),
+    ));
+    Ok(())
+}
+
+fn resync(bins: &Binaries, pki: &Pki, section: &mut Section) -> anyhow::Result<()> {
+    let mut c = Peer::start(bins, pki)?;
+    let port = c.port();
+    // A small queue: the bulk overflows it, so C is behind and resynced.
+    let config = format!(
+        "[peering]\nenabled = true\nqueue_capacity = 1000\n{}",
+        c.entry("c", pki, port)
+    );
+    let a = Daemon::start(daemon::spec(bins).extra(&config))?;
+    // C's proxy goes down; A's adds overflow its queue for C.
+    c.nginx = None;
+    let cidrs = api::hosts(u32::from(Ipv4Addr::new(60, 0, 0, 0)), FULL);
+    api::send_bulk(&a, "drop", api::add_bodies(&cidrs, 0), 1)?;
+    // The same port again, so A's configuration still names it.
+    let up = Instant::now();
+    c.nginx = Some(restart_on(&c, pki, port)?);
+    let deadline = up + Duration::from_secs(60);
+    loop {
+        let (n, _) = counts(&mut c.daemon.api())?;
+        if n >= FULL as u64 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("C holds {n} of {FULL} one minute after its proxy came back");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    section.push(Figure::limit(
+        "full resync of 262,144 entries, proxy up to all held (retry wait included)",
+        "s",
+        up.elapsed().as_secs_f64(),
+        Goal::AtMost(5.0),
+    ));
+    Ok(())
+}
+
+/// nginx for `peer` on `port` again (its earlier instance is gone).
+fn restart_on(peer: &Peer, pki: &Pki, port: u16) -> anyhow::Result<Nginx> {
+    let upstream = Nginx::socket_upstream(&peer.daemon.socket());
+    for _ in 0..50 {
+        let nginx = Nginx::start_on(peer.dir.path(), pki, &upstream, port);
+        if let Some(nginx) = nginx {
+            return Ok(nginx);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(anyhow::anyhow!(
+        "nginx could not listen on port {port} again"
+    ))
+    .context("resync")
+}
