@@ -15,7 +15,7 @@ use couic::actors::set_reloader::SetReloader;
 use couic::actors::{self, Actors, ReporterParts};
 use couic::api::socket::SocketFile;
 use couic::api::{self, AppState};
-use couic::backoff::Backoff;
+use couic::backoff::{Backoff, FIRST_DELAY, MAX_DELAY};
 use couic::bpf::{self, Capacities};
 use couic::clock::{SharedClock, SystemClock};
 use couic::config::Config;
@@ -119,12 +119,16 @@ fn acquire(config: &Config, source: &Path, layout: &Layout) -> anyhow::Result<Ac
                 .with_context(|| format!("[peering] peer {}", peer.display_name()))?;
             tracing::info!("peer {}", link.shown());
             let counters = Arc::new(PeerCounters::new(&peer.display_name(), link.url()));
+            // A peer that was down is tried again at least every
+            // resync_interval: it is caught up that soon after it is back.
+            let resync_interval = Duration::from_secs(p.resync_interval);
+            let backoff = Backoff::new(FIRST_DELAY, MAX_DELAY.min(resync_interval));
             peering.push(PeerParts {
                 link: Arc::new(link),
                 queue: PeerQueue::new(p.queue_capacity, MAX_BATCH),
-                backoff: Backoff::default(),
+                backoff,
                 counters,
-                resync_interval: Duration::from_secs(p.resync_interval),
+                resync_interval,
             });
         }
     }

@@ -267,16 +267,24 @@ fn an_overflowed_peer_is_behind_then_resynced() {
     // A's own API entry on B is B's: a resync leaves it.
     assert_eq!(b.admin().add("drop", "10.8.8.8/32", None, 0).status, 201);
 
-    // While B cannot be reached, 300 changes overflow A's queue of 100.
+    // While B cannot be reached, 10,000 changes (a bulk add) overflow A's
+    // queue of 100.
     let mut api = a.admin();
-    for i in 0..300 {
-        let cidr = format!("10.0.{}.{}/32", i / 256, i % 256);
-        assert_eq!(api.add("drop", &cidr, Some("bulk"), 0).status, 201);
-    }
+    let adds: Vec<serde_json::Value> = (0..10_000u32)
+        .map(|i| serde_json::json!({"cidr": format!("10.0.{}.{}/32", i / 256, i % 256), "tag": "bulk", "expiration": 0}))
+        .collect();
+    let body = serde_json::json!({ "add": adds }).to_string();
+    assert_eq!(api.post("/v1/drop/bulk", &body).status, 200);
     assert_eq!(api.add("ignore", "10.7.0.0/16", None, 0).status, 201);
+    // The PeerBroadcaster counts on its own thread: poll.
+    assert!(
+        wait_until(WITHIN, || a.peers[0].read().jobs_dropped >= 9_900),
+        "{:?}",
+        a.peers[0].read()
+    );
     let status = a.peers[0].read();
     assert_eq!(status.state, PeerState::Behind, "{status:?}");
-    assert!(status.jobs_dropped >= 200, "{status:?}");
+    assert!(status.jobs_dropped >= 9_900, "{status:?}");
     assert!(status.queued <= 100);
 
     // B answers again (its token is the one it already knew): A resyncs.
@@ -284,7 +292,8 @@ fn an_overflowed_peer_is_behind_then_resynced() {
     set_link(&mut nodes, token);
     let (a, b) = (&nodes[0].daemon, &nodes[1].daemon);
     assert!(
-        wait_until(Duration::from_secs(5), || b.admin().count("drop") == 301),
+        wait_until(Duration::from_secs(10), || b.admin().count("drop")
+            == 10_001),
         "B holds {} drop entries",
         b.admin().count("drop")
     );
@@ -300,14 +309,15 @@ fn an_overflowed_peer_is_behind_then_resynced() {
     // Both digests now agree: a new resync sends nothing.
     let digest: PeerDigest =
         serde_json::from_value(json(&b.client(Some(&stale)).get("/v1/drop/peer/digest"))).unwrap();
-    assert_eq!(digest.shards.iter().map(|s| s.count).sum::<u64>(), 300);
+    assert_eq!(digest.shards.iter().map(|s| s.count).sum::<u64>(), 10_000);
 }
 
 /// Two nodes, 0 sending to 1 (not back), the link not set yet.
 fn mesh_one_way(capacity: usize) -> Vec<Node> {
     let later = Later::default();
     let a = Daemon::start_peering(vec![parts("node-1", Arc::new(later.clone()), capacity)]);
-    let b = Daemon::start();
+    // Room for the overflow test's 10,000 entries.
+    let b = Daemon::start_peering(Vec::new());
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let [da, db] = dirs;
     let na = Nginx::plain(da.path(), &Nginx::socket_upstream(&a.socket));

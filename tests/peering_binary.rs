@@ -158,3 +158,77 @@ fn a_peer_killed_and_restarted_converges() {
     );
     eprintln!("converged {:?} after the restart", back.elapsed());
 }
+
+/// A peer whose proxy answers 502 for 30 s (its daemon unreachable behind
+/// it) while 1,000 changes are made: once it answers again it converges
+/// (nothing missing, nothing extra) within resync_interval plus a second.
+#[test]
+fn a_peer_behind_a_502_for_30_s_converges() {
+    use couic_testkit::pki::Pki;
+    const RESYNC_INTERVAL: u64 = 3;
+    let b = Daemon::start(Spec::new(COUIC)).unwrap();
+    let token = b.create_client("node-a", "peering");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::make(dir.path());
+    // nginx with no daemon behind it: every request is a 502.
+    let down = tempfile::tempdir().unwrap();
+    let gone = down.path().join("gone.sock");
+    let front = Nginx::start(down.path(), &pki, &Nginx::socket_upstream(&gone));
+    let port = front.port;
+    let a = Daemon::start(Spec::new(COUIC).extra(&format!(
+        "[peering]\nenabled = true\nresync_interval = {RESYNC_INTERVAL}\n\
+         [[peering.peers]]\nname = \"b\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = true\n\
+         token = \"{token}\"\nca_file = \"{}\"\n",
+        pki.ca.display()
+    )))
+    .unwrap();
+
+    let started = Instant::now();
+    let adds: Vec<serde_json::Value> = (0..995u32)
+        .map(|i| serde_json::json!({"cidr": format!("10.1.{}.{}/32", i / 256, i % 256), "tag": "t", "expiration": 0}))
+        .collect();
+    let body = serde_json::json!({ "add": adds }).to_string();
+    let (status, _) = a
+        .api()
+        .call("POST", "/v1/drop/bulk", Some(body.as_bytes()))
+        .unwrap();
+    assert_eq!(status, 200);
+    for i in 0..5u32 {
+        let path = format!("/v1/drop/10.1.0.{i}/32");
+        assert_eq!(a.api().call("DELETE", &path, None).unwrap().0, 204);
+    }
+    assert!(wait_until(Duration::from_secs(10), || {
+        let peers = a.api().call("GET", "/v1/peers", None).unwrap().1;
+        let peers: serde_json::Value = serde_json::from_slice(&peers).unwrap();
+        peers[0]["state"] == "retrying"
+            && peers[0]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("502"))
+    }));
+    assert!(cidrs(&b, "drop").is_empty());
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(started.elapsed()));
+
+    // The proxy again, on the same port, now with B behind it.
+    drop(front);
+    let up = tempfile::tempdir().unwrap();
+    let upstream = Nginx::socket_upstream(&b.socket());
+    let mut back = None;
+    assert!(wait_until(Duration::from_secs(5), || {
+        back = Nginx::start_on(up.path(), &pki, &upstream, port);
+        back.is_some()
+    }));
+    let back_at = Instant::now();
+    let expected = cidrs(&a, "drop");
+    assert_eq!(expected.len(), 990);
+    let converged = wait_until(Duration::from_secs(RESYNC_INTERVAL + 1), || {
+        cidrs(&b, "drop") == expected
+    });
+    let held = cidrs(&b, "drop");
+    assert!(
+        converged,
+        "after {:?}: {} missing, {} extra",
+        back_at.elapsed(),
+        expected.difference(&held).count(),
+        held.difference(&expected).count()
+    );
+}

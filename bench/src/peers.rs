@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use couic_testkit::http::{Answer, HttpRecorder};
 use couic_testkit::nginx::Nginx;
 use couic_testkit::pki::Pki;
 use couic_testkit::Daemon;
@@ -30,7 +31,9 @@ pub fn method(settings: &Settings) -> String {
         "The release `couic`, three daemons A, B and C on loopback; B and C each behind nginx \
          with TLS and a certificate of a CA the bench makes, A peering with both (`ca_file`). \
          *Single adds*: as in the control plane ({} requests per connection), A with its two \
-         peers against a daemon with none, in turns, fresh daemons each turn, best of 2. \
+         peers against a daemon with none, in turns, fresh daemons each turn, best of 2; and A \
+         with two peers that answer every batch at once (the sender's own cost, with no peer \
+         daemon sharing the 2 cores). \
          *Latency*: 10,000 adds a second on A from one paced connection for 10 s; B's \
          `drop_cidr_count` polled every 5 ms; the k-th entry's latency is from A's k-th 201 to \
          B holding k entries. *Resync*: C's proxy down while A takes 262,144 adds in bulk, \
@@ -93,6 +96,22 @@ impl Peer {
     }
 }
 
+const SINK_TOKEN: &str = "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f";
+
+/// A peer that answers every batch `201 []` and nothing else.
+fn sink() -> HttpRecorder {
+    let sink = HttpRecorder::start();
+    sink.answer(|req, _| {
+        if req.method == "POST" {
+            let json = vec![("Content-Type".into(), "application/json".into())];
+            Answer::Status(201, json, "[]".into())
+        } else {
+            Answer::status(404)
+        }
+    });
+    sink
+}
+
 fn peering(entries: &[String]) -> String {
     format!("[peering]\nenabled = true\n{}", entries.concat())
 }
@@ -103,7 +122,7 @@ fn single_adds(
     pki: &Pki,
     section: &mut Section,
 ) -> anyhow::Result<()> {
-    let (mut best_alone, mut best_peered) = (0f64, 0f64);
+    let (mut best_alone, mut best_peered, mut best_sinks) = (0f64, 0f64, 0f64);
     for _ in 0..2 {
         let alone = daemon::start(bins)?;
         best_alone = best_alone.max(api::single_adds(&alone, settings.api_requests, 0)?);
@@ -112,6 +131,23 @@ fn single_adds(
         let config = peering(&[b.entry("b", pki, b.port()), c.entry("c", pki, c.port())]);
         let a = Daemon::start(daemon::spec(bins).extra(&config))?;
         best_peered = best_peered.max(api::single_adds(&a, settings.api_requests, 0)?);
+        drop((a, b, c));
+        // The sender's own cost: two peers that take every batch at once
+        // (a reference peer's answer, no catch-up routes), no daemon behind.
+        let sinks = [sink(), sink()];
+        let entries: Vec<String> = sinks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                format!(
+                    "[[peering.peers]]\nname = \"sink{i}\"\nhost = \"127.0.0.1\"\nport = {}\n\
+                     tls = false\ntoken = \"{SINK_TOKEN}\"\n",
+                    s.addr().port()
+                )
+            })
+            .collect();
+        let a = Daemon::start(daemon::spec(bins).extra(&peering(&entries)))?;
+        best_sinks = best_sinks.max(api::single_adds(&a, settings.api_requests, 0)?);
     }
     section.push(Figure::ratio(
         "single adds on A with two peers (nginx, TLS)",
@@ -120,6 +156,13 @@ fn single_adds(
         best_alone,
         "without peers",
         Goal::AtLeast(0.9),
+    ));
+    section.push(Figure::compared(
+        "single adds on A with two peers that take batches at once",
+        "req/s",
+        best_sinks,
+        best_alone,
+        "without peers",
     ));
     Ok(())
 }
