@@ -24,6 +24,7 @@ pub mod reporting;
 pub mod sets;
 pub mod store;
 pub mod tags;
+pub mod throttle;
 pub mod xdp;
 
 /// The daemon's version, as `couic -V` and the webhook User-Agent show it.

@@ -41,11 +41,7 @@ impl StoredEntry {
     /// The API's entry. GET and list render an untagged entry as `""`; POST
     /// responses and `add` reports as `null` (`untagged_as_null`).
     pub fn to_wire(&self, untagged_as_null: bool) -> Entry {
-        let tag = if self.tag.is_empty() && untagged_as_null {
-            None
-        } else {
-            Some(self.tag.clone())
-        };
+        let tag = couic_common::wire_tag(&self.tag, untagged_as_null);
         Entry {
             creation: self.creation,
             cidr: self.cidr.to_string(),

@@ -30,4 +30,4 @@ pub use peer::{
 pub use policy::Policy;
 pub use set::{Set, SetSummary, SET_FILE_EXTENSION, SET_MAX_FILE_SIZE};
 pub use stats::{Metrics, PktStats, ReportStats, Stats, TagStats, XDP_ACTIONS};
-pub use tag::{Tag, TagError, SET_TAG_SUFFIX};
+pub use tag::{wire_tag, Tag, TagError, SET_TAG_SUFFIX};

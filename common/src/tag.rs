@@ -86,6 +86,17 @@ impl<'de> Deserialize<'de> for Tag {
     }
 }
 
+/// A stored tag ("" when untagged) as the wire carries it: an untagged add
+/// (a POST answer, an add report, an add job) says `null`, everything else
+/// the text, `""` included (the reference's mix, §18.17, kept as is).
+pub fn wire_tag(tag: &str, untagged_as_null: bool) -> Option<String> {
+    if tag.is_empty() && untagged_as_null {
+        None
+    } else {
+        Some(tag.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

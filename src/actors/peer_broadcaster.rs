@@ -21,6 +21,7 @@ use crate::clock::SharedClock;
 use crate::origin::Origin;
 use crate::peering::link::{Answer, Failure, Link};
 use crate::peering::{PeerCounters, PeerQueue};
+use crate::throttle::LogThrottle;
 
 /// The send cadence (the documented period).
 pub const TICK: Duration = Duration::from_millis(250);
@@ -76,8 +77,7 @@ pub struct PeerBroadcaster {
     last_resync: Instant,
     /// The peer answered 404/405 to the catch-up routes.
     deltas_only: bool,
-    unlogged_drops: u64,
-    last_overflow_warning: Option<Instant>,
+    overflow_log: LogThrottle,
 }
 
 impl PeerBroadcaster {
@@ -99,8 +99,7 @@ impl PeerBroadcaster {
             resync_due: true,
             last_resync: Instant::now(),
             deltas_only: false,
-            unlogged_drops: 0,
-            last_overflow_warning: None,
+            overflow_log: LogThrottle::new(OVERFLOW_WARN_PERIOD),
         }
     }
 
@@ -302,19 +301,12 @@ impl PeerBroadcaster {
         self.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
         self.behind = true;
         self.resync_due = true;
-        self.unlogged_drops += dropped;
-        let due = self
-            .last_overflow_warning
-            .is_none_or(|t| t.elapsed() >= OVERFLOW_WARN_PERIOD);
-        if due {
+        if let Some(n) = self.overflow_log.add(dropped) {
             tracing::warn!(
-                "peer queue of {} full: {} jobs dropped since the last warning; \
+                "peer queue of {} full: {n} jobs dropped since the last warning; \
                  it is behind and gets a resync",
-                self.link.shown(),
-                self.unlogged_drops
+                self.link.shown()
             );
-            self.unlogged_drops = 0;
-            self.last_overflow_warning = Some(Instant::now());
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::backoff::Backoff;
 use crate::clock::SharedClock;
 use crate::reporting::delivery::{Outcome, Webhook};
 use crate::reporting::{Batch, ReportCounters, ReportQueue};
+use crate::throttle::LogThrottle;
 
 /// The send cadence (the documented period).
 pub const TICK: Duration = Duration::from_millis(500);
@@ -68,8 +69,7 @@ pub struct Reporter {
     /// After a failure: no attempt before this.
     not_before: Option<Instant>,
     /// Full-queue drops not logged yet, and when the last warning was.
-    unlogged_drops: u64,
-    last_overflow_warning: Option<Instant>,
+    overflow_log: LogThrottle,
     /// The status of the last refusal logged, so a refusing webhook is
     /// logged once, not once per batch.
     last_refusal: Option<u16>,
@@ -94,8 +94,7 @@ impl Reporter {
             sending: false,
             drain_until: 0,
             not_before: None,
-            unlogged_drops: 0,
-            last_overflow_warning: None,
+            overflow_log: LogThrottle::new(OVERFLOW_WARN_PERIOD),
             last_refusal: None,
         }
     }
@@ -192,17 +191,8 @@ impl Reporter {
         self.counters
             .dropped_queue_full
             .fetch_add(dropped, Ordering::Relaxed);
-        self.unlogged_drops += dropped;
-        let due = self
-            .last_overflow_warning
-            .is_none_or(|t| t.elapsed() >= OVERFLOW_WARN_PERIOD);
-        if due {
-            tracing::warn!(
-                "report queue full: {} reports dropped since the last warning",
-                self.unlogged_drops
-            );
-            self.unlogged_drops = 0;
-            self.last_overflow_warning = Some(Instant::now());
+        if let Some(n) = self.overflow_log.add(dropped) {
+            tracing::warn!("report queue full: {n} reports dropped since the last warning");
         }
     }
 }

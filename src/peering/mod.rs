@@ -34,10 +34,7 @@ impl Job {
     /// the stored tag (`""` when untagged) as the reference; metadata is
     /// never forwarded.
     pub fn to_wire(&self) -> PeerJob {
-        let tag = match (self.tag.is_empty(), self.action) {
-            (true, PeerAction::Add) => None,
-            _ => Some(self.tag.to_string()),
-        };
+        let tag = couic_common::wire_tag(&self.tag, self.action == PeerAction::Add);
         PeerJob {
             action: self.action,
             entry: PeerEntry {

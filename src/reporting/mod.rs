@@ -55,10 +55,7 @@ pub struct Queued {
 impl Queued {
     /// The wire form (§3.5).
     pub fn to_report(&self) -> Report {
-        let tag = match (self.tag.is_empty(), self.action) {
-            (true, ReportAction::Add) => None,
-            _ => Some(self.tag.to_string()),
-        };
+        let tag = couic_common::wire_tag(&self.tag, self.action == ReportAction::Add);
         Report {
             action: self.action,
             policy: self.policy,
