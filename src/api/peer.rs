@@ -28,29 +28,38 @@ use crate::batch::{Mode, Op, Rules};
 use crate::firewall::{NewEntry, WriteError};
 use crate::rbac::Scope;
 
+/// A job's or a shard entry's field refused; `at` says where (`[3].entry`).
+fn invalid(at: &str, field: &str, message: &dyn std::fmt::Display) -> BodyError {
+    BodyError::Data(format!("{at}.{field}: {message}"))
+}
+
+/// The entry's CIDR, normalised, and its tag ("" when untagged), checked as
+/// the reference's deserialiser did.
+fn cidr_and_tag(entry: &PeerEntry, at: &str) -> Result<(Cidr, String), BodyError> {
+    let cidr = entry
+        .cidr
+        .parse::<Cidr>()
+        .map_err(|e| invalid(at, "cidr", &e))?
+        .normalized();
+    let tag = Tag::parse_optional(entry.tag.as_deref()).map_err(|e| invalid(at, "tag", &e))?;
+    Ok((cidr, tag.map(Tag::into_string).unwrap_or_default()))
+}
+
 /// Validates each job like the reference's deserialiser did; returns the
 /// operations and the jobs to echo (normalised CIDRs).
 fn validate(mut jobs: Vec<PeerJob>, now: u64) -> Result<(Vec<Op>, Vec<PeerJob>), BodyError> {
     let mut ops = Vec::with_capacity(jobs.len());
     for (k, job) in jobs.iter_mut().enumerate() {
-        let invalid = |field: &str, message: &dyn std::fmt::Display| {
-            BodyError::Data(format!("[{k}].entry.{field}: {message}"))
-        };
-        let cidr = job
-            .entry
-            .cidr
-            .parse::<Cidr>()
-            .map_err(|e| invalid("cidr", &e))?
-            .normalized();
-        let tag = Tag::parse_optional(job.entry.tag.as_deref()).map_err(|e| invalid("tag", &e))?;
+        let at = format!("[{k}].entry");
+        let (cidr, tag) = cidr_and_tag(&job.entry, &at)?;
         if job.entry.expiration != 0 && job.entry.expiration <= now {
-            return Err(invalid("expiration", &EXPIRATION_MESSAGE));
+            return Err(invalid(&at, "expiration", &EXPIRATION_MESSAGE));
         }
         job.entry.cidr = cidr.to_string();
         ops.push(match job.action {
             PeerAction::Add => Op::Add(NewEntry {
                 cidr,
-                tag: tag.map(Tag::into_string).unwrap_or_default(),
+                tag,
                 expiration: job.entry.expiration,
                 metadata: job.entry.metadata.clone(),
             }),
@@ -91,24 +100,18 @@ fn validate_shard(
 ) -> Result<Vec<NewEntry>, BodyError> {
     let mut out = Vec::with_capacity(entries.len());
     for (k, entry) in entries.into_iter().enumerate() {
-        let invalid = |field: &str, message: &dyn std::fmt::Display| {
-            BodyError::Data(format!("[{k}].{field}: {message}"))
-        };
-        let cidr = entry
-            .cidr
-            .parse::<Cidr>()
-            .map_err(|e| invalid("cidr", &e))?
-            .normalized();
+        let at = format!("[{k}]");
+        let (cidr, tag) = cidr_and_tag(&entry, &at)?;
         if shard_of(cidr) != shard {
-            return Err(invalid("cidr", &format!("{cidr} is not in shard {shard}")));
+            let message = format!("{cidr} is not in shard {shard}");
+            return Err(invalid(&at, "cidr", &message));
         }
-        let tag = Tag::parse_optional(entry.tag.as_deref()).map_err(|e| invalid("tag", &e))?;
         if entry.expiration != 0 && entry.expiration <= now {
             continue;
         }
         out.push(NewEntry {
             cidr,
-            tag: tag.map(Tag::into_string).unwrap_or_default(),
+            tag,
             expiration: entry.expiration,
             metadata: None,
         });
