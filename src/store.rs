@@ -183,10 +183,6 @@ impl EntryStore {
         self.origins.find(origin)
     }
 
-    pub fn origin(&self, id: OriginId) -> &Origin {
-        self.origins.get(id)
-    }
-
     /// Maximum entries per family of `policy`.
     pub fn capacity(&self, policy: Policy) -> usize {
         self.policy(policy).capacity

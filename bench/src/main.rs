@@ -118,17 +118,19 @@ fn main() -> anyhow::Result<()> {
         );
         control_plane = Some(measured);
     }
-    let mut peers = None;
-    if wants("peers") {
-        let start = std::time::Instant::now();
-        let section = peers::run(&settings)?;
-        peers = Some((section, start.elapsed()));
-    }
-    let mut reports = None;
-    if wants("reports") {
-        let start = std::time::Instant::now();
-        let section = reports::run(&settings)?;
-        reports = Some((section, start.elapsed()));
+    // Parts written to a block of their own, each with how long it took.
+    type Part = fn(&Settings) -> anyhow::Result<Section>;
+    let parts: [(&str, &report::Block, Part); 2] = [
+        ("peers", &report::PEERS, peers::run),
+        ("reports", &report::REPORTS, reports::run),
+    ];
+    let mut timed = Vec::new();
+    for (name, block, run) in parts {
+        if wants(name) {
+            let start = std::time::Instant::now();
+            let section = run(&settings)?;
+            timed.push((block, section, start.elapsed()));
+        }
     }
 
     if let Some(path) = write {
@@ -169,27 +171,9 @@ fn main() -> anyhow::Result<()> {
                 &[m.section],
             )?;
         }
-        if let Some((section, took)) = reports {
+        for (block, section, took) in timed {
             let duration = format!("this part took {:.0} s", took.as_secs_f64());
-            report::write(
-                &path,
-                &report::REPORTS,
-                &command,
-                &duration,
-                &context(),
-                &[section],
-            )?;
-        }
-        if let Some((section, took)) = peers {
-            let duration = format!("this part took {:.0} s", took.as_secs_f64());
-            report::write(
-                &path,
-                &report::PEERS,
-                &command,
-                &duration,
-                &context(),
-                &[section],
-            )?;
+            report::write(&path, block, &command, &duration, &context(), &[section])?;
         }
         println!("\nwrote {}", path.display());
     }

@@ -62,11 +62,13 @@ pub fn start(
     let subscriber_clock = clock.clone();
     let senders_arbiter = (reporter.is_some() || !peers.is_empty()).then(Arbiter::new);
     let senders = senders_arbiter.as_ref().map(Arbiter::handle);
-    let reporter_handle = senders.clone();
     let writer = MapWriter::start_on(arbiter, firewall, clock, move |writer| {
         let expirer = Expirer::new(writer.clone(), subscriber_clock.clone()).start();
         let mut subscribers = vec![expirer.clone().recipient()];
-        let reporter = reporter.zip(reporter_handle).map(|(parts, handle)| {
+        // Made above whenever there is a Reporter or a peer.
+        let senders = senders.as_ref();
+        let reporter = reporter.map(|parts| {
+            let handle = senders.expect("a thread for the senders");
             let ReporterParts {
                 sink,
                 queue,
@@ -75,7 +77,7 @@ pub fn start(
                 counters,
             } = parts;
             let clock = subscriber_clock.clone();
-            Reporter::start_in_arbiter(&handle, move |_| {
+            Reporter::start_in_arbiter(handle, move |_| {
                 Reporter::new(queue, tick, sink, backoff, counters, clock)
             })
         });
@@ -84,13 +86,12 @@ pub fn start(
         }
         let peers: Vec<Addr<PeerBroadcaster>> = peers
             .into_iter()
-            .zip(std::iter::repeat(senders))
-            .filter_map(|(parts, handle)| {
+            .map(|parts| {
+                let handle = senders.expect("a thread for the senders");
                 let (writer, clock) = (writer.clone(), subscriber_clock.clone());
-                let start = move |_: &mut Context<PeerBroadcaster>| {
+                PeerBroadcaster::start_in_arbiter(handle, move |_| {
                     PeerBroadcaster::new(parts, writer, clock)
-                };
-                handle.map(|h| PeerBroadcaster::start_in_arbiter(&h, start))
+                })
             })
             .collect();
         subscribers.extend(peers.iter().map(|p| p.clone().recipient()));

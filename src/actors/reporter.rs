@@ -42,11 +42,6 @@ impl Sink for Webhook {
     }
 }
 
-/// Send what is queued, now (the interval sends it; tests too).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Tick;
-
 /// Send everything queued, within [`FLUSH_DEADLINE`]; answers how many
 /// reports were delivered.
 #[derive(Message)]
@@ -217,14 +212,6 @@ impl Handler<Changed> for Reporter {
         if self.queue.has_full_batch() {
             self.send_next(ctx);
         }
-    }
-}
-
-impl Handler<Tick> for Reporter {
-    type Result = ();
-
-    fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
-        self.tick(ctx);
     }
 }
 
