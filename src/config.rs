@@ -260,6 +260,53 @@ impl Peering {
     }
 }
 
+/// `[state]`: what outlives the process (all optional).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct State {
+    /// API and peer entries are on disk (`working_dir/state/`) before the
+    /// API answers, and put back at start.
+    pub durable: bool,
+    /// The XDP links are pinned in bpffs: filtering goes on while couic
+    /// restarts or is stopped, until `couic --detach`.
+    pub pin: bool,
+    /// Where bpffs is mounted.
+    pub bpffs: PathBuf,
+    /// The pins' directory under `<bpffs>/couic/`: by default the working
+    /// directory's path with `/` as `-` and other characters but letters,
+    /// digits, `-` and `_` as `_` (`var-lib-couic`), so that two couic
+    /// with their own working directories never share pins.
+    pub instance: Option<String>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            durable: true,
+            pin: true,
+            bpffs: PathBuf::from("/sys/fs/bpf"),
+            instance: None,
+        }
+    }
+}
+
+impl State {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(name) = &self.instance {
+            if name.is_empty()
+                || name.len() > 200
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+            {
+                // bpffs refuses names with a dot.
+                return Err("state: instance must be 1 to 200 of A-Z a-z 0-9 - _".into());
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -278,9 +325,33 @@ pub struct Config {
     pub reporting: Option<Reporting>,
     #[serde(default)]
     pub peering: Option<Peering>,
+    #[serde(default)]
+    pub state: State,
 }
 
 impl Config {
+    /// The pins' directory: `<bpffs>/couic/<instance>`.
+    pub fn pin_dir(&self) -> PathBuf {
+        let instance = self.state.instance.clone().unwrap_or_else(|| {
+            let path = self.working_dir.to_string_lossy();
+            let name: String = path
+                .trim_matches('/')
+                .chars()
+                .map(|c| match c {
+                    '/' => '-',
+                    c if c.is_ascii_alphanumeric() || c == '-' || c == '_' => c,
+                    _ => '_',
+                })
+                .collect();
+            if name.is_empty() {
+                "root".into()
+            } else {
+                name
+            }
+        });
+        self.state.bpffs.join("couic").join(instance)
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -323,7 +394,7 @@ impl Config {
         if let Some(peering) = self.peering.as_ref().filter(|p| p.enabled) {
             peering.validate()?;
         }
-        Ok(())
+        self.state.validate()
     }
 }
 

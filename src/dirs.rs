@@ -145,6 +145,11 @@ impl Layout {
         self.root.join("rbac/clients")
     }
 
+    /// `state/`: the durable entries (see [`crate::journal`]).
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
     /// `sets/<policy>`: the set files of a policy.
     pub fn sets_dir(&self, policy: couic_common::Policy) -> PathBuf {
         self.root.join("sets").join(policy.as_str())

@@ -16,6 +16,7 @@ use crate::store::{EntryStore, Record, StoredEntry};
 use crate::tags::Acquired;
 
 mod change;
+mod journaled;
 pub mod maps;
 mod queries;
 pub mod set_plan;
@@ -23,12 +24,15 @@ mod sets;
 
 pub use change::{Change, ChangeKind, Changed, ItemResult, NewEntry, WriteError};
 pub(crate) use change::{Puts, Stamp};
+pub use journaled::Durable;
 pub use maps::{MemoryMaps, RuleMaps};
 pub use queries::{Snapshot, Verdict};
 
 pub struct Firewall {
     store: EntryStore,
     maps: Box<dyn RuleMaps>,
+    /// Where API and peer changes are made durable, when they are.
+    journal: Option<crate::journal::Journal>,
 }
 
 impl Firewall {
@@ -38,6 +42,7 @@ impl Firewall {
         Firewall {
             store: EntryStore::new(caps.drop as usize, caps.ignore as usize, caps.tags),
             maps: Box::new(maps),
+            journal: None,
         }
     }
 

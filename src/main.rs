@@ -1,6 +1,6 @@
 //! couic: load and attach the XDP program, then serve the API until a signal.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,12 +17,14 @@ use couic::api::socket::SocketFile;
 use couic::api::{self, AppState};
 use couic::backoff::{Backoff, FIRST_DELAY, MAX_DELAY};
 use couic::bpf::{self, Capacities};
-use couic::clock::{SharedClock, SystemClock};
+use couic::clock::{Clock, SharedClock, SystemClock};
 use couic::config::Config;
 use couic::dirs::{Layout, Owner};
 use couic::firewall::Firewall;
+use couic::journal::{self, Options};
 use couic::peering::link::{HttpPeer, Link};
 use couic::peering::{PeerCounters, PeerQueue, MAX_BATCH};
+use couic::pins::Pins;
 use couic::rbac::{self, ClientFiles};
 use couic::reporting::delivery::Webhook;
 use couic::reporting::{ReportCounters, ReportQueue};
@@ -36,6 +38,14 @@ struct Cli {
     /// Configuration file.
     #[arg(short, long, default_value = "/etc/couic/couic.toml")]
     config: PathBuf,
+    /// Stop filtering for good: remove the pinned XDP links of this
+    /// config's instance, then exit. couic must not be running.
+    #[arg(long)]
+    detach: bool,
+    /// Start from a damaged state store: keep the records before the
+    /// damage (the damaged file is kept beside, as `.damaged`).
+    #[arg(long)]
+    salvage_state: bool,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +75,9 @@ struct Logged;
 /// the API until a signal.
 fn try_main(cli: &Cli) -> anyhow::Result<()> {
     let config = Config::load(&cli.config).context("Error loading configuration")?;
+    if cli.detach {
+        return detach(&config);
+    }
     let layout = Owner::resolve(&config.user, &config.group)
         .and_then(|owner| Layout::prepare(&config.working_dir, owner))
         .context("Error initializing default directories")?;
@@ -73,7 +86,7 @@ fn try_main(cli: &Cli) -> anyhow::Result<()> {
     // The privileged part runs on this thread alone: capabilities are per
     // thread, so any thread started before they are dropped would keep them.
     let acquired = tracing::dispatcher::with_default(&startup_log, || {
-        acquire(&config, &cli.config, &layout).inspect_err(|e| tracing::error!("{e:#}"))
+        acquire(&config, cli, &layout).inspect_err(|e| tracing::error!("{e:#}"))
     })
     .map_err(|_| Logged)?;
     let _log_guard =
@@ -91,16 +104,40 @@ struct Acquired {
     reporting: Option<(Webhook, ReportQueue)>,
     /// One per configured peer, when peering is on.
     peering: Vec<PeerParts>,
-    caps: Capacities,
-    maps: couic::bpf::KernelMaps,
+    /// Filled (durable entries, set files) before it was attached.
+    firewall: Firewall,
     links: Vec<xdp::XdpLink>,
+    /// Where the links are pinned, when they are.
+    pins: Option<Pins>,
     clients: rbac::ClientRegistry,
     client_files: ClientFiles,
     socket: SocketFile,
     listener: std::os::unix::net::UnixListener,
 }
 
-fn acquire(config: &Config, source: &Path, layout: &Layout) -> anyhow::Result<Acquired> {
+/// `couic --detach`: the pins go, and with them the filtering.
+fn detach(config: &Config) -> anyhow::Result<()> {
+    let pins = Pins::new(config.pin_dir());
+    // A running couic holds the state directory and its links.
+    let state = config.working_dir.join("state");
+    if state.is_dir() && journal::is_locked(&state) {
+        anyhow::bail!(
+            "couic is running with this config (it holds {}): stop it first",
+            state.display()
+        );
+    }
+    let removed = pins
+        .detach()
+        .with_context(|| format!("cannot remove the pins in {}", pins.dir().display()))?;
+    println!(
+        "{removed} pinned XDP link(s) removed from {}: nothing is filtered by this couic",
+        pins.dir().display()
+    );
+    Ok(())
+}
+
+fn acquire(config: &Config, cli: &Cli, layout: &Layout) -> anyhow::Result<Acquired> {
+    let source = cli.config.as_path();
     // The packaged config names no interface: a fresh install must not
     // filter a link the operator did not choose, and must say why it does
     // nothing.
@@ -159,7 +196,39 @@ fn acquire(config: &Config, source: &Path, layout: &Layout) -> anyhow::Result<Ac
         );
     }
     let loaded = bpf::load(caps)?;
-    let links = xdp::attach_all(&loaded.program, &config.ifaces, config.operation_mode)?;
+    let mut firewall = Firewall::new(loaded.maps, caps);
+
+    // Fill, then attach: the durable entries and the set files are in the
+    // maps before the program sees a packet.
+    let now = SystemClock.now();
+    if config.state.durable {
+        let dir = layout.state_dir();
+        let opened = journal::open(
+            &dir,
+            layout.owner,
+            Options::default(),
+            now,
+            cli.salvage_state,
+        )
+        .context("Cannot open the state store")?;
+        let restored = firewall
+            .restore(opened.replayed.live.into_puts())
+            .context("Cannot put back the durable entries")?;
+        tracing::info!("{restored} durable entries put back from {}", dir.display());
+        firewall.set_journal(opened.journal);
+    }
+    let target = couic::sets::load_target(&layout.root.join("sets"), layout.owner)
+        .context("Failed to load sets")?;
+    let (loaded_sets, _) = firewall.reload_sets(&target, now);
+    for (policy, c) in loaded_sets.context("Failed to load sets")? {
+        tracing::info!("sets loaded: policy={policy}, entries={}", c.created);
+    }
+
+    let pins = config.state.pin.then(|| Pins::new(config.pin_dir()));
+    let links = match &pins {
+        Some(pins) => pins.attach(&loaded.program, &config.ifaces, config.operation_mode)?,
+        None => xdp::attach_all(&loaded.program, &config.ifaces, config.operation_mode)?,
+    };
     for link in &links {
         tracing::info!(
             "XDP program attached to interface: {} (mode: {})",
@@ -185,9 +254,9 @@ fn acquire(config: &Config, source: &Path, layout: &Layout) -> anyhow::Result<Ac
     Ok(Acquired {
         reporting,
         peering,
-        caps,
-        maps: loaded.maps,
+        firewall,
         links,
+        pins,
         clients,
         client_files,
         socket,
@@ -199,9 +268,9 @@ fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
     let Acquired {
         reporting,
         peering,
-        caps,
-        maps,
+        firewall,
         links,
+        pins,
         clients,
         client_files,
         socket,
@@ -211,7 +280,6 @@ fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
     system.block_on(async move {
         let clock: SharedClock = Arc::new(SystemClock);
         let writer_arbiter = Arbiter::new();
-        let firewall = Firewall::new(maps, caps);
         let report_counters = Arc::new(ReportCounters::default());
         let reporter = reporting.map(|(webhook, queue)| ReporterParts {
             sink: Arc::new(webhook),
@@ -236,13 +304,11 @@ fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
             Vec::new(),
         );
 
-        // Set files are applied before serving; a bad one stops startup,
-        // naming the file, the line and why.
+        // The set files were applied before attaching; reloads come later.
         let sets = SetReloader::new(
             Sets::new(layout.root.join("sets"), layout.owner),
             writer.clone(),
         );
-        sets.reload().await.context("Failed to load sets")?;
 
         let mut state = AppState::new(writer, clients, client_files, clock).with_sets(sets);
         if reporter.is_some() {
@@ -277,8 +343,16 @@ fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
         }
         outcome
     })?;
+    let attached = !links.is_empty();
     drop(links);
-    tracing::info!("XDP program detached");
+    match pins {
+        Some(pins) if attached => tracing::info!(
+            "XDP program left attached with the last rules (pinned in {}): \
+             `couic --detach` removes it",
+            pins.dir().display()
+        ),
+        _ => tracing::info!("XDP program detached"),
+    }
     Ok(())
 }
 

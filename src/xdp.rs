@@ -1,7 +1,9 @@
 //! Attaching the program to interfaces as XDP links.
 //!
-//! A link detaches when its fd closes, so dropping an [`XdpLink`] (or the
-//! process dying, even by SIGKILL) leaves nothing attached.
+//! A link detaches when its last reference goes: its fd here, and its pin
+//! when it is pinned (see [`crate::pins`]). Unpinned, dropping an
+//! [`XdpLink`] (or the process dying, even by SIGKILL) leaves nothing
+//! attached.
 
 use std::ffi::CString;
 use std::fmt;
@@ -43,6 +45,12 @@ impl fmt::Display for AttachMode {
 pub enum AttachError {
     #[error("interface '{0}' does not exist")]
     NoSuchInterface(String),
+    #[error(
+        "cannot attach XDP to interface '{iface}': another XDP program is attached to it \
+         ({holder}); remove it first (`ip link set dev {iface} xdp off`, or `couic --detach` \
+         with the config of the couic that attached it)"
+    )]
+    Occupied { iface: String, holder: String },
     #[error("cannot attach XDP to interface '{iface}' in {mode} mode: {source}")]
     Refused {
         iface: String,
@@ -58,6 +66,21 @@ pub struct XdpLink {
     pub iface: String,
     pub mode: AttachMode,
     _fd: OwnedFd,
+}
+
+impl XdpLink {
+    /// A link taken over from its pin.
+    pub(crate) fn from_fd(iface: &str, mode: AttachMode, fd: OwnedFd) -> XdpLink {
+        XdpLink {
+            iface: iface.to_string(),
+            mode,
+            _fd: fd,
+        }
+    }
+
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self._fd.as_fd()
+    }
 }
 
 pub fn ifindex(iface: &str) -> Result<u32, AttachError> {
@@ -91,6 +114,12 @@ fn link_create(
             &opts,
         )
     };
+    if fd == -libc::EEXIST || fd == -libc::EBUSY {
+        return Err(AttachError::Occupied {
+            iface: iface.to_string(),
+            holder: attached_program(ifindex),
+        });
+    }
     if fd < 0 {
         return Err(AttachError::Refused {
             iface: iface.to_string(),
@@ -105,6 +134,39 @@ fn link_create(
         mode,
         _fd: fd,
     })
+}
+
+/// The program attached to an interface, as "program id N, name X", as
+/// far as the kernel tells.
+fn attached_program(ifindex: u32) -> String {
+    let mut id = 0u32;
+    // SAFETY: `id` lives across the call.
+    let rc = unsafe { libbpf_sys::bpf_xdp_query_id(ifindex as i32, 0, &mut id) };
+    if rc < 0 || id == 0 {
+        return "program unknown".into();
+    }
+    // SAFETY: plain id lookup; a returned fd is owned below.
+    let fd = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) };
+    if fd < 0 {
+        return format!("program id {id}");
+    }
+    // SAFETY: the fd was just returned to us and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero bpf_prog_info is valid; the kernel fills it up to `len`.
+    let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: `info` and `len` live across the call.
+    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
+    if rc < 0 {
+        return format!("program id {id}");
+    }
+    let name: Vec<u8> = info
+        .name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    format!("program id {id}, name {}", String::from_utf8_lossy(&name))
 }
 
 /// Attaches to one interface; `auto` tries native then generic.

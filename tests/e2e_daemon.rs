@@ -75,7 +75,7 @@ fn refused_attach_names_interface_and_mode() {
 }
 
 #[test]
-fn daemon_attaches_with_bpf_and_net_admin_only_and_detaches_on_sigterm() {
+fn daemon_attaches_with_bpf_and_net_admin_only_and_stays_pinned_until_detach() {
     let pair = VethPair::new();
     let spec = spec(&pair, &[&pair.rx_if], "auto").only_caps("+bpf,+net_admin");
     let mut d = Daemon::new(spec).unwrap();
@@ -105,7 +105,22 @@ fn daemon_attaches_with_bpf_and_net_admin_only_and_detaches_on_sigterm() {
     let status = d.wait_exit(EXIT).unwrap();
     let out = d.log();
     assert!(status.success(), "clean exit on SIGTERM: {out}");
-    assert!(!pair.rx.has_xdp(&pair.rx_if), "detached on exit");
+    assert!(
+        pair.rx.has_xdp(&pair.rx_if),
+        "the pinned link keeps filtering after couic stops: {out}"
+    );
+    assert!(out.contains("`couic --detach` removes it"), "{out}");
+
+    // Stopping for good is explicit.
+    let detach = std::process::Command::new(COUIC)
+        .arg("-c")
+        .arg(d.config())
+        .arg("--detach")
+        .output()
+        .unwrap();
+    assert!(detach.status.success(), "{detach:?}");
+    assert!(!pair.rx.has_xdp(&pair.rx_if), "detached by --detach");
+    assert!(!d.pin_dir().exists(), "the pins are gone");
 }
 
 /// The loader alone, on a thread whose capabilities are cut down to

@@ -31,9 +31,11 @@ pub struct Expirer {
 }
 
 impl Expirer {
-    pub fn new(writer: Addr<MapWriter>, clock: SharedClock) -> Self {
+    /// An Expirer that knows `index` already: the entries put in before
+    /// the actors started (durable entries, set files).
+    pub fn new(writer: Addr<MapWriter>, clock: SharedClock, index: ExpiryIndex) -> Self {
         Expirer {
-            index: ExpiryIndex::default(),
+            index,
             writer,
             clock,
             busy: false,

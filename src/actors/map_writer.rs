@@ -20,7 +20,9 @@ use crate::batch::{self, Op, Rules};
 use crate::bpf::BpfError;
 use crate::clock::SharedClock;
 use crate::firewall::set_plan::{ReloadSummary, SetsTarget};
-use crate::firewall::{Change, Firewall, ItemResult, NewEntry, Snapshot, Verdict, WriteError};
+use crate::firewall::{
+    Change, Durable, Firewall, ItemResult, NewEntry, Snapshot, Verdict, WriteError,
+};
 use crate::store::StoredEntry;
 
 /// Add entries, in order. `atomic`: all or none.
@@ -170,6 +172,32 @@ impl MapWriter {
         rx.recv().expect("the MapWriter starts")
     }
 
+    /// Journals the durable part of `changes`, publishes them, and
+    /// answers `results` once the journal has them on disk (a failed sync
+    /// fails every applied item).
+    fn commit<T: 'static>(
+        &mut self,
+        origin: Origin,
+        changes: Vec<Change>,
+        results: Vec<Result<T, WriteError>>,
+    ) -> ResponseFuture<Vec<Result<T, WriteError>>> {
+        let durable = self.firewall.log(&changes);
+        self.publish(origin, changes);
+        let fail = |results: Vec<Result<T, WriteError>>, e: WriteError| {
+            results.into_iter().map(|r| r.and(Err(e.clone()))).collect()
+        };
+        match durable {
+            Durable::Now => Box::pin(async move { results }),
+            Durable::Failed(e) => Box::pin(async move { fail(results, e) }),
+            Durable::After(synced) => Box::pin(async move {
+                match synced.await {
+                    Ok(()) => results,
+                    Err(e) => fail(results, WriteError::Storage(e)),
+                }
+            }),
+        }
+    }
+
     /// Numbers the changes and sends them to every subscriber as one event.
     fn publish(&mut self, origin: Origin, mut changes: Vec<Change>) {
         if changes.is_empty() {
@@ -189,39 +217,52 @@ impl MapWriter {
     }
 }
 
+/// `count` items refused before anything was applied.
+fn refuse<T: 'static>(count: usize, e: WriteError) -> ResponseFuture<Vec<Result<T, WriteError>>> {
+    let refused = (0..count).map(|_| Err(e.clone())).collect();
+    Box::pin(async move { refused })
+}
+
 impl Actor for MapWriter {
     type Context = Context<Self>;
 }
 
 impl Handler<AddEntries> for MapWriter {
-    type Result = Vec<ItemResult>;
+    type Result = ResponseFuture<Vec<ItemResult>>;
 
     fn handle(&mut self, msg: AddEntries, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.firewall.reserve_adds(&msg.entries, &msg.origin) {
+            return refuse(msg.entries.len(), e);
+        }
         let now = self.clock.now();
         let (results, changes) =
             self.firewall
                 .add(msg.policy, msg.entries, &msg.origin, msg.atomic, now);
-        self.publish(msg.origin, changes);
-        results
+        self.commit(msg.origin, changes, results)
     }
 }
 
 impl Handler<RemoveEntries> for MapWriter {
-    type Result = Vec<ItemResult>;
+    type Result = ResponseFuture<Vec<ItemResult>>;
 
     fn handle(&mut self, msg: RemoveEntries, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.firewall.reserve_removals(msg.cidrs.len(), &msg.origin) {
+            return refuse(msg.cidrs.len(), e);
+        }
         let (results, changes) =
             self.firewall
                 .remove(msg.policy, msg.cidrs, msg.protect_sets, msg.atomic);
-        self.publish(msg.origin, changes);
-        results
+        self.commit(msg.origin, changes, results)
     }
 }
 
 impl Handler<ApplyBatch> for MapWriter {
-    type Result = Vec<Result<(), WriteError>>;
+    type Result = ResponseFuture<Vec<Result<(), WriteError>>>;
 
     fn handle(&mut self, msg: ApplyBatch, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.firewall.reserve_ops(&msg.ops, &msg.origin) {
+            return refuse(msg.ops.len(), e);
+        }
         let now = self.clock.now();
         let (results, changes) = batch::apply(
             &mut self.firewall,
@@ -231,8 +272,7 @@ impl Handler<ApplyBatch> for MapWriter {
             msg.rules,
             now,
         );
-        self.publish(msg.origin, changes);
-        results
+        self.commit(msg.origin, changes, results)
     }
 }
 
@@ -333,7 +373,7 @@ impl Handler<DigestOfPeer> for MapWriter {
 }
 
 impl Handler<ReplacePeerShard> for MapWriter {
-    type Result = Vec<Result<(), WriteError>>;
+    type Result = ResponseFuture<Vec<Result<(), WriteError>>>;
 
     fn handle(&mut self, msg: ReplacePeerShard, _: &mut Context<Self>) -> Self::Result {
         let store = self.firewall.store();
@@ -355,11 +395,13 @@ impl Handler<ReplacePeerShard> for MapWriter {
             atomic: true,
             mode: batch::Mode::Peer,
         };
+        if let Err(e) = self.firewall.reserve_ops(&ops, &msg.origin) {
+            return refuse(ops.len(), e);
+        }
         let now = self.clock.now();
         let (results, changes) =
             batch::apply(&mut self.firewall, msg.policy, ops, &msg.origin, rules, now);
-        self.publish(msg.origin, changes);
-        results
+        self.commit(msg.origin, changes, results)
     }
 }
 
@@ -430,7 +472,7 @@ mod tests {
             let (tx, rx) = std::sync::mpsc::channel();
             let expiry_clock = shared.clone();
             let writer = MapWriter::start_on(&arbiter.handle(), firewall, shared, move |w| {
-                let expirer = Expirer::new(w.clone(), expiry_clock).start();
+                let expirer = Expirer::new(w.clone(), expiry_clock, Default::default()).start();
                 tx.send(expirer.clone()).unwrap();
                 vec![expirer.recipient(), Recorder(recorded).start().recipient()]
             });

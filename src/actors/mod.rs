@@ -12,9 +12,11 @@ pub mod set_reloader;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use couic_common::Policy;
 
 use crate::backoff::Backoff;
 use crate::clock::SharedClock;
+use crate::expiry::ExpiryIndex;
 use crate::firewall::Firewall;
 use crate::reporting::{ReportCounters, ReportQueue};
 use expirer::Expirer;
@@ -62,8 +64,14 @@ pub fn start(
     let subscriber_clock = clock.clone();
     let senders_arbiter = (reporter.is_some() || !peers.is_empty()).then(Arbiter::new);
     let senders = senders_arbiter.as_ref().map(Arbiter::handle);
+    let mut index = ExpiryIndex::default();
+    for policy in Policy::ALL {
+        for (cidr, record) in firewall.store().iter(policy) {
+            index.insert(policy, cidr, record.expiration);
+        }
+    }
     let writer = MapWriter::start_on(arbiter, firewall, clock, move |writer| {
-        let expirer = Expirer::new(writer.clone(), subscriber_clock.clone()).start();
+        let expirer = Expirer::new(writer.clone(), subscriber_clock.clone(), index).start();
         let mut subscribers = vec![expirer.clone().recipient()];
         // Made above whenever there is a Reporter or a peer.
         let senders = senders.as_ref();

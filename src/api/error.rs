@@ -127,7 +127,9 @@ fn write_envelope(e: &WriteError) -> ErrorBody {
         WriteError::SetEntry(_) | WriteError::Aborted => {
             ErrorBody::new(ErrorCode::Invalid, e.to_string())
         }
-        WriteError::Kernel { .. } => ErrorBody::new(ErrorCode::Internal, e.to_string()),
+        WriteError::Kernel { .. } | WriteError::Storage(_) => {
+            ErrorBody::new(ErrorCode::Internal, e.to_string())
+        }
     }
 }
 

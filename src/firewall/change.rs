@@ -32,6 +32,10 @@ pub enum WriteError {
     SetEntry(Cidr),
     #[error("not applied: another item of the atomic batch failed")]
     Aborted,
+    /// The state store could not take the change (nothing applied), or
+    /// could not sync it (see [`crate::journal`]).
+    #[error(transparent)]
+    Storage(Arc<crate::journal::JournalError>),
     #[error("kernel map {map}: {source}")]
     Kernel {
         map: &'static str,

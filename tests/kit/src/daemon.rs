@@ -145,6 +145,14 @@ impl Spec {
     }
 }
 
+/// Pinned links outlive couic: a test's go with its daemon.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = fs::remove_dir_all(self.pin_dir());
+    }
+}
+
 /// A couic daemon, its temporary directory, and its process once spawned.
 pub struct Daemon {
     // Fields drop in order: the process dies before its directory goes.
@@ -373,6 +381,24 @@ impl Daemon {
 
     pub fn config(&self) -> PathBuf {
         self.dir().join("couic.toml")
+    }
+
+    /// Where couic pins its links: `/sys/fs/bpf/couic/<instance>`, the
+    /// instance named after the working directory (`[state] instance`
+    /// unset).
+    pub fn pin_dir(&self) -> PathBuf {
+        let work = self.work();
+        let name: String = work
+            .to_string_lossy()
+            .trim_matches('/')
+            .chars()
+            .map(|c| match c {
+                '/' => '-',
+                c if c.is_ascii_alphanumeric() || c == '-' || c == '_' => c,
+                _ => '_',
+            })
+            .collect();
+        Path::new("/sys/fs/bpf/couic").join(name)
     }
 
     /// `working_dir`.

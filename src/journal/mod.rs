@@ -1,0 +1,525 @@
+//! Durable entries: every API and peer change is appended to a journal
+//! under `working_dir/state/` and synced before the API answers.
+//!
+//! - **Group commit.** The MapWriter appends (a `pwrite` into the page
+//!   cache) and goes on; one flusher thread syncs whatever was appended
+//!   since its last sync, and every request waiting on a part of it is
+//!   answered. Concurrent requests share a sync.
+//! - **Zero-filled ahead.** Records are written into space already
+//!   allocated and zeroed, so a sync writes data only (no file size or
+//!   block allocation to commit): about 0.1 ms here instead of 1.8 ms for
+//!   an append. A full disk shows when that space is made, before a change
+//!   is applied: [`Journal::reserve`] refuses it and nothing changes.
+//! - **Snapshots.** Past [`Options::rotate_at`] bytes the journal is
+//!   closed and a new one started; a thread folds the closed one into
+//!   `snapshot-N` (the live entries, expired ones left out).
+//!
+//! Sets are files of their own and are not journaled; expiries are not
+//! either (an entry read back after its expiration is left out).
+
+pub mod files;
+pub mod record;
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use tokio::sync::watch;
+
+use crate::dirs::Owner;
+use crate::firewall::{Change, ChangeKind};
+use files::{Ending, Listing, Replayed, FILE_HEADER, JOURNAL_MAGIC};
+use record::durable;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("state store {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no space left on the device of the state store ({path}): nothing was applied")]
+    NoSpace { path: PathBuf },
+    #[error(
+        "state file {path} is damaged at offset {offset} ({why}); start once with \
+         `couic --salvage-state` to keep the records before the damage, or move the \
+         state directory aside to start without its entries"
+    )]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        why: &'static str,
+    },
+    #[error("the state store failed to sync ({0}): couic refuses changes until it is restarted")]
+    Failed(String),
+    #[error("another couic is using the state directory {0}")]
+    Locked(PathBuf),
+}
+
+impl JournalError {
+    fn io(path: &Path, source: io::Error) -> JournalError {
+        let full = matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
+        if full {
+            JournalError::NoSpace {
+                path: path.to_path_buf(),
+            }
+        } else {
+            JournalError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    }
+}
+
+/// Sizes; the defaults suit a production node, tests make them small.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Bytes zero-filled ahead of the writer at a time.
+    pub chunk: u64,
+    /// A journal past this size is closed and folded into a snapshot.
+    pub rotate_at: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            chunk: 4 << 20,
+            rotate_at: 64 << 20,
+        }
+    }
+}
+
+/// What the flusher has made durable: every byte appended up to a count,
+/// or nothing more since a failure.
+#[derive(Debug, Clone)]
+enum Synced {
+    Upto(u64),
+    Failed(String),
+}
+
+struct FlushState {
+    file: Arc<File>,
+    /// Bytes appended since open, and the count the flusher last took.
+    appended: u64,
+    taken: u64,
+    stop: bool,
+}
+
+struct Shared {
+    state: Mutex<FlushState>,
+    wake: Condvar,
+}
+
+/// The writing end: owned by the [`crate::firewall::Firewall`].
+pub struct Journal {
+    dir: PathBuf,
+    options: Options,
+    index: u64,
+    file: Arc<File>,
+    /// Next write offset in `file`, and the end of its zeroed space.
+    pos: u64,
+    zeroed: u64,
+    buf: Vec<u8>,
+    shared: Arc<Shared>,
+    synced: watch::Receiver<Synced>,
+    /// The flusher starts with the first record, on a thread made after
+    /// couic gave up its capabilities (threads keep those they start with).
+    to_flusher: Option<watch::Sender<Synced>>,
+    flusher: Option<JoinHandle<()>>,
+    /// Held while the journal is open: one couic per state directory.
+    _lock: File,
+    compacting: Arc<AtomicBool>,
+}
+
+/// A state directory opened: its entries read back, its journal ready.
+pub struct Opened {
+    pub journal: Journal,
+    pub replayed: Replayed,
+}
+
+/// Opens (creating) `dir`: locks it, replays its files, drops expired
+/// entries, starts a new journal. `salvage` keeps the records before a
+/// damaged one instead of stopping (and writes a clean snapshot).
+pub fn open(
+    dir: &Path,
+    owner: Owner,
+    options: Options,
+    now: u64,
+    salvage: bool,
+) -> Result<Opened, JournalError> {
+    prepare_dir(dir, owner)?;
+    let lock = lock(dir)?;
+    let listing = Listing::read(dir)?;
+    for partial in &listing.partial {
+        let _ = fs::remove_file(partial);
+    }
+    let mut replayed = files::replay(dir, &listing, None, salvage)?;
+    replayed.live.drop_expired(now);
+    for torn in &replayed.torn {
+        if let Ending::Torn { path, offset } = torn {
+            tracing::warn!(
+                "state file {}: a record cut short at offset {offset} (a crash while \
+                 writing) was skipped, with what follows it",
+                path.display()
+            );
+        }
+    }
+    let mut index = listing.next();
+    if !replayed.torn.is_empty() {
+        // Fold the damaged files into a clean snapshot now, so that the
+        // warning is not repeated at every start; keep them for a look.
+        for torn in &replayed.torn {
+            if let Ending::Torn { path, .. } = torn {
+                let _ = fs::hard_link(path, path.with_extension("damaged"));
+            }
+        }
+        let last = index - 1;
+        files::write_snapshot(dir, last, &replayed.live)?;
+        index = last + 1;
+    }
+    let (file, zeroed) = create_journal(dir, index, owner, options.chunk)?;
+    let file = Arc::new(file);
+    let shared = Arc::new(Shared {
+        state: Mutex::new(FlushState {
+            file: file.clone(),
+            appended: 0,
+            taken: 0,
+            stop: false,
+        }),
+        wake: Condvar::new(),
+    });
+    let (tx, rx) = watch::channel(Synced::Upto(0));
+    Ok(Opened {
+        journal: Journal {
+            dir: dir.to_path_buf(),
+            options,
+            index,
+            file,
+            pos: FILE_HEADER as u64,
+            zeroed,
+            buf: Vec::new(),
+            shared,
+            synced: rx,
+            to_flusher: Some(tx),
+            flusher: None,
+            _lock: lock,
+            compacting: Arc::new(AtomicBool::new(false)),
+        },
+        replayed,
+    })
+}
+
+/// Creates `path` for writing, readable by its owner only.
+pub(crate) fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+fn prepare_dir(dir: &Path, owner: Owner) -> Result<(), JournalError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| JournalError::io(dir, e))?;
+    let fix = |path: &Path, mode: u32| -> Result<(), JournalError> {
+        let meta = fs::metadata(path).map_err(|e| JournalError::io(path, e))?;
+        if meta.permissions().mode() & 0o777 != mode {
+            tracing::warn!(
+                "{} had mode {:o}: set to {mode:o} (the state holds every API entry)",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            );
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))
+                .map_err(|e| JournalError::io(path, e))?;
+        }
+        if !owner.owns(&meta) {
+            owner.apply(path).map_err(|e| JournalError::io(path, e))?;
+        }
+        Ok(())
+    };
+    fix(dir, 0o700)?;
+    for entry in fs::read_dir(dir).map_err(|e| JournalError::io(dir, e))? {
+        let entry = entry.map_err(|e| JournalError::io(dir, e))?;
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            fix(&entry.path(), 0o600)?;
+        }
+    }
+    Ok(())
+}
+
+/// One couic per state directory: an exclusive lock, held until exit.
+fn lock(dir: &Path) -> Result<File, JournalError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| JournalError::io(&path, e))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(JournalError::Locked(dir.to_path_buf()));
+    }
+    Ok(file)
+}
+
+/// Whether another process holds the state directory's lock.
+pub fn is_locked(dir: &Path) -> bool {
+    match lock(dir) {
+        Ok(_) => false,
+        Err(JournalError::Locked(_)) => true,
+        Err(_) => false,
+    }
+}
+
+/// A new journal: its header, `chunk` zeroed bytes, synced with its
+/// directory entry. Returns the end of the zeroed space.
+fn create_journal(
+    dir: &Path,
+    index: u64,
+    owner: Owner,
+    chunk: u64,
+) -> Result<(File, u64), JournalError> {
+    let path = files::journal_path(dir, index);
+    let make = || -> io::Result<(File, u64)> {
+        let file = create_private(&path)?;
+        let _ = owner.apply(&path);
+        file.write_all_at(&files::header(JOURNAL_MAGIC, index), 0)?;
+        let zeroed = zero_fill(&file, FILE_HEADER as u64, FILE_HEADER as u64 + chunk)?;
+        file.sync_all()?;
+        File::open(dir)?.sync_all()?;
+        Ok((file, zeroed))
+    };
+    make().map_err(|e| {
+        let _ = fs::remove_file(&path);
+        JournalError::io(&path, e)
+    })
+}
+
+/// Writes zeros from `from` to `to` (rounded up to a page); returns the end.
+fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<u64> {
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    let end = to.next_multiple_of(4096);
+    let mut at = from;
+    while at < end {
+        let n = (end - at).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], at)?;
+        at += n as u64;
+    }
+    Ok(end)
+}
+
+fn flush_loop(shared: &Shared, synced: &watch::Sender<Synced>) {
+    loop {
+        let (file, upto) = {
+            let mut st = shared.state.lock().expect("journal state");
+            while st.appended == st.taken && !st.stop {
+                st = shared.wake.wait(st).expect("journal state");
+            }
+            if st.appended == st.taken {
+                return;
+            }
+            st.taken = st.appended;
+            (st.file.clone(), st.appended)
+        };
+        match file.sync_data() {
+            Ok(()) => {
+                synced.send_replace(Synced::Upto(upto));
+            }
+            Err(e) => {
+                tracing::error!("the state store failed to sync: {e}");
+                synced.send_replace(Synced::Failed(e.to_string()));
+                return;
+            }
+        }
+    }
+}
+
+impl Journal {
+    fn path(&self) -> PathBuf {
+        files::journal_path(&self.dir, self.index)
+    }
+
+    fn failure(&self) -> Option<JournalError> {
+        match &*self.synced.borrow() {
+            Synced::Failed(m) => Some(JournalError::Failed(m.clone())),
+            Synced::Upto(_) => None,
+        }
+    }
+
+    /// Makes sure `bytes` more can be appended without allocating: called
+    /// before a change is applied, so that a full disk refuses it whole.
+    pub fn reserve(&mut self, bytes: usize) -> Result<(), JournalError> {
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        if self.pos >= self.options.rotate_at && !self.compacting.load(Ordering::Acquire) {
+            self.rotate();
+        }
+        let need = self.pos + bytes as u64;
+        if need > self.zeroed {
+            let to = need.max(self.zeroed + self.options.chunk);
+            match zero_fill(&self.file, self.zeroed, to) {
+                Ok(end) => self.zeroed = end,
+                Err(e) => {
+                    // Give back what was taken: the space may be needed
+                    // elsewhere, and the file stays as it was.
+                    let _ = self.file.set_len(self.zeroed);
+                    return Err(JournalError::io(&self.path(), e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends the durable part of `changes` (API and peer entries put or
+    /// removed); returns the count to wait for with [`Journal::durable`],
+    /// or `None` when there was nothing to write.
+    pub fn log(&mut self, changes: &[Change]) -> Result<Option<u64>, JournalError> {
+        self.buf.clear();
+        for c in changes {
+            let e = &c.entry;
+            match c.kind {
+                ChangeKind::Added if durable(&e.origin) => record::encode_put(
+                    &mut self.buf,
+                    c.policy,
+                    e.cidr,
+                    &e.tag,
+                    e.creation,
+                    e.expiration,
+                    &e.origin,
+                    c.metadata.as_deref(),
+                ),
+                ChangeKind::Removed if durable(&e.origin) => {
+                    record::encode_delete(&mut self.buf, c.policy, e.cidr)
+                }
+                _ => {}
+            }
+        }
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        if let Some(tx) = self.to_flusher.take() {
+            let shared = self.shared.clone();
+            let started = std::thread::Builder::new()
+                .name("couic-journal".into())
+                .spawn(move || flush_loop(&shared, &tx));
+            match started {
+                Ok(handle) => self.flusher = Some(handle),
+                Err(e) => return Err(JournalError::io(&self.dir, e)),
+            }
+        }
+        let len = self.buf.len() as u64;
+        if self.pos + len > self.zeroed {
+            // Not reserved (a bound too small): written past the zeroed space.
+            self.zeroed = self.pos + len;
+        }
+        if let Err(e) = self.file.write_all_at(&self.buf, self.pos) {
+            let e = JournalError::io(&self.path(), e);
+            tracing::error!("{e}");
+            return Err(e);
+        }
+        self.pos += len;
+        let mut st = self.shared.state.lock().expect("journal state");
+        st.appended += len;
+        let ticket = st.appended;
+        drop(st);
+        self.shared.wake.notify_one();
+        Ok(Some(ticket))
+    }
+
+    /// Resolves once what was appended up to `ticket` is on disk.
+    pub fn durable(
+        &self,
+        ticket: u64,
+    ) -> impl std::future::Future<Output = Result<(), Arc<JournalError>>> + 'static {
+        let mut rx = self.synced.clone();
+        async move {
+            let seen = rx
+                .wait_for(|s| match s {
+                    Synced::Upto(n) => *n >= ticket,
+                    Synced::Failed(_) => true,
+                })
+                .await
+                .map(|s| s.clone());
+            match seen {
+                Ok(Synced::Upto(_)) => Ok(()),
+                Ok(Synced::Failed(m)) => Err(Arc::new(JournalError::Failed(m))),
+                Err(_) => Err(Arc::new(JournalError::Failed(
+                    "the journal was closed".into(),
+                ))),
+            }
+        }
+    }
+
+    /// Closes this journal for a new one and folds it into a snapshot on a
+    /// thread of its own. A failure keeps the current journal.
+    fn rotate(&mut self) {
+        let next = self.index + 1;
+        let made = self
+            .file
+            .sync_data()
+            .map_err(|e| JournalError::io(&self.path(), e))
+            .and_then(|()| create_journal(&self.dir, next, Owner::current(), self.options.chunk));
+        let (file, zeroed) = match made {
+            Ok(made) => made,
+            Err(e) => {
+                tracing::warn!("cannot start a new journal, going on with this one: {e}");
+                return;
+            }
+        };
+        let file = Arc::new(file);
+        self.shared.state.lock().expect("journal state").file = file.clone();
+        self.file = file;
+        self.pos = FILE_HEADER as u64;
+        self.zeroed = zeroed;
+        let closed = self.index;
+        self.index = next;
+        self.compacting.store(true, Ordering::Release);
+        let (dir, compacting) = (self.dir.clone(), self.compacting.clone());
+        let spawned = std::thread::Builder::new()
+            .name("couic-compact".into())
+            .spawn(move || {
+                if let Err(e) = compact(&dir, closed) {
+                    tracing::warn!("state compaction failed, the journals stay: {e}");
+                }
+                compacting.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.compacting.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// Folds the newest snapshot and the journals up to `upto` into
+/// `snapshot-upto`, expired entries left out.
+pub fn compact(dir: &Path, upto: u64) -> Result<(), JournalError> {
+    let listing = Listing::read(dir)?;
+    let mut replayed = files::replay(dir, &listing, Some(upto), false)?;
+    let now = chrono::Utc::now().timestamp().max(0) as u64;
+    replayed.live.drop_expired(now);
+    files::write_snapshot(dir, upto, &replayed.live)
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.shared.state.lock().expect("journal state").stop = true;
+        self.shared.wake.notify_one();
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
+        }
+    }
+}
