@@ -298,7 +298,13 @@ fn create_journal(
         let file = create_private(&path)?;
         let _ = owner.apply(&path);
         file.write_all_at(&files::header(JOURNAL_MAGIC, index), 0)?;
-        let zeroed = zero_fill(&file, FILE_HEADER as u64, FILE_HEADER as u64 + chunk)?;
+        // On a nearly full disk, a page: the writer asks for more as needed.
+        let zeroed =
+            zero_fill(&file, FILE_HEADER as u64, FILE_HEADER as u64 + chunk).or_else(|_| {
+                file.set_len(0)?;
+                file.write_all_at(&files::header(JOURNAL_MAGIC, index), 0)?;
+                zero_fill(&file, FILE_HEADER as u64, FILE_HEADER as u64 + 1)
+            })?;
         file.sync_all()?;
         File::open(dir)?.sync_all()?;
         Ok((file, zeroed))
@@ -370,19 +376,26 @@ impl Journal {
             self.rotate();
         }
         let need = self.pos + bytes as u64;
-        if need > self.zeroed {
-            let to = need.max(self.zeroed + self.options.chunk);
-            match zero_fill(&self.file, self.zeroed, to) {
-                Ok(end) => self.zeroed = end,
-                Err(e) => {
-                    // Give back what was taken: the space may be needed
-                    // elsewhere, and the file stays as it was.
-                    let _ = self.file.set_len(self.zeroed);
-                    return Err(JournalError::io(&self.path(), e));
-                }
-            }
+        if need <= self.zeroed {
+            return Ok(());
         }
-        Ok(())
+        // A chunk ahead, or on a nearly full disk just what is needed.
+        let mut outcome = Ok(self.zeroed);
+        for to in [need.max(self.zeroed + self.options.chunk), need] {
+            outcome = zero_fill(&self.file, self.zeroed, to);
+            if outcome.is_ok() {
+                break;
+            }
+            // Give back what was taken: the file stays as it was.
+            let _ = self.file.set_len(self.zeroed);
+        }
+        match outcome {
+            Ok(end) => {
+                self.zeroed = end;
+                Ok(())
+            }
+            Err(e) => Err(JournalError::io(&self.path(), e)),
+        }
     }
 
     /// Appends the durable part of `changes` (API and peer entries put or

@@ -161,6 +161,8 @@ pub struct Daemon {
     spec: Spec,
     token: Option<String>,
     spawned: Option<Instant>,
+    /// Given to the next spawns after `-c <config>`.
+    args: Vec<OsString>,
 }
 
 impl Daemon {
@@ -178,6 +180,7 @@ impl Daemon {
             spec,
             token: None,
             spawned: None,
+            args: Vec::new(),
         };
         fs::create_dir(d.work()).context("create the working directory")?;
         if d.spec.log_dir {
@@ -186,6 +189,11 @@ impl Daemon {
         let text = d.spec.config_text(&d.work(), &d.socket(), &d.logs_dir());
         fs::write(d.config(), text).context("write couic.toml")?;
         Ok(d)
+    }
+
+    /// Arguments for the next spawns, after `-c <config>`.
+    pub fn set_args(&mut self, args: &[&str]) {
+        self.args = args.iter().map(OsString::from).collect();
     }
 
     /// [`Daemon::new`], [`Daemon::spawn`], then [`Daemon::wait_ready`].
@@ -229,6 +237,7 @@ impl Daemon {
         cmd.args(&argv[1..])
             .arg("-c")
             .arg(self.config())
+            .args(&self.args)
             .current_dir(self.dir())
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
