@@ -101,7 +101,7 @@ impl AppState {
 
     /// Authenticates the request and checks its client may use `scope`.
     pub fn authorize(&self, req: &HttpRequest, scope: Scope) -> Result<Caller, ApiError> {
-        auth::authorize(&self.clients.registry, req, scope)
+        auth::authorize(&self.clients.registry, &self.clients.refusals, req, scope)
     }
 }
 
