@@ -68,8 +68,8 @@ fn try_main(cli: &Cli) -> anyhow::Result<()> {
     let layout = Owner::resolve(&config.user, &config.group)
         .and_then(|owner| Layout::prepare(&config.working_dir, owner))
         .context("Error initializing default directories")?;
-    let startup_log =
-        logging::startup(config.logging.as_ref()).context("Error initializing logging")?;
+    let startup_log = logging::startup(config.logging.as_ref(), layout.owner)
+        .context("Error initializing logging")?;
     // The privileged part runs on this thread alone: capabilities are per
     // thread, so any thread started before they are dropped would keep them.
     let acquired = tracing::dispatcher::with_default(&startup_log, || {
