@@ -80,7 +80,7 @@ pub async fn create(
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
     let caller = state.authorize(&req, Scope::CLIENTS_CREATE)?;
-    let request: ClientRequest = body::json(&req, payload, BODY_LIMIT).await?;
+    let request: ClientRequest = body::json(&req, payload, BODY_LIMIT, state.body_deadline).await?;
     let (name, group) = validate(&request)?;
 
     let clients = &state.clients;

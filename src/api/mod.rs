@@ -23,6 +23,7 @@ pub mod stats;
 
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Addr;
 use actix_web::dev::Server;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub reports: Option<Arc<ReportCounters>>,
     /// Each peer's status, in the order configured (empty: no peering).
     pub peers: Vec<Arc<PeerCounters>>,
+    /// Time a request body has to arrive ([`body::BODY_DEADLINE`]).
+    pub body_deadline: Duration,
 }
 
 impl AppState {
@@ -73,7 +76,14 @@ impl AppState {
             sets: None,
             reports: None,
             peers: Vec::new(),
+            body_deadline: body::BODY_DEADLINE,
         }
+    }
+
+    /// Gives request bodies `deadline` to arrive instead of the default.
+    pub fn with_body_deadline(mut self, deadline: Duration) -> Self {
+        self.body_deadline = deadline;
+        self
     }
 
     /// Serves the set routes with `sets`.

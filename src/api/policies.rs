@@ -100,7 +100,7 @@ pub async fn add(
 ) -> Result<HttpResponse, ApiError> {
     let caller = state.authorize(&req, Scope::POLICY_CREATE)?;
     let policy = params::policy(&req)?;
-    let request: EntryRequest = body::json(&req, payload, BODY_LIMIT).await?;
+    let request: EntryRequest = body::json(&req, payload, BODY_LIMIT, state.body_deadline).await?;
     let entry = validate(&request, state.clock.now()).map_err(ApiError::Validation)?;
     let origin = Origin::api(&caller.name);
     let result = state
