@@ -78,7 +78,7 @@ fn try_main(cli: &Cli) -> anyhow::Result<()> {
     .map_err(|_| Logged)?;
     let _log_guard =
         logging::init(config.logging.as_ref()).context("Error initializing logging")?;
-    run(layout, acquired).map_err(|e| {
+    run(layout, acquired, config.entry_lines_per_second()).map_err(|e| {
         tracing::error!("{e:#}");
         Logged.into()
     })
@@ -195,7 +195,7 @@ fn acquire(config: &Config, source: &Path, layout: &Layout) -> anyhow::Result<Ac
     })
 }
 
-fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
+fn run(layout: Layout, acquired: Acquired, entry_lines: u32) -> anyhow::Result<()> {
     let Acquired {
         reporting,
         peering,
@@ -244,7 +244,9 @@ fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
         );
         sets.reload().await.context("Failed to load sets")?;
 
-        let mut state = AppState::new(writer, clients, client_files, clock).with_sets(sets);
+        let mut state = AppState::new(writer, clients, client_files, clock)
+            .with_sets(sets)
+            .with_entry_log_budget(entry_lines);
         if reporter.is_some() {
             state = state.with_reports(report_counters);
         }

@@ -34,6 +34,7 @@ fn log_files_are_0640_and_owned_by_user_and_group() {
         rotation: Rotation::Daily,
         max_log_files: 7,
         format: LogFormat::Text,
+        entry_lines_per_second: 20,
     };
 
     let dispatch = logging::startup(Some(&config), NOBODY).unwrap();
