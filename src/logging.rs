@@ -12,7 +12,7 @@
 //! Log files are mode 0640, owned by the configured `user:group`: they name
 //! clients and addresses, which are not for every local account. The files
 //! already there are given that mode and owner at startup, while couic may
-//! still chown; the file of a later rotation is created by couic's own
+//! still chown (one it cannot change is warned about); the file of a later rotation is created by couic's own
 //! account, and tracing-appender offers no mode for it, so [`startup`]
 //! narrows the process umask to 027 (what `systemd/couic.service` sets).
 
@@ -67,16 +67,22 @@ pub fn startup(config: Option<&Logging>, owner: Owner) -> Result<tracing::Dispat
     };
     narrow_umask();
     let appender = appender(config)?;
-    secure_files(&config.dir, owner)?;
+    let failed = secure_files(&config.dir, owner);
     let file = fmt::layer().with_ansi(false).with_writer(appender);
     let file = match config.format {
         LogFormat::Text => file.boxed(),
         LogFormat::Json => file.json().boxed(),
     };
-    Ok(tracing_subscriber::registry()
+    let dispatch: tracing::Dispatch = tracing_subscriber::registry()
         .with(stdout)
         .with(file.with_filter(filter()))
-        .into())
+        .into();
+    tracing::dispatcher::with_default(&dispatch, || {
+        for e in &failed {
+            tracing::warn!("{e}");
+        }
+    });
+    Ok(dispatch)
 }
 
 fn appender(
@@ -110,28 +116,45 @@ fn narrow_umask() {
 }
 
 /// Gives every log file in `dir` mode 0640 and `owner` (files an older
-/// couic, or another umask, left wider).
-fn secure_files(dir: &Path, owner: Owner) -> Result<(), LoggingError> {
+/// couic, or another umask, left wider). Returns what could not be done: a
+/// file left by another account is worth a warning, not a stop.
+fn secure_files(dir: &Path, owner: Owner) -> Vec<LoggingError> {
     let err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| LoggingError::Secure { path, source }
     };
-    for entry in fs::read_dir(dir).map_err(err(dir))? {
-        let path = entry.map_err(err(dir))?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let ours = name.starts_with(&format!("{FILE_PREFIX}."))
-            && name.ends_with(&format!(".{FILE_SUFFIX}"));
-        let meta = fs::symlink_metadata(&path).map_err(err(&path))?;
-        if !ours || !meta.is_file() {
-            continue;
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => return vec![err(dir)(e)],
+    };
+    let mut failed = Vec::new();
+    for entry in entries {
+        let path = match entry {
+            Ok(entry) => entry.path(),
+            Err(e) => {
+                failed.push(err(dir)(e));
+                continue;
+            }
+        };
+        if let Err(e) = secure_file(&path, owner) {
+            failed.push(err(&path)(e));
         }
-        if meta.permissions().mode() & 0o7777 != LOG_FILE_MODE {
-            fs::set_permissions(&path, fs::Permissions::from_mode(LOG_FILE_MODE))
-                .map_err(err(&path))?;
-        }
-        owner.apply(&path).map_err(err(&path))?;
     }
-    Ok(())
+    failed
+}
+
+fn secure_file(path: &Path, owner: Owner) -> io::Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let ours =
+        name.starts_with(&format!("{FILE_PREFIX}.")) && name.ends_with(&format!(".{FILE_SUFFIX}"));
+    let meta = fs::symlink_metadata(path)?;
+    if !ours || !meta.is_file() {
+        return Ok(());
+    }
+    if meta.permissions().mode() & 0o7777 != LOG_FILE_MODE {
+        fs::set_permissions(path, fs::Permissions::from_mode(LOG_FILE_MODE))?;
+    }
+    owner.apply(path)
 }
 
 /// Keeps the background writers alive; dropping it flushes them.
