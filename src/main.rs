@@ -253,8 +253,8 @@ fn run(layout: Layout, acquired: Acquired, entry_lines: u32) -> anyhow::Result<(
         state = state.with_peers(peer_counters);
         let state = actix_web::web::Data::new(state);
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let server =
-            api::serve(listener, state, workers).context("Failed to start the API server")?;
+        let server = api::serve(listener, state.clone(), workers)
+            .context("Failed to start the API server")?;
         let handle = server.handle();
         let mut serving = actix_rt::spawn(server);
         tracing::info!("API listening on {}", socket.path().display());
@@ -266,6 +266,7 @@ fn run(layout: Layout, acquired: Acquired, entry_lines: u32) -> anyhow::Result<(
         tracing::info!("shutting down");
         // In-flight requests are answered, then the socket file goes.
         handle.stop(true).await;
+        state.entry_log.finish();
         drop(socket);
         // What is queued for the webhook goes now, within a bound.
         if let Some(reporter) = reporter {

@@ -117,6 +117,11 @@ impl EntryLog {
         self.lines = 0;
         std::mem::take(&mut self.counted)
     }
+
+    /// Every summary, the current second's included: at shutdown.
+    pub fn finish(&mut self) -> Vec<Summary> {
+        std::mem::take(&mut self.counted)
+    }
 }
 
 /// [`EntryLog`] shared by the handlers, reading the daemon's clock.
@@ -149,6 +154,12 @@ impl EntryLogger {
     /// Writes the summaries of the seconds over.
     pub fn flush(&self) {
         let due = self.lock().flush(self.clock.now());
+        write(&due);
+    }
+
+    /// Writes every summary: once the API has stopped.
+    pub fn finish(&self) {
+        let due = self.lock().finish();
         write(&due);
     }
 }
@@ -267,5 +278,9 @@ mod tests {
         // A clock set back ends the second as well.
         assert!(!log.record(clock.now(), k.clone(), cidr(9)).0);
         assert_eq!(log.flush(T0).len(), 1);
+        // At shutdown the second need not be over.
+        assert!(!log.record(T0, k.clone(), cidr(10)).0);
+        assert_eq!(log.finish()[0].first, cidr(10));
+        assert_eq!(log.finish(), vec![]);
     }
 }
