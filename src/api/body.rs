@@ -133,8 +133,9 @@ pub async fn read(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    // Refused unread: actix closes a connection whose body is left unread,
-    // and a client declaring 2^64-1 bytes would otherwise be waited for.
+    // Refused unread: a client declaring 2^64-1 bytes would otherwise be
+    // waited for. actix closes a connection whose body is left unread a
+    // second after the answer (reading and dropping it meanwhile).
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(BodyError::TooLarge);
     }
