@@ -71,10 +71,18 @@ pub struct Logging {
     pub max_log_files: usize,
     #[serde(default)]
     pub format: LogFormat,
+    /// `entry created` / `entry deleted` lines a second (stdout and file)
+    /// before they are summarised, one line a second per client and policy.
+    #[serde(default = "default_entry_lines_per_second")]
+    pub entry_lines_per_second: u32,
 }
 
 fn default_max_log_files() -> usize {
     7
+}
+
+fn default_entry_lines_per_second() -> u32 {
+    crate::api::entry_log::DEFAULT_BUDGET
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -352,6 +360,13 @@ impl Config {
         self.state.bpffs.join("couic").join(instance)
     }
 
+    /// The budget of single entry lines a second, `[logging]` or not.
+    pub fn entry_lines_per_second(&self) -> u32 {
+        self.logging
+            .as_ref()
+            .map_or_else(default_entry_lines_per_second, |l| l.entry_lines_per_second)
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -417,6 +432,20 @@ mod tests {
         assert_eq!(c.operation_mode, OperationMode::Auto);
         assert_eq!(c.limits, Limits::default());
         assert!(c.reporting.is_none() && c.peering.is_none() && c.logging.is_none());
+        assert_eq!(c.entry_lines_per_second(), 20);
+    }
+
+    #[test]
+    fn the_entry_line_budget_is_a_logging_key() {
+        let text = format!("{MINIMAL}\n[logging]\ndir = \"/var/log/couic\"\n");
+        let c = Config::parse(Path::new("c.toml"), &text).unwrap();
+        assert_eq!(c.entry_lines_per_second(), 20);
+        let c = Config::parse(
+            Path::new("c.toml"),
+            &format!("{text}entry_lines_per_second = 0\n"),
+        )
+        .unwrap();
+        assert_eq!(c.entry_lines_per_second(), 0);
     }
 
     #[test]

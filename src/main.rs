@@ -81,8 +81,8 @@ fn try_main(cli: &Cli) -> anyhow::Result<()> {
     let layout = Owner::resolve(&config.user, &config.group)
         .and_then(|owner| Layout::prepare(&config.working_dir, owner))
         .context("Error initializing default directories")?;
-    let startup_log =
-        logging::startup(config.logging.as_ref()).context("Error initializing logging")?;
+    let startup_log = logging::startup(config.logging.as_ref(), layout.owner)
+        .context("Error initializing logging")?;
     // The privileged part runs on this thread alone: capabilities are per
     // thread, so any thread started before they are dropped would keep them.
     let acquired = tracing::dispatcher::with_default(&startup_log, || {
@@ -91,7 +91,7 @@ fn try_main(cli: &Cli) -> anyhow::Result<()> {
     .map_err(|_| Logged)?;
     let _log_guard =
         logging::init(config.logging.as_ref()).context("Error initializing logging")?;
-    run(layout, acquired).map_err(|e| {
+    run(layout, acquired, config.entry_lines_per_second()).map_err(|e| {
         tracing::error!("{e:#}");
         Logged.into()
     })
@@ -264,7 +264,7 @@ fn acquire(config: &Config, cli: &Cli, layout: &Layout) -> anyhow::Result<Acquir
     })
 }
 
-fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
+fn run(layout: Layout, acquired: Acquired, entry_lines: u32) -> anyhow::Result<()> {
     let Acquired {
         reporting,
         peering,
@@ -310,15 +310,17 @@ fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
             writer.clone(),
         );
 
-        let mut state = AppState::new(writer, clients, client_files, clock).with_sets(sets);
+        let mut state = AppState::new(writer, clients, client_files, clock)
+            .with_sets(sets)
+            .with_entry_log_budget(entry_lines);
         if reporter.is_some() {
             state = state.with_reports(report_counters);
         }
         state = state.with_peers(peer_counters);
         let state = actix_web::web::Data::new(state);
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let server =
-            api::serve(listener, state, workers).context("Failed to start the API server")?;
+        let server = api::serve(listener, state.clone(), workers)
+            .context("Failed to start the API server")?;
         let handle = server.handle();
         let mut serving = actix_rt::spawn(server);
         tracing::info!("API listening on {}", socket.path().display());
@@ -330,6 +332,7 @@ fn run(layout: Layout, acquired: Acquired) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         // In-flight requests are answered, then the socket file goes.
         handle.stop(true).await;
+        state.entry_log.finish();
         drop(socket);
         // What is queued for the webhook goes now, within a bound.
         if let Some(reporter) = reporter {

@@ -23,12 +23,19 @@ impl LogThrottle {
     /// Counts `n` more; returns the count to log when a warning is due
     /// (the first, then at most once per period), and starts counting anew.
     pub fn add(&mut self, n: u64) -> Option<u64> {
+        self.add_at(n, Instant::now())
+    }
+
+    /// [`add`](Self::add) at `now`, for tests that move time themselves.
+    pub fn add_at(&mut self, n: u64, now: Instant) -> Option<u64> {
         self.unlogged += n;
-        let due = self.last.is_none_or(|t| t.elapsed() >= self.period);
+        let due = self
+            .last
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.period);
         if !due || self.unlogged == 0 {
             return None;
         }
-        self.last = Some(Instant::now());
+        self.last = Some(now);
         Some(std::mem::take(&mut self.unlogged))
     }
 }
@@ -46,5 +53,16 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(t.add(1), Some(7), "everything since the last warning");
         assert_eq!(t.add(0), None);
+    }
+
+    #[test]
+    fn a_moved_clock_makes_the_next_warning_due() {
+        let t0 = Instant::now();
+        let mut t = LogThrottle::new(Duration::from_secs(1));
+        assert_eq!(t.add_at(1, t0), Some(1));
+        for ms in 1..1000 {
+            assert_eq!(t.add_at(1, t0 + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(t.add_at(1, t0 + Duration::from_secs(1)), Some(1000));
     }
 }

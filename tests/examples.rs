@@ -94,3 +94,29 @@ fn the_prometheus_rules_use_exported_metrics() {
     let missing: Vec<_> = used.difference(&exported()).cloned().collect();
     assert!(missing.is_empty(), "not exported by couic: {missing:?}");
 }
+
+/// The socket's mode is said in several places; all of them say the mode
+/// the daemon sets.
+#[test]
+fn every_document_gives_the_socket_mode_the_daemon_sets() {
+    use couic::api::socket::SOCKET_MODE;
+    let mode = format!("{SOCKET_MODE:04o}");
+    for path in [
+        "README.md",
+        "examples/couic.toml",
+        "examples/nginx/couic.conf",
+        "openapi/openapi.json",
+        "debian/man/couic.8",
+        "debian/man/couic.toml.5",
+    ] {
+        let text = read(path);
+        let socket_lines: Vec<_> = text
+            .lines()
+            .filter(|l| l.contains("socket") && l.contains("mode 0"))
+            .collect();
+        assert!(!socket_lines.is_empty(), "{path} gives no socket mode");
+        for line in socket_lines {
+            assert!(line.contains(&format!("mode {mode}")), "{path}: {line}");
+        }
+    }
+}

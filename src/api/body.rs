@@ -1,11 +1,18 @@
-//! Reading JSON bodies: content type, size limit, then deserialisation.
+//! Reading JSON bodies: content type, size limit, deadline, then
+//! deserialisation.
 //!
 //! Done by hand rather than with an extractor so that authentication and
 //! path parameters are checked first (§1.3), and so each route chooses how
 //! a bad body is answered: the envelope (`Invalid JSON format: ...`) or the
 //! plain-text framework style of the peer route (415/413/400/422).
+//!
+//! A client holding a token must not hold a connection for ever: a declared
+//! `Content-Length` over the limit is refused before a byte of the body is
+//! read (as the reference's framework did), and a body must have arrived
+//! within its deadline, else the answer is 408.
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use actix::prelude::Stream;
 use actix_web::http::{header, StatusCode};
@@ -18,14 +25,20 @@ use super::error::ApiError;
 
 /// Largest body of every route but the bulk one (2 MiB).
 pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
-/// Past the limit, at most this much more is read and thrown away so the
-/// client can read the answer; beyond it the connection is closed.
+/// Time a whole body has to arrive, from when the handler starts reading
+/// it: 32 MiB of bulk body needs well under a second on a local socket.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
+/// Past the limit of a body sent without a declared length, at most this
+/// much more is read and thrown away (within the deadline) so the client
+/// can read the answer; beyond it the connection is closed.
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyError {
     ContentType,
     TooLarge,
+    /// The body did not arrive within the deadline.
+    TimedOut(Duration),
     Read(String),
     Syntax(String),
     Data(String),
@@ -40,6 +53,10 @@ impl BodyError {
             BodyError::TooLarge => {
                 "Failed to buffer the request body: length limit exceeded".into()
             }
+            BodyError::TimedOut(d) => format!(
+                "Request body not received within {} seconds",
+                d.as_secs_f64()
+            ),
             BodyError::Read(e) => format!("Failed to buffer the request body: {e}"),
             BodyError::Syntax(e) => format!("Failed to parse the request body as JSON: {e}"),
             BodyError::Data(e) => {
@@ -48,14 +65,20 @@ impl BodyError {
         }
     }
 
-    /// As an envelope route answers it: always 400.
+    /// As an envelope route answers it: 400, as the reference does for
+    /// every unreadable body, too large included; 408 when too slow.
     pub fn envelope(self) -> ApiError {
-        ApiError::InvalidJson(self.message())
+        match self {
+            BodyError::TimedOut(_) => ApiError::BodyTimeout(self.message()),
+            _ => ApiError::InvalidJson(self.message()),
+        }
     }
 
-    /// As the peer route answers it, in plain text.
+    /// As the peer route answers it, in plain text; a body too slow gets
+    /// the envelope's 408 there too, the framework having had no deadline.
     pub fn plain(self) -> ApiError {
         let status = match self {
+            BodyError::TimedOut(_) => return self.envelope(),
             BodyError::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             BodyError::Read(_) | BodyError::Syntax(_) => StatusCode::BAD_REQUEST,
@@ -95,11 +118,12 @@ async fn next_chunk(payload: &mut Payload) -> Option<Result<Bytes, String>> {
         .map(|r| r.map_err(|e| e.to_string()))
 }
 
-/// Reads at most `limit` bytes of a JSON body.
+/// Reads at most `limit` bytes of a JSON body within `deadline`.
 pub async fn read(
     req: &HttpRequest,
     mut payload: Payload,
     limit: usize,
+    deadline: Duration,
 ) -> Result<Bytes, BodyError> {
     if !is_json(req) {
         return Err(BodyError::ContentType);
@@ -108,16 +132,31 @@ pub async fn read(
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > limit) {
-        drain(&mut payload).await;
+        .and_then(|v| v.parse::<u64>().ok());
+    // Refused unread: a client declaring 2^64-1 bytes would otherwise be
+    // waited for. actix closes a connection whose body is left unread a
+    // second after the answer (reading and dropping it meanwhile).
+    if declared.is_some_and(|len| len > limit as u64) {
         return Err(BodyError::TooLarge);
     }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
-    while let Some(chunk) = next_chunk(&mut payload).await {
+    let until = tokio::time::Instant::now() + deadline;
+    let capacity = declared.map_or(0, |len| len as usize);
+    let read = tokio::time::timeout_at(until, collect(&mut payload, limit, capacity))
+        .await
+        .map_err(|_| BodyError::TimedOut(deadline))?;
+    if read == Err(BodyError::TooLarge) {
+        // Whatever the drain ends with, the answer is the same.
+        let _ = tokio::time::timeout_at(until, drain(&mut payload)).await;
+    }
+    read
+}
+
+/// The body, or `TooLarge` as soon as it passes `limit`.
+async fn collect(payload: &mut Payload, limit: usize, capacity: usize) -> Result<Bytes, BodyError> {
+    let mut body = BytesMut::with_capacity(capacity);
+    while let Some(chunk) = next_chunk(payload).await {
         let chunk = chunk.map_err(BodyError::Read)?;
         if body.len() + chunk.len() > limit {
-            drain(&mut payload).await;
             return Err(BodyError::TooLarge);
         }
         body.extend_from_slice(&chunk);
@@ -149,8 +188,9 @@ pub async fn json<T: DeserializeOwned>(
     req: &HttpRequest,
     payload: Payload,
     limit: usize,
+    deadline: Duration,
 ) -> Result<T, ApiError> {
-    let bytes = read(req, payload, limit)
+    let bytes = read(req, payload, limit, deadline)
         .await
         .map_err(BodyError::envelope)?;
     parse(&bytes).map_err(BodyError::envelope)

@@ -11,6 +11,7 @@ use actix_web::web::{self, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use couic_common::{Client, ClientName, ClientRequest, Group};
 
+use super::auth::Refusals;
 use super::body::{self, BODY_LIMIT};
 use super::error::{ApiError, Fields};
 use super::{json, params, AppState};
@@ -19,6 +20,8 @@ use crate::rbac::{ClientFiles, ClientRecord, ClientRegistry, Scope, DEFAULT_CLIE
 /// The clients in memory, their files, and the lock that orders changes.
 pub struct ClientsState {
     pub registry: RwLock<ClientRegistry>,
+    /// The rate-limited warnings about refused requests.
+    pub refusals: Refusals,
     files: ClientFiles,
     changes: tokio::sync::Mutex<()>,
 }
@@ -27,6 +30,7 @@ impl ClientsState {
     pub fn new(registry: ClientRegistry, files: ClientFiles) -> Self {
         ClientsState {
             registry: RwLock::new(registry),
+            refusals: Refusals::default(),
             files,
             changes: tokio::sync::Mutex::new(()),
         }
@@ -76,7 +80,7 @@ pub async fn create(
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
     let caller = state.authorize(&req, Scope::CLIENTS_CREATE)?;
-    let request: ClientRequest = body::json(&req, payload, BODY_LIMIT).await?;
+    let request: ClientRequest = body::json(&req, payload, BODY_LIMIT, state.body_deadline).await?;
     let (name, group) = validate(&request)?;
 
     let clients = &state.clients;

@@ -54,6 +54,9 @@ pub enum ApiError {
     /// A body that cannot be read or deserialised (envelope routes).
     #[error("Invalid JSON format: {0}")]
     InvalidJson(String),
+    /// A body that did not arrive within its deadline (408).
+    #[error("{0}")]
+    BodyTimeout(String),
     /// Semantic validation of a body.
     #[error("Validation failed")]
     Validation(Fields),
@@ -90,6 +93,7 @@ impl ApiError {
             ApiError::Unauthorized => plain(ErrorCode::Unauthorized, self.to_string()),
             ApiError::BadRequest(f) => with_fields(ErrorCode::BadRequest, self.to_string(), f),
             ApiError::InvalidJson(_) => plain(ErrorCode::BadRequest, self.to_string()),
+            ApiError::BodyTimeout(m) => plain(ErrorCode::BadRequest, m.clone()),
             ApiError::Validation(f) => with_fields(ErrorCode::Invalid, self.to_string(), f),
             ApiError::Invalid(m) => plain(ErrorCode::Invalid, m.clone()),
             ApiError::NotFound(m) => plain(ErrorCode::NotFound, m.clone()),
@@ -107,6 +111,7 @@ impl ApiError {
         let status = match self {
             ApiError::Plain { status, .. } => *status,
             ApiError::Write(WriteError::Aborted) => StatusCode::FAILED_DEPENDENCY,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::from_u16(body.code.status())
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         };
@@ -208,5 +213,11 @@ mod tests {
             ApiError::Unauthorized.envelope().0,
             StatusCode::UNAUTHORIZED
         );
+        let (status, body) = ApiError::BodyTimeout("slow".into()).envelope();
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"code":"bad_request","message":"slow","errors":{}}"#
+        );
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
     }
 }

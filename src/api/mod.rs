@@ -12,6 +12,7 @@ pub mod body;
 pub mod bulk;
 pub mod check;
 pub mod clients;
+pub mod entry_log;
 pub mod error;
 pub mod params;
 pub mod peer;
@@ -23,6 +24,7 @@ pub mod stats;
 
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Addr;
 use actix_web::dev::Server;
@@ -57,6 +59,10 @@ pub struct AppState {
     pub reports: Option<Arc<ReportCounters>>,
     /// Each peer's status, in the order configured (empty: no peering).
     pub peers: Vec<Arc<PeerCounters>>,
+    /// Time a request body has to arrive ([`body::BODY_DEADLINE`]).
+    pub body_deadline: Duration,
+    /// The `entry created` / `entry deleted` lines, within their budget.
+    pub entry_log: entry_log::EntryLogger,
 }
 
 impl AppState {
@@ -69,11 +75,26 @@ impl AppState {
         AppState {
             writer,
             clients: clients::ClientsState::new(registry, files),
-            clock,
             sets: None,
             reports: None,
             peers: Vec::new(),
+            body_deadline: body::BODY_DEADLINE,
+            entry_log: entry_log::EntryLogger::new(entry_log::DEFAULT_BUDGET, clock.clone()),
+            clock,
         }
+    }
+
+    /// Gives single `entry created` / `entry deleted` lines a budget of
+    /// `lines` a second instead of the default; past it, summaries.
+    pub fn with_entry_log_budget(mut self, lines: u32) -> Self {
+        self.entry_log = entry_log::EntryLogger::new(lines, self.clock.clone());
+        self
+    }
+
+    /// Gives request bodies `deadline` to arrive instead of the default.
+    pub fn with_body_deadline(mut self, deadline: Duration) -> Self {
+        self.body_deadline = deadline;
+        self
     }
 
     /// Serves the set routes with `sets`.
@@ -101,7 +122,7 @@ impl AppState {
 
     /// Authenticates the request and checks its client may use `scope`.
     pub fn authorize(&self, req: &HttpRequest, scope: Scope) -> Result<Caller, ApiError> {
-        auth::authorize(&self.clients.registry, req, scope)
+        auth::authorize(&self.clients.registry, &self.clients.refusals, req, scope)
     }
 }
 
@@ -236,12 +257,22 @@ pub fn with_state(state: Data<AppState>) -> impl Fn(&mut web::ServiceConfig) + C
 
 /// Starts serving on `listener` (HTTP/1.1, keep-alive). The caller runs the
 /// returned server and stops it through its handle: a graceful stop lets
-/// in-flight requests finish within [`SHUTDOWN_TIMEOUT_SECS`].
+/// in-flight requests finish within [`SHUTDOWN_TIMEOUT_SECS`]. Summaries of
+/// entry lines are written every [`entry_log::FLUSH_PERIOD`] on the
+/// caller's arbiter, so a storm's last second is told when it ends.
 pub fn serve(
     listener: UnixListener,
     state: Data<AppState>,
     workers: usize,
 ) -> std::io::Result<Server> {
+    let flushed = state.clone();
+    actix_rt::spawn(async move {
+        let mut every = actix_rt::time::interval(entry_log::FLUSH_PERIOD);
+        loop {
+            every.tick().await;
+            flushed.entry_log.flush();
+        }
+    });
     let server = HttpServer::new(move || App::new().configure(with_state(state.clone())))
         .workers(workers.max(1))
         .disable_signals()

@@ -128,7 +128,7 @@ pub async fn shard(
     let caller = state.authorize(&req, Scope::POLICY_PEER)?;
     let policy = params::policy(&req)?;
     let shard = params::shard(&req, SHARDS)?;
-    let bytes = body::read(&req, payload, BODY_LIMIT)
+    let bytes = body::read(&req, payload, BODY_LIMIT, state.body_deadline)
         .await
         .map_err(BodyError::plain)?;
     let entries: Vec<PeerEntry> = body::parse(&bytes).map_err(BodyError::plain)?;
@@ -156,7 +156,7 @@ pub async fn batch(
 ) -> Result<HttpResponse, ApiError> {
     let caller = state.authorize(&req, Scope::POLICY_PEER)?;
     let policy = params::policy(&req)?;
-    let bytes = body::read(&req, payload, BODY_LIMIT)
+    let bytes = body::read(&req, payload, BODY_LIMIT, state.body_deadline)
         .await
         .map_err(BodyError::plain)?;
     let jobs: Vec<PeerJob> = body::parse(&bytes).map_err(BodyError::plain)?;

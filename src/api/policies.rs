@@ -9,6 +9,7 @@ use couic_common::{Cidr, EntryRequest, Metadata, Tag};
 use serde::Serialize;
 
 use super::body::{self, BODY_LIMIT};
+use super::entry_log::{Change, Key};
 use super::error::{ApiError, Fields};
 use super::{json, params, AppState};
 use crate::actors::map_writer::{AddEntries, GetEntry, ListEntries, RemoveEntries};
@@ -100,7 +101,7 @@ pub async fn add(
 ) -> Result<HttpResponse, ApiError> {
     let caller = state.authorize(&req, Scope::POLICY_CREATE)?;
     let policy = params::policy(&req)?;
-    let request: EntryRequest = body::json(&req, payload, BODY_LIMIT).await?;
+    let request: EntryRequest = body::json(&req, payload, BODY_LIMIT, state.body_deadline).await?;
     let entry = validate(&request, state.clock.now()).map_err(ApiError::Validation)?;
     let origin = Origin::api(&caller.name);
     let result = state
@@ -115,15 +116,18 @@ pub async fn add(
         .pop()
         .ok_or_else(|| ApiError::internal("no result"))?;
     let added = result?;
-    tracing::info!(
-        client.name = %caller.name,
-        client.group = %caller.group,
-        %policy,
-        cidr = %added.cidr,
-        tag = %added.tag,
-        expiration = added.expiration,
-        "entry created"
-    );
+    let key = Key::new(&caller, Change::Created, policy);
+    state.entry_log.log(key, added.cidr, || {
+        tracing::info!(
+            client.name = %caller.name,
+            client.group = %caller.group,
+            %policy,
+            cidr = %added.cidr,
+            tag = %added.tag,
+            expiration = added.expiration,
+            "entry created"
+        )
+    });
     Ok(json(StatusCode::CREATED, &added.to_wire(true)))
 }
 
@@ -155,14 +159,17 @@ pub async fn delete(req: HttpRequest, state: Data<AppState>) -> Result<HttpRespo
         .pop()
         .ok_or_else(|| ApiError::internal("no result"))?;
     let removed = result?;
-    tracing::info!(
-        client.name = %caller.name,
-        client.group = %caller.group,
-        %policy,
-        cidr = %removed.cidr,
-        tag = %removed.tag,
-        "entry deleted"
-    );
+    let key = Key::new(&caller, Change::Deleted, policy);
+    state.entry_log.log(key, removed.cidr, || {
+        tracing::info!(
+            client.name = %caller.name,
+            client.group = %caller.group,
+            %policy,
+            cidr = %removed.cidr,
+            tag = %removed.tag,
+            "entry deleted"
+        )
+    });
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -186,7 +186,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let caller = state.authorize(&req, Scope::SETS_CREATE)?;
     let policy = super::params::policy(&req)?;
-    let body: Set = body::json(&req, payload, SET_BODY_LIMIT).await?;
+    let body: Set = body::json(&req, payload, SET_BODY_LIMIT, state.body_deadline).await?;
     let (name, entries) = validate(&body).map_err(ApiError::Validation)?;
     let sets = sets_of(&state)?;
     let written = (name.clone(), entries.clone());
@@ -212,7 +212,7 @@ pub async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let caller = state.authorize(&req, Scope::SETS_UPDATE)?;
     let (policy, name) = set_path(&req)?;
-    let body: Set = body::json(&req, payload, SET_BODY_LIMIT).await?;
+    let body: Set = body::json(&req, payload, SET_BODY_LIMIT, state.body_deadline).await?;
     // The body's name must be valid, but the path names the set.
     let (_, entries) = validate(&body).map_err(ApiError::Validation)?;
     let sets = sets_of(&state)?;

@@ -97,7 +97,7 @@ impl Daemon {
     }
 
     pub fn start_with(caps: Capacities) -> Daemon {
-        Daemon::start_full(caps, None, Vec::new())
+        Daemon::start_full(caps, None, Vec::new(), None)
     }
 
     /// A daemon whose reports go to `reporting.webhook`; its counters are
@@ -113,7 +113,7 @@ impl Daemon {
             ignore: 4096,
             tags: 64,
         };
-        Daemon::start_full(caps, Some((reporting, backoff, tick)), Vec::new())
+        Daemon::start_full(caps, Some((reporting, backoff, tick)), Vec::new(), None)
     }
 
     /// A daemon that sends its API changes to `peers`; their status is
@@ -129,13 +129,24 @@ impl Daemon {
 
     /// [`Daemon::start_peering`] with maps of `caps`.
     pub fn start_peering_with(caps: Capacities, peers: Vec<PeerParts>) -> Daemon {
-        Daemon::start_full(caps, None, peers)
+        Daemon::start_full(caps, None, peers, None)
+    }
+
+    /// A daemon whose request bodies have `deadline` to arrive.
+    pub fn start_body_deadline(deadline: Duration) -> Daemon {
+        let caps = Capacities {
+            drop: 4096,
+            ignore: 4096,
+            tags: 64,
+        };
+        Daemon::start_full(caps, None, Vec::new(), Some(deadline))
     }
 
     fn start_full(
         caps: Capacities,
         reporting: Option<(Reporting, Backoff, Duration)>,
         peering: Vec<PeerParts>,
+        body_deadline: Option<Duration>,
     ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let work = dir.path().join("work");
@@ -192,6 +203,9 @@ impl Daemon {
                     state = state.with_reports(counters);
                 }
                 state = state.with_peers(peer_counters);
+                if let Some(deadline) = body_deadline {
+                    state = state.with_body_deadline(deadline);
+                }
                 let server = api::serve(listener, actix_web::web::Data::new(state), 2).unwrap();
                 tx.send((
                     server.handle(),

@@ -190,7 +190,7 @@ pub async fn bulk(
     let caller = state.authorize(&req, Scope::POLICY_CREATE)?;
     state.authorize(&req, Scope::POLICY_DELETE)?;
     let policy = params::policy(&req)?;
-    let bytes = body::read(&req, payload, BULK_BODY_LIMIT)
+    let bytes = body::read(&req, payload, BULK_BODY_LIMIT, state.body_deadline)
         .await
         .map_err(BodyError::envelope)?;
     let request: BulkRequest = body::parse(&bytes).map_err(BodyError::envelope)?;
