@@ -57,6 +57,22 @@ impl Group {
             .find(|g| g.as_str().eq_ignore_ascii_case(s))
             .ok_or_else(|| GroupError(s.to_string()))
     }
+
+    /// What [`Group::parse_insensitive`] takes, as a JSON-schema pattern
+    /// (ECMA 262 has no case-insensitive flag inside a pattern, so each
+    /// letter is a class of its two cases).
+    pub fn request_pattern() -> String {
+        let names: Vec<String> = Group::ALL
+            .iter()
+            .map(|g| {
+                g.as_str()
+                    .chars()
+                    .map(|c| format!("[{}{}]", c.to_ascii_uppercase(), c))
+                    .collect()
+            })
+            .collect();
+        format!("^(?:{})$", names.join("|"))
+    }
 }
 
 impl fmt::Display for Group {
@@ -107,5 +123,32 @@ mod tests {
             serde_json::to_string(&Group::Clientro).unwrap(),
             "\"clientro\""
         );
+    }
+
+    #[test]
+    fn the_pattern_is_the_rule() {
+        let pattern = regex_lite::Regex::new(&Group::request_pattern()).unwrap();
+        for case in [
+            "admin",
+            "ADMIN",
+            "ClientRo",
+            "clientrw",
+            "monitoring",
+            "PEERING",
+            "",
+            "client_ro",
+            "admin ",
+            " admin",
+            "admin\n",
+            "admins",
+            "adm",
+            "é",
+        ] {
+            assert_eq!(
+                pattern.is_match(case),
+                Group::parse_insensitive(case).is_ok(),
+                "{case:?}"
+            );
+        }
     }
 }
