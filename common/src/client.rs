@@ -58,20 +58,9 @@ impl Group {
             .ok_or_else(|| GroupError(s.to_string()))
     }
 
-    /// What [`Group::parse_insensitive`] takes, as a JSON-schema pattern
-    /// (ECMA 262 has no case-insensitive flag inside a pattern, so each
-    /// letter is a class of its two cases).
+    /// What [`Group::parse_insensitive`] takes, as a JSON-schema pattern.
     pub fn request_pattern() -> String {
-        let names: Vec<String> = Group::ALL
-            .iter()
-            .map(|g| {
-                g.as_str()
-                    .chars()
-                    .map(|c| format!("[{}{}]", c.to_ascii_uppercase(), c))
-                    .collect()
-            })
-            .collect();
-        format!("^(?:{})$", names.join("|"))
+        crate::names::caseless_pattern(&Group::ALL.map(Group::as_str))
     }
 }
 

@@ -14,6 +14,24 @@ pub const NAME_MAX_LEN: usize = 48;
 /// takes, and nothing else.
 pub const NAME_PATTERN: &str = "^[A-Za-z0-9_-]+$";
 
+/// A JSON-schema pattern matching exactly one of `words`, in any ASCII case
+/// (ECMA 262 has no case-insensitive flag inside a pattern, so each letter
+/// is a class of its two cases).
+pub fn caseless_pattern(words: &[&str]) -> String {
+    let words: Vec<String> = words
+        .iter()
+        .map(|w| {
+            w.chars()
+                .map(|c| match (c.to_ascii_uppercase(), c.to_ascii_lowercase()) {
+                    (u, l) if u != l => format!("[{u}{l}]"),
+                    _ => c.to_string(),
+                })
+                .collect()
+        })
+        .collect();
+    format!("^(?:{})$", words.join("|"))
+}
+
 /// A byte a name may hold.
 pub fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'

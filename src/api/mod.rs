@@ -17,6 +17,7 @@ pub mod params;
 pub mod peer;
 pub mod peers;
 pub mod policies;
+pub mod schema;
 pub mod sets;
 pub mod socket;
 pub mod stats;
