@@ -3,24 +3,32 @@
 
 # Build: clang, libelf, zlib, kernel UAPI headers. Tests: iproute2 (netns,
 # veth). Bench: iptables + ipset for the comparison. nftables, nginx and
-# openssl serve the API tests; clang-format checks the C style. Packages:
+# openssl serve the API tests; python3 and python3-venv hold schemathesis;
+# clang-format checks the C style. Packages:
 # dpkg-dev (cargo-deb's dependency lookup); their test: mmdebstrap and
 # debian-archive-keyring (the throw-away root), lintian, strace, systemd
 # (systemd-analyze), vagrant and vagrant-libvirt (vagrant validate),
 # prometheus (promtool).
 APT_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make gcc linux-libc-dev \
-	iproute2 iptables ipset nftables nginx openssl clang-format util-linux iputils-ping \
-	dpkg-dev mmdebstrap debian-archive-keyring lintian strace systemd vagrant vagrant-libvirt \
+	iproute2 iptables ipset nftables nginx openssl python3 python3-venv clang-format util-linux \
+	iputils-ping dpkg-dev mmdebstrap debian-archive-keyring lintian strace systemd vagrant vagrant-libvirt \
 	prometheus
 APT_OPTIONAL := bpftool
+# Schemathesis (tests/api_schemathesis.rs) runs from a virtualenv of its own
+# under target/, at this exact version, installed with pip from PyPI.
+SCHEMATHESIS_VERSION := 4.32.5
+SCHEMATHESIS_VENV := target/schemathesis
+PYTHON ?= python3
 
 C_SOURCES := $(wildcard bpf/*.c bpf/*.h include/*.h bench/bpf/*.c)
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: deps build run test test-packages lint fmt bench man deb clean-run
+.PHONY: deps apt-deps python-deps build run test test-packages lint fmt bench man deb clean-run
 
-deps:
+deps: apt-deps python-deps
+
+apt-deps:
 	@missing=""; \
 	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -33,6 +41,12 @@ deps:
 	for p in $(APT_OPTIONAL); do \
 		apt-cache show $$p >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends $$p >/dev/null || true; \
 	done
+
+python-deps:
+	@$(SCHEMATHESIS_VENV)/bin/schemathesis --version 2>/dev/null | grep -qx "schemathesis, version $(SCHEMATHESIS_VERSION)" || { \
+		echo "installing schemathesis $(SCHEMATHESIS_VERSION) into $(SCHEMATHESIS_VENV)"; \
+		$(PYTHON) -m venv $(SCHEMATHESIS_VENV) && \
+		$(SCHEMATHESIS_VENV)/bin/pip install -q --disable-pip-version-check "schemathesis==$(SCHEMATHESIS_VERSION)"; }
 
 build: deps
 	$(CARGO) build --workspace

@@ -139,6 +139,7 @@ const BAD: &[(&str, &str, &str, Option<&str>)] = &[
     ("peerDigest", "GET", "/v1/DROP/peer/digest", None),
     ("peerShard", "PUT", "/v1/drop/peer/shard/64", Some("[]")),
     ("bulk", "POST", "/v1/drop/bulk", Some("{")),
+    ("bulk", "POST", "/v1/drop/bulk", Some("[]")),
     ("checkAddress", "GET", "/v1/check/nope", None),
     ("tagStats", "GET", "/v1/stats/tags/nope", None),
     ("metrics", "GET", "/v1/metrics?format=a&format=b", None),
@@ -189,4 +190,93 @@ fn every_documented_operation_answers_documented_statuses() {
         .map(|(_, _, op)| op["operationId"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(exercised, all, "every operation has a successful example");
+}
+
+/// Each validated value's schema is the one the code builds.
+#[test]
+fn constraints_are_the_codes() {
+    let doc = document();
+    let mut wrong = Vec::new();
+    for (name, expected) in couic::api::schema::components() {
+        if doc["components"]["schemas"][name] != expected {
+            wrong.push(format!(
+                "\"{name}\": {}",
+                serde_json::to_string_pretty(&expected).unwrap()
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "openapi/openapi.json: components.schemas should hold:\n{}",
+        wrong.join(",\n")
+    );
+}
+
+/// The component a `$ref` at `pointer` names.
+fn referred(doc: &Value, pointer: &str) -> String {
+    let reference = doc
+        .pointer(pointer)
+        .and_then(|v| v["$ref"].as_str())
+        .unwrap_or_else(|| panic!("{pointer} is not a $ref"));
+    reference
+        .trim_start_matches("#/components/schemas/")
+        .to_string()
+}
+
+/// Wherever a validated value goes, the document refers to its schema:
+/// path parameters by name, body fields by place.
+#[test]
+fn validated_values_refer_to_their_schema() {
+    let doc = document();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let operations = METHODS.iter().filter_map(|m| item.get(*m));
+        let lists = std::iter::once(item).chain(operations);
+        for parameter in lists.filter_map(|v| v["parameters"].as_array()).flatten() {
+            if parameter["in"] != "path" {
+                continue;
+            }
+            let expected = match parameter["name"].as_str().unwrap() {
+                "policy" => "Policy",
+                "ip" => "IpAddress",
+                "prefix" => "Prefix",
+                "shard" => "Shard",
+                "name" if path.starts_with("/v1/client/") => "ClientName",
+                "name" if path.starts_with("/v1/sets/") => "SetName",
+                other => panic!("{path}: path parameter {other} has no rule here"),
+            };
+            let schema = &parameter["schema"]["$ref"];
+            assert_eq!(
+                schema.as_str(),
+                Some(format!("#/components/schemas/{expected}").as_str()),
+                "{path} {}",
+                parameter["name"]
+            );
+        }
+    }
+    let s = "/components/schemas";
+    for (pointer, component) in [
+        ("EntryRequest/properties/cidr", "Cidr"),
+        ("EntryRequest/properties/tag", "Tag"),
+        ("EntryRequest/properties/expiration", "Expiration"),
+        ("PeerJob/properties/entry", "PeerEntry"),
+        ("PeerEntry/properties/cidr", "Cidr"),
+        ("PeerEntry/properties/tag", "Tag"),
+        ("PeerEntry/properties/expiration", "Expiration"),
+        ("BulkRequest/properties/add/items", "BulkEntry"),
+        ("BulkEntry/properties/expiration", "Expiration"),
+        ("ClientRequest/properties/name", "ClientName"),
+        ("ClientRequest/properties/group", "GroupRequest"),
+        ("Set/properties/name", "SetName"),
+        ("Set/properties/entries/items", "Cidr"),
+        ("Entry/properties/cidr", "Cidr"),
+        ("Client/properties/name", "ClientName"),
+        ("Client/properties/group", "Group"),
+        ("CheckResult/properties/ip", "IpAddress"),
+    ] {
+        assert_eq!(
+            referred(&doc, &format!("{s}/{pointer}")),
+            component,
+            "{pointer}"
+        );
+    }
 }

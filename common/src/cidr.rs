@@ -16,6 +16,65 @@ pub struct Cidr(IpNet);
 #[error("invalid IP address syntax")]
 pub struct CidrError;
 
+pub const IPV4_MAX_PREFIX: u8 = 32;
+pub const IPV6_MAX_PREFIX: u8 = 128;
+
+/// A decimal octet of a dotted quad: 0 to 255, no leading zero.
+const DEC_OCTET: &str = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+/// One group of an IPv6 address.
+const H16: &str = "[0-9A-Fa-f]{1,4}";
+/// Prefix lengths in decimal without a leading zero: 0-32, 0-128.
+const IPV4_PREFIX: &str = "(?:3[0-2]|[12][0-9]|[0-9])";
+const IPV6_PREFIX: &str = "(?:12[0-8]|1[01][0-9]|[1-9][0-9]|[0-9])";
+
+fn ipv4_pattern() -> String {
+    format!("{DEC_OCTET}\\.{DEC_OCTET}\\.{DEC_OCTET}\\.{DEC_OCTET}")
+}
+
+/// RFC 3986's `IPv6address`, the grammar std's parser follows: eight
+/// groups, or fewer around one `::` standing for at least one, the last
+/// two of which may be a dotted quad.
+fn ipv6_pattern() -> String {
+    let ls32 = format!("(?:{H16}:{H16}|{})", ipv4_pattern());
+    let groups = |n: usize| format!("(?:{H16}:){{{n}}}");
+    let mut forms = vec![
+        format!("{}{ls32}", groups(6)),
+        format!("::{}{ls32}", groups(5)),
+    ];
+    // [ *k( h16 ":" ) h16 ] "::" and what may follow, for k = 0..6.
+    let tails = [
+        format!("{}{ls32}", groups(4)),
+        format!("{}{ls32}", groups(3)),
+        format!("{}{ls32}", groups(2)),
+        format!("{}{ls32}", groups(1)),
+        ls32.clone(),
+        H16.to_string(),
+        String::new(),
+    ];
+    for (k, tail) in tails.iter().enumerate() {
+        forms.push(format!("(?:(?:{H16}:){{0,{k}}}{H16})?::{tail}"));
+    }
+    format!("(?:{})", forms.join("|"))
+}
+
+/// What [`IpAddr`]'s parser takes, as a JSON-schema (ECMA 262) pattern: a
+/// dotted quad or an IPv6 address, no brackets, no zone. A test checks the
+/// two agree.
+pub fn ip_pattern() -> String {
+    format!("^(?:{}|{})$", ipv4_pattern(), ipv6_pattern())
+}
+
+/// What [`Cidr`]'s parser takes, as a JSON-schema pattern: an address, `/`
+/// and a prefix length within its family's range. A test checks the two
+/// agree.
+pub fn cidr_pattern() -> String {
+    format!(
+        "^(?:{}/{IPV4_PREFIX}|{}/{IPV6_PREFIX})$",
+        ipv4_pattern(),
+        ipv6_pattern()
+    )
+}
+
 impl Cidr {
     pub fn new(addr: IpAddr, prefix: u8) -> Result<Self, CidrError> {
         IpNet::new(addr, prefix).map(Cidr).map_err(|_| CidrError)
@@ -77,11 +136,14 @@ impl FromStr for Cidr {
     type Err = CidrError;
 
     /// Strict: exactly `address/prefix`, no whitespace, decimal prefix within
-    /// the family's range. `ipnet`'s own parser already refuses a missing
-    /// prefix, spaces, `//` and a trailing `/`.
+    /// the family's range without a leading zero (so that
+    /// [`cidr_pattern`] says the same).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (addr, prefix) = s.split_once('/').ok_or(CidrError)?;
-        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+        if prefix.is_empty()
+            || !prefix.bytes().all(|b| b.is_ascii_digit())
+            || (prefix.len() > 1 && prefix.starts_with('0'))
+        {
             return Err(CidrError);
         }
         let addr: IpAddr = addr.parse().map_err(|_| CidrError)?;
@@ -142,11 +204,81 @@ mod tests {
             "[::1]/128",
             "fe80::1%eth0/64",
             "1.1.1.1/ 32",
+            "1.1.1.1/032",
+            "::/00",
         ] {
             assert_eq!(bad.parse::<Cidr>(), Err(CidrError), "{bad:?}");
         }
         assert!("0.0.0.0/0".parse::<Cidr>().is_ok());
         assert!("::/0".parse::<Cidr>().unwrap().prefix_len() == 0);
         assert!("1.2.3.4/32".parse::<Cidr>().unwrap().is_host());
+    }
+
+    /// A small deterministic generator of address-like text.
+    struct Texts(u64);
+
+    impl Texts {
+        fn next(&mut self) -> u64 {
+            // xorshift64
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn text(&mut self) -> String {
+            const PIECES: &[&str] = &[
+                "0", "1", "9", "00", "01", "10", "25", "99", "255", "256", "1000", "f", "F", "ab",
+                "ffff", "fffff", "0000", "g", ":", "::", ":::", ".", "..", "/", "//", "32", "33",
+                "128", "129", "032", " ", "%", "[", "1.2.3.4", "::ffff:", "1:2:3:4:", "5:6:7:8",
+            ];
+            let n = 1 + self.next() % 12;
+            (0..n)
+                .map(|_| PIECES[(self.next() % PIECES.len() as u64) as usize])
+                .collect()
+        }
+    }
+
+    #[test]
+    fn the_patterns_are_the_parsers_rules() {
+        let ip = regex_lite::Regex::new(&ip_pattern()).unwrap();
+        let cidr = regex_lite::Regex::new(&cidr_pattern()).unwrap();
+        let known = [
+            "1:2:3:4:5:6:7::",
+            "::2:3:4:5:6:7:8",
+            "1::2:3:4:5:6:7:8",
+            "1:2:3:4:5:6:1.2.3.4",
+            "1:2:3:4:5:6:7:1.2.3.4",
+            "1:2:3:4:5::1.2.3.4",
+            "1:2:3:4:5:6::1.2.3.4",
+            "1.2.3.4::",
+            "::01.2.3.4",
+            "00000::1",
+            "0000::1",
+            "01.2.3.4",
+            "255.255.255.255",
+        ];
+        let mut texts = Texts(0x9e37_79b9_7f4a_7c15);
+        let mut both = [0usize; 2];
+        for text in known
+            .iter()
+            .map(|s| s.to_string())
+            .chain((0..100_000).map(|_| texts.text()))
+        {
+            let (addr, with_prefix) = match text.split_once('/') {
+                Some((a, _)) => (a.to_string(), text.clone()),
+                None => (text.clone(), format!("{text}/24")),
+            };
+            let parsed = addr.parse::<IpAddr>().is_ok();
+            assert_eq!(ip.is_match(&addr), parsed, "{addr:?}");
+            both[usize::from(parsed)] += 1;
+            assert_eq!(
+                cidr.is_match(&with_prefix),
+                with_prefix.parse::<Cidr>().is_ok(),
+                "{with_prefix:?}"
+            );
+        }
+        // Both sides were tried often.
+        assert!(both[0] > 1000 && both[1] > 1000, "{both:?}");
     }
 }

@@ -57,6 +57,11 @@ impl Group {
             .find(|g| g.as_str().eq_ignore_ascii_case(s))
             .ok_or_else(|| GroupError(s.to_string()))
     }
+
+    /// What [`Group::parse_insensitive`] takes, as a JSON-schema pattern.
+    pub fn request_pattern() -> String {
+        crate::names::caseless_pattern(&Group::ALL.map(Group::as_str))
+    }
 }
 
 impl fmt::Display for Group {
@@ -107,5 +112,32 @@ mod tests {
             serde_json::to_string(&Group::Clientro).unwrap(),
             "\"clientro\""
         );
+    }
+
+    #[test]
+    fn the_pattern_is_the_rule() {
+        let pattern = regex_lite::Regex::new(&Group::request_pattern()).unwrap();
+        for case in [
+            "admin",
+            "ADMIN",
+            "ClientRo",
+            "clientrw",
+            "monitoring",
+            "PEERING",
+            "",
+            "client_ro",
+            "admin ",
+            " admin",
+            "admin\n",
+            "admins",
+            "adm",
+            "é",
+        ] {
+            assert_eq!(
+                pattern.is_match(case),
+                Group::parse_insensitive(case).is_ok(),
+                "{case:?}"
+            );
+        }
     }
 }

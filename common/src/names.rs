@@ -9,6 +9,33 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub const NAME_MAX_LEN: usize = 48;
+/// The rule as a JSON-schema pattern (the API document states it; a test
+/// checks it is [`check`]'s rule): at least one of the bytes [`is_name_byte`]
+/// takes, and nothing else.
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9_-]+$";
+
+/// A JSON-schema pattern matching exactly one of `words`, in any ASCII case
+/// (ECMA 262 has no case-insensitive flag inside a pattern, so each letter
+/// is a class of its two cases).
+pub fn caseless_pattern(words: &[&str]) -> String {
+    let words: Vec<String> = words
+        .iter()
+        .map(|w| {
+            w.chars()
+                .map(|c| match (c.to_ascii_uppercase(), c.to_ascii_lowercase()) {
+                    (u, l) if u != l => format!("[{u}{l}]"),
+                    _ => c.to_string(),
+                })
+                .collect()
+        })
+        .collect();
+    format!("^(?:{})$", words.join("|"))
+}
+
+/// A byte a name may hold.
+pub fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -27,10 +54,7 @@ fn check(kind: &'static str, s: &str) -> Result<(), NameError> {
     if s.len() > NAME_MAX_LEN {
         return Err(NameError::TooLong(kind));
     }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if !s.bytes().all(is_name_byte) {
         return Err(NameError::Charset(kind));
     }
     Ok(())
@@ -109,5 +133,20 @@ mod tests {
         assert!(SetName::parse("lan.couic").is_err());
         assert!(SetName::parse("été").is_err());
         assert!(SetName::parse(&"x".repeat(48)).is_ok());
+    }
+
+    #[test]
+    fn the_pattern_is_the_rule() {
+        let pattern = regex_lite::Regex::new(NAME_PATTERN).unwrap();
+        let mut cases: Vec<String> = (0..=0x7f_u8)
+            .chain([0xc3, 0xff])
+            .map(|b| char::from(b).to_string())
+            .collect();
+        cases.extend(["", "a\n", "\na", "é", "a\u{0}", "a b"].map(String::from));
+        cases.extend(["x".repeat(48), "x".repeat(49)]);
+        for case in cases {
+            let by_schema = pattern.is_match(&case) && case.chars().count() <= NAME_MAX_LEN;
+            assert_eq!(ClientName::parse(&case).is_ok(), by_schema, "{case:?}");
+        }
     }
 }

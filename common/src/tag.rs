@@ -8,6 +8,12 @@ use serde::{Deserialize, Serialize};
 /// Suffix reserved for entries loaded from set files (`lan.couic`).
 pub const SET_TAG_SUFFIX: &str = ".couic";
 pub const TAG_MAX_LEN: usize = 64;
+/// The tag kept for untagged entries in statistics, refused in any case.
+pub const RESERVED_TAG: &str = "untagged";
+/// The charset as a JSON-schema pattern (the API document states it with
+/// [`TAG_MAX_LEN`] and [`RESERVED_TAG`]; a test checks it is
+/// [`Tag::parse`]'s rule). No `.`, so no [`SET_TAG_SUFFIX`] either.
+pub const TAG_PATTERN: &str = "^[A-Za-z0-9_-]*$";
 
 /// A validated, non-empty tag an API client may give. The empty string means
 /// "untagged" and is not a `Tag`.
@@ -36,13 +42,10 @@ impl Tag {
         if s.ends_with(SET_TAG_SUFFIX) {
             return Err(TagError::SetSuffix);
         }
-        if s.eq_ignore_ascii_case("untagged") {
+        if s.eq_ignore_ascii_case(RESERVED_TAG) {
             return Err(TagError::Reserved);
         }
-        if !s
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if !s.bytes().all(crate::names::is_name_byte) {
             return Err(TagError::Charset);
         }
         Ok(Tag(s.to_string()))
@@ -114,5 +117,39 @@ mod tests {
             "fail2ban-sshd_1"
         );
         assert_eq!(Tag::parse_optional(Some("")), Ok(None));
+    }
+
+    /// What the API document says of a tag: the pattern, at most
+    /// [`TAG_MAX_LEN`] characters, and not [`RESERVED_TAG`] in any case.
+    #[test]
+    fn the_pattern_is_the_rule() {
+        let pattern = regex_lite::Regex::new(TAG_PATTERN).unwrap();
+        let mut cases: Vec<String> = (0..=0x7f_u8)
+            .chain([0xc3, 0xff])
+            .map(|b| format!("a{}", char::from(b)))
+            .collect();
+        cases.extend(
+            [
+                "",
+                "untagged",
+                "UnTagged",
+                "untagged1",
+                "x.couic",
+                "a\n",
+                "é",
+            ]
+            .map(String::from),
+        );
+        cases.extend(["t".repeat(64), "t".repeat(65)]);
+        for case in cases {
+            let by_schema = pattern.is_match(&case)
+                && case.chars().count() <= TAG_MAX_LEN
+                && !case.eq_ignore_ascii_case(RESERVED_TAG);
+            assert_eq!(
+                Tag::parse_optional(Some(&case)).is_ok(),
+                by_schema,
+                "{case:?}"
+            );
+        }
     }
 }

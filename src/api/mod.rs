@@ -18,6 +18,7 @@ pub mod params;
 pub mod peer;
 pub mod peers;
 pub mod policies;
+pub mod schema;
 pub mod sets;
 pub mod socket;
 pub mod stats;
@@ -310,11 +311,56 @@ mod tests {
             let body = actix_web::body::to_bytes(resp.into_body()).await.unwrap();
             assert!(body.is_empty(), "{method} {path}");
         }
-        let req = TestRequest::put().uri("/v1/drop/10.0.0.0/8").to_request();
-        let resp = call_service(&app, req).await;
-        assert_eq!(
-            resp.headers().get(header::ALLOW).unwrap(),
-            "GET, HEAD, DELETE"
-        );
+    }
+
+    /// A route's path with each parameter given a value it takes.
+    fn concrete(path: &str) -> String {
+        path.replace("{policy}", "drop")
+            .replace("{ip}", "10.0.0.0")
+            .replace("{prefix}", "8")
+            .replace("{shard}", "0")
+            .replace("{name}", "x")
+    }
+
+    /// Every other method on every route's path answers 405 with an `Allow`
+    /// header naming exactly the methods served there (RFC 9110 §15.5.6).
+    #[actix_web::test]
+    async fn every_405_says_what_is_allowed() {
+        use std::collections::{BTreeMap, BTreeSet};
+        let app = init_service(App::new().configure(configure)).await;
+        let mut served: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for route in ROUTES {
+            let methods = served.entry(route.path).or_default();
+            methods.insert(route.method);
+            if route.method == "GET" {
+                methods.insert("HEAD");
+            }
+        }
+        const METHODS: [&str; 8] = [
+            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
+        ];
+        for (path, methods) in &served {
+            let uri = concrete(path);
+            for method in METHODS.iter().filter(|m| !methods.contains(*m)) {
+                let req = TestRequest::default()
+                    .method(actix_web::http::Method::from_bytes(method.as_bytes()).unwrap())
+                    .uri(&uri)
+                    .to_request();
+                let resp = call_service(&app, req).await;
+                assert_eq!(
+                    resp.status(),
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {uri}"
+                );
+                let allow = resp
+                    .headers()
+                    .get(header::ALLOW)
+                    .unwrap_or_else(|| panic!("{method} {uri}: no Allow"))
+                    .to_str()
+                    .unwrap();
+                let allowed: BTreeSet<&str> = allow.split(',').map(str::trim).collect();
+                assert_eq!(&allowed, methods, "{method} {uri}");
+            }
+        }
     }
 }

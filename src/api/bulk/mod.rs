@@ -36,7 +36,11 @@ pub const BULK_BODY_LIMIT: usize = 32 * 1024 * 1024;
 
 /// The body. Strings borrow from the request bytes unless they hold
 /// escapes: a bulk request may hold hundreds of thousands of entries.
+/// Only a JSON object is one: serde's derive would also take an array of
+/// the fields in order (`[]` meaning every default), which the document
+/// does not describe and no client means.
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct BulkRequest<'a> {
     #[serde(default)]
     pub atomic: bool,
@@ -44,6 +48,24 @@ pub struct BulkRequest<'a> {
     pub remove: Vec<Text<'a>>,
     #[serde(default, borrow)]
     pub add: Vec<BulkEntry<'a>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for BulkRequest<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectOnly;
+        impl<'de> Visitor<'de> for ObjectOnly {
+            type Value = BulkRequest<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<M: de::MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
+                BulkRequest::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(ObjectOnly)
+    }
 }
 
 /// An add item: the fields of `POST /v1/{policy}` (object or positional form).
@@ -282,6 +304,19 @@ mod tests {
             serde_json::to_string(&item("2001:db8::1/128", 201)).unwrap(),
         );
         assert_eq!(String::from_utf8(bytes).unwrap(), expected);
+    }
+
+    #[test]
+    fn only_an_object_is_a_request() {
+        for body in [&b"[]"[..], b"[false]", b"null", b"1"] {
+            assert!(
+                matches!(body::parse::<BulkRequest>(body), Err(BodyError::Data(e)) if e.contains("a JSON object")),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let request: BulkRequest = body::parse(b"{}").unwrap();
+        assert!(!request.atomic && request.remove.is_empty() && request.add.is_empty());
     }
 
     #[test]

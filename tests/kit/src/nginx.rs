@@ -34,7 +34,9 @@ pub struct Nginx {
 impl Nginx {
     /// TLS on 127.0.0.1 (a free port) with `pki`'s server certificate,
     /// `proxy_pass` to `upstream` over HTTP/1.1 keep-alive: the daemon's
-    /// socket (`http://unix:/run/couic.sock:`) or a loopback server.
+    /// socket (`http://unix:/run/couic.sock:`) or a loopback server. As in
+    /// `examples/nginx/couic.conf`, the TRACE nginx refuses itself is asked
+    /// of the upstream, whose 405 carries `Allow`.
     pub fn start(dir: &Path, pki: &Pki, upstream: &str) -> Nginx {
         Nginx::start_with(dir, Some(pki), upstream)
     }
@@ -102,7 +104,15 @@ impl Nginx {
                      listen 127.0.0.1:{port}{ssl};\n\
                      server_name localhost;\n\
                      {certificates}\
+                     error_page 405 = @upstream_405;\n\
                      location / {{\n\
+                       proxy_pass {upstream};\n\
+                       proxy_http_version 1.1;\n\
+                       proxy_set_header Connection \"\";\n\
+                       proxy_set_header Host localhost;\n\
+                     }}\n\
+                     location @upstream_405 {{\n\
+                       proxy_method TRACE;\n\
                        proxy_pass {upstream};\n\
                        proxy_http_version 1.1;\n\
                        proxy_set_header Connection \"\";\n\
