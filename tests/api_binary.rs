@@ -54,8 +54,8 @@ fn serves_on_its_socket_and_cleans_up_on_sigterm() {
     assert_eq!(d.token(), token, "the default client file is kept");
     assert_eq!(
         d.call_as(&token, "GET", "/v1/drop", None),
-        (200, json!([])),
-        "entries do not persist"
+        (200, json!([entry])),
+        "entries persist, creation and all"
     );
     d.sigterm().unwrap();
     assert!(d.wait_exit(EXIT).unwrap().success(), "{}", d.log());
