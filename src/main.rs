@@ -346,10 +346,10 @@ fn run(layout: Layout, acquired: Acquired, entry_lines: u32) -> anyhow::Result<(
         }
         outcome
     })?;
-    let attached = !links.is_empty();
+    let pinned = links.iter().any(|l| l.pinned);
     drop(links);
     match pins {
-        Some(pins) if attached => tracing::info!(
+        Some(pins) if pinned => tracing::info!(
             "XDP program left attached with the last rules (pinned in {}): \
              `couic --detach` removes it",
             pins.dir().display()

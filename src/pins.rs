@@ -72,11 +72,19 @@ impl Pins {
         if ifaces.is_empty() && !self.dir.exists() {
             return Ok(Vec::new());
         }
-        fs::DirBuilder::new()
+        let made = fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(&self.dir)
-            .map_err(|e| self.io(e))?;
+            .create(&self.dir);
+        if let Err(e) = made {
+            // Filtering comes first: attached unpinned, and said so.
+            tracing::warn!(
+                "cannot make {} ({e}): the links are not pinned, filtering stops when \
+                 couic stops (README \"Restarts\")",
+                self.dir.display()
+            );
+            return Ok(xdp::attach_all(prog, ifaces, mode)?);
+        }
         // Every interface is looked up before any link is touched.
         let indexes = ifaces
             .iter()
@@ -110,12 +118,15 @@ impl Pins {
                     link
                 }
                 None => {
-                    let link = xdp::attach(prog, iface, mode).inspect_err(|_| {
+                    let mut link = xdp::attach(prog, iface, mode).inspect_err(|_| {
                         for path in &made {
                             let _ = fs::remove_file(path);
                         }
                     })?;
-                    made.extend(self.pin(&link));
+                    if let Some(path) = self.pin(&link) {
+                        link.pinned = true;
+                        made.push(path);
+                    }
                     link
                 }
             };

@@ -65,6 +65,8 @@ pub enum AttachError {
 pub struct XdpLink {
     pub iface: String,
     pub mode: AttachMode,
+    /// Pinned in bpffs: it outlives this process.
+    pub pinned: bool,
     _fd: OwnedFd,
 }
 
@@ -74,6 +76,7 @@ impl XdpLink {
         XdpLink {
             iface: iface.to_string(),
             mode,
+            pinned: true,
             _fd: fd,
         }
     }
@@ -132,6 +135,7 @@ fn link_create(
     Ok(XdpLink {
         iface: iface.to_string(),
         mode,
+        pinned: false,
         _fd: fd,
     })
 }

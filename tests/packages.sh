@@ -72,6 +72,11 @@ if [ "${1:-}" = --sandbox ]; then
 	mount -t proc -o nosuid,nodev,noexec,hidepid=invisible,subset=pid proc "$root/proc"
 	# ProtectKernelTunables=: /sys read-only.
 	mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$root/sys"
+	# bpffs (the test's own, BPFFS), read-only but for ReadWritePaths=.
+	mount --bind "$BPFFS" "$root/sys/fs/bpf"
+	mount -o remount,bind,ro "$root/sys/fs/bpf"
+	mount --bind "$BPFFS/couic" "$root/sys/fs/bpf/couic"
+	mount -o remount,bind,rw "$root/sys/fs/bpf/couic"
 	# PrivateDevices=: the pseudo-devices only.
 	mount -t tmpfs -o mode=0755,nosuid,noexec tmpfs "$root/dev"
 	for dev in null zero full random urandom tty; do
@@ -123,6 +128,10 @@ cleanup() {
 	findmnt -rn -o TARGET | grep "^$ROOT/" | sort -r | while read -r mnt; do
 		umount "$mnt" || umount -l "$mnt"
 	done
+	# The test's bpffs: its pins (and the links they hold) go with it.
+	if [ -n "${BPFFS:-}" ] && mountpoint -q "$BPFFS"; then
+		umount "$BPFFS" || umount -l "$BPFFS"
+	fi
 	ip link del "$HOST_IF" 2>/dev/null
 	ip netns del "$NS" 2>/dev/null
 	if findmnt -rn -o TARGET | grep -q "^$ROOT/"; then
@@ -314,12 +323,25 @@ done
 # --- 3. The daemon as couic.service runs it ---------------------------------
 UNIT_FILE=$ROOT/usr/lib/systemd/system/couic.service
 unit_value() { sed -n "s/^$1=//p" "$UNIT_FILE" | tail -1; }
-# The sandbox makes the mounts of these lines; the unit must have them.
+# The sandbox makes the mounts of these lines, and the test runs the
+# ExecStartPre= ones on its own bpffs; the unit must have them.
 for line in ProtectSystem=strict PrivateDevices=yes PrivateTmp=yes ProtectKernelTunables=yes \
 	ProtectProc=invisible ProcSubset=pid NoNewPrivileges=yes StateDirectory=couic \
-	LogsDirectory=couic RuntimeDirectory=couic; do
+	LogsDirectory=couic RuntimeDirectory=couic ReadWritePaths=/sys/fs/bpf/couic \
+	"ExecStartPre=+/bin/chmod o+x /sys/fs/bpf" \
+	"ExecStartPre=+/usr/bin/install -d -m 0700 -o couic -g couic /sys/fs/bpf/couic"; do
 	grep -qx "$line" "$UNIT_FILE" || fail "couic.service lacks $line, which the test emulates"
 done
+# A bpffs of the test's own (the machine's /sys/fs/bpf is left alone),
+# prepared as the unit's ExecStartPre= lines prepare /sys/fs/bpf: mode
+# 0700 as systemd mounts it, then searchable, with couic's directory.
+BPFFS=$WORK/bpffs
+export BPFFS
+mkdir -p "$BPFFS"
+mount -t bpf -o mode=0700 bpf "$BPFFS"
+chmod o+x "$BPFFS"
+install -d -m 0700 -o "$(in_root id -u couic)" -g "$(in_root id -g couic)" "$BPFFS/couic"
+PINS=$BPFFS/couic/var-lib-couic
 UNIT_USER=$(unit_value User)
 UNIT_GROUP=$(unit_value Group)
 UNIT_UMASK=$(unit_value UMask)
@@ -479,7 +501,10 @@ expect_stat "${log_file#"$ROOT"}" 640 couic:couic
 # here: couic keeps retrying, which exercises its AF_INET sockets.
 expect_log "$WORK/new.out" "reports go to http://127.0.0.1:8000"
 stop_daemon new
-expect_log "$WORK/new.out" "XDP program detached"
+# Stopped, it leaves its pinned link filtering (README "Restarts").
+expect_log "$WORK/new.out" "XDP program left attached with the last rules"
+ls "$PINS" | grep -q "_$HOST_IF\$" || fail "no pinned link of $HOST_IF in $PINS"
+ip link show "$HOST_IF" | grep -q "prog/xdp" || fail "the pinned link of $HOST_IF detached"
 
 say "every system call, socket family and mapping is one couic.service allows"
 # The unit's SystemCallFilter= lines, applied in order as systemd does:
@@ -595,17 +620,28 @@ for cap in "${UNIT_CAPS[@]}"; do
 		stop_daemon "no-$cap"
 		expect_log "$WORK/no-$cap.out" "CAP_PERFMON is missing"
 		echo "no-$cap: couic warned that CAP_PERFMON is missing"
+		# It took over the link the previous couic left pinned.
+		expect_log "$WORK/no-$cap.out" "filtering was not interrupted"
 	else
 		expect_refusal "no-$cap" "cannot load the XDP program" "${UNIT_CMD[@]}"
 	fi
 done
 
 # --- 6. Remove, then purge ---------------------------------------------------
-say "remove keeps configuration and state"
+say "remove keeps configuration and state, and stops filtering"
 : >"$ROOT/pkgtest/service-calls"
+# The prerm's `couic --detach` sees the test's bpffs where the unit's is.
+mkdir -p "$ROOT/sys/fs/bpf"
+mount --bind "$BPFFS" "$ROOT/sys/fs/bpf"
 apt_in_root remove couic couic-report
 expect_call "deb-systemd-invoke stop couic.service"
 expect_call "deb-systemd-invoke stop couic-report.service"
+[ -z "$(ls -A "$PINS" 2>/dev/null)" ] || fail "remove left pins: $(ls "$PINS")"
+if ip link show "$HOST_IF" | grep -q "prog/xdp"; then
+	fail "remove left the program attached to $HOST_IF"
+fi
+umount "$ROOT/sys/fs/bpf"
+rmdir "$ROOT/sys/fs/bpf" "$ROOT/sys/fs" 2>/dev/null || true
 for path in /etc/couic/couic.toml /var/lib/couic/sets/drop/pkgtest.couic \
 	/var/lib/couic/rbac/clients/couicctl.toml /etc/couic-report/config.toml; do
 	[ -e "$ROOT$path" ] || fail "remove deleted $path"

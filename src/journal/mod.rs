@@ -276,13 +276,15 @@ fn lock(dir: &Path) -> Result<File, JournalError> {
     Ok(file)
 }
 
-/// Whether another process holds the state directory's lock.
+/// Whether another process holds the state directory's lock (made by
+/// the first start, so none yet is none held).
 pub fn is_locked(dir: &Path) -> bool {
-    match lock(dir) {
-        Ok(_) => false,
-        Err(JournalError::Locked(_)) => true,
-        Err(_) => false,
-    }
+    use std::os::fd::AsRawFd;
+    let Ok(file) = File::open(dir.join("lock")) else {
+        return false;
+    };
+    // SAFETY: flock on a descriptor this function owns; released on drop.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
 }
 
 /// A new journal: its header, `chunk` zeroed bytes, synced with its
