@@ -11,6 +11,9 @@
 //!     couic-report, and couic-report's own intake.
 //! (e) Peering (`--only peers`): daemons behind nginx with TLS, sync
 //!     latency, the cost of peers to single adds, a full resync.
+//! (f) Durable entries and restarts (`--only state`): single adds with and
+//!     without durability, disk written per add, startup and restart with
+//!     262,144 durable entries.
 
 mod api;
 mod daemon;
@@ -21,6 +24,7 @@ mod peers;
 mod report;
 mod reports;
 mod rules;
+mod state;
 mod testrun;
 mod veth;
 
@@ -49,7 +53,7 @@ pub struct Settings {
 }
 
 const USAGE: &str =
-    "usage: couic-bench [--quick] [--only testrun|veth|api|reports|peers] [--write FILE]";
+    "usage: couic-bench [--quick] [--only testrun|veth|api|reports|peers|state] [--write FILE]";
 
 fn main() -> anyhow::Result<()> {
     let mut settings = Settings {
@@ -97,7 +101,7 @@ fn main() -> anyhow::Result<()> {
     let wants = |what: &str| only.as_deref().is_none_or(|o| o == what);
     if let Some(o) = only
         .as_deref()
-        .filter(|o| !["testrun", "veth", "api", "reports", "peers"].contains(o))
+        .filter(|o| !["testrun", "veth", "api", "reports", "peers", "state"].contains(o))
     {
         bail!("unknown part {o}\n{USAGE}");
     }
@@ -120,9 +124,10 @@ fn main() -> anyhow::Result<()> {
     }
     // Parts written to a block of their own, each with how long it took.
     type Part = fn(&Settings) -> anyhow::Result<Section>;
-    let parts: [(&str, &report::Block, Part); 2] = [
+    let parts: [(&str, &report::Block, Part); 3] = [
         ("peers", &report::PEERS, peers::run),
         ("reports", &report::REPORTS, reports::run),
+        ("state", &report::STATE, state::run),
     ];
     let mut timed = Vec::new();
     for (name, block, run) in parts {

@@ -36,6 +36,13 @@ pub const REPORTS: Block = Block {
     heading: "Webhook reports",
 };
 
+/// Figures of durable entries and restarts.
+pub const STATE: Block = Block {
+    begin: "<!-- couic-bench:state:begin -->",
+    end: "<!-- couic-bench:state:end -->",
+    heading: "Durable entries and restarts",
+};
+
 /// Figures of peering between daemons.
 pub const PEERS: Block = Block {
     begin: "<!-- couic-bench:peers:begin -->",

@@ -16,8 +16,16 @@ use super::{holds_ipv4, skel, BpfError, BucketIndex, Capacities, KernelMaps, Loa
 /// Opens, sizes and loads the object, then keeps owned handles only.
 pub fn load(caps: Capacities) -> Result<Loaded, BpfError> {
     let mut storage = MaybeUninit::uninit();
+    // No BPF token: couic loads with its capabilities, and libbpf's attempt
+    // to derive one from /sys/fs/bpf (which the unit lets it search, not
+    // read) would only be a refused open.
+    let opts = libbpf_sys::bpf_object_open_opts {
+        sz: size_of::<libbpf_sys::bpf_object_open_opts>() as _,
+        bpf_token_path: c"".as_ptr(),
+        ..Default::default()
+    };
     let mut open = skel::CouicSkelBuilder::default()
-        .open(&mut storage)
+        .open_opts(opts, &mut storage)
         .map_err(BpfError::Load)?;
     // A seed of our own per load, so nobody can pick hosts that collide.
     let seed = RandomState::new().hash_one(std::process::id());

@@ -7,11 +7,12 @@ pub mod link;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use couic_common::{Cidr, PeerAction, PeerEntry, PeerJob, PeerState, PeerStatus, Policy};
 
 use crate::firewall::{ChangeKind, Changed};
+use crate::hash::KeyedState;
 use crate::origin::Origin;
 
 /// Jobs per POST at most. A job takes at most about 210 bytes (an IPv6
@@ -52,20 +53,32 @@ impl Job {
 /// (expirations are absolute: every node expires on its own).
 pub fn jobs_of(event: &Changed) -> impl Iterator<Item = (Policy, Job)> + '_ {
     let api = matches!(event.origin, Origin::Api { .. });
-    event.changes.iter().filter(move |_| api).filter_map(|c| {
-        let action = match c.kind {
-            ChangeKind::Added => PeerAction::Add,
-            ChangeKind::Removed => PeerAction::Remove,
-            ChangeKind::Hidden | ChangeKind::Restored => return None,
-        };
-        let job = Job {
-            action,
-            cidr: c.entry.cidr,
-            tag: Arc::from(c.entry.tag.as_str()),
-            expiration: c.entry.expiration,
-        };
-        Some((c.policy, job))
-    })
+    // A run of equal tags (a bulk request carries one) shares one, and
+    // untagged entries (most) share one for good.
+    static UNTAGGED: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
+    let mut last: Option<Arc<str>> = None;
+    event
+        .changes
+        .iter()
+        .filter(move |_| api)
+        .filter_map(move |c| {
+            let action = match c.kind {
+                ChangeKind::Added => PeerAction::Add,
+                ChangeKind::Removed => PeerAction::Remove,
+                ChangeKind::Hidden | ChangeKind::Restored => return None,
+            };
+            let job = Job {
+                action,
+                cidr: c.entry.cidr,
+                tag: match &last {
+                    _ if c.entry.tag.is_empty() => UNTAGGED.clone(),
+                    Some(t) if **t == *c.entry.tag => t.clone(),
+                    _ => last.insert(Arc::from(c.entry.tag.as_str())).clone(),
+                },
+                expiration: c.entry.expiration,
+            };
+            Some((c.policy, job))
+        })
 }
 
 /// A batch handed out for sending; it stays the queue's until settled.
@@ -86,7 +99,7 @@ struct PolicyQueue {
     live: usize,
     /// Per CIDR, the position of its last job still waiting (empty while
     /// merges are held).
-    last: HashMap<Cidr, u64>,
+    last: HashMap<Cidr, u64, KeyedState>,
     merging: bool,
     pending: Option<Arc<Vec<Job>>>,
 }
@@ -97,7 +110,7 @@ impl Default for PolicyQueue {
             slots: VecDeque::new(),
             base: 0,
             live: 0,
-            last: HashMap::new(),
+            last: HashMap::default(),
             merging: true,
             pending: None,
         }
