@@ -168,3 +168,76 @@ fn a_blocked_source_never_gets_through_restarts_kills_and_new_capacities() {
         );
     });
 }
+
+/// `xdp.<action>.rx_packets` of `GET /v1/stats`.
+fn xdp_packets(d: &Daemon, action: &str) -> u64 {
+    let (status, stats) = d.call("GET", "/v1/stats", None);
+    assert_eq!(status, 200, "{stats}");
+    stats["xdp"][action]["rx_packets"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn set_rules_are_in_the_maps_before_the_program_sees_a_packet() {
+    // The only traffic on the link is a flood from a source a set file
+    // blocks, started before couic: the program must pass none of it.
+    let pair = VethPair::new();
+    // No IPv6 on the sender: its link-local chatter (router solicitations,
+    // MLD) would be passed, rightly.
+    let sysctl = format!("net.ipv6.conf.{}.disable_ipv6=1", pair.tx_if);
+    let out = Command::new("ip")
+        .args(["netns", "exec", &pair.tx.name, "sysctl", "-qw", &sysctl])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let spec = Spec::new(COUIC)
+        .attach(&[&pair.rx_if], "auto")
+        .netns(pair.rx.path())
+        .limits(1024, 1024);
+    let mut d = Daemon::new(spec).unwrap();
+    fs::create_dir_all(d.work().join("sets/drop")).unwrap();
+    d.write_set("drop", "flood", &format!("{TX_V4}/32\n"))
+        .unwrap();
+    let sender = pair.tx.enter(|| UdpSocket::bind((TX_V4, 0)).unwrap());
+    let to = SocketAddr::new(IpAddr::V4(RX_V4), 9);
+    let stop = Arc::new(AtomicBool::new(false));
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(stop.clone());
+        let flooding = stop.clone();
+        s.spawn(move || {
+            while !flooding.load(Ordering::Relaxed) {
+                let _ = sender.send_to(b"couic", to);
+            }
+        });
+        d.spawn().unwrap();
+        d.wait_ready().unwrap();
+        assert!(
+            wait_until(PATIENCE, || xdp_packets(&d, "XDP_DROP") > 1000),
+            "the flood reaches the program"
+        );
+        assert_eq!(
+            xdp_packets(&d, "XDP_PASS"),
+            0,
+            "a packet went through before the set was in the maps"
+        );
+    });
+}
+
+#[test]
+fn a_second_couic_on_the_same_interface_names_the_program_in_its_way() {
+    let pair = VethPair::new();
+    let spec = || {
+        Spec::new(COUIC)
+            .attach(&[&pair.rx_if], "native")
+            .netns(pair.rx.path())
+            .limits(1024, 1024)
+    };
+    let _first = Daemon::start(spec()).unwrap();
+    // Its own working directory, so its own pins: a second instance.
+    let mut second = Daemon::new(spec()).unwrap();
+    let (status, out) = second.run_to_exit(PATIENCE).unwrap();
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains("another XDP program is attached") && out.contains("name couic"),
+        "the error says what is in the way: {out}"
+    );
+}
