@@ -51,6 +51,17 @@ fn allowed_flows(counts: &Counts, before: u64) {
     );
 }
 
+/// The id of the program on the receiving interface.
+fn prog_id(pair: &VethPair) -> String {
+    let out = pair.rx.ip(&["link", "show", "dev", &pair.rx_if]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split("prog/xdp id ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no XDP program on {}: {text}", pair.rx_if))
+        .to_string()
+}
+
 fn restarted(d: &mut Daemon, what: &str) {
     d.spawn().unwrap();
     d.wait_ready().unwrap();
@@ -138,9 +149,15 @@ fn a_blocked_source_never_gets_through_restarts_kills_and_new_capacities() {
         assert_ne!(config, bigger);
         fs::write(d.config(), bigger).unwrap();
         let before = count(&counts, ALLOWED);
+        let old_program = prog_id(&pair);
         d.sigterm().unwrap();
         assert!(d.wait_exit(PATIENCE).unwrap().success());
         restarted(&mut d, "new capacities");
+        assert_ne!(
+            prog_id(&pair),
+            old_program,
+            "a new program on the same link"
+        );
         allowed_flows(&counts, before);
         let (_, stats) = d.call("GET", "/v1/stats", None);
         assert_eq!(stats["drop_cidr_count"], 1, "{stats}");
