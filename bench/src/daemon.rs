@@ -75,9 +75,15 @@ impl Binaries {
 /// The spec of every daemon the bench starts: the release binaries,
 /// full-size maps (the defaults of a production configuration).
 pub fn spec(bins: &Binaries) -> Spec {
-    Spec::new(&bins.couic)
+    let spec = Spec::new(&bins.couic)
         .couicctl(&bins.couicctl)
-        .limits(262_144, 65_536)
+        .limits(262_144, 65_536);
+    // COUIC_BENCH_DURABLE=0: the figures of a daemon that keeps no state,
+    // to compare with the default in the same session.
+    if std::env::var("COUIC_BENCH_DURABLE").is_ok_and(|v| v == "0") {
+        return spec.extra("[state]\ndurable = false\n");
+    }
+    spec
 }
 
 /// Starts a daemon with an empty working directory and waits until it

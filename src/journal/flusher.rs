@@ -68,7 +68,7 @@ impl Flusher {
 
     /// Queues `bytes` for `offset` of `file`; returns the count to wait
     /// for with [`Flusher::durable`].
-    pub fn append(&mut self, file: &Arc<File>, offset: u64, bytes: &[u8]) -> io::Result<u64> {
+    pub fn append(&mut self, file: &Arc<File>, offset: u64, bytes: Vec<u8>) -> io::Result<u64> {
         if let Some(tx) = self.to_start.take() {
             let shared = self.shared.clone();
             self.thread = Some(
@@ -85,13 +85,13 @@ impl Flusher {
                 if Arc::ptr_eq(&last.file, file)
                     && last.offset + last.bytes.len() as u64 == offset =>
             {
-                last.bytes.extend_from_slice(bytes);
+                last.bytes.extend_from_slice(&bytes);
                 last.upto = upto;
             }
             _ => st.batches.push_back(Batch {
                 file: file.clone(),
                 offset,
-                bytes: bytes.to_vec(),
+                bytes,
                 upto,
             }),
         }

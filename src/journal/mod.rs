@@ -363,9 +363,12 @@ impl Journal {
             // Not reserved (a bound too small): written past the zeroed space.
             self.zeroed = self.pos + len;
         }
+        // Handed over whole: a bulk's records are not copied again, nor
+        // kept here once written.
+        let records = std::mem::take(&mut self.buf);
         let ticket = self
             .flusher
-            .append(&self.file, self.pos, &self.buf)
+            .append(&self.file, self.pos, records)
             .map_err(|e| JournalError::io(&self.dir, e))?;
         self.pos += len;
         Ok(Some(ticket))
