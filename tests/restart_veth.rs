@@ -172,12 +172,7 @@ fn a_blocked_source_never_gets_through_restarts_kills_and_new_capacities() {
             0,
             "still filtered while couic is down"
         );
-        let detach = Command::new(COUIC)
-            .arg("-c")
-            .arg(d.config())
-            .arg("--detach")
-            .output()
-            .unwrap();
+        let detach = d.detach().unwrap();
         assert!(detach.status.success(), "{detach:?}");
         assert!(
             wait_until(PATIENCE, || count(&counts, TX_V4) > 20),

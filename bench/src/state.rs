@@ -11,7 +11,6 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -141,11 +140,7 @@ fn startup(bins: &Binaries, section: &mut Section) -> anyhow::Result<()> {
     stop(&mut d)?;
 
     // After a reboot: no pins.
-    let detach = Command::new(&bins.couic)
-        .arg("-c")
-        .arg(d.config())
-        .arg("--detach")
-        .output()?;
+    let detach = d.detach()?;
     if !detach.status.success() || pair.rx.has_xdp(&pair.rx_if) {
         bail!("couic --detach: {detach:?}");
     }

@@ -247,17 +247,8 @@ pub fn write_snapshot(dir: &Path, index: u64, live: &Live) -> Result<(), Journal
     let tmp = path.with_extension("tmp");
     let mut buf = Vec::with_capacity(FILE_HEADER + live.entries.len() * 64);
     buf.extend_from_slice(&header(SNAPSHOT_MAGIC, index));
-    for p in live.entries.values() {
-        super::record::encode_put(
-            &mut buf,
-            p.policy,
-            p.entry.cidr,
-            &p.entry.tag,
-            p.creation,
-            p.entry.expiration,
-            &p.origin,
-            p.entry.metadata.as_ref(),
-        );
+    for put in live.entries.values() {
+        super::record::encode(&mut buf, put);
     }
     let write = || -> io::Result<()> {
         let mut file = super::create_private(&tmp)?;

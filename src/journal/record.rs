@@ -110,6 +110,20 @@ pub fn encode_put(
     close_frame(buf, start);
 }
 
+/// Appends the frame of `put` to `buf`.
+pub fn encode(buf: &mut Vec<u8>, put: &Put) {
+    encode_put(
+        buf,
+        put.policy,
+        put.entry.cidr,
+        &put.entry.tag,
+        put.creation,
+        put.entry.expiration,
+        &put.origin,
+        put.entry.metadata.as_ref(),
+    );
+}
+
 /// Appends a delete's frame to `buf`.
 pub fn encode_delete(buf: &mut Vec<u8>, policy: Policy, cidr: Cidr) {
     let start = open_frame(buf);
@@ -298,16 +312,7 @@ mod tests {
 
     fn encode(p: &Put) -> Vec<u8> {
         let mut buf = Vec::new();
-        encode_put(
-            &mut buf,
-            p.policy,
-            p.entry.cidr,
-            &p.entry.tag,
-            p.creation,
-            p.entry.expiration,
-            &p.origin,
-            p.entry.metadata.as_ref(),
-        );
+        super::encode(&mut buf, p);
         buf
     }
 

@@ -17,7 +17,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -149,7 +149,7 @@ impl Spec {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
-        let _ = fs::remove_dir_all(self.pin_dir());
+        let _ = self.detach();
     }
 }
 
@@ -392,22 +392,15 @@ impl Daemon {
         self.dir().join("couic.toml")
     }
 
-    /// Where couic pins its links: `/sys/fs/bpf/couic/<instance>`, the
-    /// instance named after the working directory (`[state] instance`
-    /// unset).
-    pub fn pin_dir(&self) -> PathBuf {
-        let work = self.work();
-        let name: String = work
-            .to_string_lossy()
-            .trim_matches('/')
-            .chars()
-            .map(|c| match c {
-                '/' => '-',
-                c if c.is_ascii_alphanumeric() || c == '-' || c == '_' => c,
-                _ => '_',
-            })
-            .collect();
-        Path::new("/sys/fs/bpf/couic").join(name)
+    /// `couic -c <config> --detach`: the pins of this daemon's instance
+    /// go, and so its links once no process holds them.
+    pub fn detach(&self) -> anyhow::Result<Output> {
+        Command::new(&self.spec.couic)
+            .arg("-c")
+            .arg(self.config())
+            .arg("--detach")
+            .output()
+            .context("run couic --detach")
     }
 
     /// `working_dir`.
