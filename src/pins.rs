@@ -156,10 +156,6 @@ impl Pins {
             fs::remove_file(&pin.path).map_err(|e| self.io(e))?;
         }
         fs::remove_dir(&self.dir).map_err(|e| self.io(e))?;
-        // `couic/` itself, once no instance is left in it.
-        if let Some(parent) = self.dir.parent() {
-            let _ = fs::remove_dir(parent);
-        }
         Ok(pinned.len())
     }
 
