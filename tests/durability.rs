@@ -406,3 +406,29 @@ fn a_full_disk_refuses_the_change_whole_and_keeps_what_was_acknowledged() {
     assert_eq!(stats["drop_cidr_count"], acknowledged + 1);
     let _ = api(&d);
 }
+
+#[test]
+fn an_entry_put_back_at_start_still_expires() {
+    let mut d = start();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (status, body) = d.call(
+        "POST",
+        "/v1/drop",
+        Some(json!({"cidr": "192.0.2.5/32", "tag": "", "expiration": now + 3})),
+    );
+    assert_eq!(status, 201, "{body}");
+    stop(&mut d);
+    d.spawn().unwrap();
+    d.wait_ready().unwrap();
+    assert!(
+        present(&d, "192.0.2.5/32"),
+        "put back before its expiration"
+    );
+    assert!(
+        couic_testkit::wait_until(Duration::from_secs(10), || !present(&d, "192.0.2.5/32")),
+        "the Expirer knows entries put back at start"
+    );
+}
