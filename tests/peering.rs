@@ -415,6 +415,62 @@ fn batches_carry_the_reference_headers_and_a_reference_peer_gets_deltas() {
     assert_eq!(a.peers[0].read().name, "ref");
 }
 
+/// A peer that answers 2xx with something else than an array of jobs has
+/// not taken the batch: it is kept and sent again once the answer is right.
+#[test]
+fn a_2xx_that_is_not_an_array_of_jobs_is_a_failure() {
+    let recorder = HttpRecorder::start();
+    let json = |text: &str| {
+        http::Answer::Status(
+            200,
+            vec![("Content-Type".into(), "application/json".into())],
+            text.to_string(),
+        )
+    };
+    recorder.answer(
+        move |req, _| match (req.method.as_str(), req.path.ends_with("/peer")) {
+            ("POST", true) => json(r#"[{"cidr": "198.51.100.1/32"}]"#),
+            _ => http::Answer::status(404),
+        },
+    );
+    let peer = Peer {
+        host: "127.0.0.1".into(),
+        port: recorder.addr().port(),
+        tls: false,
+        token: "6f1c1a52-4b6a-4c1e-9a57-3a3e2f0b9c11".parse().unwrap(),
+        ca_file: None,
+        name: None,
+    };
+    let a = Daemon::start_peering(vec![parts(
+        "liar",
+        Arc::new(HttpPeer::new(&peer).unwrap()),
+        65_536,
+    )]);
+    assert_eq!(
+        a.admin().add("drop", "198.51.100.1/32", None, 0).status,
+        201
+    );
+    assert!(wait_until(WITHIN, || a.peers[0]
+        .read()
+        .last_error
+        .is_some_and(|e| e.contains("not an array of jobs"))));
+    let status = a.peers[0].read();
+    assert_eq!((status.jobs_sent, status.queued), (0, 1), "{status:?}");
+    assert_eq!(status.state, PeerState::Retrying);
+
+    recorder.answer(
+        |req, _| match (req.method.as_str(), req.path.ends_with("/peer")) {
+            ("POST", true) => echo(&req.body),
+            _ => http::Answer::status(404),
+        },
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || a.peers[0].read().jobs_sent == 1),
+        "{:?}",
+        a.peers[0].read()
+    );
+}
+
 /// A 201 answer echoing the jobs received.
 fn echo(body: &[u8]) -> http::Answer {
     http::Answer::Status(
