@@ -28,14 +28,31 @@ use crate::batch::{Mode, Op, Rules};
 use crate::firewall::{NewEntry, WriteError};
 use crate::rbac::Scope;
 
-/// A job's or a shard entry's field refused; `at` says where (`[3].entry`).
-fn invalid(at: &str, field: &str, message: &dyn std::fmt::Display) -> BodyError {
+/// Where in a body an entry is: job `k`'s entry (`[3].entry`) or shard
+/// entry `k` (`[3]`). Only written out for an error.
+#[derive(Clone, Copy)]
+enum At {
+    Job(usize),
+    Shard(usize),
+}
+
+impl std::fmt::Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            At::Job(k) => write!(f, "[{k}].entry"),
+            At::Shard(k) => write!(f, "[{k}]"),
+        }
+    }
+}
+
+/// A job's or a shard entry's field refused.
+fn invalid(at: At, field: &str, message: &dyn std::fmt::Display) -> BodyError {
     BodyError::Data(format!("{at}.{field}: {message}"))
 }
 
 /// The entry's CIDR, normalised, and its tag ("" when untagged), checked as
 /// the reference's deserialiser did.
-fn cidr_and_tag(entry: &PeerEntry, at: &str) -> Result<(Cidr, String), BodyError> {
+fn cidr_and_tag(entry: &PeerEntry, at: At) -> Result<(Cidr, String), BodyError> {
     let cidr = entry
         .cidr
         .parse::<Cidr>()
@@ -50,10 +67,10 @@ fn cidr_and_tag(entry: &PeerEntry, at: &str) -> Result<(Cidr, String), BodyError
 fn validate(mut jobs: Vec<PeerJob>, now: u64) -> Result<(Vec<Op>, Vec<PeerJob>), BodyError> {
     let mut ops = Vec::with_capacity(jobs.len());
     for (k, job) in jobs.iter_mut().enumerate() {
-        let at = format!("[{k}].entry");
-        let (cidr, tag) = cidr_and_tag(&job.entry, &at)?;
+        let at = At::Job(k);
+        let (cidr, tag) = cidr_and_tag(&job.entry, at)?;
         if job.entry.expiration != 0 && job.entry.expiration <= now {
-            return Err(invalid(&at, "expiration", &EXPIRATION_MESSAGE));
+            return Err(invalid(at, "expiration", &EXPIRATION_MESSAGE));
         }
         job.entry.cidr = cidr.to_string();
         ops.push(match job.action {
@@ -100,11 +117,11 @@ fn validate_shard(
 ) -> Result<Vec<NewEntry>, BodyError> {
     let mut out = Vec::with_capacity(entries.len());
     for (k, entry) in entries.into_iter().enumerate() {
-        let at = format!("[{k}]");
-        let (cidr, tag) = cidr_and_tag(&entry, &at)?;
+        let at = At::Shard(k);
+        let (cidr, tag) = cidr_and_tag(&entry, at)?;
         if shard_of(cidr) != shard {
             let message = format!("{cidr} is not in shard {shard}");
-            return Err(invalid(&at, "cidr", &message));
+            return Err(invalid(at, "cidr", &message));
         }
         if entry.expiration != 0 && entry.expiration <= now {
             continue;
