@@ -25,10 +25,14 @@ cleanup() {
 		kill -TERM "$COUIC_PID" 2>/dev/null || true
 		wait "$COUIC_PID" 2>/dev/null || true
 	fi
+	# couic leaves its pinned link filtering when it stops: the demo ends it.
+	if [ -f "$RUN/couic.toml" ]; then
+		"$COUIC" -c "$RUN/couic.toml" --detach >/dev/null 2>&1 || true
+	fi
 	ip link del "$HOST_IF" 2>/dev/null || true
 	ip netns del "$NS" 2>/dev/null || true
 	rm -rf "$RUN"
-	echo "couic demo: stopped, namespace $NS, veth $HOST_IF and $RUN removed"
+	echo "couic demo: stopped, its pins, namespace $NS, veth $HOST_IF and $RUN removed"
 }
 
 if ip netns list | grep -qw "$NS" || ip link show "$HOST_IF" >/dev/null 2>&1; then
