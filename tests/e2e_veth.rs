@@ -42,7 +42,7 @@ async fn add(writer: &Addr<MapWriter>, policy: Policy, net: &str, tag: &str) {
         origin: origin(),
         atomic: false,
     };
-    let results = writer.send(msg).await.expect("MapWriter alive");
+    let results = writer.send(msg).await.expect("MapWriter alive").await;
     results[0].as_ref().expect("entry added");
 }
 
@@ -54,7 +54,7 @@ async fn remove(writer: &Addr<MapWriter>, policy: Policy, net: &str) {
         protect_sets: false,
         atomic: false,
     };
-    let results = writer.send(msg).await.expect("MapWriter alive");
+    let results = writer.send(msg).await.expect("MapWriter alive").await;
     results[0].as_ref().expect("entry removed");
 }
 

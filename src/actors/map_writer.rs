@@ -20,14 +20,13 @@ use crate::batch::{self, Op, Rules};
 use crate::bpf::BpfError;
 use crate::clock::SharedClock;
 use crate::firewall::set_plan::{ReloadSummary, SetsTarget};
-use crate::firewall::{
-    Change, Durable, Firewall, ItemResult, NewEntry, Snapshot, Verdict, WriteError,
-};
+use crate::firewall::{Change, Committed, Firewall, NewEntry, Snapshot, Verdict, WriteError};
 use crate::store::StoredEntry;
 
-/// Add entries, in order. `atomic`: all or none.
+/// Add entries, in order. `atomic`: all or none. The answer is to be
+/// awaited again: it resolves once the change is durable.
 #[derive(Message)]
-#[rtype(result = "Vec<ItemResult>")]
+#[rtype(result = "Committed<StoredEntry>")]
 pub struct AddEntries {
     pub policy: Policy,
     pub entries: Vec<NewEntry>,
@@ -36,8 +35,9 @@ pub struct AddEntries {
 }
 
 /// Remove entries by CIDR, in order. `protect_sets` refuses set entries.
+/// Awaited again like [`AddEntries`].
 #[derive(Message)]
-#[rtype(result = "Vec<ItemResult>")]
+#[rtype(result = "Committed<StoredEntry>")]
 pub struct RemoveEntries {
     pub policy: Policy,
     pub cidrs: Vec<Cidr>,
@@ -48,8 +48,9 @@ pub struct RemoveEntries {
 
 /// An ordered batch of adds and removes (peer batches, the bulk route),
 /// played against the store before anything is written; see [`batch`].
+/// Awaited again like [`AddEntries`].
 #[derive(Message)]
-#[rtype(result = "Vec<Result<(), WriteError>>")]
+#[rtype(result = "Committed<()>")]
 pub struct ApplyBatch {
     pub policy: Policy,
     pub ops: Vec<Op>,
@@ -109,9 +110,10 @@ pub struct DigestOfPeer {
 
 /// Makes the entries held from a peer in `shard` exactly `entries` (all of
 /// that shard): the others of that peer's are removed, the missing added,
-/// the changed replaced, as one idempotent peer batch.
+/// the changed replaced, as one idempotent peer batch. Awaited again
+/// like [`AddEntries`].
 #[derive(Message)]
-#[rtype(result = "Vec<Result<(), WriteError>>")]
+#[rtype(result = "Committed<()>")]
 pub struct ReplacePeerShard {
     pub policy: Policy,
     pub origin: Origin,
@@ -172,30 +174,17 @@ impl MapWriter {
         rx.recv().expect("the MapWriter starts")
     }
 
-    /// Journals the durable part of `changes`, publishes them, and
-    /// answers `results` once the journal has them on disk (a failed sync
-    /// fails every applied item).
-    fn commit<T: 'static>(
+    /// Journals the durable part of `changes` and publishes them; the
+    /// caller answers `results` once the journal has them on disk.
+    fn commit<T>(
         &mut self,
         origin: Origin,
         changes: Vec<Change>,
         results: Vec<Result<T, WriteError>>,
-    ) -> ResponseFuture<Vec<Result<T, WriteError>>> {
+    ) -> Committed<T> {
         let durable = self.firewall.log(&changes);
         self.publish(origin, changes);
-        let fail = |results: Vec<Result<T, WriteError>>, e: WriteError| {
-            results.into_iter().map(|r| r.and(Err(e.clone()))).collect()
-        };
-        match durable {
-            Durable::Now => Box::pin(async move { results }),
-            Durable::Failed(e) => Box::pin(async move { fail(results, e) }),
-            Durable::After(synced) => Box::pin(async move {
-                match synced.await {
-                    Ok(()) => results,
-                    Err(e) => fail(results, WriteError::Storage(e)),
-                }
-            }),
-        }
+        Committed::new(results, durable)
     }
 
     /// Numbers the changes and sends them to every subscriber as one event.
@@ -218,9 +207,8 @@ impl MapWriter {
 }
 
 /// `count` items refused before anything was applied.
-fn refuse<T: 'static>(count: usize, e: WriteError) -> ResponseFuture<Vec<Result<T, WriteError>>> {
-    let refused = (0..count).map(|_| Err(e.clone())).collect();
-    Box::pin(async move { refused })
+fn refuse<T>(count: usize, e: WriteError) -> Committed<T> {
+    Committed::now((0..count).map(|_| Err(e.clone())).collect())
 }
 
 impl Actor for MapWriter {
@@ -228,40 +216,40 @@ impl Actor for MapWriter {
 }
 
 impl Handler<AddEntries> for MapWriter {
-    type Result = ResponseFuture<Vec<ItemResult>>;
+    type Result = MessageResult<AddEntries>;
 
     fn handle(&mut self, msg: AddEntries, _: &mut Context<Self>) -> Self::Result {
         if let Err(e) = self.firewall.reserve_adds(&msg.entries, &msg.origin) {
-            return refuse(msg.entries.len(), e);
+            return MessageResult(refuse(msg.entries.len(), e));
         }
         let now = self.clock.now();
         let (results, changes) =
             self.firewall
                 .add(msg.policy, msg.entries, &msg.origin, msg.atomic, now);
-        self.commit(msg.origin, changes, results)
+        MessageResult(self.commit(msg.origin, changes, results))
     }
 }
 
 impl Handler<RemoveEntries> for MapWriter {
-    type Result = ResponseFuture<Vec<ItemResult>>;
+    type Result = MessageResult<RemoveEntries>;
 
     fn handle(&mut self, msg: RemoveEntries, _: &mut Context<Self>) -> Self::Result {
         if let Err(e) = self.firewall.reserve_removals(msg.cidrs.len(), &msg.origin) {
-            return refuse(msg.cidrs.len(), e);
+            return MessageResult(refuse(msg.cidrs.len(), e));
         }
         let (results, changes) =
             self.firewall
                 .remove(msg.policy, msg.cidrs, msg.protect_sets, msg.atomic);
-        self.commit(msg.origin, changes, results)
+        MessageResult(self.commit(msg.origin, changes, results))
     }
 }
 
 impl Handler<ApplyBatch> for MapWriter {
-    type Result = ResponseFuture<Vec<Result<(), WriteError>>>;
+    type Result = MessageResult<ApplyBatch>;
 
     fn handle(&mut self, msg: ApplyBatch, _: &mut Context<Self>) -> Self::Result {
         if let Err(e) = self.firewall.reserve_ops(&msg.ops, &msg.origin) {
-            return refuse(msg.ops.len(), e);
+            return MessageResult(refuse(msg.ops.len(), e));
         }
         let now = self.clock.now();
         let (results, changes) = batch::apply(
@@ -272,7 +260,7 @@ impl Handler<ApplyBatch> for MapWriter {
             msg.rules,
             now,
         );
-        self.commit(msg.origin, changes, results)
+        MessageResult(self.commit(msg.origin, changes, results))
     }
 }
 
@@ -373,7 +361,7 @@ impl Handler<DigestOfPeer> for MapWriter {
 }
 
 impl Handler<ReplacePeerShard> for MapWriter {
-    type Result = ResponseFuture<Vec<Result<(), WriteError>>>;
+    type Result = MessageResult<ReplacePeerShard>;
 
     fn handle(&mut self, msg: ReplacePeerShard, _: &mut Context<Self>) -> Self::Result {
         let store = self.firewall.store();
@@ -396,12 +384,12 @@ impl Handler<ReplacePeerShard> for MapWriter {
             mode: batch::Mode::Peer,
         };
         if let Err(e) = self.firewall.reserve_ops(&ops, &msg.origin) {
-            return refuse(ops.len(), e);
+            return MessageResult(refuse(ops.len(), e));
         }
         let now = self.clock.now();
         let (results, changes) =
             batch::apply(&mut self.firewall, msg.policy, ops, &msg.origin, rules, now);
-        self.commit(msg.origin, changes, results)
+        MessageResult(self.commit(msg.origin, changes, results))
     }
 }
 
@@ -425,6 +413,7 @@ mod tests {
     use crate::bpf::{rule_map_index, Capacities};
     use crate::clock::ManualClock;
     use crate::firewall::set_plan::SetsTarget;
+    use crate::firewall::ItemResult;
     use crate::firewall::{ChangeKind, MemoryMaps};
 
     const T0: u64 = 1_000_000;
@@ -518,7 +507,7 @@ mod tests {
                 origin: Origin::api("admin"),
                 atomic: false,
             };
-            self.writer.send(msg).await.unwrap()
+            self.writer.send(msg).await.unwrap().await
         }
 
         async fn stored(&self, policy: Policy, c: &str) -> Option<StoredEntry> {
@@ -556,7 +545,7 @@ mod tests {
             protect_sets: true,
             atomic: false,
         };
-        f.writer.send(remove).await.unwrap();
+        f.writer.send(remove).await.unwrap().await;
         let batch = ApplyBatch {
             policy: Policy::Ignore,
             ops: vec![
@@ -577,7 +566,7 @@ mod tests {
             origin: Origin::peer("node-b"),
             rules: STRICT,
         };
-        let results = f.writer.send(batch).await.unwrap();
+        let results = f.writer.send(batch).await.unwrap().await;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
 
         let events = f.events().await;
@@ -619,7 +608,7 @@ mod tests {
             origin: Origin::api("admin"),
             rules: STRICT,
         };
-        let results = f.writer.send(dup).await.unwrap();
+        let results = f.writer.send(dup).await.unwrap().await;
         assert!(results.iter().all(Result::is_err), "{results:?}");
 
         // Refused by the kernel after the removal was written: the removed
@@ -634,7 +623,7 @@ mod tests {
             origin: Origin::api("admin"),
             rules: STRICT,
         };
-        let results = f.writer.send(refused).await.unwrap();
+        let results = f.writer.send(refused).await.unwrap().await;
         assert!(results.iter().all(Result::is_err), "{results:?}");
 
         assert_eq!(flat(&f.events().await), flat(&before), "nothing published");

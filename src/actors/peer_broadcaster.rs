@@ -545,7 +545,7 @@ mod tests {
                 origin: Origin::api("admin"),
                 atomic: true,
             };
-            let results = self.writer.send(msg).await.unwrap();
+            let results = self.writer.send(msg).await.unwrap().await;
             assert!(results.iter().all(Result::is_ok));
         }
 

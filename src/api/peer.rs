@@ -160,7 +160,8 @@ pub async fn shard(
             shard,
             entries,
         })
-        .await?;
+        .await?
+        .await;
     first_failure(results)?;
     tracing::info!(%policy, shard, entries = count, client.name = %caller.name, "peer shard resynchronized");
     Ok(HttpResponse::NoContent().finish())
@@ -191,7 +192,8 @@ pub async fn batch(
                 mode: Mode::Peer,
             },
         })
-        .await?;
+        .await?
+        .await;
     // The first job that failed on its own tells the status.
     first_failure(results)?;
     tracing::info!(%policy, jobs_count = count, "peer entries synchronized");

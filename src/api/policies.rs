@@ -113,6 +113,7 @@ pub async fn add(
             atomic: true,
         })
         .await?
+        .await
         .pop()
         .ok_or_else(|| ApiError::internal("no result"))?;
     let added = result?;
@@ -156,6 +157,7 @@ pub async fn delete(req: HttpRequest, state: Data<AppState>) -> Result<HttpRespo
             atomic: true,
         })
         .await?
+        .await
         .pop()
         .ok_or_else(|| ApiError::internal("no result"))?;
     let removed = result?;

@@ -19,8 +19,51 @@ use crate::origin::Origin;
 /// the journal's sync of its records.
 pub enum Durable {
     Now,
-    After(Pin<Box<dyn Future<Output = Result<(), Arc<JournalError>>>>>),
+    After(Pin<Box<dyn Future<Output = Result<(), Arc<JournalError>>> + Send>>),
     Failed(WriteError),
+}
+
+/// The results of a change applied to the maps, to be answered once its
+/// records are on disk: `.await` it. The caller waits, not the MapWriter,
+/// which goes on with the next change meanwhile.
+pub struct Committed<T> {
+    results: Vec<Result<T, WriteError>>,
+    durable: Durable,
+}
+
+impl<T> Committed<T> {
+    pub fn new(results: Vec<Result<T, WriteError>>, durable: Durable) -> Self {
+        Committed { results, durable }
+    }
+
+    /// Results with nothing to wait for (refused, or nothing journaled).
+    pub fn now(results: Vec<Result<T, WriteError>>) -> Self {
+        Committed::new(results, Durable::Now)
+    }
+}
+
+impl<T: Send + 'static> std::future::IntoFuture for Committed<T> {
+    type Output = Vec<Result<T, WriteError>>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    /// The results, or, when the sync failed, that failure for every item
+    /// that was applied.
+    fn into_future(self) -> Self::IntoFuture {
+        let Committed { results, durable } = self;
+        let fail = |results: Vec<Result<T, WriteError>>, e: WriteError| -> Self::Output {
+            results.into_iter().map(|r| r.and(Err(e.clone()))).collect()
+        };
+        match durable {
+            Durable::Now => Box::pin(std::future::ready(results)),
+            Durable::Failed(e) => Box::pin(std::future::ready(fail(results, e))),
+            Durable::After(synced) => Box::pin(async move {
+                match synced.await {
+                    Ok(()) => results,
+                    Err(e) => fail(results, WriteError::Storage(e)),
+                }
+            }),
+        }
+    }
 }
 
 impl Firewall {

@@ -116,7 +116,10 @@ impl Flusher {
     }
 
     /// Resolves once what was appended up to `ticket` is on disk.
-    pub fn durable(&self, ticket: u64) -> impl Future<Output = Result<(), String>> + 'static {
+    pub fn durable(
+        &self,
+        ticket: u64,
+    ) -> impl Future<Output = Result<(), String>> + Send + 'static {
         let mut rx = self.synced.clone();
         async move {
             let seen = rx

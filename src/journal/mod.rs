@@ -378,7 +378,7 @@ impl Journal {
     pub fn durable(
         &self,
         ticket: u64,
-    ) -> impl std::future::Future<Output = Result<(), Arc<JournalError>>> + 'static {
+    ) -> impl std::future::Future<Output = Result<(), Arc<JournalError>>> + Send + 'static {
         let synced = self.flusher.durable(ticket);
         async move { synced.await.map_err(|m| Arc::new(JournalError::Failed(m))) }
     }

@@ -327,7 +327,7 @@ impl Daemon {
             origin: Origin::Set,
             atomic: true,
         };
-        let results = block_on(self.writer.send(msg)).unwrap();
+        let results = block_on(async { self.writer.send(msg).await.unwrap().await });
         assert!(results[0].is_ok(), "{results:?}");
     }
 

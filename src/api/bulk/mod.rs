@@ -237,6 +237,7 @@ pub async fn bulk(
                 },
             })
             .await?
+            .await
     };
 
     let answer = Answer {
