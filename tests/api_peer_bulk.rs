@@ -132,6 +132,37 @@ fn the_reference_senders_request_is_accepted() {
     );
 }
 
+/// `Prefer: return=minimal` (RFC 7240, what couic's senders ask): the
+/// batch is applied the same and answered `[]`, a valid answer for any
+/// sender, instead of the echo.
+#[test]
+fn a_peer_batch_asking_for_a_minimal_answer_gets_an_empty_array() {
+    let d = Daemon::start();
+    let mut api = d.admin();
+    let jobs = Value::from(vec![
+        job("add", "10.1.2.3/16", None, 0),
+        job("add", "10.0.0.1/32", Some("x"), 0),
+    ])
+    .to_string();
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Prefer", "respond-async, return=minimal"),
+    ];
+    let resp = api.raw("POST", "/v1/drop/peer", &headers, Some(jobs.as_bytes()));
+    assert_eq!((resp.status, json(&resp)), (201, json!([])));
+    assert_eq!(resp.header("preference-applied"), Some("return=minimal"));
+    assert_eq!(api.count("drop"), 2);
+    // Without it, the echo, as the reference answers.
+    let again = api.raw(
+        "POST",
+        "/v1/drop/peer",
+        &[("Content-Type", "application/json")],
+        Some(jobs.as_bytes()),
+    );
+    assert_eq!(again.status, 201);
+    assert_eq!(json(&again).as_array().map(Vec::len), Some(2));
+}
+
 #[test]
 fn peer_batches_are_idempotent() {
     let d = Daemon::start();

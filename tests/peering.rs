@@ -393,6 +393,8 @@ fn batches_carry_the_reference_headers_and_a_reference_peer_gets_deltas() {
         assert_eq!(post.header("content-type"), Some("application/json"));
         assert_eq!(post.header("accept"), Some("application/json"));
         assert_eq!(post.header("user-agent"), Some("CouicClient/1.0.0"));
+        // Beyond §10.2: a couic receiver then answers `[]`, others echo.
+        assert_eq!(post.header("prefer"), Some("return=minimal"));
         let jobs: Vec<PeerJob> = serde_json::from_slice(&post.body).unwrap();
         assert_eq!(jobs.len(), 1);
         assert!(jobs[0].entry.metadata.is_none());

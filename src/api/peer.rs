@@ -197,7 +197,24 @@ pub async fn batch(
     // The first job that failed on its own tells the status.
     first_failure(results)?;
     tracing::info!(%policy, jobs_count = count, "peer entries synchronized");
+    if prefers_minimal(&req) {
+        // A valid answer for any sender (§4.5: "echo or `[]`"), and the
+        // batch not sent back.
+        return Ok(HttpResponse::build(StatusCode::CREATED)
+            .content_type("application/json")
+            .insert_header(("Preference-Applied", "return=minimal"))
+            .body("[]"));
+    }
     Ok(json(StatusCode::CREATED, &echo))
+}
+
+/// `Prefer: return=minimal` (RFC 7240), as couic's senders ask.
+fn prefers_minimal(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all("prefer")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("return=minimal"))
 }
 
 #[cfg(test)]

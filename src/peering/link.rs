@@ -110,8 +110,11 @@ impl HttpPeer {
             .header("Accept", "application/json");
         let sent = match body {
             Some(body) => {
+                // RFC 7240: a couic receiver then answers a batch with `[]`
+                // instead of echoing every job; others ignore it and echo.
                 let request = request
                     .header("Content-Type", "application/json")
+                    .header("Prefer", "return=minimal")
                     .body(body)
                     .map_err(|e| Failure::new(e.to_string()))?;
                 self.agent.run(request)
