@@ -132,6 +132,12 @@ fn lookup_gid(name: &str) -> Option<u32> {
     (ret == 0 && !result.is_null()).then_some(grp.gr_gid)
 }
 
+/// `<working_dir>/state/`: the durable entries (see [`crate::journal`]),
+/// found by `couic --detach` too, which prepares no layout.
+pub fn state_dir(working_dir: &Path) -> PathBuf {
+    working_dir.join("state")
+}
+
 /// Paths of the working directory, once checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -147,7 +153,7 @@ impl Layout {
 
     /// `state/`: the durable entries (see [`crate::journal`]).
     pub fn state_dir(&self) -> PathBuf {
-        self.root.join("state")
+        state_dir(&self.root)
     }
 
     /// `sets/<policy>`: the set files of a policy.

@@ -24,7 +24,7 @@ mod sets;
 
 pub use change::{Change, ChangeKind, Changed, ItemResult, NewEntry, WriteError};
 pub(crate) use change::{Puts, Stamp};
-pub use journaled::{Committed, Durable};
+pub use journaled::Committed;
 pub use maps::{MemoryMaps, RuleMaps};
 pub use queries::{Snapshot, Verdict};
 

@@ -119,7 +119,7 @@ struct Acquired {
 fn detach(config: &Config) -> anyhow::Result<()> {
     let pins = Pins::new(config.pin_dir());
     // A running couic holds the state directory and its links.
-    let state = config.working_dir.join("state");
+    let state = couic::dirs::state_dir(&config.working_dir);
     if state.is_dir() && journal::is_locked(&state) {
         anyhow::bail!(
             "couic is running with this config (it holds {}): stop it first",

@@ -98,7 +98,7 @@ impl Pins {
             let mine: Vec<Pinned> = pinned.extract_if(.., |p| &p.iface == iface).collect();
             let mut swapped = None;
             for pin in mine {
-                match (swapped.is_none(), self.swap(&pin, index, prog, mode)) {
+                match (swapped.is_none(), Self::swap(&pin, index, prog, mode)) {
                     (true, Ok(link)) => swapped = Some(link),
                     (_, outcome) => {
                         if let Err(why) = outcome {
@@ -190,7 +190,6 @@ impl Pins {
     /// The pinned link, if it is an XDP link on `ifindex` in a mode the
     /// config allows, running `prog` from now on.
     fn swap(
-        &self,
         pin: &Pinned,
         ifindex: u32,
         prog: &ProgramHandle,
@@ -229,17 +228,15 @@ impl Pins {
     /// that means.
     fn pin(&self, link: &XdpLink) -> Option<PathBuf> {
         let path = self.dir.join(pin_name(link.mode, &link.iface));
-        let pinned = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
-            .and_then(|c| {
-                // SAFETY: the fd and the NUL-terminated path are valid for the call.
-                let rc = unsafe { libbpf_sys::bpf_obj_pin(link.fd().as_raw_fd(), c.as_ptr()) };
-                if rc < 0 {
-                    Err(std::io::Error::from_raw_os_error(-rc))
-                } else {
-                    Ok(())
-                }
-            });
+        let pinned = c_path(&path).and_then(|c| {
+            // SAFETY: the fd and the NUL-terminated path are valid for the call.
+            let rc = unsafe { libbpf_sys::bpf_obj_pin(link.fd().as_raw_fd(), c.as_ptr()) };
+            if rc < 0 {
+                Err(std::io::Error::from_raw_os_error(-rc))
+            } else {
+                Ok(())
+            }
+        });
         match pinned {
             Ok(()) => {
                 tracing::info!("link of {} pinned at {}", link.iface, path.display());
@@ -263,9 +260,14 @@ fn pin_name(mode: AttachMode, iface: &str) -> String {
     format!("link_{mode}_{}", iface.replace('.', ":"))
 }
 
+/// `path` as bpf() takes it.
+fn c_path(path: &Path) -> std::io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
+}
+
 fn obj_get(path: &Path) -> std::io::Result<OwnedFd> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let c = c_path(path)?;
     // SAFETY: `c` is a valid NUL-terminated path for the call.
     let fd = unsafe { libbpf_sys::bpf_obj_get(c.as_ptr()) };
     if fd < 0 {

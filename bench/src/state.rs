@@ -14,6 +14,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use couic::journal::files::FILE_HEADER;
+use couic::journal::record::{read_frame, Frame};
 use couic_testkit::net::VethPair;
 use couic_testkit::Daemon;
 
@@ -72,15 +74,11 @@ fn record_bytes(state: &Path) -> anyhow::Result<u64> {
             continue;
         }
         let data = fs::read(&path)?;
-        let mut at = 16;
-        while at + 8 <= data.len() {
-            let len = u32::from_le_bytes(data[at..at + 4].try_into()?) as usize;
-            if len == 0 {
-                break;
-            }
-            at += 8 + len;
+        let mut at = FILE_HEADER;
+        while let Frame::Record(_, len) = read_frame(&data[at..]) {
+            at += len;
         }
-        total += at.saturating_sub(16) as u64;
+        total += (at - FILE_HEADER) as u64;
     }
     Ok(total)
 }

@@ -72,10 +72,6 @@ impl Firewall {
         self.journal = Some(journal);
     }
 
-    pub fn is_durable(&self) -> bool {
-        self.journal.is_some()
-    }
-
     /// Room for the records of adding `entries` as `origin`: refused (and
     /// so nothing applied) when the state store cannot take them.
     pub fn reserve_adds(

@@ -97,6 +97,8 @@ impl Default for Options {
 /// The writing end: owned by the [`crate::firewall::Firewall`].
 pub struct Journal {
     dir: PathBuf,
+    /// `user:group`: the files' owner, when couic may still give them one.
+    owner: Owner,
     options: Options,
     index: u64,
     file: Arc<File>,
@@ -143,7 +145,7 @@ pub fn open(
             );
         }
     }
-    let mut index = listing.next();
+    let index = listing.next();
     if !replayed.torn.is_empty() {
         // Fold the damaged files into a clean snapshot now, so that the
         // warning is not repeated at every start; keep them for a look.
@@ -152,15 +154,15 @@ pub fn open(
                 let _ = fs::hard_link(path, path.with_extension("damaged"));
             }
         }
-        let last = index - 1;
-        files::write_snapshot(dir, last, &replayed.live)?;
-        index = last + 1;
+        // As of the last journal read: the new one comes after it.
+        files::write_snapshot(dir, index - 1, &replayed.live)?;
     }
     let (file, zeroed) = create_journal(dir, index, owner, options.chunk)?;
     let file = Arc::new(file);
     Ok(Opened {
         journal: Journal {
             dir: dir.to_path_buf(),
+            owner,
             options,
             index,
             file,
@@ -219,7 +221,6 @@ fn prepare_dir(dir: &Path, owner: Owner) -> Result<(), JournalError> {
 
 /// One couic per state directory: an exclusive lock, held until exit.
 fn lock(dir: &Path) -> Result<File, JournalError> {
-    use std::os::fd::AsRawFd;
     let path = dir.join("lock");
     let file = OpenOptions::new()
         .read(true)
@@ -229,22 +230,24 @@ fn lock(dir: &Path) -> Result<File, JournalError> {
         .mode(0o600)
         .open(&path)
         .map_err(|e| JournalError::io(&path, e))?;
-    // SAFETY: flock on a descriptor this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    if !take_lock(&file) {
         return Err(JournalError::Locked(dir.to_path_buf()));
     }
     Ok(file)
 }
 
+/// An exclusive lock on `file`, at once or not at all; held until the
+/// file is closed.
+fn take_lock(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor the caller keeps open across the call.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
 /// Whether another process holds the state directory's lock (made by
 /// the first start, so none yet is none held).
 pub fn is_locked(dir: &Path) -> bool {
-    use std::os::fd::AsRawFd;
-    let Ok(file) = File::open(dir.join("lock")) else {
-        return false;
-    };
-    // SAFETY: flock on a descriptor this function owns; released on drop.
-    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
+    File::open(dir.join("lock")).is_ok_and(|file| !take_lock(&file))
 }
 
 /// A new journal: its header, `chunk` zeroed bytes, synced with its
@@ -387,7 +390,7 @@ impl Journal {
     /// thread of its own. A failure keeps the current journal.
     fn rotate(&mut self) {
         let next = self.index + 1;
-        let made = create_journal(&self.dir, next, Owner::current(), self.options.chunk);
+        let made = create_journal(&self.dir, next, self.owner, self.options.chunk);
         let (file, zeroed) = match made {
             Ok(made) => made,
             Err(e) => {
