@@ -268,6 +268,134 @@ impl Peering {
     }
 }
 
+/// A secret from the config (a token, a password): shown as `***` by
+/// `{:?}`, so that no log line or error message carries it.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// `[fleet]`: sync with the other nodes of a fleet through a NATS
+/// JetStream key-value bucket (see [`crate::fleet`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fleet {
+    pub enabled: bool,
+    /// `nats://host:port` or `tls://host:port`, tried in turn.
+    pub servers: Vec<String>,
+    /// One way to log in at most: a token, a user and password, an nkey
+    /// seed file or a credentials (JWT) file.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub nkey_file: Option<PathBuf>,
+    #[serde(default)]
+    pub creds_file: Option<PathBuf>,
+    /// PEM file of the CA that signed the servers' certificates; TLS is
+    /// then required.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The key-value bucket, made when missing.
+    #[serde(default = "Fleet::default_bucket")]
+    pub bucket: String,
+    /// Copies of the bucket kept by the JetStream cluster when couic makes
+    /// it (1, 3 or 5).
+    #[serde(default = "Fleet::default_replicas")]
+    pub replicas: usize,
+    /// This node's name in the fleet: the host name when unset.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// This node's own changes held while the server is away, one per
+    /// policy and CIDR (the last); past it the oldest are dropped, counted.
+    #[serde(default = "Fleet::default_queue_capacity")]
+    pub queue_capacity: usize,
+}
+
+impl Fleet {
+    fn default_bucket() -> String {
+        "couic".into()
+    }
+
+    fn default_replicas() -> usize {
+        1
+    }
+
+    fn default_queue_capacity() -> usize {
+        262_144
+    }
+
+    /// `node`, or the host name.
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(crate::fleet::host_name)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.servers.is_empty() {
+            return Err("fleet: servers must name at least one nats:// or tls:// URL".into());
+        }
+        for url in &self.servers {
+            let rest = url
+                .strip_prefix("nats://")
+                .or_else(|| url.strip_prefix("tls://"));
+            if rest.is_none_or(|r| r.is_empty() || r.contains(['/', ' '])) {
+                return Err(format!(
+                    "fleet: server '{url}' is not a nats://host:port or tls://host:port URL"
+                ));
+            }
+            if url.contains('@') {
+                // It would be shown in logs and status.
+                return Err(
+                    "fleet: servers carry no login: use token, user and password, nkey_file \
+                     or creds_file"
+                        .into(),
+                );
+            }
+        }
+        let logins = [
+            self.token.is_some(),
+            self.user.is_some(),
+            self.nkey_file.is_some(),
+            self.creds_file.is_some(),
+        ];
+        if logins.iter().filter(|l| **l).count() > 1 {
+            return Err(
+                "fleet: give one of token, user and password, nkey_file or creds_file".into(),
+            );
+        }
+        if self.user.is_some() != self.password.is_some() {
+            return Err("fleet: user and password go together".into());
+        }
+        if !crate::fleet::valid_bucket(&self.bucket) {
+            return Err(format!(
+                "fleet: bucket '{}' must be 1 to 64 of A-Z a-z 0-9 - _",
+                self.bucket
+            ));
+        }
+        if ![1, 3, 5].contains(&self.replicas) {
+            return Err("fleet: replicas must be 1, 3 or 5".into());
+        }
+        if !crate::fleet::valid_node(&self.node_name()) {
+            return Err(format!(
+                "fleet: node '{}' must be 1 to 64 of A-Z a-z 0-9 - _ .",
+                self.node_name()
+            ));
+        }
+        if !(1..=1 << 24).contains(&self.queue_capacity) {
+            return Err("fleet: queue_capacity must be between 1 and 16777216".into());
+        }
+        Ok(())
+    }
+}
+
 /// `[state]`: what outlives the process (all optional).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -333,6 +461,8 @@ pub struct Config {
     pub reporting: Option<Reporting>,
     #[serde(default)]
     pub peering: Option<Peering>,
+    #[serde(default)]
+    pub fleet: Option<Fleet>,
     #[serde(default)]
     pub state: State,
 }
@@ -408,6 +538,9 @@ impl Config {
         }
         if let Some(peering) = self.peering.as_ref().filter(|p| p.enabled) {
             peering.validate()?;
+        }
+        if let Some(fleet) = self.fleet.as_ref().filter(|f| f.enabled) {
+            fleet.validate()?;
         }
         self.state.validate()
     }

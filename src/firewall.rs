@@ -16,6 +16,7 @@ use crate::store::{EntryStore, Record, StoredEntry};
 use crate::tags::Acquired;
 
 mod change;
+pub mod fleet;
 mod journaled;
 pub mod maps;
 mod queries;

@@ -14,6 +14,7 @@ pub mod config;
 pub mod dirs;
 pub mod expiry;
 pub mod firewall;
+pub mod fleet;
 pub mod hash;
 pub mod journal;
 pub mod logging;

@@ -9,6 +9,7 @@ use actix::prelude::*;
 use anyhow::Context as _;
 use clap::Parser;
 
+use couic::actors::fleet_sync::{FleetFlush, FleetParts};
 use couic::actors::peer_broadcaster::PeerParts;
 use couic::actors::reporter::Flush;
 use couic::actors::set_reloader::SetReloader;
@@ -21,6 +22,7 @@ use couic::clock::{Clock, SharedClock, SystemClock};
 use couic::config::Config;
 use couic::dirs::{Layout, Owner};
 use couic::firewall::Firewall;
+use couic::fleet::status::FleetCounters;
 use couic::journal::{self, Options};
 use couic::peering::link::{HttpPeer, Link};
 use couic::peering::{PeerCounters, PeerQueue, MAX_BATCH};
@@ -104,6 +106,8 @@ struct Acquired {
     reporting: Option<(Webhook, ReportQueue)>,
     /// One per configured peer, when peering is on.
     peering: Vec<PeerParts>,
+    /// The fleet sync, when `[fleet]` is on.
+    fleet: Option<FleetParts>,
     /// Filled (durable entries, set files) before it was attached.
     firewall: Firewall,
     links: Vec<xdp::XdpLink>,
@@ -171,6 +175,20 @@ fn acquire(config: &Config, cli: &Cli, layout: &Layout) -> anyhow::Result<Acquir
     }
 
     // The webhook's CA file is read while couic may still read any file.
+    let fleet = config.fleet.as_ref().filter(|f| f.enabled).map(|f| {
+        let node = f.node_name();
+        tracing::info!(
+            "fleet: node {node}, bucket {} on {}",
+            f.bucket,
+            f.servers.join(", ")
+        );
+        FleetParts {
+            config: f.clone(),
+            counters: Arc::new(FleetCounters::new(&node, &f.bucket, &f.servers)),
+            backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+        }
+    });
+
     let reporting = match config.reporting.as_ref().filter(|r| r.enabled) {
         Some(r) => {
             let webhook = Webhook::new(r).context("[reporting]")?;
@@ -254,6 +272,7 @@ fn acquire(config: &Config, cli: &Cli, layout: &Layout) -> anyhow::Result<Acquir
     Ok(Acquired {
         reporting,
         peering,
+        fleet,
         firewall,
         links,
         pins,
@@ -268,6 +287,7 @@ fn run(layout: Layout, acquired: Acquired, entry_lines: u32) -> anyhow::Result<(
     let Acquired {
         reporting,
         peering,
+        fleet,
         firewall,
         links,
         pins,
@@ -290,10 +310,12 @@ fn run(layout: Layout, acquired: Acquired, entry_lines: u32) -> anyhow::Result<(
         });
         let peer_counters: Vec<Arc<PeerCounters>> =
             peering.iter().map(|p| p.counters.clone()).collect();
+        let fleet_counters = fleet.as_ref().map(|f| f.counters.clone());
         let Actors {
             writer,
             reporter,
             senders_arbiter,
+            fleet,
             ..
         } = actors::start(
             &writer_arbiter.handle(),
@@ -301,6 +323,7 @@ fn run(layout: Layout, acquired: Acquired, entry_lines: u32) -> anyhow::Result<(
             clock.clone(),
             reporter,
             peering,
+            fleet,
             Vec::new(),
         );
 
@@ -317,6 +340,9 @@ fn run(layout: Layout, acquired: Acquired, entry_lines: u32) -> anyhow::Result<(
             state = state.with_reports(report_counters);
         }
         state = state.with_peers(peer_counters);
+        if let Some(counters) = fleet_counters {
+            state = state.with_fleet(counters);
+        }
         let state = actix_web::web::Data::new(state);
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let server = api::serve(listener, state.clone(), workers)
@@ -339,6 +365,18 @@ fn run(layout: Layout, acquired: Acquired, entry_lines: u32) -> anyhow::Result<(
             if let Ok(sent) = reporter.send(Flush).await {
                 tracing::info!("sent {sent} queued reports before stopping");
             }
+        }
+        if let Some((fleet, arbiter)) = fleet {
+            if let Ok(left) = fleet.send(FleetFlush).await {
+                match left {
+                    0 => tracing::info!("fleet: every change of this node is in the bucket"),
+                    n => tracing::warn!(
+                        "fleet: {n} changes of this node not written to the bucket: \
+                         the next start writes the entries again, not the deletes"
+                    ),
+                }
+            }
+            arbiter.stop();
         }
         writer_arbiter.stop();
         if let Some(arbiter) = senders_arbiter {

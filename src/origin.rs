@@ -13,6 +13,8 @@ pub enum Origin {
     /// A batch sent by this peer client (the API client the peer node
     /// authenticates as).
     Peer { client: Arc<str> },
+    /// A word of the fleet's bucket written by this node (`[fleet]`).
+    Fleet { node: Arc<str> },
     /// A set file.
     Set,
     /// Entries leaving at their expiration. Only ever the cause of a change:
@@ -33,19 +35,27 @@ impl Origin {
         }
     }
 
-    /// The API client behind an API or peer change.
+    pub fn fleet(node: &str) -> Origin {
+        Origin::Fleet { node: node.into() }
+    }
+
+    /// The API client behind an API or peer change, the node behind a
+    /// fleet one.
     pub fn client(&self) -> Option<&str> {
         match self {
             Origin::Api { client } | Origin::Peer { client } => Some(client),
+            Origin::Fleet { node } => Some(node),
             Origin::Set | Origin::Expiry => None,
         }
     }
 
-    /// As the API and the logs name it: `api`, `peer`, `set`, `expiry`.
+    /// As the API and the logs name it: `api`, `peer`, `fleet`, `set`,
+    /// `expiry`.
     pub fn kind(&self) -> &'static str {
         match self {
             Origin::Api { .. } => "api",
             Origin::Peer { .. } => "peer",
+            Origin::Fleet { .. } => "fleet",
             Origin::Set => "set",
             Origin::Expiry => "expiry",
         }

@@ -183,6 +183,11 @@ impl EntryStore {
         self.origins.find(origin)
     }
 
+    /// The origin a record keeps.
+    pub fn origin(&self, id: OriginId) -> &Origin {
+        self.origins.get(id)
+    }
+
     /// Maximum entries per family of `policy`.
     pub fn capacity(&self, policy: Policy) -> usize {
         self.policy(policy).capacity

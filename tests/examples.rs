@@ -53,7 +53,7 @@ fn exported() -> BTreeSet<String> {
         last_error: None,
         last_error_at: None,
     };
-    let text = openmetrics(&snapshot, Some(&reports), &[peer], 2).unwrap();
+    let text = openmetrics(&snapshot, Some(&reports), &[peer], None, 2).unwrap();
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split(['{', ' ']).next())

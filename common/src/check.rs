@@ -33,6 +33,8 @@ pub enum Origin {
     Api,
     Peer,
     Set,
+    /// Another node of the fleet (`[fleet]`), through the bucket.
+    Fleet,
 }
 
 /// `{"ip", "verdict", "reason", "entry", "policy", "origin"}`; the last three

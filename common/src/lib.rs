@@ -7,6 +7,7 @@ pub mod cidr;
 pub mod client;
 pub mod entry;
 pub mod error;
+pub mod fleet;
 pub mod names;
 pub mod outbound;
 pub mod peer;
@@ -23,6 +24,7 @@ pub use entry::{
     Entry, EntryRequest, Metadata, Report, ReportAction, REPORT_BATCH_HEADER, REPORT_NODE_HEADER,
 };
 pub use error::{ErrorBody, ErrorCode, FieldError};
+pub use fleet::FleetStatus;
 pub use names::{ClientName, NameError, SetName};
 pub use peer::{
     PeerAction, PeerDigest, PeerEntry, PeerJob, PeerState, PeerStatus, ShardDigest, SHARDS,

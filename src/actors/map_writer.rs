@@ -19,6 +19,7 @@ use crate::actors::messages::{Changed, Origin};
 use crate::batch::{self, Op, Rules};
 use crate::bpf::BpfError;
 use crate::clock::SharedClock;
+use crate::firewall::fleet::{FleetApplied, FleetOp};
 use crate::firewall::set_plan::{ReloadSummary, SetsTarget};
 use crate::firewall::{Change, Committed, Firewall, NewEntry, Snapshot, Verdict, WriteError};
 use crate::store::StoredEntry;
@@ -120,6 +121,21 @@ pub struct ReplacePeerShard {
     pub shard: usize,
     pub entries: Vec<NewEntry>,
 }
+
+/// Words of the fleet's bucket for one policy, in the bucket's order (see
+/// [`crate::firewall::fleet`]). Awaited again like [`AddEntries`].
+#[derive(Message)]
+#[rtype(result = "Committed<FleetApplied>")]
+pub struct ApplyFleet {
+    pub policy: Policy,
+    pub ops: Vec<FleetOp>,
+}
+
+/// The API and fleet entries held, not expired: what the fleet's
+/// reconciliation compares with the bucket.
+#[derive(Message)]
+#[rtype(result = "Vec<(Policy, StoredEntry)>")]
+pub struct FleetHeld;
 
 /// The sequence number of the last change published (0 before any).
 #[derive(Message)]
@@ -390,6 +406,51 @@ impl Handler<ReplacePeerShard> for MapWriter {
         let (results, changes) =
             batch::apply(&mut self.firewall, msg.policy, ops, &msg.origin, rules, now);
         MessageResult(self.commit(msg.origin, changes, results))
+    }
+}
+
+impl Handler<ApplyFleet> for MapWriter {
+    type Result = MessageResult<ApplyFleet>;
+
+    fn handle(&mut self, msg: ApplyFleet, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.firewall.reserve_fleet(&msg.ops) {
+            return MessageResult(Committed::now(vec![Err(e)]));
+        }
+        let cause = msg
+            .ops
+            .iter()
+            .find_map(|op| match op {
+                FleetOp::Put { origin, .. } => Some(origin.clone()),
+                FleetOp::Delete(_) => None,
+            })
+            .unwrap_or_else(|| Origin::fleet("-"));
+        let (applied, changes) = self
+            .firewall
+            .apply_fleet(msg.policy, msg.ops, self.clock.now());
+        MessageResult(self.commit(cause, changes, vec![Ok(applied)]))
+    }
+}
+
+impl Handler<FleetHeld> for MapWriter {
+    type Result = Vec<(Policy, StoredEntry)>;
+
+    fn handle(&mut self, _: FleetHeld, _: &mut Context<Self>) -> Self::Result {
+        let store = self.firewall.store();
+        let now = self.clock.now();
+        let mut held = Vec::new();
+        for policy in Policy::ALL {
+            for (cidr, record) in store.iter(policy) {
+                let live = record.expiration == 0 || record.expiration > now;
+                let kind = store.origin(record.origin);
+                if live
+                    && matches!(kind, Origin::Api { .. } | Origin::Fleet { .. })
+                    && !store.is_set_record(policy, record)
+                {
+                    held.push((policy, store.view(policy, cidr, record)));
+                }
+            }
+        }
+        held
     }
 }
 

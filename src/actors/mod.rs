@@ -3,6 +3,7 @@
 //! starts them in the daemon's order, for `main` and the tests alike.
 
 pub mod expirer;
+pub mod fleet_sync;
 pub mod map_writer;
 pub mod messages;
 pub mod peer_broadcaster;
@@ -20,6 +21,7 @@ use crate::expiry::ExpiryIndex;
 use crate::firewall::Firewall;
 use crate::reporting::{ReportCounters, ReportQueue};
 use expirer::Expirer;
+use fleet_sync::{FleetParts, FleetSync};
 use map_writer::MapWriter;
 use messages::Changed;
 use peer_broadcaster::{PeerBroadcaster, PeerParts};
@@ -44,6 +46,8 @@ pub struct Actors {
     pub senders_arbiter: Option<Arbiter>,
     /// One per peer, in the order configured.
     pub peers: Vec<Addr<PeerBroadcaster>>,
+    /// The fleet sync and its thread, when `[fleet]` is on.
+    pub fleet: Option<(Addr<FleetSync>, Arbiter)>,
 }
 
 /// Starts the MapWriter on `arbiter` with its subscribers: the Expirer
@@ -51,19 +55,23 @@ pub struct Actors {
 /// given and a PeerBroadcaster per peer on one thread of their own, so
 /// that sending batch after batch never waits for the MapWriter to finish
 /// a bulk write, and queuing never holds up the MapWriter (they post on
-/// the blocking pool); then `also`.
+/// the blocking pool); the FleetSync when given, on a thread of its own;
+/// then `also`.
 pub fn start(
     arbiter: &ArbiterHandle,
     firewall: Firewall,
     clock: SharedClock,
     reporter: Option<ReporterParts>,
     peers: Vec<PeerParts>,
+    fleet: Option<FleetParts>,
     also: Vec<Recipient<Changed>>,
 ) -> Actors {
     let (tx, rx) = std::sync::mpsc::channel();
     let subscriber_clock = clock.clone();
     let senders_arbiter = (reporter.is_some() || !peers.is_empty()).then(Arbiter::new);
     let senders = senders_arbiter.as_ref().map(Arbiter::handle);
+    let fleet_arbiter = fleet.is_some().then(Arbiter::new);
+    let fleet_thread = fleet_arbiter.as_ref().map(Arbiter::handle);
     let mut index = ExpiryIndex::default();
     for policy in Policy::ALL {
         for (cidr, record) in firewall.store().iter(policy) {
@@ -103,17 +111,26 @@ pub fn start(
             })
             .collect();
         subscribers.extend(peers.iter().map(|p| p.clone().recipient()));
+        let fleet = fleet.map(|parts| {
+            let handle = fleet_thread.as_ref().expect("a thread for the fleet");
+            let (writer, clock) = (writer.clone(), subscriber_clock.clone());
+            FleetSync::start_in_arbiter(handle, move |_| FleetSync::new(parts, writer, clock))
+        });
+        if let Some(fleet) = &fleet {
+            subscribers.push(fleet.clone().recipient());
+        }
         subscribers.extend(also);
-        tx.send((expirer, reporter, peers))
+        tx.send((expirer, reporter, peers, fleet))
             .expect("start waits for its subscribers");
         subscribers
     });
-    let (expirer, reporter, peers) = rx.recv().expect("the subscribers were started");
+    let (expirer, reporter, peers, fleet) = rx.recv().expect("the subscribers were started");
     Actors {
         writer,
         expirer,
         reporter,
         senders_arbiter,
         peers,
+        fleet: fleet.zip(fleet_arbiter),
     }
 }

@@ -517,6 +517,7 @@ mod tests {
             clock,
             None,
             vec![parts],
+            None,
             Vec::new(),
         );
         Fixture {

@@ -17,6 +17,7 @@ fn wire_origin(origin: &Origin) -> WireOrigin {
         // An entry never keeps `Expiry`, the cause of a removal only.
         Origin::Api { .. } | Origin::Expiry => WireOrigin::Api,
         Origin::Peer { .. } => WireOrigin::Peer,
+        Origin::Fleet { .. } => WireOrigin::Fleet,
         Origin::Set => WireOrigin::Set,
     }
 }

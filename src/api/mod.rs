@@ -39,6 +39,7 @@ use serde::Serialize;
 use crate::actors::map_writer::MapWriter;
 use crate::actors::set_reloader::SetReloader;
 use crate::clock::SharedClock;
+use crate::fleet::status::FleetCounters;
 use crate::peering::PeerCounters;
 use crate::rbac::{ClientFiles, ClientRegistry, Scope};
 use crate::reporting::ReportCounters;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub reports: Option<Arc<ReportCounters>>,
     /// Each peer's status, in the order configured (empty: no peering).
     pub peers: Vec<Arc<PeerCounters>>,
+    /// The fleet sync's status, when `[fleet]` is on.
+    pub fleet: Option<Arc<FleetCounters>>,
     /// Time a request body has to arrive ([`body::BODY_DEADLINE`]).
     pub body_deadline: Duration,
     /// The `entry created` / `entry deleted` lines, within their budget.
@@ -79,6 +82,7 @@ impl AppState {
             sets: None,
             reports: None,
             peers: Vec::new(),
+            fleet: None,
             body_deadline: body::BODY_DEADLINE,
             entry_log: entry_log::EntryLogger::new(entry_log::DEFAULT_BUDGET, clock.clone()),
             clock,
@@ -113,6 +117,12 @@ impl AppState {
     /// Shows the peers' status (`/v1/peers`, metrics).
     pub fn with_peers(mut self, peers: Vec<Arc<PeerCounters>>) -> Self {
         self.peers = peers;
+        self
+    }
+
+    /// Shows the fleet sync's status (`/v1/fleet`, metrics).
+    pub fn with_fleet(mut self, counters: Arc<FleetCounters>) -> Self {
+        self.fleet = Some(counters);
         self
     }
 
@@ -174,6 +184,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route("PUT", "/v1/sets/{policy}/{name}", &[Scope::SETS_UPDATE]),
     route("DELETE", "/v1/sets/{policy}/{name}", &[Scope::SETS_DELETE]),
     route("GET", "/v1/peers", &[Scope::PEERS_LIST]),
+    route("GET", "/v1/fleet", &[Scope::PEERS_LIST]),
     route("POST", "/v1/{policy}/peer", &[Scope::POLICY_PEER]),
     route("GET", "/v1/{policy}/peer/digest", &[Scope::POLICY_PEER]),
     route(
@@ -230,6 +241,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get_and_head(web::resource("/v1/check/{ip}"), check::check))
         .configure(sets::configure)
         .service(get_and_head(web::resource("/v1/peers"), peers::list))
+        .service(get_and_head(web::resource("/v1/fleet"), peers::fleet))
         .service(web::resource("/v1/{policy}/peer").route(web::post().to(peer::batch)))
         .service(get_and_head(
             web::resource("/v1/{policy}/peer/digest"),

@@ -7,7 +7,8 @@ use actix_web::http::{header, StatusCode};
 use actix_web::web::Data;
 use actix_web::{HttpRequest, HttpResponse};
 use couic_common::{
-    Metrics, PeerState, PeerStatus, PktStats, Policy, ReportStats, Stats, TagStats, XDP_ACTIONS,
+    FleetStatus, Metrics, PeerState, PeerStatus, PktStats, Policy, ReportStats, Stats, TagStats,
+    XDP_ACTIONS,
 };
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
@@ -95,7 +96,9 @@ pub async fn metrics(req: HttpRequest, state: Data<AppState>) -> Result<HttpResp
     if prometheus {
         let peers: Vec<PeerStatus> = state.peers.iter().map(|p| p.read()).collect();
         let now = state.clock.now();
-        let text = openmetrics(&snap, reports.as_ref(), &peers, now).map_err(ApiError::internal)?;
+        let fleet = state.fleet.as_ref().map(|f| f.read());
+        let text = openmetrics(&snap, reports.as_ref(), &peers, fleet.as_ref(), now)
+            .map_err(ApiError::internal)?;
         return Ok(HttpResponse::Ok()
             .insert_header((header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE))
             .body(text));
@@ -184,11 +187,13 @@ impl EncodeMetric for Samples {
 }
 
 /// The text of §9.3, families in the contract's order, then the webhook
-/// reporter's when reporting is on, then the peers' (labelled `peer`).
+/// reporter's when reporting is on, then the peers' (labelled `peer`),
+/// then the fleet sync's when `[fleet]` is on.
 pub fn openmetrics(
     s: &Snapshot,
     reports: Option<&ReportStats>,
     peers: &[PeerStatus],
+    fleet: Option<&FleetStatus>,
     now: u64,
 ) -> Result<String, std::fmt::Error> {
     let gauge = |v: u64| Samples {
@@ -348,6 +353,71 @@ pub fn openmetrics(
             ));
         }
     }
+    if let Some(f) = fleet {
+        let one = |kind: MetricType, v: u64| Samples {
+            kind,
+            label: "",
+            values: vec![(String::new(), v)],
+        };
+        use MetricType::{Counter as C, Gauge as G};
+        families.extend([
+            (
+                "couic_fleet_connected",
+                "1 while connected to a NATS server",
+                one(G, u64::from(f.connected)),
+            ),
+            (
+                "couic_fleet_caught_up",
+                "1 once the catch-up with the bucket is done",
+                one(G, u64::from(f.caught_up)),
+            ),
+            (
+                "couic_fleet_last_revision",
+                "Revision of the last word of the bucket applied",
+                one(G, f.last_revision),
+            ),
+            (
+                "couic_fleet_lag",
+                "Words of the bucket not applied yet",
+                one(G, f.lag),
+            ),
+            (
+                "couic_fleet_queued",
+                "This node's changes waiting to be written to the bucket",
+                one(G, f.queued),
+            ),
+            (
+                "couic_fleet_dropped_total",
+                "This node's changes dropped when the queue was full",
+                one(C, f.dropped),
+            ),
+            (
+                "couic_fleet_published_total",
+                "This node's changes written to the bucket",
+                one(C, f.published),
+            ),
+            (
+                "couic_fleet_applied_total",
+                "Words of the bucket applied",
+                one(C, f.applied),
+            ),
+            (
+                "couic_fleet_rejected_total",
+                "Words of the bucket skipped as malformed",
+                one(C, f.rejected),
+            ),
+            (
+                "couic_fleet_purged_total",
+                "Expired keys purged from the bucket",
+                one(C, f.purged),
+            ),
+            (
+                "couic_fleet_reconnects_total",
+                "Connections made again after a failure",
+                one(C, f.reconnects),
+            ),
+        ]);
+    }
     let mut registry = Registry::default();
     for (name, help, samples) in families {
         registry.register(name, help, samples);
@@ -397,7 +467,7 @@ mod tests {
                 bytes: 60,
             },
         )];
-        let text = openmetrics(&snap, None, &[], 0).unwrap();
+        let text = openmetrics(&snap, None, &[], None, 0).unwrap();
         let expected = "\
 # HELP couic_drop_cidr_total Current number of CIDR dropped by couic.
 # TYPE couic_drop_cidr_total gauge
@@ -445,7 +515,7 @@ couic_ignore_tag_rx_bytes_total{tag=\"lan.couic\"} 60
             failed_attempts: 3,
             seconds_since_success: Some(9),
         };
-        let text = openmetrics(&snap, Some(&reports), &[], 0).unwrap();
+        let text = openmetrics(&snap, Some(&reports), &[], None, 0).unwrap();
         let expected = expected.strip_suffix("# EOF\n").unwrap().to_string()
             + "\
 # HELP couic_reports_queued Webhook reports waiting to be sent.
@@ -487,7 +557,7 @@ couic_reports_seconds_since_success 9
             peer("b", PeerState::Ok, Some(95)),
             peer("c", PeerState::Behind, None),
         ];
-        let text = openmetrics(&Snapshot::default(), None, &peers, 100).unwrap();
+        let text = openmetrics(&Snapshot::default(), None, &peers, None, 100).unwrap();
         let start = text.find("# HELP couic_peer_up").expect("peer families");
         let expected = "\
 # HELP couic_peer_up 1 when the last attempt to reach the peer worked.

@@ -101,6 +101,15 @@ impl Firewall {
         })
     }
 
+    /// Room for `bytes` of records by `origin`.
+    pub(crate) fn reserve_bytes(
+        &mut self,
+        origin: &Origin,
+        bytes: usize,
+    ) -> Result<(), WriteError> {
+        self.reserve(origin, || bytes)
+    }
+
     fn reserve(
         &mut self,
         origin: &Origin,

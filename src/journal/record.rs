@@ -5,8 +5,8 @@
 //! frame   len u32 | crc32 u32 | payload (len bytes)
 //! payload op u8 (1 put, 2 delete) | policy u8 (0 drop, 1 ignore)
 //!         | prefix u8 | family u8 (4, 6) | address (4 or 16 bytes)
-//! put     + creation u64 | expiration u64 | origin u8 (1 api, 2 peer)
-//!         | client u16+bytes | tag u16+bytes | metadata u32+JSON (0: none)
+//! put     + creation u64 | expiration u64 | origin u8 (1 api, 2 peer, 3 fleet)
+//!         | client (node) u16+bytes | tag u16+bytes | metadata u32+JSON (0: none)
 //! ```
 //!
 //! A frame of length 0 ends a file's records: files are zero-filled ahead
@@ -50,7 +50,10 @@ pub enum Record {
 /// Whether entries of this origin are journaled (sets are files; expiry is
 /// only ever a cause).
 pub fn durable(origin: &Origin) -> bool {
-    matches!(origin, Origin::Api { .. } | Origin::Peer { .. })
+    matches!(
+        origin,
+        Origin::Api { .. } | Origin::Peer { .. } | Origin::Fleet { .. }
+    )
 }
 
 /// The largest frame a put of `entry` by `origin` can take.
@@ -93,6 +96,7 @@ pub fn encode_put(
     buf.extend_from_slice(&expiration.to_le_bytes());
     buf.push(match origin {
         Origin::Peer { .. } => 2,
+        Origin::Fleet { .. } => 3,
         _ => 1,
     });
     short_bytes(buf, origin.client().unwrap_or("").as_bytes());
@@ -266,6 +270,7 @@ fn decode(payload: &[u8]) -> Option<Record> {
             let origin = match kind {
                 1 => Origin::api(client),
                 2 => Origin::peer(client),
+                3 => Origin::fleet(client),
                 _ => return None,
             };
             let len = c.u16()? as usize;

@@ -31,7 +31,8 @@ pub fn expired_metadata() -> Metadata {
 fn event_class(cause: &Origin) -> ReportEvent {
     match cause {
         Origin::Api { .. } => ReportEvent::Api,
-        Origin::Peer { .. } => ReportEvent::Peer,
+        // Another node's change, as a peer's is.
+        Origin::Peer { .. } | Origin::Fleet { .. } => ReportEvent::Peer,
         Origin::Set => ReportEvent::Sets,
         Origin::Expiry => ReportEvent::Expiry,
     }

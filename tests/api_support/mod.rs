@@ -193,6 +193,7 @@ impl Daemon {
                     shared.clone(),
                     reporter,
                     peering,
+                    None,
                     vec![recorder],
                 );
                 let writer = actors.writer;

@@ -65,6 +65,7 @@ pub fn render(r: &CheckResult, now: u64) -> String {
         Some(Origin::Api) => "api",
         Some(Origin::Peer) => "peer",
         Some(Origin::Set) => "set",
+        Some(Origin::Fleet) => "fleet",
         None => "-",
     };
     let policy = r.policy.map_or("-", |p| p.as_str());

@@ -4,6 +4,7 @@ pub mod check;
 pub mod clients;
 pub mod docs;
 pub mod drop_ignore;
+pub mod fleet;
 pub mod peers;
 pub mod sets;
 pub mod stats;
@@ -79,6 +80,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Show how the links to peer nodes are doing
     Peers(peers::PeersArgs),
+    /// Show how the sync with the fleet's NATS bucket is doing
+    Fleet(fleet::FleetArgs),
     /// Print a shell completion script
     Completions {
         /// Target shell
@@ -119,6 +122,7 @@ pub fn run(command: Command, ctx: &mut Ctx, out: &mut dyn Write) -> anyhow::Resu
         Command::Ignore { command } => drop_ignore::run_ignore(command, ctx, out),
         Command::Check(args) => check::run(args, ctx, out),
         Command::Peers(args) => peers::run(args, ctx, out),
+        Command::Fleet(args) => fleet::run(args, ctx, out),
         offline @ (Command::Completions { .. } | Command::Man { .. }) => {
             run_offline(&offline, out).expect("an offline command")?;
             Ok(())

@@ -11,6 +11,7 @@
 //!   senders and receivers inside them.
 //! - [`pki`]: a private CA and a server certificate made with openssl.
 //! - [`nginx`]: nginx (TLS or plain) in front of a daemon or a loopback server.
+//! - [`nats`]: a JetStream nats-server on loopback, its store temporary.
 //! - [`http`]: an HTTP server on loopback that records requests and answers
 //!   as told: the stand-in for a webhook, a chat service or a peer.
 //!
@@ -23,6 +24,7 @@ pub mod api;
 pub mod ctl;
 pub mod daemon;
 pub mod http;
+pub mod nats;
 pub mod net;
 pub mod nginx;
 pub mod pki;

@@ -1,0 +1,246 @@
+//! The connection to the fleet's NATS servers and its bucket: connect with
+//! the configured login, open (or make) the bucket, write a key, watch the
+//! bucket, purge an expired key on condition.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use async_nats::{ConnectOptions, Event, HeaderMap};
+
+use super::outbox::Op;
+use super::value::Value;
+use crate::config::Fleet;
+
+/// How long a server has to answer a request (a write's acknowledgement,
+/// opening the bucket).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("cannot read {what} {path}: {source}")]
+    Credentials {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot connect to {servers}: {message}")]
+    Connect { servers: String, message: String },
+    #[error("bucket {bucket}: {message}")]
+    Bucket { bucket: String, message: String },
+    #[error("write to the bucket: {0}")]
+    Write(String),
+    #[error("watch of the bucket: {0}")]
+    Watch(String),
+}
+
+/// A connection and its bucket.
+pub struct Link {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    kv: kv::Store,
+    /// `$KV.<bucket>.`: keys are written there.
+    prefix: String,
+}
+
+/// The connection options `fleet` asks for (its login, its CA), reporting
+/// connection events to `on_event`.
+pub async fn options(
+    fleet: &Fleet,
+    on_event: impl Fn(Event) + Send + Sync + 'static,
+) -> Result<ConnectOptions, LinkError> {
+    let mut options = ConnectOptions::new();
+    if let Some(path) = &fleet.creds_file {
+        options = ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|source| LinkError::Credentials {
+                what: "creds_file",
+                path: path.display().to_string(),
+                source,
+            })?;
+    }
+    if let Some(path) = &fleet.nkey_file {
+        let seed = std::fs::read_to_string(path).map_err(|source| LinkError::Credentials {
+            what: "nkey_file",
+            path: path.display().to_string(),
+            source,
+        })?;
+        options = options.nkey(seed.trim().to_string());
+    }
+    if let Some(token) = &fleet.token {
+        options = options.token(token.0.clone());
+    }
+    if let (Some(user), Some(password)) = (&fleet.user, &fleet.password) {
+        options = options.user_and_password(user.clone(), password.0.clone());
+    }
+    if let Some(ca) = &fleet.ca_file {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let on_event = std::sync::Arc::new(on_event);
+    Ok(options
+        .name(format!("couic {}", fleet.node_name()))
+        .connection_timeout(REQUEST_TIMEOUT)
+        .request_timeout(Some(REQUEST_TIMEOUT))
+        .max_reconnects(None)
+        .event_callback(move |event| {
+            let on_event = on_event.clone();
+            async move { on_event(event) }
+        }))
+}
+
+/// The stream behind a key-value bucket named `bucket`: one message kept
+/// per key (history 1), keys under `$KV.<bucket>.`, purges by rollup,
+/// reads by direct get, values of [`super::value::MAX_VALUE`] at most, on
+/// disk, `replicas` copies.
+fn bucket_stream(bucket: &str, replicas: usize) -> jetstream::stream::Config {
+    jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some("couic fleet rules: <policy>.<address>.<prefix>".into()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_message_size: super::value::MAX_VALUE as i32,
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: replicas,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    }
+}
+
+impl Link {
+    /// Connects to the first server of `servers` that answers and opens
+    /// `bucket`, making it (history 1, on disk) when missing.
+    pub async fn open(
+        options: ConnectOptions,
+        servers: &[String],
+        bucket: &str,
+        replicas: usize,
+    ) -> Result<Link, LinkError> {
+        let client = options
+            .connect(servers)
+            .await
+            .map_err(|e| LinkError::Connect {
+                servers: servers.join(", "),
+                message: e.to_string(),
+            })?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(REQUEST_TIMEOUT);
+        let bucket_error = |e: &dyn std::fmt::Display| LinkError::Bucket {
+            bucket: bucket.into(),
+            message: e.to_string(),
+        };
+        let kv = match js.get_key_value(bucket).await {
+            Ok(kv) => kv,
+            Err(e) if e.kind() == jetstream::context::KeyValueErrorKind::GetBucket => {
+                // Made as a stream with the key-value conventions (ADR-8):
+                // the client's own `create_key_value` first reads account
+                // fields that servers before 2.10 do not send.
+                let made = js.create_stream(bucket_stream(bucket, replicas)).await;
+                match js.get_key_value(bucket).await {
+                    Ok(kv) => kv,
+                    // Another node made it meanwhile, or the server refused.
+                    Err(e) => match made {
+                        Err(made) => return Err(bucket_error(&made)),
+                        Ok(_) => return Err(bucket_error(&e)),
+                    },
+                }
+            }
+            Err(e) => return Err(bucket_error(&e)),
+        };
+        Ok(Link {
+            client,
+            js,
+            kv,
+            prefix: format!("$KV.{bucket}."),
+        })
+    }
+
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Sends `op` of `key` (a put or a delete); the future resolves to the
+    /// revision the bucket gave it, once the server acknowledged it.
+    pub async fn send(
+        &self,
+        key: &str,
+        op: &Op,
+    ) -> Result<impl Future<Output = Result<u64, LinkError>>, LinkError> {
+        let subject = format!("{}{key}", self.prefix);
+        let (headers, payload) = match op {
+            Op::Put(value) => (HeaderMap::new(), value.clone()),
+            Op::Delete => {
+                let mut headers = HeaderMap::new();
+                headers.insert("KV-Operation", "DEL");
+                (headers, Vec::new())
+            }
+            Op::Expired { .. } => unreachable!("expired keys are purged with purge_expired"),
+        };
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, payload.into())
+            .await
+            .map_err(|e| LinkError::Write(e.to_string()))?;
+        Ok(async move {
+            ack.await
+                .map(|a| a.sequence)
+                .map_err(|e| LinkError::Write(e.to_string()))
+        })
+    }
+
+    /// Purges `key` if it still holds an entry expiring at `expiration`
+    /// (expired by `now`), on condition that nobody wrote it since: true
+    /// when purged.
+    pub async fn purge_expired(
+        &self,
+        key: &str,
+        expiration: u64,
+        now: u64,
+    ) -> Result<bool, LinkError> {
+        let entry = self
+            .kv
+            .entry(key)
+            .await
+            .map_err(|e| LinkError::Write(e.to_string()))?;
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+            return Ok(false);
+        };
+        match Value::parse(&entry.value) {
+            Ok(v) if v.expiration == expiration && v.expired(now) => {}
+            _ => return Ok(false),
+        }
+        self.purge_at(key, entry.revision).await
+    }
+
+    /// Purges `key` if its last revision is `revision`: true when purged,
+    /// false when it was written since.
+    pub async fn purge_at(&self, key: &str, revision: u64) -> Result<bool, LinkError> {
+        match self.kv.purge_expect_revision(key, Some(revision)).await {
+            Ok(()) => Ok(true),
+            // The server's "wrong last sequence": a newer word is there.
+            Err(e) if e.to_string().contains("wrong last sequence") => Ok(false),
+            Err(e) => Err(LinkError::Write(e.to_string())),
+        }
+    }
+
+    /// The bucket's last revision (0 when nothing was ever written).
+    pub async fn last_revision(&self) -> Result<u64, LinkError> {
+        let kv = self.kv.clone();
+        let status = kv
+            .status()
+            .await
+            .map_err(|e| LinkError::Watch(e.to_string()))?;
+        Ok(status.info.state.last_sequence)
+    }
+
+    /// The last word of every key, then every new word.
+    pub async fn watch(&self) -> Result<kv::Watch, LinkError> {
+        self.kv
+            .watch_with_history(">")
+            .await
+            .map_err(|e| LinkError::Watch(e.to_string()))
+    }
+}

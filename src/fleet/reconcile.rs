@@ -1,0 +1,69 @@
+//! After a catch-up: what this node holds that the bucket does not.
+//!
+//! The catch-up delivers the last word of every key. A fleet entry held
+//! here whose key had no word is gone from the fleet (its key purged while
+//! this node was away): removed. An API entry of this node's without a
+//! word never reached the bucket (made before `[fleet]` was on, or dropped
+//! from a full outbox): written again. Nothing else is touched.
+
+use std::collections::HashSet;
+
+use couic_common::{Cidr, Policy};
+
+use crate::origin::Origin;
+use crate::store::StoredEntry;
+
+#[derive(Debug, Default, PartialEq)]
+pub struct Reconciled {
+    pub remove: Vec<(Policy, Cidr)>,
+    pub publish: Vec<(Policy, StoredEntry)>,
+}
+
+pub fn reconcile(held: Vec<(Policy, StoredEntry)>, seen: &HashSet<(Policy, Cidr)>) -> Reconciled {
+    let mut out = Reconciled::default();
+    for (policy, entry) in held {
+        if seen.contains(&(policy, entry.cidr)) {
+            continue;
+        }
+        match entry.origin {
+            Origin::Fleet { .. } => out.remove.push((policy, entry.cidr)),
+            Origin::Api { .. } => out.publish.push((policy, entry)),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(cidr: &str, origin: Origin) -> StoredEntry {
+        StoredEntry {
+            cidr: cidr.parse().unwrap(),
+            tag: String::new(),
+            creation: 1,
+            expiration: 0,
+            origin,
+        }
+    }
+
+    #[test]
+    fn unseen_fleet_entries_go_and_unseen_api_entries_are_written_again() {
+        let held = vec![
+            (Policy::Drop, entry("10.0.0.1/32", Origin::fleet("b"))),
+            (Policy::Drop, entry("10.0.0.2/32", Origin::fleet("b"))),
+            (Policy::Drop, entry("10.0.0.3/32", Origin::api("admin"))),
+            (Policy::Ignore, entry("10.0.0.4/32", Origin::api("admin"))),
+            (Policy::Drop, entry("10.0.0.5/32", Origin::peer("p"))),
+        ];
+        let seen = HashSet::from([
+            (Policy::Drop, "10.0.0.2/32".parse().unwrap()),
+            (Policy::Ignore, "10.0.0.4/32".parse().unwrap()),
+        ]);
+        let r = reconcile(held, &seen);
+        assert_eq!(r.remove, [(Policy::Drop, "10.0.0.1/32".parse().unwrap())]);
+        assert_eq!(r.publish.len(), 1);
+        assert_eq!(r.publish[0].1.cidr, "10.0.0.3/32".parse().unwrap());
+    }
+}

@@ -1,0 +1,371 @@
+//! The couic binary with `[fleet]`, against a real `nats-server -js` on a
+//! loopback port: changes reach every node through the bucket, concurrent
+//! writes converge, a node away catches up, the server restarting or
+//! missing at start loses nothing, bad settings are clear errors.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use couic_testkit::nats::NatsServer;
+use couic_testkit::{ctl, wait_until, Daemon, Spec};
+use serde_json::{json, Value};
+
+const COUIC: &str = env!("CARGO_BIN_EXE_couic");
+/// How long a change may take to reach the other nodes (the 1 s,
+/// with room for a loaded CI machine).
+const SPREAD: Duration = Duration::from_secs(5);
+const CONVERGE: Duration = Duration::from_secs(30);
+
+fn fleet(url: &str, node: &str, extra: &str) -> Spec {
+    Spec::new(COUIC)
+        .couicctl(ctl::couicctl_next_to(Path::new(COUIC)))
+        .extra(&format!(
+            "[fleet]\nenabled = true\nservers = [\"{url}\"]\nnode = \"{node}\"\n{extra}"
+        ))
+}
+
+fn status(d: &Daemon) -> Value {
+    let (code, body) = d.call("GET", "/v1/fleet", None);
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+fn wait_caught_up(d: &Daemon) {
+    assert!(
+        wait_until(CONVERGE, || status(d)["caught_up"] == true),
+        "never caught up: {}\n{}",
+        status(d),
+        d.log()
+    );
+}
+
+fn entry(d: &Daemon, policy: &str, cidr: &str) -> Option<Value> {
+    let (code, body) = d.call("GET", &format!("/v1/{policy}/{cidr}"), None);
+    match code {
+        200 => Some(body),
+        404 => None,
+        _ => panic!("GET {cidr}: {code} {body}"),
+    }
+}
+
+fn add(d: &Daemon, policy: &str, cidr: &str, tag: &str, expiration: u64) {
+    let body = json!({"cidr": cidr, "tag": tag, "expiration": expiration});
+    let (code, answer) = d.call("POST", &format!("/v1/{policy}"), Some(body));
+    assert_eq!(code, 201, "{answer}");
+}
+
+fn set(d: &Daemon, policy: &str) -> BTreeSet<String> {
+    d.cidrs(policy).into_iter().collect()
+}
+
+#[test]
+fn changes_reach_every_node_and_concurrent_writes_converge() {
+    let nats = NatsServer::start(None).unwrap();
+    let nodes: Vec<Daemon> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Daemon::start(fleet(&nats.url(), n, "")).unwrap())
+        .collect();
+    for d in &nodes {
+        wait_caught_up(d);
+    }
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+
+    // An add on A is on B and C, with its tag, expiration and creation.
+    let expiration = couic_testkit::now() + 3600;
+    add(a, "drop", "192.0.2.0/24", "ssh", expiration);
+    let on_a = entry(a, "drop", "192.0.2.0/24").unwrap();
+    let started = Instant::now();
+    for d in [b, c] {
+        assert!(
+            wait_until(SPREAD, || entry(d, "drop", "192.0.2.0/24").is_some()),
+            "not spread: {}",
+            d.log()
+        );
+        assert_eq!(entry(d, "drop", "192.0.2.0/24").unwrap(), on_a);
+    }
+    eprintln!("spread to two nodes in {:?}", started.elapsed());
+    let (_, checked) = b.call("GET", "/v1/check/192.0.2.1", None);
+    assert_eq!(checked["origin"], "fleet", "{checked}");
+
+    // An ignore stays an ignore; IPv6 keys work.
+    add(b, "ignore", "2001:db8::/32", "office", 0);
+    for d in [a, c] {
+        assert!(wait_until(SPREAD, || entry(d, "ignore", "2001:db8::/32").is_some()));
+        assert!(entry(d, "drop", "2001:db8::/32").is_none());
+    }
+
+    // A delete on C follows everywhere.
+    let (code, body) = c.call("DELETE", "/v1/drop/192.0.2.0/24", None);
+    assert_eq!(code, 204, "{body}");
+    for d in [a, b] {
+        assert!(wait_until(SPREAD, || entry(d, "drop", "192.0.2.0/24").is_none()));
+    }
+
+    // Concurrent writes of one CIDR on A and B: one entry everywhere.
+    // Either may see the other's first (409); both taking theirs is the
+    // conflict the bucket's order settles.
+    let mut conflicts = 0;
+    for round in 0..20 {
+        let cidr = format!("198.51.100.{round}/32");
+        let barrier = std::sync::Barrier::new(2);
+        let try_add = |d: &Daemon, tag: String| {
+            let body = json!({"cidr": cidr, "tag": tag, "expiration": 0});
+            barrier.wait();
+            let (code, answer) = d.call("POST", "/v1/drop", Some(body));
+            assert!(code == 201 || code == 409, "{code} {answer}");
+            code == 201
+        };
+        let both = std::thread::scope(|s| {
+            let on_a = s.spawn(|| try_add(a, format!("a{round}")));
+            let on_b = s.spawn(|| try_add(b, format!("b{round}")));
+            on_a.join().unwrap() && on_b.join().unwrap()
+        });
+        conflicts += usize::from(both);
+    }
+    eprintln!("{conflicts} of 20 rounds were real conflicts");
+    let tags = |d: &Daemon| -> Vec<Option<Value>> {
+        (0..20)
+            .map(|r| entry(d, "drop", &format!("198.51.100.{r}/32")).map(|e| e["tag"].clone()))
+            .collect()
+    };
+    assert!(
+        wait_until(CONVERGE, || {
+            let on_a = tags(a);
+            on_a.iter().all(Option::is_some) && tags(b) == on_a && tags(c) == on_a
+        }),
+        "diverged:\n{:?}\n{:?}\n{:?}",
+        tags(a),
+        tags(b),
+        tags(c)
+    );
+
+    let s = status(a);
+    assert_eq!(s["connected"], true);
+    assert_eq!(s["node"], "a");
+    assert!(s["published"].as_u64().unwrap() > conflicts as u64, "{s}");
+    assert_eq!(s["queued"], 0);
+    let (code, text) = a
+        .api()
+        .call("GET", "/v1/metrics?format=prometheus", None)
+        .unwrap();
+    assert_eq!(code, 200);
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("couic_fleet_connected 1"), "{text}");
+    let shown = a.ctl(&["fleet"]);
+    assert!(shown.ok().contains("connected"), "{}", shown.stdout);
+}
+
+/// Bulk adds through the API: `n` drop entries `10.<i>.0/24` from `from`.
+fn bulk_add(d: &Daemon, from: u32, n: u32, tag: &str) {
+    let items: Vec<Value> = (from..from + n)
+        .map(|i| json!({"cidr": format!("10.{}.{}.0/24", i / 256, i % 256), "tag": tag, "expiration": 0}))
+        .collect();
+    let body = json!({"add": items});
+    let (code, body) = d.call("POST", "/v1/drop/bulk", Some(body));
+    assert_eq!(code, 200, "{body}");
+}
+
+fn converged(nodes: &[&Daemon]) -> bool {
+    let first = (set(nodes[0], "drop"), set(nodes[0], "ignore"));
+    nodes[1..]
+        .iter()
+        .all(|d| (set(d, "drop"), set(d, "ignore")) == first)
+}
+
+#[test]
+fn a_node_away_catches_up_and_reconciles() {
+    let nats = NatsServer::start(None).unwrap();
+    let a = Daemon::start(fleet(&nats.url(), "a", "")).unwrap();
+    let mut c = Daemon::start(fleet(&nats.url(), "c", "")).unwrap();
+    wait_caught_up(&a);
+    wait_caught_up(&c);
+    // Held by both before C goes: some stay, some are deleted while away.
+    bulk_add(&a, 0, 100, "before");
+    assert!(wait_until(CONVERGE, || set(&c, "drop").len() == 100));
+
+    c.sigterm().unwrap();
+    c.wait_exit(Duration::from_secs(30)).unwrap();
+    // 1,000 changes while C is away: 900 adds, 50 deletes of entries C
+    // holds, 50 deletes of entries added meanwhile.
+    bulk_add(&a, 100, 900, "away");
+    for i in (0..100).step_by(2).chain((100..200).step_by(2)) {
+        let path = format!("/v1/drop/10.{}.{}.0/24", i / 256, i % 256);
+        let (code, body) = a.call("DELETE", &path, None);
+        assert_eq!(code, 204, "{body}");
+    }
+    let want = set(&a, "drop");
+    assert_eq!(want.len(), 900);
+
+    c.spawn().unwrap();
+    c.wait_ready().unwrap();
+    assert!(
+        wait_until(CONVERGE, || set(&c, "drop") == want),
+        "C has {} of {}:\n{}",
+        set(&c, "drop").len(),
+        want.len(),
+        c.log()
+    );
+    wait_caught_up(&c);
+    assert_eq!(set(&c, "drop"), want, "0 missing, 0 extra");
+}
+
+#[test]
+fn the_server_restarting_mid_stream_loses_and_duplicates_nothing() {
+    let mut nats = NatsServer::start(None).unwrap();
+    let a = Daemon::start(fleet(&nats.url(), "a", "")).unwrap();
+    let b = Daemon::start(fleet(&nats.url(), "b", "")).unwrap();
+    wait_caught_up(&a);
+    wait_caught_up(&b);
+    // A writes on until 200 adds after the server came back.
+    let written = AtomicU32::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                add(
+                    &a,
+                    "drop",
+                    &format!("10.9.{}.{}/32", i / 256, i % 256),
+                    "w",
+                    0,
+                );
+                i += 1;
+                written.store(i, Ordering::Relaxed);
+            }
+        });
+        assert!(wait_until(CONVERGE, || set(&b, "drop").len() >= 50));
+        nats.restart().unwrap();
+        let back = written.load(Ordering::Relaxed);
+        assert!(wait_until(CONVERGE, || written.load(Ordering::Relaxed) >= back + 200));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let total = written.load(Ordering::Relaxed) as usize;
+    assert_eq!(set(&a, "drop").len(), total, "every add was acknowledged");
+    assert!(
+        wait_until(CONVERGE, || converged(&[&a, &b])),
+        "B has {} of {total}:\nA: {}\nB: {}",
+        set(&b, "drop").len(),
+        status(&a),
+        status(&b)
+    );
+    assert!(wait_until(CONVERGE, || status(&a)["queued"] == 0));
+    assert!(
+        status(&a)["reconnects"].as_u64().unwrap() >= 1,
+        "{}",
+        status(&a)
+    );
+    // A third node reads the bucket alone: one key per entry, no more.
+    let c = Daemon::start(fleet(&nats.url(), "c", "")).unwrap();
+    wait_caught_up(&c);
+    assert_eq!(set(&c, "drop"), set(&a, "drop"));
+}
+
+#[test]
+fn a_node_started_without_its_server_filters_queues_and_catches_up() {
+    let mut nats = NatsServer::start(None).unwrap();
+    let url = nats.url();
+    nats.stop();
+    let a = Daemon::start(fleet(&url, "a", "")).unwrap();
+    // Degraded, said so, serving.
+    assert!(wait_until(CONVERGE, || status(&a)["last_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("cannot connect"))));
+    assert_eq!(status(&a)["connected"], false);
+    add(&a, "drop", "203.0.113.0/24", "offline", 0);
+    add(&a, "ignore", "203.0.113.7/32", "offline", 0);
+    assert!(wait_until(CONVERGE, || status(&a)["queued"] == 2));
+
+    nats.restart().unwrap();
+    wait_caught_up(&a);
+    let b = Daemon::start(fleet(&url, "b", "")).unwrap();
+    wait_caught_up(&b);
+    assert!(wait_until(SPREAD, || converged(&[&a, &b])));
+    assert_eq!(
+        set(&b, "drop"),
+        BTreeSet::from(["203.0.113.0/24".to_string()])
+    );
+    assert_eq!(status(&a)["queued"], 0);
+    let log = a.log();
+    assert!(log.contains("changes are queued"), "{log}");
+}
+
+#[test]
+fn expired_entries_are_purged_from_the_bucket() {
+    let nats = NatsServer::start(None).unwrap();
+    let a = Daemon::start(fleet(&nats.url(), "a", "")).unwrap();
+    let b = Daemon::start(fleet(&nats.url(), "b", "")).unwrap();
+    wait_caught_up(&a);
+    wait_caught_up(&b);
+    add(
+        &a,
+        "drop",
+        "192.0.2.9/32",
+        "short",
+        couic_testkit::now() + 2,
+    );
+    assert!(wait_until(SPREAD, || entry(&b, "drop", "192.0.2.9/32").is_some()));
+    // Gone everywhere at its expiration, and from the bucket: a node
+    // starting afterwards finds nothing to put back.
+    assert!(
+        wait_until(CONVERGE, || status(&a)["purged"] == 1),
+        "{}",
+        status(&a)
+    );
+    assert!(entry(&b, "drop", "192.0.2.9/32").is_none());
+    let c = Daemon::start(fleet(&nats.url(), "c", "")).unwrap();
+    wait_caught_up(&c);
+    assert!(set(&c, "drop").is_empty());
+}
+
+#[test]
+fn bad_credentials_are_a_clear_degraded_state_and_never_logged() {
+    const GOOD: &str = "s3cret-fleet-token";
+    const BAD: &str = "not-the-fleet-token";
+    let nats = NatsServer::start(Some(GOOD)).unwrap();
+    let bad = Daemon::start(fleet(&nats.url(), "bad", &format!("token = \"{BAD}\"\n"))).unwrap();
+    assert!(
+        wait_until(CONVERGE, || status(&bad)["last_error"]
+            .as_str()
+            .is_some_and(|e| e.to_lowercase().contains("authorization"))),
+        "{}",
+        status(&bad)
+    );
+    let good = Daemon::start(fleet(&nats.url(), "good", &format!("token = \"{GOOD}\"\n"))).unwrap();
+    wait_caught_up(&good);
+    add(&good, "drop", "192.0.2.1/32", "", 0);
+    for d in [&bad, &good] {
+        let log = d.log();
+        assert!(!log.contains(GOOD) && !log.contains(BAD), "{log}");
+        let shown = status(d).to_string();
+        assert!(!shown.contains(GOOD) && !shown.contains(BAD));
+    }
+}
+
+#[test]
+fn bad_fleet_settings_stop_startup_with_a_clear_error() {
+    for (extra, said) in [
+        ("bucket = \"no.dots\"\n", "bucket 'no.dots'"),
+        ("replicas = 2\n", "replicas must be 1, 3 or 5"),
+        (
+            "token = \"t\"\nuser = \"u\"\npassword = \"p\"\n",
+            "give one of",
+        ),
+    ] {
+        let mut d = Daemon::new(fleet("nats://127.0.0.1:4222", "x", extra)).unwrap();
+        let (status, out) = d.run_to_exit(Duration::from_secs(30)).unwrap();
+        assert!(!status.success());
+        assert!(out.contains(said), "{extra}: {out}");
+    }
+    let mut d = Daemon::new(
+        Spec::new(COUIC).extra("[fleet]\nenabled = true\nservers = [\"http://x:1\"]\n"),
+    )
+    .unwrap();
+    let (status, out) = d.run_to_exit(Duration::from_secs(30)).unwrap();
+    assert!(
+        !status.success() && out.contains("not a nats://host:port"),
+        "{out}"
+    );
+}
