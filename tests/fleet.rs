@@ -369,3 +369,31 @@ fn bad_fleet_settings_stop_startup_with_a_clear_error() {
         "{out}"
     );
 }
+
+#[test]
+fn a_node_joining_the_fleet_writes_the_entries_it_had() {
+    let nats = NatsServer::start(None).unwrap();
+    let mut a = Daemon::start(Spec::new(COUIC)).unwrap();
+    add(&a, "drop", "192.0.2.0/24", "before", 0);
+    add(&a, "ignore", "2001:db8::1/128", "before", 0);
+    a.sigterm().unwrap();
+    a.wait_exit(Duration::from_secs(30)).unwrap();
+    let mut config = std::fs::read_to_string(a.config()).unwrap();
+    config.push_str(&format!(
+        "[fleet]\nenabled = true\nservers = [\"{}\"]\nnode = \"a\"\n",
+        nats.url()
+    ));
+    std::fs::write(a.config(), config).unwrap();
+    a.spawn().unwrap();
+    a.wait_ready().unwrap();
+    wait_caught_up(&a);
+    let b = Daemon::start(fleet(&nats.url(), "b", "")).unwrap();
+    wait_caught_up(&b);
+    assert!(
+        wait_until(SPREAD, || converged(&[&a, &b])),
+        "{:?} {:?}",
+        set(&b, "drop"),
+        set(&b, "ignore")
+    );
+    assert_eq!(set(&b, "ignore").len(), 1);
+}
