@@ -8,11 +8,11 @@
 # dpkg-dev (cargo-deb's dependency lookup); their test: mmdebstrap and
 # debian-archive-keyring (the throw-away root), lintian, strace, systemd
 # (systemd-analyze), vagrant and vagrant-libvirt (vagrant validate),
-# prometheus (promtool).
+# prometheus (promtool); the fleet tests and bench: nats-server.
 APT_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make gcc linux-libc-dev \
 	iproute2 iptables ipset nftables nginx openssl python3 python3-venv clang-format util-linux \
 	iputils-ping dpkg-dev mmdebstrap debian-archive-keyring lintian strace systemd vagrant vagrant-libvirt \
-	prometheus
+	prometheus nats-server
 APT_OPTIONAL := bpftool
 # Schemathesis (tests/api_schemathesis.rs) runs from a virtualenv of its own
 # under target/, at this exact version, installed with pip from PyPI.

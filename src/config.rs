@@ -318,6 +318,10 @@ pub struct Fleet {
     /// policy and CIDR (the last); past it the oldest are dropped, counted.
     #[serde(default = "Fleet::default_queue_capacity")]
     pub queue_capacity: usize,
+    /// Seconds a delete stays in the bucket as a marker: a node away
+    /// longer than this learns of the delete by the key's absence.
+    #[serde(default = "Fleet::default_tombstone_retention")]
+    pub tombstone_retention: u64,
 }
 
 impl Fleet {
@@ -331,6 +335,10 @@ impl Fleet {
 
     fn default_queue_capacity() -> usize {
         262_144
+    }
+
+    fn default_tombstone_retention() -> u64 {
+        86_400
     }
 
     /// `node`, or the host name.
@@ -391,6 +399,9 @@ impl Fleet {
         }
         if !(1..=1 << 24).contains(&self.queue_capacity) {
             return Err("fleet: queue_capacity must be between 1 and 16777216".into());
+        }
+        if !(1..=31_536_000).contains(&self.tombstone_retention) {
+            return Err("fleet: tombstone_retention must be between 1 and 31536000 seconds".into());
         }
         Ok(())
     }

@@ -93,6 +93,7 @@ const EXAMPLES: &[(&str, &str, &str, Option<&str>)] = &[
         Some(r#"[{"cidr":"10.0.0.0/8","tag":null,"expiration":0}]"#),
     ),
     ("listPeers", "GET", "/v1/peers", None),
+    ("fleetStatus", "GET", "/v1/fleet", None),
     (
         "bulk",
         "POST",

@@ -397,3 +397,35 @@ fn a_node_joining_the_fleet_writes_the_entries_it_had() {
     );
     assert_eq!(set(&b, "ignore").len(), 1);
 }
+
+#[test]
+fn delete_markers_past_their_retention_are_swept() {
+    let nats = NatsServer::start(None).unwrap();
+    let short = "tombstone_retention = 1\n";
+    let a = Daemon::start(fleet(&nats.url(), "a", short)).unwrap();
+    wait_caught_up(&a);
+    add(&a, "drop", "192.0.2.0/24", "gone", 0);
+    add(&a, "drop", "192.0.2.1/32", "kept", 0);
+    let (code, body) = a.call("DELETE", "/v1/drop/192.0.2.0/24", None);
+    assert_eq!(code, 204, "{body}");
+    assert!(wait_until(CONVERGE, || status(&a)["queued"] == 0));
+    // The next catch-up (a node starting) finds the marker past 1 s and
+    // removes it; the one after finds no marker, and the entry kept.
+    let started = Instant::now();
+    let swept = wait_until(CONVERGE, || {
+        if started.elapsed() < Duration::from_millis(1100) {
+            return false;
+        }
+        let b = Daemon::start(fleet(&nats.url(), "b", short)).unwrap();
+        wait_caught_up(&b);
+        status(&b)["swept"] == 1
+    });
+    assert!(swept);
+    let c = Daemon::start(fleet(&nats.url(), "c", short)).unwrap();
+    wait_caught_up(&c);
+    assert_eq!(status(&c)["swept"], 0);
+    assert_eq!(
+        set(&c, "drop"),
+        BTreeSet::from(["192.0.2.1/32".to_string()])
+    );
+}

@@ -30,6 +30,9 @@ pub struct FleetStatus {
     pub rejected: u64,
     /// Expired keys purged from the bucket by this node.
     pub purged: u64,
+    /// Delete markers older than `tombstone_retention` removed by this
+    /// node.
+    pub swept: u64,
     pub reconnects: u64,
     /// The last failure, and when (Unix seconds); null when none yet.
     pub last_error: Option<String>,

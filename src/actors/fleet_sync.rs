@@ -60,6 +60,8 @@ pub struct FleetFlush;
 /// What the actor and its task share.
 struct Shared {
     node: Arc<str>,
+    /// `[fleet] tombstone_retention`.
+    retention: u64,
     outbox: Mutex<Outbox>,
     gate: Mutex<Gate>,
     /// Changes taken from the outbox and not acknowledged yet.
@@ -109,6 +111,7 @@ impl FleetSync {
     pub fn new(parts: FleetParts, writer: Addr<MapWriter>, clock: SharedClock) -> Self {
         let shared = Arc::new(Shared {
             node: parts.config.node_name().into(),
+            retention: parts.config.tombstone_retention,
             outbox: Mutex::new(Outbox::new(parts.config.queue_capacity)),
             gate: Mutex::new(Gate::default()),
             in_flight: AtomicUsize::new(0),
@@ -318,6 +321,7 @@ impl Session<'_> {
         let now = self.clock.now();
         let mut words = Vec::with_capacity(batch.len());
         let mut purge = Vec::new();
+        let mut sweep = Vec::new();
         let mut done = false;
         for entry in batch {
             counters
@@ -347,8 +351,15 @@ impl Session<'_> {
             };
             if let Some(seen) = &mut self.seen {
                 seen.insert((policy, cidr));
-                if value.as_ref().is_some_and(|v| v.expired(now)) {
-                    purge.push((entry.key.clone(), entry.revision));
+                match &value {
+                    Some(v) if v.expired(now) => purge.push((entry.key.clone(), entry.revision)),
+                    None => {
+                        let written = u64::try_from(entry.created.unix_timestamp()).unwrap_or(0);
+                        if now.saturating_sub(written) >= self.shared.retention {
+                            sweep.push((entry.key.clone(), entry.revision));
+                        }
+                    }
+                    Some(_) => {}
                 }
             }
             let word = Word {
@@ -365,6 +376,11 @@ impl Session<'_> {
         for (key, revision) in purge {
             if self.link.purge_at(&key, revision).await? {
                 counters.purged.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        for (key, revision) in sweep {
+            if self.link.sweep(&key, revision).await? {
+                counters.swept.fetch_add(1, Ordering::Relaxed);
             }
         }
         if done && self.seen.is_some() {

@@ -412,6 +412,11 @@ pub fn openmetrics(
                 one(C, f.purged),
             ),
             (
+                "couic_fleet_swept_total",
+                "Delete markers past their retention removed from the bucket",
+                one(C, f.swept),
+            ),
+            (
                 "couic_fleet_reconnects_total",
                 "Connections made again after a failure",
                 one(C, f.reconnects),

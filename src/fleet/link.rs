@@ -40,6 +40,8 @@ pub struct Link {
     client: async_nats::Client,
     js: jetstream::Context,
     kv: kv::Store,
+    /// The bucket's stream, for sweeping old delete markers.
+    stream: jetstream::stream::Stream,
     /// `$KV.<bucket>.`: keys are written there.
     prefix: String,
 }
@@ -150,10 +152,15 @@ impl Link {
             }
             Err(e) => return Err(bucket_error(&e)),
         };
+        let stream = js
+            .get_stream(format!("KV_{bucket}"))
+            .await
+            .map_err(|e| bucket_error(&e))?;
         Ok(Link {
             client,
             js,
             kv,
+            stream,
             prefix: format!("$KV.{bucket}."),
         })
     }
@@ -224,6 +231,20 @@ impl Link {
             Err(e) if e.to_string().contains("wrong last sequence") => Ok(false),
             Err(e) => Err(LinkError::Write(e.to_string())),
         }
+    }
+
+    /// Removes the delete marker of `key` at `revision` for good, unless
+    /// the key was written since: true when removed. (A stream purge of
+    /// the key's subject below `revision + 1`: a newer word stays.)
+    pub async fn sweep(&self, key: &str, revision: u64) -> Result<bool, LinkError> {
+        let purged = self
+            .stream
+            .purge()
+            .filter(format!("{}{key}", self.prefix))
+            .sequence(revision + 1)
+            .await
+            .map_err(|e| LinkError::Write(e.to_string()))?;
+        Ok(purged.purged > 0)
     }
 
     /// The bucket's last revision (0 when nothing was ever written).

@@ -69,6 +69,7 @@ pub fn table(s: &FleetStatus, now: u64) -> Table {
         ("Applied", s.applied.to_string()),
         ("Rejected", s.rejected.to_string()),
         ("Purged", s.purged.to_string()),
+        ("Swept", s.swept.to_string()),
         ("Reconnects", s.reconnects.to_string()),
         ("Last error", error),
     ] {
