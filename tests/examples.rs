@@ -29,8 +29,8 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     names
 }
 
-/// The families of `/v1/metrics?format=prometheus`, tags, reports and
-/// peers included.
+/// The families of `/v1/metrics?format=prometheus`, tags, reports, peers
+/// and the fleet included.
 fn exported() -> BTreeSet<String> {
     let snapshot = Snapshot {
         drop_tags: vec![("ssh".into(), Counter::default())],
@@ -53,7 +53,8 @@ fn exported() -> BTreeSet<String> {
         last_error: None,
         last_error_at: None,
     };
-    let text = openmetrics(&snapshot, Some(&reports), &[peer], None, 2).unwrap();
+    let fleet = couic::fleet::status::FleetCounters::new("fw-1", "couic", &[]).read();
+    let text = openmetrics(&snapshot, Some(&reports), &[peer], Some(&fleet), 2).unwrap();
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split(['{', ' ']).next())
