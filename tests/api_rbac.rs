@@ -27,7 +27,7 @@ fn allowed(group: &str, method: &str, path: &str) -> bool {
         "clientro" => method == "GET" && read_only.contains(&path),
         "monitoring" => matches!(
             path,
-            "/v1/stats" | "/v1/stats/tags/{policy}" | "/v1/metrics" | "/v1/peers"
+            "/v1/stats" | "/v1/stats/tags/{policy}" | "/v1/metrics" | "/v1/peers" | "/v1/fleet"
         ),
         // The batch route, and the catch-up routes beside it.
         "peering" => path.starts_with("/v1/{policy}/peer"),

@@ -314,7 +314,7 @@ fn expired_entries_are_purged_from_the_bucket() {
         "{}",
         status(&a)
     );
-    assert!(entry(&b, "drop", "192.0.2.9/32").is_none());
+    assert!(wait_until(SPREAD, || entry(&b, "drop", "192.0.2.9/32").is_none()));
     let c = Daemon::start(fleet(&nats.url(), "c", "")).unwrap();
     wait_caught_up(&c);
     assert!(set(&c, "drop").is_empty());

@@ -14,9 +14,13 @@
 //! (f) Durable entries and restarts (`--only state`): single adds with and
 //!     without durability, disk written per add, startup and restart with
 //!     262,144 durable entries.
+//! (g) Fleet sync (`--only fleet`): daemons with `[fleet]` and a real
+//!     nats-server: the cost to single adds, a node joining a bucket of
+//!     262,144 entries, one add on 100 daemons, 10,000 adds/s on 100.
 
 mod api;
 mod daemon;
+mod fleet;
 mod gen;
 mod kernel;
 mod memory;
@@ -53,7 +57,7 @@ pub struct Settings {
 }
 
 const USAGE: &str =
-    "usage: couic-bench [--quick] [--only testrun|veth|api|reports|peers|state] [--write FILE]";
+    "usage: couic-bench [--quick] [--only testrun|veth|api|reports|peers|state|fleet] [--write FILE]";
 
 fn main() -> anyhow::Result<()> {
     let mut settings = Settings {
@@ -99,10 +103,12 @@ fn main() -> anyhow::Result<()> {
 
     let mut data_path: Vec<Section> = Vec::new();
     let wants = |what: &str| only.as_deref().is_none_or(|o| o == what);
-    if let Some(o) = only
-        .as_deref()
-        .filter(|o| !["testrun", "veth", "api", "reports", "peers", "state"].contains(o))
-    {
+    if let Some(o) = only.as_deref().filter(|o| {
+        ![
+            "testrun", "veth", "api", "reports", "peers", "state", "fleet",
+        ]
+        .contains(o)
+    }) {
         bail!("unknown part {o}\n{USAGE}");
     }
     if wants("testrun") {
@@ -124,10 +130,11 @@ fn main() -> anyhow::Result<()> {
     }
     // Parts written to a block of their own, each with how long it took.
     type Part = fn(&Settings) -> anyhow::Result<Section>;
-    let parts: [(&str, &report::Block, Part); 3] = [
+    let parts: [(&str, &report::Block, Part); 4] = [
         ("peers", &report::PEERS, peers::run),
         ("reports", &report::REPORTS, reports::run),
         ("state", &report::STATE, state::run),
+        ("fleet", &report::FLEET, fleet::run),
     ];
     let mut timed = Vec::new();
     for (name, block, run) in parts {

@@ -43,6 +43,13 @@ pub const STATE: Block = Block {
     heading: "Durable entries and restarts",
 };
 
+/// Figures of the fleet sync through NATS JetStream.
+pub const FLEET: Block = Block {
+    begin: "<!-- couic-bench:fleet:begin -->",
+    end: "<!-- couic-bench:fleet:end -->",
+    heading: "Fleet sync",
+};
+
 /// Figures of peering between daemons.
 pub const PEERS: Block = Block {
     begin: "<!-- couic-bench:peers:begin -->",

@@ -8,7 +8,7 @@
 //! away or fails a request. Each start writes what was queued meanwhile
 //! first, then catches up with the whole bucket, then reconciles.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use actix::prelude::*;
 use async_nats::jetstream::kv;
 use async_nats::Event;
 use couic_common::{Cidr, Policy};
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 
 use crate::actors::map_writer::{ApplyFleet, FleetHeld, MapWriter};
 use crate::actors::messages::Changed;
@@ -37,8 +37,14 @@ use crate::origin::Origin;
 
 /// Words handed to the MapWriter at once, at most.
 pub const WORD_BATCH: usize = 4096;
+/// How long a small batch of words waits for more, once caught up.
+pub const LINGER: Duration = Duration::from_millis(2);
+/// A batch of this many words goes without waiting.
+pub const LINGER_BELOW: usize = 256;
 /// This node's changes sent before their acknowledgements are awaited.
 pub const SEND_BATCH: usize = 1024;
+/// A catch-up with no word for this long checks the bucket is not empty.
+pub const STALL: Duration = Duration::from_secs(1);
 /// What `FleetFlush` may take at most.
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(3);
 
@@ -235,6 +241,7 @@ async fn run(shared: Arc<Shared>, parts: FleetParts, writer: Addr<MapWriter>, cl
                     writer: &writer,
                     clock: &clock,
                     seen: None,
+                    origins: HashMap::new(),
                 };
                 session.run().await
             }
@@ -264,6 +271,8 @@ struct Session<'a> {
     clock: &'a SharedClock,
     /// The keys met while catching up; `None` once caught up.
     seen: Option<HashSet<(Policy, Cidr)>>,
+    /// The origin of each node met, made once.
+    origins: HashMap<String, Origin>,
 }
 
 impl Session<'_> {
@@ -281,20 +290,33 @@ impl Session<'_> {
         while !lock(&self.shared.outbox).is_empty() {
             self.send_some().await?;
         }
-        let last = self.link.last_revision().await?;
+        let (messages, last) = self.link.state().await?;
         let mut watch = self.link.watch().await?;
         self.seen = Some(HashSet::new());
-        if last == 0 {
+        if messages == 0 {
             self.caught_up().await?;
         }
         loop {
             tokio::select! {
+                // Catching up, and no word for a while: the bucket may
+                // have been emptied since it was asked (a purge).
+                _ = tokio::time::sleep(STALL), if self.seen.is_some() => {
+                    if self.link.state().await?.0 == 0 {
+                        self.caught_up().await?;
+                    }
+                }
                 entry = watch.next() => {
                     let Some(entry) = entry else { return Ok(()) };
                     let mut batch = vec![entry.map_err(|e| LinkError::Watch(e.to_string()))?];
+                    // The words ready go in the same batch; once caught
+                    // up, a small batch waits LINGER for more (one write
+                    // and one sync for many when words come fast).
+                    let start = tokio::time::Instant::now();
                     while batch.len() < WORD_BATCH {
-                        match watch.next().now_or_never() {
-                            Some(Some(entry)) => {
+                        let linger = self.seen.is_none() && batch.len() < LINGER_BELOW;
+                        let until = if linger { start + LINGER } else { start };
+                        match tokio::time::timeout_at(until, watch.next()).await {
+                            Ok(Some(entry)) => {
                                 batch.push(entry.map_err(|e| LinkError::Watch(e.to_string()))?)
                             }
                             _ => break,
@@ -328,6 +350,8 @@ impl Session<'_> {
                 .last_revision
                 .store(entry.revision, Ordering::Relaxed);
             counters.lag.store(entry.delta, Ordering::Relaxed);
+            // The word the bucket ended on when the watch began, or none
+            // left to deliver: everything before is in.
             done |= entry.revision >= last || entry.delta == 0;
             let Some((policy, cidr)) = key::decode(&entry.key) else {
                 counters.rejected.fetch_add(1, Ordering::Relaxed);
@@ -438,7 +462,7 @@ impl Session<'_> {
 
     /// Hands words to the MapWriter, one batch per policy, and waits until
     /// they are applied and durable.
-    async fn apply(&self, words: Vec<Word>) {
+    async fn apply(&mut self, words: Vec<Word>) {
         if words.is_empty() {
             return;
         }
@@ -446,11 +470,21 @@ impl Session<'_> {
         let mut ops: [Vec<FleetOp>; 2] = [Vec::new(), Vec::new()];
         for word in words {
             let op = match word.value {
-                Some(v) => FleetOp::Put {
-                    entry: v.entry(word.cidr),
-                    creation: v.creation,
-                    origin: Origin::fleet(&v.node),
-                },
+                Some(v) => {
+                    let origin = match self.origins.get(&v.node) {
+                        Some(origin) => origin.clone(),
+                        None => {
+                            let origin = Origin::fleet(&v.node);
+                            self.origins.insert(v.node.clone(), origin.clone());
+                            origin
+                        }
+                    };
+                    FleetOp::Put {
+                        entry: v.entry(word.cidr),
+                        creation: v.creation,
+                        origin,
+                    }
+                }
                 None => FleetOp::Delete(word.cidr),
             };
             ops[usize::from(word.policy == Policy::Ignore)].push(op);

@@ -8,7 +8,8 @@
 //! change not acknowledged, its words wait (the newest kept); once the
 //! change is in the bucket at revision R, a waiting word newer than R is
 //! applied, an older one is not, nor any word older than R delivered
-//! later. Every node so ends on the bucket's last word for every key.
+//! later, nor the word at R (the change itself, in place already). Every
+//! node so ends on the bucket's last word for every key.
 
 use std::collections::HashMap;
 
@@ -94,8 +95,11 @@ impl Gate {
         if word.revision < own.revision {
             return None;
         }
+        let echo = word.revision == own.revision;
         self.keys.remove(key);
-        Some(word)
+        // The word at the acknowledged revision is this node's change
+        // itself, in place already.
+        (!echo).then_some(word)
     }
 }
 
@@ -127,9 +131,11 @@ mod tests {
         assert_eq!(g.acked("k", 1, 5), None);
         // Words older than the local change, delivered late, stay out.
         assert_eq!(g.watched("k", word(4)), None);
-        // The local change's own word passes and ends the watch on the key.
-        assert_eq!(g.watched("k", word(5)), Some(word(5)));
+        // The local change's own word, in place already, ends the watch on
+        // the key; later words pass.
+        assert_eq!(g.watched("k", word(5)), None);
         assert!(g.is_empty());
+        assert_eq!(g.watched("k", word(6)), Some(word(6)));
     }
 
     #[test]
@@ -151,7 +157,8 @@ mod tests {
         assert_eq!(g.acked("k", 1, 6), None);
         assert_eq!(g.watched("k", word(8)), None);
         assert_eq!(g.acked("k", 2, 9), None);
-        assert_eq!(g.watched("k", word(9)), Some(word(9)));
+        assert_eq!(g.watched("k", word(9)), None);
+        assert_eq!(g.watched("k", word(10)), Some(word(10)));
     }
 
     #[test]

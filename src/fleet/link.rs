@@ -247,14 +247,15 @@ impl Link {
         Ok(purged.purged > 0)
     }
 
-    /// The bucket's last revision (0 when nothing was ever written).
-    pub async fn last_revision(&self) -> Result<u64, LinkError> {
+    /// What the bucket holds now: its messages (words and markers) and
+    /// its last revision.
+    pub async fn state(&self) -> Result<(u64, u64), LinkError> {
         let kv = self.kv.clone();
         let status = kv
             .status()
             .await
             .map_err(|e| LinkError::Watch(e.to_string()))?;
-        Ok(status.info.state.last_sequence)
+        Ok((status.info.state.messages, status.info.state.last_sequence))
     }
 
     /// The last word of every key, then every new word.

@@ -48,6 +48,8 @@ pub struct Spec {
     only_caps: Option<String>,
     env: Vec<(String, String)>,
     extra: String,
+    /// Where the temporary directory goes (the system's by default).
+    under: Option<PathBuf>,
 }
 
 impl Spec {
@@ -66,6 +68,7 @@ impl Spec {
             only_caps: None,
             env: Vec::new(),
             extra: String::new(),
+            under: None,
         }
     }
 
@@ -112,6 +115,13 @@ impl Spec {
     /// Adds a variable to the daemon's environment (`RUST_LOG`, ...).
     pub fn env(mut self, key: &str, value: &str) -> Spec {
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Makes the temporary directory (working directory, socket, state)
+    /// in `dir`: a tmpfs, say, for daemons that must not share a disk.
+    pub fn under(mut self, dir: impl Into<PathBuf>) -> Spec {
+        self.under = Some(dir.into());
         self
     }
 
@@ -170,10 +180,13 @@ impl Daemon {
     /// runs yet. Files the daemon should find at start (set files, client
     /// files) go in [`Daemon::work`] before [`Daemon::spawn`].
     pub fn new(spec: Spec) -> anyhow::Result<Daemon> {
-        let dir = tempfile::Builder::new()
-            .prefix("couic-test.")
-            .tempdir()
-            .context("create a temporary directory")?;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("couic-test.");
+        let dir = match &spec.under {
+            Some(parent) => builder.tempdir_in(parent),
+            None => builder.tempdir(),
+        }
+        .context("create a temporary directory")?;
         let d = Daemon {
             process: None,
             dir,
