@@ -1,5 +1,7 @@
 //! Logging: text to stdout, and to a rotating file when `[logging]` is set.
-//! Level from `RUST_LOG` (env-filter syntax), `info` by default.
+//! Level from `RUST_LOG` (env-filter syntax), `info` by default; the NATS
+//! client's own lines from `warn` (couic says what matters of the fleet's
+//! connection itself).
 //!
 //! Capabilities are per thread, so no thread may start before couic has
 //! dropped them. Startup therefore logs through [`startup`], which writes
@@ -55,12 +57,16 @@ pub enum LoggingError {
     Init(#[from] tracing_subscriber::util::TryInitError),
 }
 
+/// `RUST_LOG`, or the default levels.
+fn filter() -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"))
+}
+
 /// A subscriber for the privileged startup: stdout and, when configured, the
 /// log file, both written synchronously by the thread that logs. Use it with
 /// `tracing::dispatcher::with_default`. Narrows the umask and gives the log
 /// files their mode and `owner` (see the module's comment).
 pub fn startup(config: Option<&Logging>, owner: Owner) -> Result<tracing::Dispatch, LoggingError> {
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let stdout = fmt::layer().with_target(false).with_filter(filter());
     let Some(config) = config else {
         return Ok(tracing_subscriber::registry().with(stdout).into());
@@ -162,7 +168,6 @@ pub struct LogGuards(#[allow(dead_code)] Vec<WorkerGuard>);
 
 /// Installs the global subscriber; starts the writer threads.
 pub fn init(config: Option<&Logging>) -> Result<LogGuards, LoggingError> {
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (stdout_writer, stdout_guard) = tracing_appender::non_blocking(std::io::stdout());
     let stdout = fmt::layer()
         .with_target(false)

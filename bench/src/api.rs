@@ -731,3 +731,42 @@ mod tests {
         assert_eq!(grouped(1_000_000), "1,000,000");
     }
 }
+
+/// Single adds of `total` IPv4 hosts from `first` on `daemon`, paced: the
+/// i-th goes no sooner than i / `rate` seconds after `start`, on
+/// connection i mod `connections` (one durable add waits for a sync: one
+/// connection alone falls behind a fast pace). The time of each 201, in no
+/// particular order.
+pub fn paced_adds(
+    daemon: &Daemon,
+    first: u32,
+    total: usize,
+    rate: u64,
+    connections: usize,
+    start: Instant,
+) -> anyhow::Result<Vec<Instant>> {
+    let senders: Vec<_> = (0..connections)
+        .map(|c| {
+            let mut conn = daemon.api();
+            std::thread::spawn(move || -> anyhow::Result<Vec<Instant>> {
+                let mut acked = Vec::with_capacity(total / connections + 1);
+                for i in (c..total).step_by(connections) {
+                    let due = start + Duration::from_micros(i as u64 * 1_000_000 / rate);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    let body =
+                        format!(r#"{{"cidr":"{}/32","expiration":0}}"#, v4(first + i as u32));
+                    conn.expect("POST", "/v1/drop", Some(body.as_bytes()), 201)?;
+                    acked.push(Instant::now());
+                }
+                Ok(acked)
+            })
+        })
+        .collect();
+    let mut acked = Vec::with_capacity(total);
+    for sender in senders {
+        acked.extend(sender.join().expect("sender")?);
+    }
+    Ok(acked)
+}

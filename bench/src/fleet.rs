@@ -153,9 +153,6 @@ fn join(bins: &Binaries, section: &mut Section) -> anyhow::Result<()> {
         Goal::AtMost(5.0),
     ));
     wait_caught_up(&r, Duration::from_secs(30))?;
-    for line in r.log().lines().filter(|l| l.contains("caught up")) {
-        println!("  R: {line}");
-    }
 
     r.sigterm()?;
     r.wait_exit(Duration::from_secs(60))?;
@@ -315,28 +312,7 @@ fn rate(
     let cpu_before = cpu_seconds(server)?;
     let first = u32::from(Ipv4Addr::new(80, 0, 0, 0));
     let start = Instant::now();
-    let senders: Vec<_> = (0..CONNECTIONS)
-        .map(|c| {
-            let mut conn = nodes[0].api();
-            std::thread::spawn(move || -> anyhow::Result<()> {
-                for i in (c..total).step_by(CONNECTIONS) {
-                    let due = start + Duration::from_micros(i as u64 * 1_000_000 / RATE);
-                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                        std::thread::sleep(wait);
-                    }
-                    let body = format!(
-                        r#"{{"cidr":"{}/32","expiration":0}}"#,
-                        Ipv4Addr::from(first + i as u32)
-                    );
-                    conn.expect("POST", "/v1/drop", Some(body.as_bytes()), 201)?;
-                }
-                Ok(())
-            })
-        })
-        .collect();
-    for s in senders {
-        s.join().expect("sender")?;
-    }
+    api::paced_adds(&nodes[0], first, total, RATE, CONNECTIONS, start)?;
     let last = Instant::now();
     let sent_in = last - start;
     let want = base + total as u64;

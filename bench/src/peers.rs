@@ -194,34 +194,7 @@ fn latency(bins: &Binaries, pki: &Pki, section: &mut Section) -> anyhow::Result<
     let total = (RATE * SECONDS) as usize;
     let first = u32::from(Ipv4Addr::new(50, 0, 0, 0));
     let start = Instant::now();
-    // Paced: the i-th add goes no sooner than i / RATE seconds in, on
-    // connection i mod CONNECTIONS (one durable add waits for a sync: one
-    // connection alone would fall behind the pace).
-    let senders: Vec<_> = (0..CONNECTIONS)
-        .map(|c| {
-            let mut conn = a.api();
-            std::thread::spawn(move || -> anyhow::Result<Vec<Instant>> {
-                let mut acked = Vec::with_capacity(total / CONNECTIONS + 1);
-                for i in (c..total).step_by(CONNECTIONS) {
-                    let due = start + Duration::from_micros(i as u64 * 1_000_000 / RATE);
-                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                        std::thread::sleep(wait);
-                    }
-                    let body = format!(
-                        r#"{{"cidr":"{}/32","expiration":0}}"#,
-                        Ipv4Addr::from(first + i as u32)
-                    );
-                    conn.expect("POST", "/v1/drop", Some(body.as_bytes()), 201)?;
-                    acked.push(Instant::now());
-                }
-                Ok(acked)
-            })
-        })
-        .collect();
-    let mut acked = Vec::with_capacity(total);
-    for sender in senders {
-        acked.extend(sender.join().expect("sender")?);
-    }
+    let mut acked = api::paced_adds(&a, first, total, RATE, CONNECTIONS, start)?;
     // The k-th answer in time against B holding k entries.
     acked.sort();
     let sent_in = start.elapsed();

@@ -16,6 +16,9 @@ use crate::config::Fleet;
 /// opening the bucket).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Messages a subscription buffers (the client's default is 65,536).
+pub const SUBSCRIPTION_CAPACITY: usize = 1 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     #[error("cannot read {what} {path}: {source}")]
@@ -85,6 +88,9 @@ pub async fn options(
         .connection_timeout(REQUEST_TIMEOUT)
         .request_timeout(Some(REQUEST_TIMEOUT))
         .max_reconnects(None)
+        // A catch-up delivers the whole bucket at once: messages past the
+        // buffer would be dropped, then fetched again after a stall.
+        .subscription_capacity(SUBSCRIPTION_CAPACITY)
         .event_callback(move |event| {
             let on_event = on_event.clone();
             async move { on_event(event) }
