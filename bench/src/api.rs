@@ -719,19 +719,6 @@ fn sets(bins: &Binaries, section: &mut Section) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn labels_and_counts_agree() {
-        assert_eq!(grouped(FULL), FULL_TEXT);
-        assert_eq!(grouped(IGNORE_FULL), IGNORE_TEXT);
-        assert_eq!(grouped(999), "999");
-        assert_eq!(grouped(1_000_000), "1,000,000");
-    }
-}
-
 /// Single adds of `total` IPv4 hosts from `first` on `daemon`, paced: the
 /// i-th goes no sooner than i / `rate` seconds after `start`, on
 /// connection i mod `connections` (one durable add waits for a sync: one
@@ -769,4 +756,17 @@ pub fn paced_adds(
         acked.extend(sender.join().expect("sender")?);
     }
     Ok(acked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_counts_agree() {
+        assert_eq!(grouped(FULL), FULL_TEXT);
+        assert_eq!(grouped(IGNORE_FULL), IGNORE_TEXT);
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1_000_000), "1,000,000");
+    }
 }

@@ -1,16 +1,18 @@
-//! FleetSync: this node's side of the fleet's bucket (see [`crate::fleet`]).
+//! FleetSync: this node's connection to the fleet's bucket (see
+//! [`crate::fleet`]).
 //!
-//! Subscribed to the MapWriter's change events, it queues this node's API
-//! changes in the outbox, and the entries it wrote that expired, for a
-//! purge. A task on its thread holds the connection: it writes the outbox
-//! to the bucket, watches the bucket and hands its words to the MapWriter
-//! in batches, and starts over, with backoff, whenever the server goes
-//! away or fails a request. Each start writes what was queued meanwhile
-//! first, then catches up with the whole bucket, then reconciles.
+//! The MapWriter queues this node's API changes, and the entries it wrote
+//! that expired, in the outbox of [`Local`] as it applies them. A task on
+//! this actor's thread holds the connection: it writes the outbox to the
+//! bucket, tells the MapWriter what was acknowledged, watches the bucket
+//! and hands its words to the MapWriter in batches (the gate is applied
+//! there), and starts over, with backoff, whenever the server goes away or
+//! fails a request. Each start writes what was queued meanwhile first,
+//! then catches up with the whole bucket, then reconciles.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -19,21 +21,19 @@ use async_nats::Event;
 use couic_common::{Cidr, Policy};
 use futures_util::StreamExt;
 
-use crate::actors::map_writer::{ApplyFleet, FleetHeld, MapWriter};
-use crate::actors::messages::Changed;
+use crate::actors::map_writer::{ApplyFleet, FleetAcked, FleetHeld, MapWriter, Republish};
 use crate::backoff::Backoff;
 use crate::clock::SharedClock;
 use crate::config;
-use crate::firewall::fleet::FleetOp;
-use crate::firewall::ChangeKind;
-use crate::fleet::gate::Gate;
+use crate::firewall::fleet::FleetApplied;
+use crate::firewall::Committed;
 use crate::fleet::key;
 use crate::fleet::link::{self, Link, LinkError};
-use crate::fleet::outbox::{Op, Outbox, Pending};
+use crate::fleet::local::Local;
+use crate::fleet::outbox::{Op, Pending};
 use crate::fleet::reconcile::reconcile;
 use crate::fleet::status::FleetCounters;
 use crate::fleet::value::{Value, Word};
-use crate::origin::Origin;
 
 /// Words handed to the MapWriter at once, at most.
 pub const WORD_BATCH: usize = 4096;
@@ -63,70 +63,22 @@ pub struct FleetParts {
 #[rtype(result = "usize")]
 pub struct FleetFlush;
 
-/// What the actor and its task share.
-struct Shared {
-    node: Arc<str>,
-    /// `[fleet] tombstone_retention`.
-    retention: u64,
-    outbox: Mutex<Outbox>,
-    gate: Mutex<Gate>,
-    /// Changes taken from the outbox and not acknowledged yet.
-    in_flight: AtomicUsize,
-    /// Words the gate let go outside the watch, for the task to apply.
-    released: Mutex<Vec<Word>>,
-    wake: tokio::sync::Notify,
-    counters: Arc<FleetCounters>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Shared {
-    fn queue(&self, key: String, op: Op) {
-        let local = !matches!(op, Op::Expired { .. });
-        let mut outbox = lock(&self.outbox);
-        let pushed = outbox.push(key.clone(), op);
-        let mut gate = lock(&self.gate);
-        if let (Some(generation), true) = (pushed.generation, local) {
-            gate.local(&key, generation);
-        }
-        if let Some(dropped) = pushed.dropped {
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            if let Some(word) = gate.abandoned(&dropped) {
-                lock(&self.released).push(word);
-            }
-        }
-        self.counters
-            .queued
-            .store(outbox.len() as u64, Ordering::Relaxed);
-    }
-
-    fn waiting(&self) -> usize {
-        lock(&self.outbox).len() + self.in_flight.load(Ordering::Relaxed)
-    }
-}
-
 pub struct FleetSync {
-    shared: Arc<Shared>,
+    local: Arc<Local>,
     /// Taken by the task when the actor starts.
     start: Option<(FleetParts, Addr<MapWriter>, SharedClock)>,
 }
 
 impl FleetSync {
-    pub fn new(parts: FleetParts, writer: Addr<MapWriter>, clock: SharedClock) -> Self {
-        let shared = Arc::new(Shared {
-            node: parts.config.node_name().into(),
-            retention: parts.config.tombstone_retention,
-            outbox: Mutex::new(Outbox::new(parts.config.queue_capacity)),
-            gate: Mutex::new(Gate::default()),
-            in_flight: AtomicUsize::new(0),
-            released: Mutex::new(Vec::new()),
-            wake: tokio::sync::Notify::new(),
-            counters: parts.counters.clone(),
-        });
+    /// The sync of `local`, which the MapWriter was given.
+    pub fn new(
+        parts: FleetParts,
+        local: Arc<Local>,
+        writer: Addr<MapWriter>,
+        clock: SharedClock,
+    ) -> Self {
         FleetSync {
-            shared,
+            local,
             start: Some((parts, writer, clock)),
         }
     }
@@ -137,53 +89,8 @@ impl Actor for FleetSync {
 
     fn started(&mut self, _: &mut Context<Self>) {
         if let Some((parts, writer, clock)) = self.start.take() {
-            actix_rt::spawn(run(self.shared.clone(), parts, writer, clock));
+            actix_rt::spawn(run(self.local.clone(), parts, writer, clock));
         }
-    }
-}
-
-impl Handler<Changed> for FleetSync {
-    type Result = ();
-
-    fn handle(&mut self, msg: Changed, _: &mut Context<Self>) {
-        let shared = &self.shared;
-        match &msg.origin {
-            Origin::Api { .. } => {
-                for change in msg.changes.iter() {
-                    let op = match change.kind {
-                        ChangeKind::Added => Op::Put(
-                            Value {
-                                node: shared.node.to_string(),
-                                tag: couic_common::wire_tag(&change.entry.tag, true),
-                                creation: change.entry.creation,
-                                expiration: change.entry.expiration,
-                                metadata: change.metadata.as_deref().cloned(),
-                            }
-                            .to_bytes(),
-                        ),
-                        ChangeKind::Removed => Op::Delete,
-                        ChangeKind::Hidden | ChangeKind::Restored => continue,
-                    };
-                    shared.queue(key::encode(change.policy, change.entry.cidr), op);
-                }
-            }
-            Origin::Expiry => {
-                for change in msg.changes.iter() {
-                    let written_here = match &change.entry.origin {
-                        Origin::Api { .. } => true,
-                        Origin::Fleet { node } => *node == shared.node,
-                        _ => false,
-                    };
-                    if written_here && change.kind == ChangeKind::Removed {
-                        let expiration = change.entry.expiration;
-                        let key = key::encode(change.policy, change.entry.cidr);
-                        shared.queue(key, Op::Expired { expiration });
-                    }
-                }
-            }
-            _ => return,
-        }
-        shared.wake.notify_one();
     }
 }
 
@@ -191,20 +98,20 @@ impl Handler<FleetFlush> for FleetSync {
     type Result = ResponseFuture<usize>;
 
     fn handle(&mut self, _: FleetFlush, _: &mut Context<Self>) -> Self::Result {
-        let shared = self.shared.clone();
+        let local = self.local.clone();
         Box::pin(async move {
             let deadline = Instant::now() + FLUSH_DEADLINE;
-            while shared.waiting() > 0 && Instant::now() < deadline {
-                shared.wake.notify_one();
+            while local.waiting() > 0 && Instant::now() < deadline {
+                local.wake.notify_one();
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            shared.waiting()
+            local.waiting()
         })
     }
 }
 
 /// Connects, runs a session until it fails, waits, and again.
-async fn run(shared: Arc<Shared>, parts: FleetParts, writer: Addr<MapWriter>, clock: SharedClock) {
+async fn run(local: Arc<Local>, parts: FleetParts, writer: Addr<MapWriter>, clock: SharedClock) {
     let FleetParts {
         config,
         counters,
@@ -231,17 +138,17 @@ async fn run(shared: Arc<Shared>, parts: FleetParts, writer: Addr<MapWriter>, cl
                     "fleet: connected to {}, bucket {} (node {})",
                     config.servers.join(", "),
                     config.bucket,
-                    shared.node
+                    local.node
                 );
                 last_error.clear();
                 backoff.reset();
                 let mut session = Session {
-                    shared: &shared,
+                    local: &local,
+                    retention: config.tombstone_retention,
                     link: &link,
                     writer: &writer,
                     clock: &clock,
                     seen: None,
-                    origins: HashMap::new(),
                 };
                 session.run().await
             }
@@ -255,7 +162,7 @@ async fn run(shared: Arc<Shared>, parts: FleetParts, writer: Addr<MapWriter>, cl
             tracing::warn!(
                 "fleet: {message}; filtering goes on with the rules held, this node's \
                  changes are queued ({} waiting)",
-                shared.waiting()
+                local.waiting()
             );
             last_error = message;
         }
@@ -265,14 +172,14 @@ async fn run(shared: Arc<Shared>, parts: FleetParts, writer: Addr<MapWriter>, cl
 
 /// One connection's work.
 struct Session<'a> {
-    shared: &'a Shared,
+    local: &'a Local,
+    /// `[fleet] tombstone_retention`.
+    retention: u64,
     link: &'a Link,
     writer: &'a Addr<MapWriter>,
     clock: &'a SharedClock,
     /// The keys met while catching up; `None` once caught up.
     seen: Option<HashSet<(Policy, Cidr)>>,
-    /// The origin of each node met, made once.
-    origins: HashMap<String, Origin>,
 }
 
 impl Session<'_> {
@@ -287,7 +194,7 @@ impl Session<'_> {
     async fn serve(&mut self) -> Result<(), LinkError> {
         // This node's changes made while away go first: they are newer
         // than what the bucket holds for their keys.
-        while !lock(&self.shared.outbox).is_empty() {
+        while self.local.queued() > 0 {
             self.send_some().await?;
         }
         let (messages, last) = self.link.state().await?;
@@ -324,22 +231,22 @@ impl Session<'_> {
                     }
                     self.words(batch, last).await?;
                 }
-                _ = self.shared.wake.notified() => {
+                _ = self.local.wake.notified() => {
                     self.send_some().await?;
-                    if !lock(&self.shared.outbox).is_empty() {
-                        self.shared.wake.notify_one();
+                    if self.local.queued() > 0 {
+                        self.local.wake.notify_one();
                     }
                 }
             }
-            let released = std::mem::take(&mut *lock(&self.shared.released));
-            self.apply(released).await;
         }
     }
 
-    /// Words delivered by the watch: checked, let through the gate,
-    /// applied; expired ones met while catching up are purged.
+    /// Words delivered by the watch: checked, then handed to the MapWriter
+    /// (its gate decides which apply); expired ones met while catching up
+    /// are purged, and old delete markers swept.
     async fn words(&mut self, batch: Vec<kv::Entry>, last: u64) -> Result<(), LinkError> {
-        let counters = &self.shared.counters;
+        let counters = &self.local.counters;
+        let retention = self.retention;
         let now = self.clock.now();
         let mut words = Vec::with_capacity(batch.len());
         let mut purge = Vec::new();
@@ -379,7 +286,7 @@ impl Session<'_> {
                     Some(v) if v.expired(now) => purge.push((entry.key.clone(), entry.revision)),
                     None => {
                         let written = u64::try_from(entry.created.unix_timestamp()).unwrap_or(0);
-                        if now.saturating_sub(written) >= self.shared.retention {
+                        if now.saturating_sub(written) >= retention {
                             sweep.push((entry.key.clone(), entry.revision));
                         }
                     }
@@ -392,11 +299,9 @@ impl Session<'_> {
                 revision: entry.revision,
                 value,
             };
-            if let Some(word) = lock(&self.shared.gate).watched(&entry.key, word) {
-                words.push(word);
-            }
+            words.push((entry.key, word));
         }
-        self.apply(words).await;
+        self.apply(ApplyFleet { words }).await;
         for (key, revision) in purge {
             if self.link.purge_at(&key, revision).await? {
                 counters.purged.fetch_add(1, Ordering::Relaxed);
@@ -424,32 +329,28 @@ impl Session<'_> {
         let reconciled = reconcile(held, &seen);
         let removed = reconciled.remove.len();
         let published = reconciled.publish.len();
+        // Through the gate too: a key changed here since stays.
         let gone = reconciled
             .remove
             .into_iter()
-            .map(|(policy, cidr)| Word {
-                policy,
-                cidr,
-                revision: 0,
-                value: None,
+            .map(|(policy, cidr)| {
+                let word = Word {
+                    policy,
+                    cidr,
+                    revision: 0,
+                    value: None,
+                };
+                (key::encode(policy, cidr), word)
             })
             .collect();
-        self.apply(gone).await;
-        for (policy, entry) in reconciled.publish {
-            let value = Value {
-                node: self.shared.node.to_string(),
-                tag: couic_common::wire_tag(&entry.tag, true),
-                creation: entry.creation,
-                expiration: entry.expiration,
-                metadata: None,
-            };
-            self.shared
-                .queue(key::encode(policy, entry.cidr), Op::Put(value.to_bytes()));
-        }
-        if published > 0 {
-            self.shared.wake.notify_one();
-        }
-        let counters = &self.shared.counters;
+        self.apply(ApplyFleet { words: gone }).await;
+        self.writer
+            .send(Republish {
+                entries: reconciled.publish,
+            })
+            .await
+            .map_err(|e| LinkError::Watch(format!("the MapWriter is gone: {e}")))?;
+        let counters = &self.local.counters;
         counters.caught_up.store(true, Ordering::Relaxed);
         tracing::info!(
             "fleet: caught up with bucket at revision {} ({} keys; {removed} entries gone \
@@ -460,85 +361,51 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Hands words to the MapWriter, one batch per policy, and waits until
-    /// they are applied and durable.
-    async fn apply(&mut self, words: Vec<Word>) {
-        if words.is_empty() {
-            return;
-        }
-        let count = words.len() as u64;
-        let mut ops: [Vec<FleetOp>; 2] = [Vec::new(), Vec::new()];
-        for word in words {
-            let op = match word.value {
-                Some(v) => {
-                    let origin = match self.origins.get(&v.node) {
-                        Some(origin) => origin.clone(),
-                        None => {
-                            let origin = Origin::fleet(&v.node);
-                            self.origins.insert(v.node.clone(), origin.clone());
-                            origin
-                        }
-                    };
-                    FleetOp::Put {
-                        entry: v.entry(word.cidr),
-                        creation: v.creation,
-                        origin,
+    /// Sends `msg` to the MapWriter and waits until what it applied is
+    /// durable.
+    async fn apply<M>(&self, msg: M)
+    where
+        M: Message<Result = Committed<FleetApplied>> + Send + 'static,
+        MapWriter: Handler<M>,
+    {
+        let results = match self.writer.send(msg).await {
+            Ok(committed) => committed.await,
+            Err(e) => {
+                tracing::error!("fleet: the MapWriter is gone: {e}");
+                return;
+            }
+        };
+        for result in results {
+            match result {
+                Ok(done) => {
+                    if done.full > 0 {
+                        tracing::warn!(
+                            "fleet: {} entries of the fleet refused: the map is full",
+                            done.full
+                        );
                     }
+                    let applied = (done.written + done.unchanged + done.full) as u64;
+                    self.local
+                        .counters
+                        .applied
+                        .fetch_add(applied, Ordering::Relaxed);
                 }
-                None => FleetOp::Delete(word.cidr),
-            };
-            ops[usize::from(word.policy == Policy::Ignore)].push(op);
-        }
-        for (policy, ops) in Policy::ALL.into_iter().zip(ops) {
-            if ops.is_empty() {
-                continue;
-            }
-            let results = match self.writer.send(ApplyFleet { policy, ops }).await {
-                Ok(committed) => committed.await,
-                Err(e) => {
-                    tracing::error!("fleet: the MapWriter is gone: {e}");
-                    return;
-                }
-            };
-            for result in results {
-                match result {
-                    Ok(done) if done.full > 0 => tracing::warn!(
-                        "fleet: {} {policy} entries of the fleet refused: the map is full",
-                        done.full
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!("fleet: words not applied: {e}"),
-                }
+                Err(e) => tracing::error!("fleet: words not applied: {e}"),
             }
         }
-        self.shared
-            .counters
-            .applied
-            .fetch_add(count, Ordering::Relaxed);
     }
 
     /// Writes up to [`SEND_BATCH`] queued changes: all sent, then their
     /// acknowledgements awaited in order. What was not acknowledged goes
     /// back to the head of the outbox.
     async fn send_some(&mut self) -> Result<(), LinkError> {
-        let shared = self.shared;
-        let taken = lock(&shared.outbox).take(SEND_BATCH);
-        shared.in_flight.store(taken.len(), Ordering::Relaxed);
-        let result = self.send(&taken).await;
-        let (acked, error) = match result {
+        let mut taken = self.local.take(SEND_BATCH);
+        let (acked, error) = match self.send(&taken).await {
             Ok(()) => (taken.len(), None),
             Err((acked, e)) => (acked, Some(e)),
         };
-        let mut rest: Vec<Pending> = taken;
-        let unsent = rest.split_off(acked);
-        if !unsent.is_empty() {
-            lock(&shared.outbox).put_back(unsent);
-        }
-        shared.in_flight.store(0, Ordering::Relaxed);
-        shared
-            .counters
-            .queued
-            .store(lock(&shared.outbox).len() as u64, Ordering::Relaxed);
+        let unsent = taken.split_off(acked);
+        self.local.put_back(unsent);
         match error {
             Some(e) => Err(e),
             None => Ok(()),
@@ -547,7 +414,6 @@ impl Session<'_> {
 
     /// Sends `taken`; on failure, how many were acknowledged (a prefix).
     async fn send(&mut self, taken: &[Pending]) -> Result<(), (usize, LinkError)> {
-        let counters = &self.shared.counters;
         let mut acks = Vec::with_capacity(taken.len());
         for p in taken {
             if let Op::Expired { .. } = p.op {
@@ -564,46 +430,50 @@ impl Session<'_> {
                 }
             }
         }
-        self.acknowledge(taken, acks).await?;
-        counters
-            .published
-            .fetch_add(taken.len() as u64, Ordering::Relaxed);
-        Ok(())
+        self.acknowledge(taken, acks).await
     }
 
     /// Awaits the acknowledgements of `acks` (the first changes of
-    /// `taken`), purging expired keys in their turn.
+    /// `taken`), purging expired keys in their turn, and tells the
+    /// MapWriter what is in the bucket, even when one fails.
     async fn acknowledge(
         &mut self,
         taken: &[Pending],
         acks: Vec<Option<impl std::future::Future<Output = Result<u64, LinkError>>>>,
     ) -> Result<(), (usize, LinkError)> {
-        let mut released = Vec::new();
+        let counters = &self.local.counters;
+        let mut acked = Vec::with_capacity(acks.len());
+        let mut failure = None;
         for (i, (p, ack)) in taken.iter().zip(acks).enumerate() {
-            match (ack, &p.op) {
-                (Some(ack), _) => {
-                    let revision = ack.await.map_err(|e| (i, e))?;
-                    if let Some(word) =
-                        lock(&self.shared.gate).acked(&p.key, p.generation, revision)
-                    {
-                        released.push(word);
-                    }
-                }
+            let outcome = match (ack, &p.op) {
+                (Some(ack), _) => ack.await.map(|revision| {
+                    acked.push((p.key.clone(), p.generation, revision));
+                    counters.published.fetch_add(1, Ordering::Relaxed);
+                }),
                 (None, Op::Expired { expiration }) => {
                     let now = self.clock.now();
-                    let purged = self
-                        .link
+                    self.link
                         .purge_expired(&p.key, *expiration, now)
                         .await
-                        .map_err(|e| (i, e))?;
-                    if purged {
-                        self.shared.counters.purged.fetch_add(1, Ordering::Relaxed);
-                    }
+                        .map(|purged| {
+                            if purged {
+                                counters.purged.fetch_add(1, Ordering::Relaxed);
+                            }
+                        })
                 }
-                (None, _) => {}
+                (None, _) => Ok(()),
+            };
+            if let Err(e) = outcome {
+                failure = Some((i, e));
+                break;
             }
         }
-        self.apply(released).await;
-        Ok(())
+        if !acked.is_empty() {
+            self.apply(FleetAcked { acks: acked }).await;
+        }
+        match failure {
+            Some(f) => Err(f),
+            None => Ok(()),
+        }
     }
 }

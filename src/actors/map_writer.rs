@@ -19,9 +19,11 @@ use crate::actors::messages::{Changed, Origin};
 use crate::batch::{self, Op, Rules};
 use crate::bpf::BpfError;
 use crate::clock::SharedClock;
-use crate::firewall::fleet::{FleetApplied, FleetOp};
+use crate::firewall::fleet::FleetApplied;
 use crate::firewall::set_plan::{ReloadSummary, SetsTarget};
 use crate::firewall::{Change, Committed, Firewall, NewEntry, Snapshot, Verdict, WriteError};
+use crate::fleet::local::{Local, PolicyOps};
+use crate::fleet::value::Word;
 use crate::store::StoredEntry;
 
 /// Add entries, in order. `atomic`: all or none. The answer is to be
@@ -122,13 +124,37 @@ pub struct ReplacePeerShard {
     pub entries: Vec<NewEntry>,
 }
 
-/// Words of the fleet's bucket for one policy, in the bucket's order (see
-/// [`crate::firewall::fleet`]). Awaited again like [`AddEntries`].
+/// From now on, this node's changes go to the fleet's outbox and the
+/// bucket's words pass its gate (see [`crate::fleet::local`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachFleet(pub Arc<Local>);
+
+/// Words of the fleet's bucket with their keys, in the bucket's order:
+/// those the gate admits are applied (see [`crate::firewall::fleet`]).
+/// Awaited again like [`AddEntries`].
 #[derive(Message)]
 #[rtype(result = "Committed<FleetApplied>")]
 pub struct ApplyFleet {
-    pub policy: Policy,
-    pub ops: Vec<FleetOp>,
+    pub words: Vec<(String, Word)>,
+}
+
+/// This node's changes in the bucket, `(key, generation, revision)`: the
+/// words that waited for them and are newer are applied. Awaited again
+/// like [`AddEntries`].
+#[derive(Message)]
+#[rtype(result = "Committed<FleetApplied>")]
+pub struct FleetAcked {
+    pub acks: Vec<(String, u64, u64)>,
+}
+
+/// Entries of this node's API that the fleet's bucket lacks (see
+/// [`crate::fleet::reconcile`]): queued for it again, those still held as
+/// they were.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Republish {
+    pub entries: Vec<(Policy, StoredEntry)>,
 }
 
 /// The API and fleet entries held, not expired: what the fleet's
@@ -149,6 +175,8 @@ pub struct MapWriter {
     subscribers: Vec<Recipient<Changed>>,
     /// The `seq` of the last change published.
     seq: u64,
+    /// This node's side of the fleet, when `[fleet]` is on.
+    fleet: Option<Arc<Local>>,
 }
 
 impl MapWriter {
@@ -162,6 +190,7 @@ impl MapWriter {
             clock,
             subscribers,
             seq: 0,
+            fleet: None,
         }
     }
 
@@ -212,6 +241,10 @@ impl MapWriter {
             self.seq += 1;
             change.seq = self.seq;
         }
+        let released = match &self.fleet {
+            Some(fleet) => fleet.changed(&origin, &changes),
+            None => Default::default(),
+        };
         let event = Changed {
             origin,
             changes: Arc::new(changes),
@@ -219,6 +252,33 @@ impl MapWriter {
         for subscriber in &self.subscribers {
             subscriber.do_send(event.clone());
         }
+        if released.iter().any(|ops| !ops.is_empty()) {
+            // Words that waited for a change dropped from the outbox: the
+            // sync does not wait for this write to be durable.
+            drop(self.apply_fleet(released));
+        }
+    }
+
+    /// Applies fleet operations of both policies as one change.
+    fn apply_fleet(&mut self, ops: PolicyOps) -> Committed<FleetApplied> {
+        let mut done = FleetApplied::default();
+        let mut changes = Vec::new();
+        let now = self.clock.now();
+        for (policy, ops) in Policy::ALL.into_iter().zip(ops) {
+            if ops.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.firewall.reserve_fleet(&ops) {
+                return Committed::now(vec![Err(e)]);
+            }
+            let (applied, applied_changes) = self.firewall.apply_fleet(policy, ops, now);
+            done.add(&applied);
+            changes.extend(applied_changes);
+        }
+        let cause = changes
+            .first()
+            .map_or_else(|| Origin::fleet("-"), |c| c.entry.origin.clone());
+        self.commit(cause, changes, vec![Ok(done)])
     }
 }
 
@@ -409,25 +469,56 @@ impl Handler<ReplacePeerShard> for MapWriter {
     }
 }
 
+impl Handler<AttachFleet> for MapWriter {
+    type Result = ();
+
+    fn handle(&mut self, msg: AttachFleet, _: &mut Context<Self>) {
+        self.fleet = Some(msg.0);
+    }
+}
+
 impl Handler<ApplyFleet> for MapWriter {
     type Result = MessageResult<ApplyFleet>;
 
     fn handle(&mut self, msg: ApplyFleet, _: &mut Context<Self>) -> Self::Result {
-        if let Err(e) = self.firewall.reserve_fleet(&msg.ops) {
-            return MessageResult(Committed::now(vec![Err(e)]));
+        let ops = match &self.fleet {
+            Some(fleet) => fleet.admit(msg.words),
+            None => Default::default(),
+        };
+        MessageResult(self.apply_fleet(ops))
+    }
+}
+
+impl Handler<FleetAcked> for MapWriter {
+    type Result = MessageResult<FleetAcked>;
+
+    fn handle(&mut self, msg: FleetAcked, _: &mut Context<Self>) -> Self::Result {
+        let ops = match &self.fleet {
+            Some(fleet) => fleet.acked(&msg.acks),
+            None => Default::default(),
+        };
+        MessageResult(self.apply_fleet(ops))
+    }
+}
+
+impl Handler<Republish> for MapWriter {
+    type Result = ();
+
+    fn handle(&mut self, msg: Republish, _: &mut Context<Self>) {
+        let Some(fleet) = self.fleet.clone() else {
+            return;
+        };
+        for (policy, entry) in msg.entries {
+            // Deleted or replaced here since it was listed: not again.
+            let still = self.firewall.store().get(policy, entry.cidr);
+            if still.as_ref() != Some(&entry) {
+                continue;
+            }
+            let released = fleet.republish(policy, &entry);
+            if released.iter().any(|ops| !ops.is_empty()) {
+                drop(self.apply_fleet(released));
+            }
         }
-        let cause = msg
-            .ops
-            .iter()
-            .find_map(|op| match op {
-                FleetOp::Put { origin, .. } => Some(origin.clone()),
-                FleetOp::Delete(_) => None,
-            })
-            .unwrap_or_else(|| Origin::fleet("-"));
-        let (applied, changes) = self
-            .firewall
-            .apply_fleet(msg.policy, msg.ops, self.clock.now());
-        MessageResult(self.commit(cause, changes, vec![Ok(applied)]))
     }
 }
 

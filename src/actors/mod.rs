@@ -22,6 +22,9 @@ use crate::firewall::Firewall;
 use crate::reporting::{ReportCounters, ReportQueue};
 use expirer::Expirer;
 use fleet_sync::{FleetParts, FleetSync};
+use map_writer::AttachFleet;
+
+use crate::fleet::local::Local;
 use map_writer::MapWriter;
 use messages::Changed;
 use peer_broadcaster::{PeerBroadcaster, PeerParts};
@@ -113,12 +116,18 @@ pub fn start(
         subscribers.extend(peers.iter().map(|p| p.clone().recipient()));
         let fleet = fleet.map(|parts| {
             let handle = fleet_thread.as_ref().expect("a thread for the fleet");
+            let local = Arc::new(Local::new(
+                &parts.config.node_name(),
+                parts.config.queue_capacity,
+                parts.counters.clone(),
+            ));
+            // Queued first: before any change reaches the MapWriter.
+            writer.do_send(AttachFleet(local.clone()));
             let (writer, clock) = (writer.clone(), subscriber_clock.clone());
-            FleetSync::start_in_arbiter(handle, move |_| FleetSync::new(parts, writer, clock))
+            FleetSync::start_in_arbiter(handle, move |_| {
+                FleetSync::new(parts, local, writer, clock)
+            })
         });
-        if let Some(fleet) = &fleet {
-            subscribers.push(fleet.clone().recipient());
-        }
         subscribers.extend(also);
         tx.send((expirer, reporter, peers, fleet))
             .expect("start waits for its subscribers");

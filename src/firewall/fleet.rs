@@ -50,6 +50,16 @@ pub struct FleetApplied {
     pub failed: usize,
 }
 
+impl FleetApplied {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &FleetApplied) {
+        self.written += other.written;
+        self.unchanged += other.unchanged;
+        self.full += other.full;
+        self.failed += other.failed;
+    }
+}
+
 /// Whether the fleet's word replaces `record`: an API or fleet entry.
 fn replaceable(store: &EntryStore, policy: Policy, record: &Record) -> bool {
     !store.is_set_record(policy, record)

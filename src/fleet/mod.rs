@@ -12,12 +12,15 @@
 //! The parts without a server are here: the keys, the values, the bounded
 //! outbox of this node's changes ([`outbox`]), the gate that keeps an
 //! older word from undoing a newer local change still on its way
-//! ([`gate`]) and the status ([`status`]). The connection is [`link`]; the
-//! actor tying them to the MapWriter is `actors::fleet_sync`.
+//! ([`gate`]), both driven by the MapWriter through [`local`], the
+//! reconciliation after a catch-up ([`reconcile`]) and the status
+//! ([`status`]). The connection is [`link`]; the actor that holds it and
+//! hands the bucket's words to the MapWriter is `actors::fleet_sync`.
 
 pub mod gate;
 pub mod key;
 pub mod link;
+pub mod local;
 pub mod outbox;
 pub mod reconcile;
 pub mod status;

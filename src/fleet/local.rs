@@ -1,0 +1,317 @@
+//! This node's side of the fleet as the write path sees it: its changes
+//! queued for the bucket ([`Outbox`]) and the [`Gate`] every word of the
+//! bucket passes before it is applied.
+//!
+//! The MapWriter calls [`Local::changed`] when it publishes a change, and
+//! [`Local::admit`] and [`Local::acked`] when it applies words: all three
+//! on its one thread, so that a local change and a word of the same key
+//! are put in order by the MapWriter itself. (Were the gate kept by the
+//! sync task, a word could pass it between an API change being applied
+//! and being registered, and undo that change on this node only.) The
+//! sync task takes from the outbox what to send.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use couic_common::Policy;
+
+use super::gate::Gate;
+use super::key;
+use super::outbox::{Op, Outbox, Pending};
+use super::status::FleetCounters;
+use super::value::{Value, Word};
+use crate::firewall::fleet::FleetOp;
+use crate::firewall::{Change, ChangeKind};
+use crate::origin::Origin;
+use crate::store::StoredEntry;
+
+/// Operations for each policy, drop first.
+pub type PolicyOps = [Vec<FleetOp>; 2];
+
+pub struct Local {
+    pub node: Arc<str>,
+    outbox: Mutex<Outbox>,
+    gate: Mutex<Gate>,
+    /// The origin of each node met, made once.
+    origins: Mutex<HashMap<String, Origin>>,
+    /// Changes taken from the outbox and not acknowledged yet.
+    in_flight: AtomicUsize,
+    /// Rung when a change is queued.
+    pub wake: tokio::sync::Notify,
+    pub counters: Arc<FleetCounters>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Local {
+    pub fn new(node: &str, capacity: usize, counters: Arc<FleetCounters>) -> Self {
+        Local {
+            node: node.into(),
+            outbox: Mutex::new(Outbox::new(capacity)),
+            gate: Mutex::new(Gate::default()),
+            origins: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
+            wake: tokio::sync::Notify::new(),
+            counters,
+        }
+    }
+
+    /// Changes just applied, caused by `cause`: an API change is queued for
+    /// the bucket (and its key gated), an entry this node wrote that
+    /// expired is queued for a purge; others are not this node's to write.
+    /// Returns the operations of words that waited for a change dropped
+    /// from a full outbox, to apply now.
+    pub fn changed(&self, cause: &Origin, changes: &[Change]) -> PolicyOps {
+        if !matches!(cause, Origin::Api { .. } | Origin::Expiry) {
+            return PolicyOps::default();
+        }
+        let mut released = Vec::new();
+        let mut queued = false;
+        for change in changes {
+            let op = match (cause, change.kind) {
+                (Origin::Api { .. }, ChangeKind::Added) => Op::Put(
+                    self.value(&change.entry, change.metadata.as_deref())
+                        .to_bytes(),
+                ),
+                (Origin::Api { .. }, ChangeKind::Removed) => Op::Delete,
+                (Origin::Expiry, ChangeKind::Removed) if self.wrote(&change.entry.origin) => {
+                    Op::Expired {
+                        expiration: change.entry.expiration,
+                    }
+                }
+                _ => continue,
+            };
+            released.extend(self.queue(key::encode(change.policy, change.entry.cidr), op));
+            queued = true;
+        }
+        if queued {
+            self.wake.notify_one();
+        }
+        self.ops(released)
+    }
+
+    /// Queues a put of `entry`, as this node's (the reconciliation).
+    pub fn republish(&self, policy: Policy, entry: &StoredEntry) -> PolicyOps {
+        let op = Op::Put(self.value(entry, None).to_bytes());
+        let released = self.queue(key::encode(policy, entry.cidr), op);
+        self.wake.notify_one();
+        self.ops(released.into_iter().collect())
+    }
+
+    /// Words of the bucket, each with its key: the operations of those to
+    /// apply now (the others wait for, or are older than, a local change).
+    pub fn admit(&self, words: Vec<(String, Word)>) -> PolicyOps {
+        let mut gate = lock(&self.gate);
+        let admitted = words
+            .into_iter()
+            .filter_map(|(key, word)| gate.watched(&key, word))
+            .collect();
+        drop(gate);
+        self.ops(admitted)
+    }
+
+    /// Changes of this node's in the bucket: `(key, generation, revision)`.
+    /// The operations of the words that waited for them and are newer.
+    pub fn acked(&self, acks: &[(String, u64, u64)]) -> PolicyOps {
+        let mut gate = lock(&self.gate);
+        let released = acks
+            .iter()
+            .filter_map(|(key, generation, revision)| gate.acked(key, *generation, *revision))
+            .collect();
+        drop(gate);
+        self.ops(released)
+    }
+
+    /// Up to `max` queued changes, oldest first, now in flight.
+    pub fn take(&self, max: usize) -> Vec<Pending> {
+        let taken = lock(&self.outbox).take(max);
+        self.in_flight.store(taken.len(), Ordering::Relaxed);
+        taken
+    }
+
+    /// The changes of the last [`Local::take`] that were not acknowledged.
+    pub fn put_back(&self, unsent: Vec<Pending>) {
+        let mut outbox = lock(&self.outbox);
+        outbox.put_back(unsent);
+        self.in_flight.store(0, Ordering::Relaxed);
+        self.counters
+            .queued
+            .store(outbox.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Changes queued or in flight.
+    pub fn waiting(&self) -> usize {
+        lock(&self.outbox).len() + self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn queued(&self) -> usize {
+        lock(&self.outbox).len()
+    }
+
+    /// Whether this node wrote an entry of `origin`.
+    fn wrote(&self, origin: &Origin) -> bool {
+        match origin {
+            Origin::Api { .. } => true,
+            Origin::Fleet { node } => *node == self.node,
+            _ => false,
+        }
+    }
+
+    fn value(&self, entry: &StoredEntry, metadata: Option<&couic_common::Metadata>) -> Value {
+        Value {
+            node: self.node.to_string(),
+            tag: couic_common::wire_tag(&entry.tag, true),
+            creation: entry.creation,
+            expiration: entry.expiration,
+            metadata: metadata.cloned(),
+        }
+    }
+
+    /// Queues `op`; the word released if a change was dropped for room.
+    fn queue(&self, key: String, op: Op) -> Option<Word> {
+        let local = !matches!(op, Op::Expired { .. });
+        let mut outbox = lock(&self.outbox);
+        let pushed = outbox.push(key.clone(), op);
+        let mut gate = lock(&self.gate);
+        if let (Some(generation), true) = (pushed.generation, local) {
+            gate.local(&key, generation);
+        }
+        self.counters
+            .queued
+            .store(outbox.len() as u64, Ordering::Relaxed);
+        let dropped = pushed.dropped?;
+        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        gate.abandoned(&dropped)
+    }
+
+    /// Words as operations, per policy.
+    fn ops(&self, words: Vec<Word>) -> PolicyOps {
+        let mut ops: PolicyOps = [Vec::new(), Vec::new()];
+        if words.is_empty() {
+            return ops;
+        }
+        let mut origins = lock(&self.origins);
+        for word in words {
+            let op = match word.value {
+                Some(v) => {
+                    let origin = origins
+                        .entry(v.node.clone())
+                        .or_insert_with(|| Origin::fleet(&v.node))
+                        .clone();
+                    FleetOp::Put {
+                        entry: v.entry(word.cidr),
+                        creation: v.creation,
+                        origin,
+                    }
+                }
+                None => FleetOp::Delete(word.cidr),
+            };
+            ops[usize::from(word.policy == Policy::Ignore)].push(op);
+        }
+        ops
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use couic_common::Cidr;
+
+    fn local() -> Local {
+        Local::new("b", 16, Arc::new(FleetCounters::default()))
+    }
+
+    fn cidr() -> Cidr {
+        "192.0.2.1/32".parse().unwrap()
+    }
+
+    fn added(tag: &str) -> Change {
+        Change::of(
+            ChangeKind::Added,
+            Policy::Drop,
+            StoredEntry {
+                cidr: cidr(),
+                tag: tag.into(),
+                creation: 1,
+                expiration: 0,
+                origin: Origin::api("admin"),
+            },
+        )
+    }
+
+    fn word(node: &str, tag: &str, revision: u64) -> (String, Word) {
+        let value = Value {
+            node: node.into(),
+            tag: Some(tag.into()),
+            creation: 1,
+            expiration: 0,
+            metadata: None,
+        };
+        let word = Word {
+            policy: Policy::Drop,
+            cidr: cidr(),
+            revision,
+            value: Some(value),
+        };
+        (key::encode(Policy::Drop, cidr()), word)
+    }
+
+    fn tags(ops: &PolicyOps) -> Vec<String> {
+        ops[0]
+            .iter()
+            .map(|op| match op {
+                FleetOp::Put { entry, .. } => entry.tag.clone(),
+                FleetOp::Delete(_) => "-".into(),
+            })
+            .collect()
+    }
+
+    /// B's API adds X just before A's add of X reaches it; the bucket
+    /// orders A's first. B must end on its own (the bucket's last word),
+    /// as A does.
+    #[test]
+    fn a_word_older_than_a_local_change_never_undoes_it() {
+        let b = local();
+        let ops = b.changed(&Origin::api("admin"), &[added("b")]);
+        assert!(tags(&ops).is_empty());
+        let sent = b.take(10);
+        assert_eq!(sent.len(), 1);
+        // A's word (revision 1) comes before B's acknowledgement (2).
+        assert!(tags(&b.admit(vec![word("a", "a", 1)])).is_empty());
+        let key = sent[0].key.clone();
+        assert!(tags(&b.acked(&[(key, sent[0].generation, 2)])).is_empty());
+        // B's own word, in place already.
+        assert!(tags(&b.admit(vec![word("b", "b", 2)])).is_empty());
+        // A later word passes.
+        assert_eq!(tags(&b.admit(vec![word("a", "c", 3)])), ["c"]);
+    }
+
+    #[test]
+    fn a_newer_word_that_waited_is_applied_at_the_acknowledgement() {
+        let b = local();
+        b.changed(&Origin::api("admin"), &[added("b")]);
+        let sent = b.take(10);
+        assert!(tags(&b.admit(vec![word("a", "a", 5)])).is_empty());
+        let key = sent[0].key.clone();
+        assert_eq!(tags(&b.acked(&[(key, sent[0].generation, 4)])), ["a"]);
+    }
+
+    #[test]
+    fn only_api_changes_and_this_nodes_expiries_are_queued() {
+        let b = local();
+        b.changed(&Origin::fleet("a"), &[added("x")]);
+        b.changed(&Origin::Set, &[added("x")]);
+        assert_eq!(b.waiting(), 0);
+        let mut gone = added("x");
+        gone.kind = ChangeKind::Removed;
+        gone.entry.origin = Origin::fleet("a");
+        b.changed(&Origin::Expiry, std::slice::from_ref(&gone));
+        assert_eq!(b.waiting(), 0, "another node's entry is its to purge");
+        gone.entry.origin = Origin::fleet("b");
+        b.changed(&Origin::Expiry, &[gone]);
+        assert_eq!(b.take(10)[0].op, Op::Expired { expiration: 0 });
+    }
+}
