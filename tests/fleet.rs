@@ -429,3 +429,44 @@ fn delete_markers_past_their_retention_are_swept() {
         BTreeSet::from(["192.0.2.1/32".to_string()])
     );
 }
+
+/// The other logins and TLS, against a server that asks for them: a user
+/// and password, then TLS with a CA of the test's (and refused with
+/// another CA).
+#[test]
+fn user_password_and_tls_logins_work() {
+    let args: Vec<String> = ["--user", "couic", "--pass", "fleet-pass"]
+        .map(String::from)
+        .to_vec();
+    let nats = NatsServer::start_with(&args).unwrap();
+    let login = "user = \"couic\"\npassword = \"fleet-pass\"\n";
+    let a = Daemon::start(fleet(&nats.url(), "a", login)).unwrap();
+    wait_caught_up(&a);
+    assert!(!a.log().contains("fleet-pass"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki = couic_testkit::pki::Pki::make(dir.path());
+    let tls: Vec<String> = vec![
+        "--tls".into(),
+        "--tlscert".into(),
+        pki.cert.display().to_string(),
+        "--tlskey".into(),
+        pki.key.display().to_string(),
+    ];
+    let nats = NatsServer::start_with(&tls).unwrap();
+    let trusted = format!("ca_file = \"{}\"\n", pki.ca.display());
+    let b = Daemon::start(fleet(&nats.tls_url(), "b", &trusted)).unwrap();
+    let c = Daemon::start(fleet(&nats.tls_url(), "c", &trusted)).unwrap();
+    wait_caught_up(&b);
+    wait_caught_up(&c);
+    add(&b, "drop", "192.0.2.0/24", "tls", 0);
+    assert!(wait_until(SPREAD, || entry(&c, "drop", "192.0.2.0/24").is_some()));
+    let untrusted = format!("ca_file = \"{}\"\n", pki.other_ca.display());
+    let d = Daemon::start(fleet(&nats.tls_url(), "d", &untrusted)).unwrap();
+    assert!(
+        wait_until(CONVERGE, || status(&d)["last_error"].is_string()),
+        "{}",
+        status(&d)
+    );
+    assert_eq!(status(&d)["connected"], false);
+}

@@ -18,14 +18,20 @@ pub const NATS_SERVER: &str = "nats-server";
 pub struct NatsServer {
     process: Option<Guard>,
     pub port: u16,
-    /// `--auth <token>` when set.
-    token: Option<String>,
+    /// Given after the defaults: a login, TLS.
+    args: Vec<String>,
     dir: tempfile::TempDir,
 }
 
 impl NatsServer {
     /// Starts a server with JetStream; `token`: clients must give it.
     pub fn start(token: Option<&str>) -> anyhow::Result<NatsServer> {
+        let args = token.map_or_else(Vec::new, |t| vec!["--auth".to_string(), t.to_string()]);
+        NatsServer::start_with(&args)
+    }
+
+    /// Starts a server with JetStream and `args` (`--user`, `--tls`, ...).
+    pub fn start_with(args: &[String]) -> anyhow::Result<NatsServer> {
         let dir = tempfile::Builder::new()
             .prefix("couic-nats.")
             .tempdir()
@@ -33,7 +39,7 @@ impl NatsServer {
         let mut server = NatsServer {
             process: None,
             port: crate::free_port(),
-            token: token.map(str::to_string),
+            args: args.to_vec(),
             dir,
         };
         server.spawn()?;
@@ -43,6 +49,11 @@ impl NatsServer {
     /// `nats://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// `tls://localhost:<port>`, for a server started with `--tls`.
+    pub fn tls_url(&self) -> String {
+        format!("tls://localhost:{}", self.port)
     }
 
     pub fn store(&self) -> &Path {
@@ -69,9 +80,7 @@ impl NatsServer {
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-        if let Some(token) = &self.token {
-            cmd.args(["--auth", token]);
-        }
+        cmd.args(&self.args);
         let child = cmd
             .spawn()
             .with_context(|| format!("spawn {NATS_SERVER} (apt install nats-server)"))?;
