@@ -29,7 +29,7 @@ use crate::firewall::fleet::FleetApplied;
 use crate::firewall::Committed;
 use crate::fleet::key;
 use crate::fleet::link::{self, Link, LinkError};
-use crate::fleet::local::Local;
+use crate::fleet::local::{FleetKey, Local};
 use crate::fleet::outbox::{Op, Pending};
 use crate::fleet::reconcile::reconcile;
 use crate::fleet::status::FleetCounters;
@@ -299,7 +299,7 @@ impl Session<'_> {
                 revision: entry.revision,
                 value,
             };
-            words.push((entry.key, word));
+            words.push(word);
         }
         self.apply(ApplyFleet { words }).await;
         for (key, revision) in purge {
@@ -333,14 +333,11 @@ impl Session<'_> {
         let gone = reconciled
             .remove
             .into_iter()
-            .map(|(policy, cidr)| {
-                let word = Word {
-                    policy,
-                    cidr,
-                    revision: 0,
-                    value: None,
-                };
-                (key::encode(policy, cidr), word)
+            .map(|(policy, cidr)| Word {
+                policy,
+                cidr,
+                revision: 0,
+                value: None,
             })
             .collect();
         self.apply(ApplyFleet { words: gone }).await;
@@ -413,14 +410,15 @@ impl Session<'_> {
     }
 
     /// Sends `taken`; on failure, how many were acknowledged (a prefix).
-    async fn send(&mut self, taken: &[Pending]) -> Result<(), (usize, LinkError)> {
+    async fn send(&mut self, taken: &[Pending<FleetKey>]) -> Result<(), (usize, LinkError)> {
         let mut acks = Vec::with_capacity(taken.len());
         for p in taken {
             if let Op::Expired { .. } = p.op {
                 acks.push(None);
                 continue;
             }
-            match self.link.send(&p.key, &p.op).await {
+            let (policy, cidr) = p.key;
+            match self.link.send(&key::encode(policy, cidr), &p.op).await {
                 Ok(ack) => acks.push(Some(ack)),
                 Err(e) => {
                     // Nothing after this one was sent: wait for what was.
@@ -438,7 +436,7 @@ impl Session<'_> {
     /// MapWriter what is in the bucket, even when one fails.
     async fn acknowledge(
         &mut self,
-        taken: &[Pending],
+        taken: &[Pending<FleetKey>],
         acks: Vec<Option<impl std::future::Future<Output = Result<u64, LinkError>>>>,
     ) -> Result<(), (usize, LinkError)> {
         let counters = &self.local.counters;
@@ -447,13 +445,14 @@ impl Session<'_> {
         for (i, (p, ack)) in taken.iter().zip(acks).enumerate() {
             let outcome = match (ack, &p.op) {
                 (Some(ack), _) => ack.await.map(|revision| {
-                    acked.push((p.key.clone(), p.generation, revision));
+                    acked.push((p.key, p.generation, revision));
                     counters.published.fetch_add(1, Ordering::Relaxed);
                 }),
                 (None, Op::Expired { expiration }) => {
                     let now = self.clock.now();
+                    let (policy, cidr) = p.key;
                     self.link
-                        .purge_expired(&p.key, *expiration, now)
+                        .purge_expired(&key::encode(policy, cidr), *expiration, now)
                         .await
                         .map(|purged| {
                             if purged {

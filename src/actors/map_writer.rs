@@ -22,7 +22,7 @@ use crate::clock::SharedClock;
 use crate::firewall::fleet::FleetApplied;
 use crate::firewall::set_plan::{ReloadSummary, SetsTarget};
 use crate::firewall::{Change, Committed, Firewall, NewEntry, Snapshot, Verdict, WriteError};
-use crate::fleet::local::{Local, PolicyOps};
+use crate::fleet::local::{FleetKey, Local, PolicyOps};
 use crate::fleet::value::Word;
 use crate::store::StoredEntry;
 
@@ -130,13 +130,13 @@ pub struct ReplacePeerShard {
 #[rtype(result = "()")]
 pub struct AttachFleet(pub Arc<Local>);
 
-/// Words of the fleet's bucket with their keys, in the bucket's order:
+/// Words of the fleet's bucket, in the bucket's order:
 /// those the gate admits are applied (see [`crate::firewall::fleet`]).
 /// Awaited again like [`AddEntries`].
 #[derive(Message)]
 #[rtype(result = "Committed<FleetApplied>")]
 pub struct ApplyFleet {
-    pub words: Vec<(String, Word)>,
+    pub words: Vec<Word>,
 }
 
 /// This node's changes in the bucket, `(key, generation, revision)`: the
@@ -145,7 +145,7 @@ pub struct ApplyFleet {
 #[derive(Message)]
 #[rtype(result = "Committed<FleetApplied>")]
 pub struct FleetAcked {
-    pub acks: Vec<(String, u64, u64)>,
+    pub acks: Vec<(FleetKey, u64, u64)>,
 }
 
 /// Entries of this node's API that the fleet's bucket lacks (see

@@ -12,6 +12,7 @@
 //! node so ends on the bucket's last word for every key.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 
 use super::value::Word;
 
@@ -26,12 +27,20 @@ struct Own {
     waiting: Option<Word>,
 }
 
-#[derive(Debug, Default)]
-pub struct Gate {
-    keys: HashMap<String, Own>,
+#[derive(Debug)]
+pub struct Gate<K> {
+    keys: HashMap<K, Own>,
 }
 
-impl Gate {
+impl<K> Default for Gate<K> {
+    fn default() -> Self {
+        Gate {
+            keys: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> Gate<K> {
     /// Keys with a local change on its way or just acknowledged.
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -42,14 +51,14 @@ impl Gate {
     }
 
     /// A local change of `key` was queued as `generation`.
-    pub fn local(&mut self, key: &str, generation: u64) {
-        let own = self.keys.entry(key.to_string()).or_default();
+    pub fn local(&mut self, key: &K, generation: u64) {
+        let own = self.keys.entry(key.clone()).or_default();
         own.latest = own.latest.max(generation);
     }
 
     /// The change `generation` of `key` is in the bucket at `revision`:
     /// the word to apply now, if one waited that is newer.
-    pub fn acked(&mut self, key: &str, generation: u64, revision: u64) -> Option<Word> {
+    pub fn acked(&mut self, key: &K, generation: u64, revision: u64) -> Option<Word> {
         let own = self.keys.get_mut(key)?;
         own.acked = own.acked.max(generation);
         own.revision = own.revision.max(revision);
@@ -67,7 +76,7 @@ impl Gate {
 
     /// The local change of `key` will never be acknowledged (dropped from
     /// the outbox): the word waiting, if any, to apply now.
-    pub fn abandoned(&mut self, key: &str) -> Option<Word> {
+    pub fn abandoned(&mut self, key: &K) -> Option<Word> {
         let own = self.keys.get_mut(key)?;
         own.latest = own.acked;
         let waiting = own.waiting.take();
@@ -78,7 +87,7 @@ impl Gate {
     }
 
     /// A word delivered by the watch: returned when it is to be applied.
-    pub fn watched(&mut self, key: &str, word: Word) -> Option<Word> {
+    pub fn watched(&mut self, key: &K, word: Word) -> Option<Word> {
         let Some(own) = self.keys.get_mut(key) else {
             return Some(word);
         };
@@ -119,55 +128,55 @@ mod tests {
 
     #[test]
     fn words_of_keys_without_local_changes_pass() {
-        let mut g = Gate::default();
-        assert_eq!(g.watched("k", word(3)), Some(word(3)));
+        let mut g: Gate<&str> = Gate::default();
+        assert_eq!(g.watched(&"k", word(3)), Some(word(3)));
     }
 
     #[test]
     fn an_older_word_waits_and_is_dropped_when_the_local_change_lands_after_it() {
-        let mut g = Gate::default();
-        g.local("k", 1);
-        assert_eq!(g.watched("k", word(4)), None);
-        assert_eq!(g.acked("k", 1, 5), None);
+        let mut g: Gate<&str> = Gate::default();
+        g.local(&"k", 1);
+        assert_eq!(g.watched(&"k", word(4)), None);
+        assert_eq!(g.acked(&"k", 1, 5), None);
         // Words older than the local change, delivered late, stay out.
-        assert_eq!(g.watched("k", word(4)), None);
+        assert_eq!(g.watched(&"k", word(4)), None);
         // The local change's own word, in place already, ends the watch on
         // the key; later words pass.
-        assert_eq!(g.watched("k", word(5)), None);
+        assert_eq!(g.watched(&"k", word(5)), None);
         assert!(g.is_empty());
-        assert_eq!(g.watched("k", word(6)), Some(word(6)));
+        assert_eq!(g.watched(&"k", word(6)), Some(word(6)));
     }
 
     #[test]
     fn a_newer_word_that_waited_is_applied_once_the_local_change_lands_before_it() {
-        let mut g = Gate::default();
-        g.local("k", 1);
-        assert_eq!(g.watched("k", word(5)), None);
-        assert_eq!(g.watched("k", word(6)), None);
-        assert_eq!(g.acked("k", 1, 4), Some(word(6)));
+        let mut g: Gate<&str> = Gate::default();
+        g.local(&"k", 1);
+        assert_eq!(g.watched(&"k", word(5)), None);
+        assert_eq!(g.watched(&"k", word(6)), None);
+        assert_eq!(g.acked(&"k", 1, 4), Some(word(6)));
         assert!(g.is_empty());
     }
 
     #[test]
     fn words_wait_for_the_newest_local_change() {
-        let mut g = Gate::default();
-        g.local("k", 1);
-        g.local("k", 2);
-        assert_eq!(g.watched("k", word(7)), None);
-        assert_eq!(g.acked("k", 1, 6), None);
-        assert_eq!(g.watched("k", word(8)), None);
-        assert_eq!(g.acked("k", 2, 9), None);
-        assert_eq!(g.watched("k", word(9)), None);
-        assert_eq!(g.watched("k", word(10)), Some(word(10)));
+        let mut g: Gate<&str> = Gate::default();
+        g.local(&"k", 1);
+        g.local(&"k", 2);
+        assert_eq!(g.watched(&"k", word(7)), None);
+        assert_eq!(g.acked(&"k", 1, 6), None);
+        assert_eq!(g.watched(&"k", word(8)), None);
+        assert_eq!(g.acked(&"k", 2, 9), None);
+        assert_eq!(g.watched(&"k", word(9)), None);
+        assert_eq!(g.watched(&"k", word(10)), Some(word(10)));
     }
 
     #[test]
     fn an_abandoned_change_releases_the_word_waiting() {
-        let mut g = Gate::default();
-        g.local("k", 1);
-        assert_eq!(g.watched("k", word(3)), None);
-        assert_eq!(g.abandoned("k"), Some(word(3)));
+        let mut g: Gate<&str> = Gate::default();
+        g.local(&"k", 1);
+        assert_eq!(g.watched(&"k", word(3)), None);
+        assert_eq!(g.abandoned(&"k"), Some(word(3)));
         assert!(g.is_empty());
-        assert_eq!(g.watched("k", word(4)), Some(word(4)));
+        assert_eq!(g.watched(&"k", word(4)), Some(word(4)));
     }
 }

@@ -184,7 +184,7 @@ impl Link {
     ) -> Result<impl Future<Output = Result<u64, LinkError>>, LinkError> {
         let subject = format!("{}{key}", self.prefix);
         let (headers, payload) = match op {
-            Op::Put(value) => (HeaderMap::new(), value.clone()),
+            Op::Put(value) => (HeaderMap::new(), value.to_bytes()),
             Op::Delete => {
                 let mut headers = HeaderMap::new();
                 headers.insert("KV-Operation", "DEL");

@@ -14,10 +14,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use couic_common::Policy;
+use couic_common::{Cidr, Policy};
 
 use super::gate::Gate;
-use super::key;
 use super::outbox::{Op, Outbox, Pending};
 use super::status::FleetCounters;
 use super::value::{Value, Word};
@@ -29,10 +28,14 @@ use crate::store::StoredEntry;
 /// Operations for each policy, drop first.
 pub type PolicyOps = [Vec<FleetOp>; 2];
 
+/// What the outbox and the gate know a key by: its policy and CIDR (the
+/// bucket's key text is made when a change is sent).
+pub type FleetKey = (Policy, Cidr);
+
 pub struct Local {
     pub node: Arc<str>,
-    outbox: Mutex<Outbox>,
-    gate: Mutex<Gate>,
+    outbox: Mutex<Outbox<FleetKey>>,
+    gate: Mutex<Gate<FleetKey>>,
     /// The origin of each node met, made once.
     origins: Mutex<HashMap<String, Origin>>,
     /// Changes taken from the outbox and not acknowledged yet.
@@ -72,10 +75,9 @@ impl Local {
         let mut queued = false;
         for change in changes {
             let op = match (cause, change.kind) {
-                (Origin::Api { .. }, ChangeKind::Added) => Op::Put(
-                    self.value(&change.entry, change.metadata.as_deref())
-                        .to_bytes(),
-                ),
+                (Origin::Api { .. }, ChangeKind::Added) => Op::Put(Box::new(
+                    self.value(&change.entry, change.metadata.as_deref()),
+                )),
                 (Origin::Api { .. }, ChangeKind::Removed) => Op::Delete,
                 (Origin::Expiry, ChangeKind::Removed) if self.wrote(&change.entry.origin) => {
                     Op::Expired {
@@ -84,7 +86,7 @@ impl Local {
                 }
                 _ => continue,
             };
-            released.extend(self.queue(key::encode(change.policy, change.entry.cidr), op));
+            released.extend(self.queue((change.policy, change.entry.cidr), op));
             queued = true;
         }
         if queued {
@@ -95,19 +97,19 @@ impl Local {
 
     /// Queues a put of `entry`, as this node's (the reconciliation).
     pub fn republish(&self, policy: Policy, entry: &StoredEntry) -> PolicyOps {
-        let op = Op::Put(self.value(entry, None).to_bytes());
-        let released = self.queue(key::encode(policy, entry.cidr), op);
+        let op = Op::Put(Box::new(self.value(entry, None)));
+        let released = self.queue((policy, entry.cidr), op);
         self.wake.notify_one();
         self.ops(released.into_iter().collect())
     }
 
-    /// Words of the bucket, each with its key: the operations of those to
-    /// apply now (the others wait for, or are older than, a local change).
-    pub fn admit(&self, words: Vec<(String, Word)>) -> PolicyOps {
+    /// Words of the bucket: the operations of those to apply now (the
+    /// others wait for, or are older than, a local change).
+    pub fn admit(&self, words: Vec<Word>) -> PolicyOps {
         let mut gate = lock(&self.gate);
         let admitted = words
             .into_iter()
-            .filter_map(|(key, word)| gate.watched(&key, word))
+            .filter_map(|word| gate.watched(&(word.policy, word.cidr), word))
             .collect();
         drop(gate);
         self.ops(admitted)
@@ -115,7 +117,7 @@ impl Local {
 
     /// Changes of this node's in the bucket: `(key, generation, revision)`.
     /// The operations of the words that waited for them and are newer.
-    pub fn acked(&self, acks: &[(String, u64, u64)]) -> PolicyOps {
+    pub fn acked(&self, acks: &[(FleetKey, u64, u64)]) -> PolicyOps {
         let mut gate = lock(&self.gate);
         let released = acks
             .iter()
@@ -126,14 +128,14 @@ impl Local {
     }
 
     /// Up to `max` queued changes, oldest first, now in flight.
-    pub fn take(&self, max: usize) -> Vec<Pending> {
+    pub fn take(&self, max: usize) -> Vec<Pending<FleetKey>> {
         let taken = lock(&self.outbox).take(max);
         self.in_flight.store(taken.len(), Ordering::Relaxed);
         taken
     }
 
     /// The changes of the last [`Local::take`] that were not acknowledged.
-    pub fn put_back(&self, unsent: Vec<Pending>) {
+    pub fn put_back(&self, unsent: Vec<Pending<FleetKey>>) {
         let mut outbox = lock(&self.outbox);
         outbox.put_back(unsent);
         self.in_flight.store(0, Ordering::Relaxed);
@@ -171,10 +173,10 @@ impl Local {
     }
 
     /// Queues `op`; the word released if a change was dropped for room.
-    fn queue(&self, key: String, op: Op) -> Option<Word> {
+    fn queue(&self, key: FleetKey, op: Op) -> Option<Word> {
         let local = !matches!(op, Op::Expired { .. });
         let mut outbox = lock(&self.outbox);
-        let pushed = outbox.push(key.clone(), op);
+        let pushed = outbox.push(key, op);
         let mut gate = lock(&self.gate);
         if let (Some(generation), true) = (pushed.generation, local) {
             gate.local(&key, generation);
@@ -242,7 +244,7 @@ mod tests {
         )
     }
 
-    fn word(node: &str, tag: &str, revision: u64) -> (String, Word) {
+    fn word(node: &str, tag: &str, revision: u64) -> Word {
         let value = Value {
             node: node.into(),
             tag: Some(tag.into()),
@@ -250,13 +252,12 @@ mod tests {
             expiration: 0,
             metadata: None,
         };
-        let word = Word {
+        Word {
             policy: Policy::Drop,
             cidr: cidr(),
             revision,
             value: Some(value),
-        };
-        (key::encode(Policy::Drop, cidr()), word)
+        }
     }
 
     fn tags(ops: &PolicyOps) -> Vec<String> {
@@ -281,7 +282,7 @@ mod tests {
         assert_eq!(sent.len(), 1);
         // A's word (revision 1) comes before B's acknowledgement (2).
         assert!(tags(&b.admit(vec![word("a", "a", 1)])).is_empty());
-        let key = sent[0].key.clone();
+        let key = sent[0].key;
         assert!(tags(&b.acked(&[(key, sent[0].generation, 2)])).is_empty());
         // B's own word, in place already.
         assert!(tags(&b.admit(vec![word("b", "b", 2)])).is_empty());
@@ -295,7 +296,7 @@ mod tests {
         b.changed(&Origin::api("admin"), &[added("b")]);
         let sent = b.take(10);
         assert!(tags(&b.admit(vec![word("a", "a", 5)])).is_empty());
-        let key = sent[0].key.clone();
+        let key = sent[0].key;
         assert_eq!(tags(&b.acked(&[(key, sent[0].generation, 4)])), ["a"]);
     }
 

@@ -6,12 +6,15 @@
 //! fleet. While the server is away this is all that is kept.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+
+use super::value::Value;
 
 /// What to write at a key.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    /// A value (JSON, see [`super::value`]).
-    Put(Vec<u8>),
+    /// A value, written as JSON when sent (see [`super::value`]).
+    Put(Box<Value>),
     Delete,
     /// The entry at this key expired here at `expiration`: purge the key
     /// if it still holds that entry (checked against the bucket). Never
@@ -24,33 +27,33 @@ pub enum Op {
 /// A change taken to be sent; `generation` tells it from a later change
 /// of the same key.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Pending {
-    pub key: String,
+pub struct Pending<K> {
+    pub key: K,
     pub generation: u64,
     pub op: Op,
 }
 
 #[derive(Debug)]
-pub struct Outbox {
-    ops: HashMap<String, (u64, Op)>,
+pub struct Outbox<K> {
+    ops: HashMap<K, (u64, Op)>,
     /// Keys in the order queued, with the generation queued; a key queued
     /// again leaves its older place stale (skipped when met).
-    order: VecDeque<(String, u64)>,
+    order: VecDeque<(K, u64)>,
     next: u64,
     capacity: usize,
 }
 
 /// What [`Outbox::push`] did.
 #[derive(Debug, PartialEq)]
-pub struct Pushed {
+pub struct Pushed<K> {
     /// The change's generation; `None` when it was not queued (an expiry
     /// behind a put or a delete).
     pub generation: Option<u64>,
     /// The key of the change dropped to make room, if one was.
-    pub dropped: Option<String>,
+    pub dropped: Option<K>,
 }
 
-impl Outbox {
+impl<K: Hash + Eq + Clone> Outbox<K> {
     pub fn new(capacity: usize) -> Self {
         Outbox {
             ops: HashMap::new(),
@@ -69,7 +72,7 @@ impl Outbox {
         self.ops.is_empty()
     }
 
-    pub fn push(&mut self, key: String, op: Op) -> Pushed {
+    pub fn push(&mut self, key: K, op: Op) -> Pushed<K> {
         if let (Op::Expired { .. }, Some((_, Op::Put(_) | Op::Delete))) = (&op, self.ops.get(&key))
         {
             return Pushed {
@@ -97,7 +100,7 @@ impl Outbox {
     }
 
     /// Up to `max` changes, oldest first, taken out.
-    pub fn take(&mut self, max: usize) -> Vec<Pending> {
+    pub fn take(&mut self, max: usize) -> Vec<Pending<K>> {
         let mut taken = Vec::new();
         while taken.len() < max {
             match self.pop_oldest() {
@@ -110,7 +113,7 @@ impl Outbox {
 
     /// Puts back changes that could not be sent, ahead of the others, but
     /// for keys changed again since (the newer change stands).
-    pub fn put_back(&mut self, pending: Vec<Pending>) {
+    pub fn put_back(&mut self, pending: Vec<Pending<K>>) {
         for p in pending.into_iter().rev() {
             if self.ops.contains_key(&p.key) {
                 continue;
@@ -120,7 +123,7 @@ impl Outbox {
         }
     }
 
-    fn pop_oldest(&mut self) -> Option<Pending> {
+    fn pop_oldest(&mut self) -> Option<Pending<K>> {
         while let Some((key, generation)) = self.order.pop_front() {
             if self.ops.get(&key).is_some_and(|(g, _)| *g == generation) {
                 let (_, op) = self.ops.remove(&key).expect("just seen");
@@ -140,16 +143,22 @@ mod tests {
     use super::*;
 
     fn put(v: &str) -> Op {
-        Op::Put(v.as_bytes().to_vec())
+        Op::Put(Box::new(Value {
+            node: "n".into(),
+            tag: Some(v.into()),
+            creation: 1,
+            expiration: 0,
+            metadata: None,
+        }))
     }
 
-    fn keys(taken: &[Pending]) -> Vec<&str> {
+    fn keys(taken: &[Pending<String>]) -> Vec<&str> {
         taken.iter().map(|p| p.key.as_str()).collect()
     }
 
     #[test]
     fn the_last_change_of_a_key_is_sent_once_in_first_queued_order() {
-        let mut o = Outbox::new(10);
+        let mut o: Outbox<String> = Outbox::new(10);
         o.push("a".into(), put("1"));
         o.push("b".into(), put("2"));
         o.push("a".into(), Op::Delete);
@@ -162,7 +171,7 @@ mod tests {
 
     #[test]
     fn overflow_drops_the_oldest_key() {
-        let mut o = Outbox::new(2);
+        let mut o: Outbox<String> = Outbox::new(2);
         o.push("a".into(), put("1"));
         o.push("b".into(), put("2"));
         assert_eq!(o.push("b".into(), put("3")).dropped, None);
@@ -172,7 +181,7 @@ mod tests {
 
     #[test]
     fn an_expiry_never_replaces_a_put_or_a_delete() {
-        let mut o = Outbox::new(4);
+        let mut o: Outbox<String> = Outbox::new(4);
         o.push("a".into(), put("1"));
         assert_eq!(
             o.push("a".into(), Op::Expired { expiration: 5 }).generation,
@@ -189,7 +198,7 @@ mod tests {
 
     #[test]
     fn changes_put_back_go_first_unless_changed_since() {
-        let mut o = Outbox::new(10);
+        let mut o: Outbox<String> = Outbox::new(10);
         for k in ["a", "b", "c"] {
             o.push(k.into(), put(k));
         }
@@ -203,7 +212,7 @@ mod tests {
 
     #[test]
     fn stale_places_are_compacted() {
-        let mut o = Outbox::new(4);
+        let mut o: Outbox<String> = Outbox::new(4);
         for i in 0..10_000 {
             o.push("a".into(), put(&i.to_string()));
         }
