@@ -470,3 +470,38 @@ fn user_password_and_tls_logins_work() {
     );
     assert_eq!(status(&d)["connected"], false);
 }
+
+/// An nkey login: the server knows the user's public key, the node holds
+/// its seed in `nkey_file`; a seed file that cannot be read is a clear
+/// error, not a crash.
+#[test]
+fn an_nkey_login_works_and_a_missing_seed_file_is_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = nkeys::KeyPair::new_user();
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "authorization {{ users = [ {{ nkey: {} }} ] }}\n",
+            user.public_key()
+        ),
+    )
+    .unwrap();
+    let seed = dir.path().join("fleet.nk");
+    std::fs::write(&seed, user.seed().unwrap()).unwrap();
+    let nats = NatsServer::start_with(&["-c".to_string(), conf.display().to_string()]).unwrap();
+    let login = format!("nkey_file = \"{}\"\n", seed.display());
+    let a = Daemon::start(fleet(&nats.url(), "a", &login)).unwrap();
+    wait_caught_up(&a);
+    assert!(!a.log().contains(&user.seed().unwrap()));
+
+    let missing = format!("nkey_file = \"{}\"\n", dir.path().join("nope.nk").display());
+    let b = Daemon::start(fleet(&nats.url(), "b", &missing)).unwrap();
+    assert!(
+        wait_until(CONVERGE, || status(&b)["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot read nkey_file"))),
+        "{}",
+        status(&b)
+    );
+}
