@@ -354,74 +354,30 @@ pub fn openmetrics(
         }
     }
     if let Some(f) = fleet {
-        let one = |kind: MetricType, v: u64| Samples {
-            kind,
-            label: "",
-            values: vec![(String::new(), v)],
-        };
         use MetricType::{Counter as C, Gauge as G};
-        families.extend([
-            (
-                "couic_fleet_connected",
-                "1 while connected to a NATS server",
-                one(G, u64::from(f.connected)),
-            ),
-            (
-                "couic_fleet_caught_up",
-                "1 once the catch-up with the bucket is done",
-                one(G, u64::from(f.caught_up)),
-            ),
-            (
-                "couic_fleet_last_revision",
-                "Revision of the last word of the bucket applied",
-                one(G, f.last_revision),
-            ),
-            (
-                "couic_fleet_lag",
-                "Words of the bucket not applied yet",
-                one(G, f.lag),
-            ),
-            (
-                "couic_fleet_queued",
-                "This node's changes waiting to be written to the bucket",
-                one(G, f.queued),
-            ),
-            (
-                "couic_fleet_dropped_total",
-                "This node's changes dropped when the queue was full",
-                one(C, f.dropped),
-            ),
-            (
-                "couic_fleet_published_total",
-                "This node's changes written to the bucket",
-                one(C, f.published),
-            ),
-            (
-                "couic_fleet_applied_total",
-                "Words of the bucket applied",
-                one(C, f.applied),
-            ),
-            (
-                "couic_fleet_rejected_total",
-                "Words of the bucket skipped as malformed",
-                one(C, f.rejected),
-            ),
-            (
-                "couic_fleet_purged_total",
-                "Expired keys purged from the bucket",
-                one(C, f.purged),
-            ),
-            (
-                "couic_fleet_swept_total",
-                "Delete markers past their retention removed from the bucket",
-                one(C, f.swept),
-            ),
-            (
-                "couic_fleet_reconnects_total",
-                "Connections made again after a failure",
-                one(C, f.reconnects),
-            ),
-        ]);
+        #[rustfmt::skip]
+        let fleet_families = [
+            ("couic_fleet_connected", "1 while connected to a NATS server", G, u64::from(f.connected)),
+            ("couic_fleet_caught_up", "1 once the catch-up with the bucket is done", G, u64::from(f.caught_up)),
+            ("couic_fleet_last_revision", "Revision of the last word of the bucket applied", G, f.last_revision),
+            ("couic_fleet_lag", "Words of the bucket not applied yet", G, f.lag),
+            ("couic_fleet_queued", "This node's changes waiting to be written to the bucket", G, f.queued),
+            ("couic_fleet_dropped_total", "This node's changes dropped when the queue was full", C, f.dropped),
+            ("couic_fleet_published_total", "This node's changes written to the bucket", C, f.published),
+            ("couic_fleet_applied_total", "Words of the bucket applied", C, f.applied),
+            ("couic_fleet_rejected_total", "Words of the bucket skipped as malformed", C, f.rejected),
+            ("couic_fleet_purged_total", "Expired keys purged from the bucket", C, f.purged),
+            ("couic_fleet_swept_total", "Delete markers past their retention removed from the bucket", C, f.swept),
+            ("couic_fleet_reconnects_total", "Connections made again after a failure", C, f.reconnects),
+        ];
+        families.extend(fleet_families.map(|(name, help, kind, value)| {
+            let samples = Samples {
+                kind,
+                label: "",
+                values: vec![(String::new(), value)],
+            };
+            (name, help, samples)
+        }));
     }
     let mut registry = Registry::default();
     for (name, help, samples) in families {

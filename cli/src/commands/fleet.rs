@@ -9,7 +9,6 @@ use couic_common::FleetStatus;
 
 use super::Ctx;
 use crate::output::{self, now_secs};
-use crate::transport::ApiError;
 
 #[derive(Debug, Args)]
 pub struct FleetArgs {
@@ -19,13 +18,7 @@ pub struct FleetArgs {
 }
 
 pub fn run(args: FleetArgs, ctx: &mut Ctx, out: &mut dyn Write) -> anyhow::Result<()> {
-    let status: FleetStatus = match ctx.api.get("/v1/fleet") {
-        Err(ApiError::Plain { status: 404, .. }) => anyhow::bail!(
-            "this couic daemon has no GET /v1/fleet route (404 without an error body); \
-             it is older than `couicctl fleet`"
-        ),
-        other => other?,
-    };
+    let status: FleetStatus = ctx.get_newer("/v1/fleet", "fleet")?;
     if args.json {
         output::print_json(out, &status)?;
     } else if !status.enabled {

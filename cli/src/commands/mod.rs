@@ -112,6 +112,24 @@ pub struct Ctx {
     pub ripestat_url: String,
 }
 
+impl Ctx {
+    /// `GET path` of a route beyond the reference: a bare 404 means a
+    /// daemon older than `couicctl <command>`, and says so.
+    pub fn get_newer<T: serde::de::DeserializeOwned>(
+        &mut self,
+        path: &str,
+        command: &str,
+    ) -> anyhow::Result<T> {
+        match self.api.get(path) {
+            Err(crate::transport::ApiError::Plain { status: 404, .. }) => anyhow::bail!(
+                "this couic daemon has no GET {path} route (404 without an error body); \
+                 it is older than `couicctl {command}`"
+            ),
+            other => Ok(other?),
+        }
+    }
+}
+
 /// Runs a command that talks to the daemon.
 pub fn run(command: Command, ctx: &mut Ctx, out: &mut dyn Write) -> anyhow::Result<()> {
     match command {

@@ -9,7 +9,6 @@ use couic_common::PeerStatus;
 
 use super::Ctx;
 use crate::output::{self, now_secs};
-use crate::transport::ApiError;
 
 #[derive(Debug, Args)]
 pub struct PeersArgs {
@@ -19,13 +18,7 @@ pub struct PeersArgs {
 }
 
 pub fn run(args: PeersArgs, ctx: &mut Ctx, out: &mut dyn Write) -> anyhow::Result<()> {
-    let peers: Vec<PeerStatus> = match ctx.api.get("/v1/peers") {
-        Err(ApiError::Plain { status: 404, .. }) => anyhow::bail!(
-            "this couic daemon has no GET /v1/peers route (404 without an error body); \
-             it is older than `couicctl peers`"
-        ),
-        other => other?,
-    };
+    let peers: Vec<PeerStatus> = ctx.get_newer("/v1/peers", "peers")?;
     if args.json {
         output::print_json(out, &peers)?;
     } else if peers.is_empty() {
