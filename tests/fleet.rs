@@ -505,3 +505,68 @@ fn an_nkey_login_works_and_a_missing_seed_file_is_said() {
         status(&b)
     );
 }
+
+/// The conditional writes themselves, on the bucket: a purge on condition
+/// spares a newer word, and a sweep below a marker spares a word written
+/// after it.
+#[test]
+fn purges_and_sweeps_on_condition_spare_newer_words() {
+    use couic::fleet::link::{self, Link};
+    use couic::fleet::outbox::Op;
+    use couic::fleet::value::Value;
+
+    let nats = NatsServer::start(None).unwrap();
+    let fleet: couic::config::Fleet = toml::from_str(&format!(
+        "enabled = true\nservers = [\"{}\"]\nnode = \"t\"\n",
+        nats.url()
+    ))
+    .unwrap();
+    let value = |expiration: u64| {
+        Op::Put(Box::new(Value {
+            node: "t".into(),
+            tag: None,
+            creation: 1,
+            expiration,
+            metadata: None,
+        }))
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let options = link::options(&fleet, |_| {}).await.unwrap();
+        let link = Link::open(options, &fleet.servers, &fleet.bucket, 1)
+            .await
+            .unwrap();
+        let key = "drop.192_0_2_1.32";
+        let put = |op: Op| {
+            let link = &link;
+            async move { link.send(key, &op).await.unwrap().await.unwrap() }
+        };
+        let old = put(value(5)).await;
+        let new = put(value(0)).await;
+        assert!(
+            !link.purge_at(key, old).await.unwrap(),
+            "a newer word stays"
+        );
+        assert!(!link.purge_expired(key, 5, 10).await.unwrap());
+        assert!(link.purge_at(key, new).await.unwrap());
+        // The purge left a marker; a word after it survives its sweep.
+        let (messages, marker) = link.state().await.unwrap();
+        assert_eq!((messages, marker), (1, new + 1));
+        let after = put(value(0)).await;
+        assert!(after > marker);
+        assert!(!link.sweep(key, marker).await.unwrap());
+        assert_eq!(
+            link.state().await.unwrap(),
+            (1, after),
+            "the word after it stays"
+        );
+        // A marker that is the key's last word goes.
+        link.send(key, &Op::Delete).await.unwrap().await.unwrap();
+        let (_, marker) = link.state().await.unwrap();
+        assert!(link.sweep(key, marker).await.unwrap());
+        assert_eq!(link.state().await.unwrap().0, 0);
+    });
+}

@@ -233,8 +233,8 @@ impl Link {
     pub async fn purge_at(&self, key: &str, revision: u64) -> Result<bool, LinkError> {
         match self.kv.purge_expect_revision(key, Some(revision)).await {
             Ok(()) => Ok(true),
-            // The server's "wrong last sequence": a newer word is there.
-            Err(e) if e.to_string().contains("wrong last sequence") => Ok(false),
+            // A newer word is there.
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
             Err(e) => Err(LinkError::Write(e.to_string())),
         }
     }
@@ -243,6 +243,10 @@ impl Link {
     /// the key was written since: true when removed. (A stream purge of
     /// the key's subject below `revision + 1`: a newer word stays.)
     pub async fn sweep(&self, key: &str, revision: u64) -> Result<bool, LinkError> {
+        if revision == 0 {
+            // A purge below 1 would be read as no bound at all.
+            return Ok(false);
+        }
         let purged = self
             .stream
             .purge()
@@ -254,14 +258,15 @@ impl Link {
     }
 
     /// What the bucket holds now: its messages (words and markers) and
-    /// its last revision.
+    /// its last revision, asked of the server (the client's bucket status
+    /// is what it was when opened).
     pub async fn state(&self) -> Result<(u64, u64), LinkError> {
-        let kv = self.kv.clone();
-        let status = kv
-            .status()
+        let mut stream = self.stream.clone();
+        let info = stream
+            .info()
             .await
             .map_err(|e| LinkError::Watch(e.to_string()))?;
-        Ok((status.info.state.messages, status.info.state.last_sequence))
+        Ok((info.state.messages, info.state.last_sequence))
     }
 
     /// The last word of every key, then every new word.
