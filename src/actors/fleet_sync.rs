@@ -193,9 +193,11 @@ impl Session<'_> {
 
     async fn serve(&mut self) -> Result<(), LinkError> {
         // This node's changes made while away go first: they are newer
-        // than what the bucket holds for their keys.
-        while self.local.queued() > 0 {
-            self.send_some().await?;
+        // than what the bucket holds for their keys. (Those made while
+        // these go wait for the watch: a busy API must not keep it off.)
+        let mut backlog = self.local.queued();
+        while backlog > 0 && self.local.queued() > 0 {
+            backlog = backlog.saturating_sub(self.send_some().await?);
         }
         let (messages, last) = self.link.state().await?;
         let mut watch = self.link.watch().await?;
@@ -393,10 +395,11 @@ impl Session<'_> {
     }
 
     /// Writes up to [`SEND_BATCH`] queued changes: all sent, then their
-    /// acknowledgements awaited in order. What was not acknowledged goes
-    /// back to the head of the outbox.
-    async fn send_some(&mut self) -> Result<(), LinkError> {
+    /// acknowledgements awaited in order; how many. What was not
+    /// acknowledged goes back to the head of the outbox.
+    async fn send_some(&mut self) -> Result<usize, LinkError> {
         let mut taken = self.local.take(SEND_BATCH);
+        let count = taken.len();
         let (acked, error) = match self.send(&taken).await {
             Ok(()) => (taken.len(), None),
             Err((acked, e)) => (acked, Some(e)),
@@ -405,7 +408,7 @@ impl Session<'_> {
         self.local.put_back(unsent);
         match error {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(count),
         }
     }
 
