@@ -22,7 +22,7 @@ use couic::clock::{Clock, SharedClock, SystemClock};
 use couic::config::Config;
 use couic::dirs::{Layout, Owner};
 use couic::firewall::Firewall;
-use couic::fleet::status::FleetCounters;
+use couic::fleet::{self, status::FleetCounters};
 use couic::journal::{self, Options};
 use couic::peering::link::{HttpPeer, Link};
 use couic::peering::{PeerCounters, PeerQueue, MAX_BATCH};
@@ -182,10 +182,27 @@ fn acquire(config: &Config, cli: &Cli, layout: &Layout) -> anyhow::Result<Acquir
             f.bucket,
             f.servers.join(", ")
         );
+        let carried = match fleet::carried::take(&layout.state_dir()) {
+            Ok((keys, bad)) => {
+                if !keys.is_empty() || bad > 0 {
+                    tracing::info!(
+                        "fleet: {} deletes kept from the last run queued again ({bad} bad lines \
+                         skipped)",
+                        keys.len()
+                    );
+                }
+                keys
+            }
+            Err(e) => {
+                tracing::warn!("fleet: the deletes kept from the last run cannot be read: {e}");
+                Vec::new()
+            }
+        };
         FleetParts {
             config: f.clone(),
             counters: Arc::new(FleetCounters::new(&node, &f.bucket, &f.servers)),
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+            carried,
         }
     });
 
@@ -368,12 +385,23 @@ fn run(layout: Layout, acquired: Acquired, entry_lines: u32) -> anyhow::Result<(
         }
         if let Some((fleet, arbiter)) = fleet {
             if let Ok(left) = fleet.send(FleetFlush).await {
-                match left {
-                    0 => tracing::info!("fleet: every change of this node is in the bucket"),
-                    n => tracing::warn!(
-                        "fleet: {n} changes of this node not written to the bucket: \
-                         the next start writes the entries again, not the deletes"
-                    ),
+                if left.waiting == 0 {
+                    tracing::info!("fleet: every change of this node is in the bucket");
+                } else {
+                    let kept = match left.deletes.is_empty() {
+                        true => Ok(()),
+                        false => fleet::carried::save(&layout.state_dir(), &left.deletes),
+                    };
+                    tracing::warn!(
+                        "fleet: {} changes of this node not written to the bucket: the next \
+                         start writes the entries again, and the {} deletes ({})",
+                        left.waiting,
+                        left.deletes.len(),
+                        match kept {
+                            Ok(()) => "kept in the state directory".to_string(),
+                            Err(e) => format!("lost: {e}"),
+                        }
+                    );
                 }
             }
             arbiter.stop();

@@ -570,3 +570,41 @@ fn purges_and_sweeps_on_condition_spare_newer_words() {
         assert_eq!(link.state().await.unwrap().0, 0);
     });
 }
+
+/// A delete made while the server is away, then couic stopped before the
+/// server comes back: the delete is kept and written at the next start,
+/// so the bucket does not bring the entry back, here or elsewhere.
+#[test]
+fn a_delete_queued_at_a_stop_is_written_at_the_next_start() {
+    let mut nats = NatsServer::start(None).unwrap();
+    let mut a = Daemon::start(fleet(&nats.url(), "a", "")).unwrap();
+    wait_caught_up(&a);
+    add(&a, "drop", "192.0.2.0/24", "gone", 0);
+    add(&a, "drop", "192.0.2.1/32", "kept", 0);
+    assert!(wait_until(CONVERGE, || status(&a)["published"] == 2));
+    nats.stop();
+    let (code, body) = a.call("DELETE", "/v1/drop/192.0.2.0/24", None);
+    assert_eq!(code, 204, "{body}");
+    a.sigterm().unwrap();
+    a.wait_exit(Duration::from_secs(30)).unwrap();
+    assert!(
+        a.log().contains("1 deletes (kept in the state directory)"),
+        "{}",
+        a.log()
+    );
+
+    nats.restart().unwrap();
+    a.spawn().unwrap();
+    a.wait_ready().unwrap();
+    wait_caught_up(&a);
+    let b = Daemon::start(fleet(&nats.url(), "b", "")).unwrap();
+    wait_caught_up(&b);
+    let want = BTreeSet::from(["192.0.2.1/32".to_string()]);
+    assert!(
+        wait_until(SPREAD, || set(&a, "drop") == want
+            && set(&b, "drop") == want),
+        "A {:?}, B {:?}",
+        set(&a, "drop"),
+        set(&b, "drop")
+    );
+}

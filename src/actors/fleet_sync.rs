@@ -52,16 +52,27 @@ pub const FLUSH_DEADLINE: Duration = Duration::from_secs(3);
 pub struct FleetParts {
     pub config: config::Fleet,
     pub counters: Arc<FleetCounters>,
+    /// Deletes kept from the last run (see [`crate::fleet::carried`]).
+    pub carried: Vec<FleetKey>,
     /// The first delay between two connection attempts, doubled up to
     /// [`crate::backoff::MAX_DELAY`].
     pub backoff: Backoff,
 }
 
 /// Write what is queued, within [`FLUSH_DEADLINE`] (before the daemon
-/// stops); answers how many changes are left.
+/// stops); answers what is left.
 #[derive(Message)]
-#[rtype(result = "usize")]
+#[rtype(result = "Leftover")]
 pub struct FleetFlush;
+
+/// What [`FleetFlush`] could not write.
+#[derive(Debug, Default)]
+pub struct Leftover {
+    /// Changes queued or in flight.
+    pub waiting: usize,
+    /// The keys of the deletes among them.
+    pub deletes: Vec<FleetKey>,
+}
 
 pub struct FleetSync {
     local: Arc<Local>,
@@ -95,7 +106,7 @@ impl Actor for FleetSync {
 }
 
 impl Handler<FleetFlush> for FleetSync {
-    type Result = ResponseFuture<usize>;
+    type Result = ResponseFuture<Leftover>;
 
     fn handle(&mut self, _: FleetFlush, _: &mut Context<Self>) -> Self::Result {
         let local = self.local.clone();
@@ -105,7 +116,10 @@ impl Handler<FleetFlush> for FleetSync {
                 local.wake.notify_one();
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            local.waiting()
+            Leftover {
+                waiting: local.waiting(),
+                deletes: local.deletes(),
+            }
         })
     }
 }
@@ -116,6 +130,7 @@ async fn run(local: Arc<Local>, parts: FleetParts, writer: Addr<MapWriter>, cloc
         config,
         counters,
         mut backoff,
+        ..
     } = parts;
     let mut last_error = String::new();
     loop {

@@ -114,13 +114,14 @@ pub fn start(
             })
             .collect();
         subscribers.extend(peers.iter().map(|p| p.clone().recipient()));
-        let fleet = fleet.map(|parts| {
+        let fleet = fleet.map(|mut parts| {
             let handle = fleet_thread.as_ref().expect("a thread for the fleet");
             let local = Arc::new(Local::new(
                 &parts.config.node_name(),
                 parts.config.queue_capacity,
                 parts.counters.clone(),
             ));
+            local.carry(std::mem::take(&mut parts.carried));
             // Queued first: before any change reaches the MapWriter.
             writer.do_send(AttachFleet(local.clone()));
             let (writer, clock) = (writer.clone(), subscriber_clock.clone());

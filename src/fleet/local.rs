@@ -38,8 +38,10 @@ pub struct Local {
     gate: Mutex<Gate<FleetKey>>,
     /// The origin of each node met, made once.
     origins: Mutex<HashMap<String, Origin>>,
-    /// Changes taken from the outbox and not acknowledged yet.
+    /// Changes taken from the outbox and not acknowledged yet, and the
+    /// keys of the deletes among them.
     in_flight: AtomicUsize,
+    deletes_in_flight: Mutex<Vec<FleetKey>>,
     /// Rung when a change is queued.
     pub wake: tokio::sync::Notify,
     pub counters: Arc<FleetCounters>,
@@ -57,6 +59,7 @@ impl Local {
             gate: Mutex::new(Gate::default()),
             origins: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
+            deletes_in_flight: Mutex::new(Vec::new()),
             wake: tokio::sync::Notify::new(),
             counters,
         }
@@ -131,6 +134,11 @@ impl Local {
     pub fn take(&self, max: usize) -> Vec<Pending<FleetKey>> {
         let taken = lock(&self.outbox).take(max);
         self.in_flight.store(taken.len(), Ordering::Relaxed);
+        *lock(&self.deletes_in_flight) = taken
+            .iter()
+            .filter(|p| p.op == Op::Delete)
+            .map(|p| p.key)
+            .collect();
         taken
     }
 
@@ -139,9 +147,28 @@ impl Local {
         let mut outbox = lock(&self.outbox);
         outbox.put_back(unsent);
         self.in_flight.store(0, Ordering::Relaxed);
+        lock(&self.deletes_in_flight).clear();
         self.counters
             .queued
             .store(outbox.len() as u64, Ordering::Relaxed);
+    }
+
+    /// The deletes queued or in flight (see [`super::carried`]).
+    pub fn deletes(&self) -> Vec<FleetKey> {
+        let mut deletes = lock(&self.outbox).deletes();
+        let queued: std::collections::HashSet<FleetKey> = deletes.iter().copied().collect();
+        let in_flight = lock(&self.deletes_in_flight);
+        deletes.extend(in_flight.iter().filter(|key| !queued.contains(key)));
+        deletes
+    }
+
+    /// Queues again deletes kept from the last run.
+    pub fn carry(&self, keys: Vec<FleetKey>) {
+        for key in keys {
+            // A dropped change releases nothing here: the gate is empty.
+            let _ = self.queue(key, Op::Delete);
+        }
+        self.wake.notify_one();
     }
 
     /// Changes queued or in flight.

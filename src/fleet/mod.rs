@@ -17,6 +17,7 @@
 //! ([`status`]). The connection is [`link`]; the actor that holds it and
 //! hands the bucket's words to the MapWriter is `actors::fleet_sync`.
 
+pub mod carried;
 pub mod gate;
 pub mod key;
 pub mod link;

@@ -99,6 +99,15 @@ impl<K: Hash + Eq + Clone> Outbox<K> {
         }
     }
 
+    /// The keys whose change waiting is a delete.
+    pub fn deletes(&self) -> Vec<K> {
+        self.ops
+            .iter()
+            .filter(|(_, (_, op))| *op == Op::Delete)
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
     /// Up to `max` changes, oldest first, taken out.
     pub fn take(&mut self, max: usize) -> Vec<Pending<K>> {
         let mut taken = Vec::new();
