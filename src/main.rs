@@ -175,34 +175,18 @@ fn acquire(config: &Config, cli: &Cli, layout: &Layout) -> anyhow::Result<Acquir
     }
 
     // The webhook's CA file is read while couic may still read any file.
-    let fleet = config.fleet.as_ref().filter(|f| f.enabled).map(|f| {
+    let mut fleet = config.fleet.as_ref().filter(|f| f.enabled).map(|f| {
         let node = f.node_name();
         tracing::info!(
             "fleet: node {node}, bucket {} on {}",
             f.bucket,
             f.servers.join(", ")
         );
-        let carried = match fleet::carried::take(&layout.state_dir()) {
-            Ok((keys, bad)) => {
-                if !keys.is_empty() || bad > 0 {
-                    tracing::info!(
-                        "fleet: {} deletes kept from the last run queued again ({bad} bad lines \
-                         skipped)",
-                        keys.len()
-                    );
-                }
-                keys
-            }
-            Err(e) => {
-                tracing::warn!("fleet: the deletes kept from the last run cannot be read: {e}");
-                Vec::new()
-            }
-        };
         FleetParts {
             config: f.clone(),
             counters: Arc::new(FleetCounters::new(&node, &f.bucket, &f.servers)),
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
-            carried,
+            carried: Vec::new(),
         }
     });
 
@@ -251,6 +235,10 @@ fn acquire(config: &Config, cli: &Cli, layout: &Layout) -> anyhow::Result<Acquir
             .context("Cannot put back the durable entries")?;
         tracing::info!("{restored} durable entries put back from {}", dir.display());
         firewall.set_journal(opened.journal);
+        if let Some(fleet) = fleet.as_mut() {
+            // Read once the state is this couic's (its lock taken).
+            fleet.carried = carried_deletes(&dir);
+        }
     }
     let target = couic::sets::load_target(&layout.root.join("sets"), layout.owner)
         .context("Failed to load sets")?;
@@ -423,6 +411,26 @@ fn run(layout: Layout, acquired: Acquired, entry_lines: u32) -> anyhow::Result<(
         _ => tracing::info!("XDP program detached"),
     }
     Ok(())
+}
+
+/// The fleet's deletes kept from the last run, their file removed.
+fn carried_deletes(state: &std::path::Path) -> Vec<couic::fleet::local::FleetKey> {
+    match fleet::carried::take(state) {
+        Ok((keys, bad)) => {
+            if !keys.is_empty() || bad > 0 {
+                tracing::info!(
+                    "fleet: {} deletes kept from the last run queued again ({bad} bad lines \
+                     skipped)",
+                    keys.len()
+                );
+            }
+            keys
+        }
+        Err(e) => {
+            tracing::warn!("fleet: the deletes kept from the last run cannot be read: {e}");
+            Vec::new()
+        }
+    }
 }
 
 /// Large buffers (bulk request bodies and their per-item vectors, the
