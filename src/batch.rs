@@ -200,7 +200,12 @@ pub fn plan(
 
 /// Whether the stored `record` is what `entry` would write (the creation
 /// time aside).
-fn same_entry(store: &EntryStore, policy: Policy, record: &Record, entry: &NewEntry) -> bool {
+pub(crate) fn same_entry(
+    store: &EntryStore,
+    policy: Policy,
+    record: &Record,
+    entry: &NewEntry,
+) -> bool {
     record.expiration == entry.expiration && store.tags(policy).name(record.tag) == entry.tag
 }
 

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Never a credential.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FleetStatus {
     /// `[fleet] enabled`; every other field is empty or 0 when false.
     pub enabled: bool,

@@ -261,15 +261,16 @@ impl MapWriter {
 
     /// Applies fleet operations of both policies as one change.
     fn apply_fleet(&mut self, ops: PolicyOps) -> Committed<FleetApplied> {
+        // Room for both policies first: refused, nothing is applied.
+        if let Err(e) = self.firewall.reserve_fleet(ops.iter().flatten()) {
+            return Committed::now(vec![Err(e)]);
+        }
         let mut done = FleetApplied::default();
         let mut changes = Vec::new();
         let now = self.clock.now();
         for (policy, ops) in Policy::ALL.into_iter().zip(ops) {
             if ops.is_empty() {
                 continue;
-            }
-            if let Err(e) = self.firewall.reserve_fleet(&ops) {
-                return Committed::now(vec![Err(e)]);
             }
             let (applied, applied_changes) = self.firewall.apply_fleet(policy, ops, now);
             done.add(&applied);

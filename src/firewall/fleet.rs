@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use couic_common::{Cidr, Policy};
 
 use super::{ChangeKind, Firewall, NewEntry, Puts, Stamp, WriteError};
+use crate::batch;
 use crate::firewall::Change;
 use crate::journal::record;
 use crate::origin::Origin;
@@ -71,21 +72,19 @@ fn replaceable(store: &EntryStore, policy: Policy, record: &Record) -> bool {
 
 impl Firewall {
     /// Room in the state store for the records of `ops`.
-    pub fn reserve_fleet(&mut self, ops: &[FleetOp]) -> Result<(), WriteError> {
-        let Some(origin) = ops.iter().find_map(|op| match op {
-            FleetOp::Put { origin, .. } => Some(origin.clone()),
-            FleetOp::Delete(_) => None,
-        }) else {
-            return self.reserve_removals(ops.len(), &Origin::fleet("-"));
-        };
+    pub fn reserve_fleet<'a>(
+        &mut self,
+        ops: impl IntoIterator<Item = &'a FleetOp>,
+    ) -> Result<(), WriteError> {
         let bytes = |op: &FleetOp| match op {
             FleetOp::Put { entry, origin, .. } => {
                 record::put_bound(entry, origin) + record::DELETE_MAX
             }
             FleetOp::Delete(_) => record::DELETE_MAX,
         };
-        let total: usize = ops.iter().map(bytes).sum();
-        self.reserve_bytes(&origin, total)
+        let total: usize = ops.into_iter().map(bytes).sum();
+        // Fleet records are all journaled: any fleet origin says so.
+        self.reserve_bytes(&Origin::fleet(""), total)
     }
 
     /// Applies words of `policy` in the bucket's order (the last word of a
@@ -124,7 +123,7 @@ impl Firewall {
                     creation,
                     origin,
                 } if entry.expiration == 0 || entry.expiration > now => match held {
-                    Some(r) if !mine || same(&self.store, policy, &r, &entry) => {
+                    Some(r) if !mine || batch::same_entry(&self.store, policy, &r, &entry) => {
                         done.unchanged += 1;
                     }
                     Some(_) => {
@@ -166,11 +165,6 @@ impl Firewall {
         }
         (done, changes)
     }
-}
-
-/// Whether `record` holds what `entry` would write (creation aside).
-fn same(store: &EntryStore, policy: Policy, record: &Record, entry: &NewEntry) -> bool {
-    record.expiration == entry.expiration && store.tags(policy).name(record.tag) == entry.tag
 }
 
 #[cfg(test)]

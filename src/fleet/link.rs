@@ -40,7 +40,6 @@ pub enum LinkError {
 
 /// A connection and its bucket.
 pub struct Link {
-    client: async_nats::Client,
     js: jetstream::Context,
     kv: kv::Store,
     /// The bucket's stream, for sweeping old delete markers.
@@ -134,7 +133,7 @@ impl Link {
                 servers: servers.join(", "),
                 message: e.to_string(),
             })?;
-        let mut js = jetstream::new(client.clone());
+        let mut js = jetstream::new(client);
         js.set_timeout(REQUEST_TIMEOUT);
         let bucket_error = |e: &dyn std::fmt::Display| LinkError::Bucket {
             bucket: bucket.into(),
@@ -163,16 +162,11 @@ impl Link {
             .await
             .map_err(|e| bucket_error(&e))?;
         Ok(Link {
-            client,
             js,
             kv,
             stream,
             prefix: format!("$KV.{bucket}."),
         })
-    }
-
-    pub fn connected(&self) -> bool {
-        self.client.connection_state() == async_nats::connection::State::Connected
     }
 
     /// Sends `op` of `key` (a put or a delete); the future resolves to the

@@ -226,14 +226,18 @@ impl Local {
         for word in words {
             let op = match word.value {
                 Some(v) => {
-                    let origin = origins
-                        .entry(v.node.clone())
-                        .or_insert_with(|| Origin::fleet(&v.node))
-                        .clone();
+                    let origin = match origins.get(&v.node) {
+                        Some(origin) => origin.clone(),
+                        None => {
+                            let origin = Origin::fleet(&v.node);
+                            origins.insert(v.node.clone(), origin.clone());
+                            origin
+                        }
+                    };
                     FleetOp::Put {
-                        entry: v.entry(word.cidr),
                         creation: v.creation,
                         origin,
+                        entry: v.into_entry(word.cidr),
                     }
                 }
                 None => FleetOp::Delete(word.cidr),

@@ -25,7 +25,6 @@ pub struct FleetCounters {
     pub purged: AtomicU64,
     pub swept: AtomicU64,
     pub reconnects: AtomicU64,
-    pub errors: AtomicU64,
     last_error: Mutex<Option<(String, u64)>>,
 }
 
@@ -48,7 +47,6 @@ impl FleetCounters {
     }
 
     pub fn failed(&self, reason: &str, now: u64) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some((reason.into(), now));
     }
 
@@ -81,27 +79,8 @@ impl FleetCounters {
         }
     }
 
-    /// The status of a node without `[fleet]`.
+    /// The status of a node without `[fleet]`: off, all else empty.
     pub fn disabled() -> FleetStatus {
-        FleetStatus {
-            enabled: false,
-            node: String::new(),
-            bucket: String::new(),
-            servers: Vec::new(),
-            connected: false,
-            caught_up: false,
-            last_revision: 0,
-            lag: 0,
-            queued: 0,
-            dropped: 0,
-            published: 0,
-            applied: 0,
-            rejected: 0,
-            purged: 0,
-            swept: 0,
-            reconnects: 0,
-            last_error: None,
-            last_error_at: None,
-        }
+        FleetStatus::default()
     }
 }

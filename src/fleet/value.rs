@@ -58,12 +58,12 @@ impl Value {
     }
 
     /// The entry it holds for `cidr`.
-    pub fn entry(&self, cidr: Cidr) -> NewEntry {
+    pub fn into_entry(self, cidr: Cidr) -> NewEntry {
         NewEntry {
             cidr,
-            tag: self.tag.clone().unwrap_or_default(),
+            tag: self.tag.unwrap_or_default(),
             expiration: self.expiration,
-            metadata: self.metadata.clone(),
+            metadata: self.metadata,
         }
     }
 
@@ -129,8 +129,8 @@ mod tests {
         let mut v = value();
         v.tag = None;
         let cidr: Cidr = "192.0.2.0/24".parse().unwrap();
-        assert_eq!(v.entry(cidr).tag, "");
         assert!(!v.expired(1_800_000_599) && v.expired(1_800_000_600));
+        assert_eq!(v.clone().into_entry(cidr).tag, "");
         v.expiration = 0;
         assert!(!v.expired(u64::MAX));
     }

@@ -4,7 +4,6 @@
 //! and the store.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -56,10 +55,6 @@ impl NatsServer {
         format!("tls://localhost:{}", self.port)
     }
 
-    pub fn store(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// The process id, for its CPU time.
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().map(Guard::id)
@@ -100,10 +95,5 @@ impl NatsServer {
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
         self.spawn()
-    }
-
-    /// What the server said.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
     }
 }
