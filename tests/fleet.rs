@@ -103,6 +103,11 @@ fn changes_reach_every_node_and_concurrent_writes_converge() {
         assert!(wait_until(SPREAD, || entry(d, "drop", "192.0.2.0/24").is_none()));
     }
 
+    // So far every word came in a notice: none was read from the bucket.
+    for d in &nodes {
+        assert_eq!(status(d)["fetched"], 0, "{}", status(d));
+    }
+
     // Concurrent writes of one CIDR on A and B: one entry everywhere.
     // Either may see the other's first (409); both taking theirs is the
     // conflict the bucket's order settles.
@@ -546,15 +551,22 @@ fn purges_and_sweeps_on_condition_spare_newer_words() {
         };
         let old = put(value(5)).await;
         let new = put(value(0)).await;
-        assert!(
-            !link.purge_at(key, old).await.unwrap(),
+        assert_eq!(
+            link.purge_at(key, old).await.unwrap(),
+            None,
             "a newer word stays"
         );
-        assert!(!link.purge_expired(key, 5, 10).await.unwrap());
-        assert!(link.purge_at(key, new).await.unwrap());
+        assert_eq!(link.purge_expired(key, 5, 10).await.unwrap(), None);
+        // Read by revision: the word there, none for one replaced.
+        let read = link.read(new).await.unwrap().expect("the last word");
+        assert_eq!((read.key.as_str(), read.marker), (key, false));
+        assert_eq!(Value::parse(&read.payload).unwrap().expiration, 0);
+        assert!(link.read(old).await.unwrap().is_none());
+        let marker = link.purge_at(key, new).await.unwrap().expect("purged");
+        assert!(link.read(marker).await.unwrap().expect("the marker").marker);
         // The purge left a marker; a word after it survives its sweep.
-        let (messages, marker) = link.state().await.unwrap();
-        assert_eq!((messages, marker), (1, new + 1));
+        assert_eq!(link.state().await.unwrap(), (1, new + 1));
+        assert_eq!(marker, new + 1);
         let after = put(value(0)).await;
         assert!(after > marker);
         assert!(!link.sweep(key, marker).await.unwrap());
@@ -569,6 +581,67 @@ fn purges_and_sweeps_on_condition_spare_newer_words() {
         assert!(link.sweep(key, marker).await.unwrap());
         assert_eq!(link.state().await.unwrap().0, 0);
     });
+}
+
+/// Words another program writes to the bucket come with no notice: the
+/// nodes read them from it, skip a bad one, and go on with the next.
+#[test]
+fn words_without_a_notice_are_read_from_the_bucket() {
+    let nats = NatsServer::start(None).unwrap();
+    let a = Daemon::start(fleet(&nats.url(), "a", "")).unwrap();
+    let b = Daemon::start(fleet(&nats.url(), "b", "")).unwrap();
+    wait_caught_up(&a);
+    wait_caught_up(&b);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let value = br#"{"node":"ops","tag":"by-hand","creation":1,"expiration":0}"#;
+        for (key, payload) in [
+            ("drop.203_0_113_0.24", &value[..]),
+            ("drop.203_0_113_9.32", b"nonsense"),
+        ] {
+            let subject = format!("$KV.couic.{key}");
+            js.publish(subject, payload.to_vec().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    });
+    // An API change right after: its notice comes before the words it
+    // follows are read.
+    add(&a, "drop", "198.51.100.0/24", "after", 0);
+    for d in [&a, &b] {
+        assert!(
+            wait_until(SPREAD, || entry(d, "drop", "203.0.113.0/24").is_some()
+                && entry(d, "drop", "198.51.100.0/24").is_some()),
+            "{}\n{}",
+            status(d),
+            d.log()
+        );
+        assert_eq!(
+            entry(d, "drop", "203.0.113.0/24").unwrap()["tag"],
+            "by-hand"
+        );
+        assert!(entry(d, "drop", "203.0.113.9/32").is_none());
+        let s = status(d);
+        assert!(s["fetched"].as_u64().unwrap() >= 2, "{s}");
+        assert!(s["rejected"].as_u64().unwrap() >= 1, "{s}");
+    }
+    // And the next words come by notice again.
+    let before = status(&b)["fetched"].clone();
+    add(&a, "drop", "198.51.100.128/25", "next", 0);
+    assert!(wait_until(SPREAD, || entry(
+        &b,
+        "drop",
+        "198.51.100.128/25"
+    )
+    .is_some()));
+    assert_eq!(status(&b)["fetched"], before);
 }
 
 /// A delete made while the server is away, then couic stopped before the

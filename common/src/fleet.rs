@@ -33,6 +33,9 @@ pub struct FleetStatus {
     /// Delete markers older than `tombstone_retention` removed by this
     /// node.
     pub swept: u64,
+    /// Words read from the bucket one at a time because no notice brought
+    /// them: a lost notice, or a word another program wrote.
+    pub fetched: u64,
     pub reconnects: u64,
     /// The last failure, and when (Unix seconds); null when none yet.
     pub last_error: Option<String>,

@@ -4,11 +4,14 @@
 //! The MapWriter queues this node's API changes, and the entries it wrote
 //! that expired, in the outbox of [`Local`] as it applies them. A task on
 //! this actor's thread holds the connection: it writes the outbox to the
-//! bucket, tells the MapWriter what was acknowledged, watches the bucket
-//! and hands its words to the MapWriter in batches (the gate is applied
-//! there), and starts over, with backoff, whenever the server goes away or
-//! fails a request. Each start writes what was queued meanwhile first,
-//! then catches up with the whole bucket, then reconciles.
+//! bucket, tells the MapWriter what was acknowledged and sends a notice of
+//! it to the other nodes; it hands the bucket's words to the MapWriter in
+//! batches (the gate is applied there), and starts over, with backoff,
+//! whenever the server goes away or fails a write. Each start writes what
+//! was queued meanwhile first, then catches up by watching the whole
+//! bucket, then reconciles; from then on, words come from the nodes'
+//! notices, put in revision order by a [`Sequencer`], what is missing read
+//! from the bucket.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -19,7 +22,8 @@ use actix::prelude::*;
 use async_nats::jetstream::kv;
 use async_nats::Event;
 use couic_common::{Cidr, Policy};
-use futures_util::StreamExt;
+use futures_util::future::join_all;
+use futures_util::{FutureExt, StreamExt};
 
 use crate::actors::map_writer::{ApplyFleet, FleetAcked, FleetHeld, MapWriter, Republish};
 use crate::backoff::Backoff;
@@ -30,8 +34,10 @@ use crate::firewall::Committed;
 use crate::fleet::key;
 use crate::fleet::link::{self, Link, LinkError};
 use crate::fleet::local::{FleetKey, Local};
+use crate::fleet::notice::{self, Notice, Said};
 use crate::fleet::outbox::{Op, Pending};
 use crate::fleet::reconcile::reconcile;
+use crate::fleet::sequencer::Sequencer;
 use crate::fleet::status::FleetCounters;
 use crate::fleet::value::{Value, Word};
 
@@ -47,6 +53,18 @@ pub const SEND_BATCH: usize = 1024;
 pub const STALL: Duration = Duration::from_secs(1);
 /// What `FleetFlush` may take at most.
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(3);
+/// How long a revision may be missing while later ones came, before it
+/// is read from the bucket (a node's notice follows its writes by the
+/// time their acknowledgements take).
+pub const GAP_WAIT: Duration = Duration::from_millis(200);
+/// How often the bucket's last revision is asked: one the bucket had at
+/// the last asking and no notice brought is read from the bucket.
+pub const POLL: Duration = Duration::from_secs(1);
+/// Revisions missing past this many (or held waiting for them): the node
+/// catches up again with the watch rather than reading each.
+pub const GAP_LIMIT: usize = 16_384;
+/// Revisions read from the bucket at once.
+pub const READ_BATCH: usize = 64;
 
 /// What the FleetSync is made of.
 pub struct FleetParts {
@@ -164,6 +182,7 @@ async fn run(local: Arc<Local>, parts: FleetParts, writer: Addr<MapWriter>, cloc
                     writer: &writer,
                     clock: &clock,
                     seen: None,
+                    through: 0,
                 };
                 session.run().await
             }
@@ -195,6 +214,8 @@ struct Session<'a> {
     clock: &'a SharedClock,
     /// The keys met while catching up; `None` once caught up.
     seen: Option<HashSet<(Policy, Cidr)>>,
+    /// Every revision up to this one is applied (or gone from the bucket).
+    through: u64,
 }
 
 impl Session<'_> {
@@ -215,32 +236,33 @@ impl Session<'_> {
             backlog = backlog.saturating_sub(self.send_some().await?);
         }
         let (messages, last) = self.link.state().await?;
+        // Notices are listened to before the watch begins: a word written
+        // after the watch ends is in one.
+        let notices = self.link.notices().await?;
         let mut watch = self.link.watch().await?;
         self.seen = Some(HashSet::new());
         if messages == 0 {
+            self.through = last;
             self.caught_up().await?;
         }
-        loop {
+        while self.seen.is_some() {
             tokio::select! {
                 // Catching up, and no word for a while: the bucket may
                 // have been emptied since it was asked (a purge).
-                _ = tokio::time::sleep(STALL), if self.seen.is_some() => {
-                    if self.link.state().await?.0 == 0 {
+                _ = tokio::time::sleep(STALL) => {
+                    let (messages, now_last) = self.link.state().await?;
+                    if messages == 0 {
+                        self.through = self.through.max(now_last);
                         self.caught_up().await?;
                     }
                 }
                 entry = watch.next() => {
                     let Some(entry) = entry else { return Ok(()) };
                     let mut batch = vec![entry.map_err(|e| LinkError::Watch(e.to_string()))?];
-                    // The words ready go in the same batch; once caught
-                    // up, a small batch waits LINGER for more (one write
-                    // and one sync for many when words come fast).
-                    let start = tokio::time::Instant::now();
+                    // The words ready go in the same batch.
                     while batch.len() < WORD_BATCH {
-                        let linger = self.seen.is_none() && batch.len() < LINGER_BELOW;
-                        let until = if linger { start + LINGER } else { start };
-                        match tokio::time::timeout_at(until, watch.next()).await {
-                            Ok(Some(entry)) => {
+                        match watch.next().now_or_never() {
+                            Some(Some(entry)) => {
                                 batch.push(entry.map_err(|e| LinkError::Watch(e.to_string()))?)
                             }
                             _ => break,
@@ -248,19 +270,195 @@ impl Session<'_> {
                     }
                     self.words(batch, last).await?;
                 }
-                _ = self.local.wake.notified() => {
-                    self.send_some().await?;
-                    if self.local.queued() > 0 {
-                        self.local.wake.notify_one();
+                _ = self.local.wake.notified() => self.send_queued().await?,
+            }
+        }
+        drop(watch);
+        self.live(notices).await
+    }
+
+    /// Once caught up: the words of the nodes' notices, in revision order,
+    /// what is missing read from the bucket.
+    async fn live(&mut self, mut notices: async_nats::Subscriber) -> Result<(), LinkError> {
+        let mut order = Sequencer::new(self.through);
+        let mut poll = tokio::time::interval(POLL);
+        // The bucket's last revision at the last asking.
+        let mut known = 0;
+        loop {
+            tokio::select! {
+                message = notices.next() => {
+                    let Some(message) = message else {
+                        return Err(LinkError::Watch("the server ended the notices".into()));
+                    };
+                    self.notice(&mut order, &message.payload);
+                    // Those ready go in the same batch; a small batch waits
+                    // LINGER for more (one write and one sync for many).
+                    let start = tokio::time::Instant::now();
+                    while order.held() < WORD_BATCH {
+                        let until = match order.held() < LINGER_BELOW {
+                            true => start + LINGER,
+                            false => start,
+                        };
+                        match tokio::time::timeout_at(until, notices.next()).await {
+                            Ok(Some(message)) => self.notice(&mut order, &message.payload),
+                            _ => break,
+                        }
+                    }
+                    if let Some(missing) = order.overdue(Instant::now(), GAP_WAIT) {
+                        self.read(&mut order, missing.collect()).await?;
+                    }
+                    self.release(&mut order).await?;
+                }
+                _ = tokio::time::sleep(GAP_WAIT), if order.held() > 0 => {
+                    if let Some(missing) = order.overdue(Instant::now(), GAP_WAIT) {
+                        self.read(&mut order, missing.collect()).await?;
+                        self.release(&mut order).await?;
                     }
                 }
+                _ = poll.tick() => {
+                    let last = match self.link.state().await {
+                        Ok((_, last)) => last,
+                        // The client reconnects on its own; asked again
+                        // at the next tick.
+                        Err(e) => {
+                            tracing::debug!("fleet: {e}");
+                            continue;
+                        }
+                    };
+                    self.local
+                        .counters
+                        .lag
+                        .store(last.saturating_sub(order.done()), Ordering::Relaxed);
+                    // A revision the bucket had a poll ago that no notice
+                    // brought: a lost notice, or another program's word.
+                    if order.done() < known {
+                        let missing = order.unheld(known, GAP_LIMIT + 1);
+                        self.read(&mut order, missing).await?;
+                        self.release(&mut order).await?;
+                    }
+                    known = last;
+                }
+                _ = self.local.wake.notified() => self.send_queued().await?,
             }
         }
     }
 
-    /// Words delivered by the watch: checked, then handed to the MapWriter
-    /// (its gate decides which apply); expired ones met while catching up
-    /// are purged, and old delete markers swept.
+    /// Offers the words of a notice to `order`.
+    fn notice(&self, order: &mut Sequencer, payload: &[u8]) {
+        let counters = &self.local.counters;
+        let notice = match Notice::parse(payload) {
+            Ok(notice) => notice,
+            Err(e) => {
+                counters.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("fleet: {e}: skipped (its words are read from the bucket)");
+                return;
+            }
+        };
+        for said in notice.words {
+            if said.revision <= order.done() {
+                continue;
+            }
+            let word = match said.check() {
+                Ok(()) => key::decode(&said.key).map(|(policy, cidr)| Word {
+                    policy,
+                    cidr,
+                    revision: said.revision,
+                    value: said.value,
+                }),
+                Err(e) => {
+                    tracing::warn!(
+                        "fleet: key {} revision {}: {e}: skipped",
+                        said.key,
+                        said.revision
+                    );
+                    None
+                }
+            };
+            if word.is_none() {
+                counters.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+            order.offer(said.revision, word);
+        }
+    }
+
+    /// Reads `revisions` from the bucket into `order`; too many, and the
+    /// session ends to catch up again.
+    async fn read(&self, order: &mut Sequencer, revisions: Vec<u64>) -> Result<(), LinkError> {
+        if revisions.len() > GAP_LIMIT || order.held() > GAP_LIMIT {
+            return Err(LinkError::Watch(format!(
+                "{} revisions missing after {}: catching up again",
+                revisions.len().max(order.held()),
+                order.done()
+            )));
+        }
+        for chunk in revisions.chunks(READ_BATCH) {
+            let reads = chunk.iter().map(|&r| self.link.read(r));
+            for (&revision, read) in chunk.iter().zip(join_all(reads).await) {
+                let word = read?.and_then(|read| {
+                    let value = (!read.marker).then_some(read.payload.as_slice());
+                    self.word(&read.key, revision, value)
+                });
+                order.offer(revision, word);
+            }
+        }
+        self.local
+            .counters
+            .fetched
+            .fetch_add(revisions.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Applies the words `order` can release.
+    async fn release(&mut self, order: &mut Sequencer) -> Result<(), LinkError> {
+        let words = order.release(Instant::now());
+        self.through = order.done();
+        self.local
+            .counters
+            .last_revision
+            .store(order.done(), Ordering::Relaxed);
+        if !words.is_empty() {
+            self.apply(ApplyFleet { words }).await;
+        }
+        Ok(())
+    }
+
+    /// The word of `key` at `revision` (`value` none: a marker), checked;
+    /// none, counted, when it is not couic's.
+    fn word(&self, key: &str, revision: u64, value: Option<&[u8]>) -> Option<Word> {
+        let counters = &self.local.counters;
+        let Some((policy, cidr)) = key::decode(key) else {
+            counters.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("fleet: key {key:?} is not couic's: skipped");
+            return None;
+        };
+        let value = match value.map(Value::parse).transpose() {
+            Ok(value) => value,
+            Err(e) => {
+                counters.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("fleet: key {key} revision {revision}: {e}: skipped");
+                return None;
+            }
+        };
+        Some(Word {
+            policy,
+            cidr,
+            revision,
+            value,
+        })
+    }
+
+    /// Sends what is queued, a batch at a time, ringing again if more is.
+    async fn send_queued(&mut self) -> Result<(), LinkError> {
+        self.send_some().await?;
+        if self.local.queued() > 0 {
+            self.local.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Words delivered by the watch while catching up: checked, then
+    /// handed to the MapWriter (its gate decides which apply); expired
+    /// ones are purged, and old delete markers swept.
     async fn words(&mut self, batch: Vec<kv::Entry>, last: u64) -> Result<(), LinkError> {
         let counters = &self.local.counters;
         let retention = self.retention;
@@ -274,65 +472,67 @@ impl Session<'_> {
                 .last_revision
                 .store(entry.revision, Ordering::Relaxed);
             counters.lag.store(entry.delta, Ordering::Relaxed);
+            self.through = self.through.max(entry.revision);
             // The word the bucket ended on when the watch began, or none
             // left to deliver: everything before is in.
             done |= entry.revision >= last || entry.delta == 0;
-            let Some((policy, cidr)) = key::decode(&entry.key) else {
-                counters.rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!("fleet: key {:?} is not couic's: skipped", entry.key);
+            let value = (entry.operation == kv::Operation::Put).then_some(&entry.value[..]);
+            let Some(word) = self.word(&entry.key, entry.revision, value) else {
                 continue;
             };
-            let value = match entry.operation {
-                kv::Operation::Put => match Value::parse(&entry.value) {
-                    Ok(value) => Some(value),
-                    Err(e) => {
-                        counters.rejected.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(
-                            "fleet: key {} revision {}: {e}: skipped",
-                            entry.key,
-                            entry.revision
-                        );
-                        continue;
-                    }
-                },
-                kv::Operation::Delete | kv::Operation::Purge => None,
-            };
             if let Some(seen) = &mut self.seen {
-                seen.insert((policy, cidr));
-                match &value {
-                    Some(v) if v.expired(now) => purge.push((entry.key.clone(), entry.revision)),
-                    None => {
-                        let written = u64::try_from(entry.created.unix_timestamp()).unwrap_or(0);
-                        if now.saturating_sub(written) >= retention {
-                            sweep.push((entry.key.clone(), entry.revision));
-                        }
-                    }
-                    Some(_) => {}
-                }
+                seen.insert((word.policy, word.cidr));
             }
-            let word = Word {
-                policy,
-                cidr,
-                revision: entry.revision,
-                value,
-            };
+            match &word.value {
+                Some(v) if v.expired(now) => purge.push((entry.key, entry.revision)),
+                None => {
+                    let written = u64::try_from(entry.created.unix_timestamp()).unwrap_or(0);
+                    if now.saturating_sub(written) >= retention {
+                        sweep.push((entry.key, entry.revision));
+                    }
+                }
+                Some(_) => {}
+            }
             words.push(word);
         }
         self.apply(ApplyFleet { words }).await;
+        let mut purged = Vec::new();
         for (key, revision) in purge {
-            if self.link.purge_at(&key, revision).await? {
+            if let Some(marker) = self.link.purge_at(&key, revision).await? {
                 counters.purged.fetch_add(1, Ordering::Relaxed);
+                purged.push(Said {
+                    key,
+                    revision: marker,
+                    value: None,
+                });
             }
         }
+        self.announce(&purged).await;
         for (key, revision) in sweep {
             if self.link.sweep(&key, revision).await? {
                 counters.swept.fetch_add(1, Ordering::Relaxed);
             }
         }
         if done && self.seen.is_some() {
+            // Revisions up to `last` not delivered are gone.
+            self.through = self.through.max(last);
             self.caught_up().await?;
         }
         Ok(())
+    }
+
+    /// Sends a notice of `words`, this node's, just acknowledged. One
+    /// that fails is only logged: the others read the words from the
+    /// bucket.
+    async fn announce(&self, words: &[Said<'_>]) {
+        if words.is_empty() {
+            return;
+        }
+        for bytes in notice::encode(&self.local.node, words, self.link.notice_limit()) {
+            if let Err(e) = self.link.announce(bytes).await {
+                tracing::debug!("fleet: a notice was not sent: {e}");
+            }
+        }
     }
 
     /// The catch-up is over: reconcile with what the bucket holds.
@@ -459,22 +659,37 @@ impl Session<'_> {
     ) -> Result<(), (usize, LinkError)> {
         let counters = &self.local.counters;
         let mut acked = Vec::with_capacity(acks.len());
+        let mut said = Vec::with_capacity(acks.len());
         let mut failure = None;
         for (i, (p, ack)) in taken.iter().zip(acks).enumerate() {
+            let (policy, cidr) = p.key;
             let outcome = match (ack, &p.op) {
-                (Some(ack), _) => ack.await.map(|revision| {
+                (Some(ack), op) => ack.await.map(|revision| {
                     acked.push((p.key, p.generation, revision));
+                    said.push(Said {
+                        key: key::encode(policy, cidr),
+                        revision,
+                        value: match op {
+                            Op::Put(value) => Some(&**value),
+                            _ => None,
+                        },
+                    });
                     counters.published.fetch_add(1, Ordering::Relaxed);
                 }),
                 (None, Op::Expired { expiration }) => {
                     let now = self.clock.now();
-                    let (policy, cidr) = p.key;
+                    let key = key::encode(policy, cidr);
                     self.link
-                        .purge_expired(&key::encode(policy, cidr), *expiration, now)
+                        .purge_expired(&key, *expiration, now)
                         .await
-                        .map(|purged| {
-                            if purged {
+                        .map(|marker| {
+                            if let Some(revision) = marker {
                                 counters.purged.fetch_add(1, Ordering::Relaxed);
+                                said.push(Said {
+                                    key,
+                                    revision,
+                                    value: None,
+                                });
                             }
                         })
                 }
@@ -488,6 +703,7 @@ impl Session<'_> {
         if !acked.is_empty() {
             self.apply(FleetAcked { acks: acked }).await;
         }
+        self.announce(&said).await;
         match failure {
             Some(f) => Err(f),
             None => Ok(()),

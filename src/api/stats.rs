@@ -368,6 +368,7 @@ pub fn openmetrics(
             ("couic_fleet_rejected_total", "Words of the bucket skipped as malformed", C, f.rejected),
             ("couic_fleet_purged_total", "Expired keys purged from the bucket", C, f.purged),
             ("couic_fleet_swept_total", "Delete markers past their retention removed from the bucket", C, f.swept),
+            ("couic_fleet_fetched_total", "Words read from the bucket one at a time: no notice brought them", C, f.fetched),
             ("couic_fleet_reconnects_total", "Connections made again after a failure", C, f.reconnects),
         ];
         families.extend(fleet_families.map(|(name, help, kind, value)| {

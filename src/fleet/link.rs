@@ -1,6 +1,7 @@
 //! The connection to the fleet's NATS servers and its bucket: connect with
 //! the configured login, open (or make) the bucket, write a key, watch the
-//! bucket, purge an expired key on condition.
+//! bucket, purge an expired key on condition, read a revision, send and
+//! receive notices.
 
 use std::future::Future;
 use std::time::Duration;
@@ -46,6 +47,17 @@ pub struct Link {
     stream: jetstream::stream::Stream,
     /// `$KV.<bucket>.`: keys are written there.
     prefix: String,
+    /// Where notices go (see [`super::notice`]).
+    notices: String,
+}
+
+/// A message of the bucket read by its revision.
+#[derive(Debug)]
+pub struct Read {
+    pub key: String,
+    /// A delete or purge marker.
+    pub marker: bool,
+    pub payload: Vec<u8>,
 }
 
 /// The connection options `fleet` asks for (its login, its CA), reporting
@@ -166,6 +178,7 @@ impl Link {
             kv,
             stream,
             prefix: format!("$KV.{bucket}."),
+            notices: super::notice::subject(bucket),
         })
     }
 
@@ -199,36 +212,53 @@ impl Link {
     }
 
     /// Purges `key` if it still holds an entry expiring at `expiration`
-    /// (expired by `now`), on condition that nobody wrote it since: true
-    /// when purged.
+    /// (expired by `now`), on condition that nobody wrote it since: the
+    /// purge marker's revision.
     pub async fn purge_expired(
         &self,
         key: &str,
         expiration: u64,
         now: u64,
-    ) -> Result<bool, LinkError> {
+    ) -> Result<Option<u64>, LinkError> {
         let entry = self
             .kv
             .entry(key)
             .await
             .map_err(|e| LinkError::Write(e.to_string()))?;
         let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
-            return Ok(false);
+            return Ok(None);
         };
         match Value::parse(&entry.value) {
             Ok(v) if v.expiration == expiration && v.expired(now) => {}
-            _ => return Ok(false),
+            _ => return Ok(None),
         }
         self.purge_at(key, entry.revision).await
     }
 
-    /// Purges `key` if its last revision is `revision`: true when purged,
-    /// false when it was written since.
-    pub async fn purge_at(&self, key: &str, revision: u64) -> Result<bool, LinkError> {
-        match self.kv.purge_expect_revision(key, Some(revision)).await {
-            Ok(()) => Ok(true),
+    /// Purges `key` if its last revision is `revision`: the purge marker's
+    /// revision, or none when the key was written since. (What the
+    /// client's own conditional purge sends, whose answer leaves out the
+    /// revision.)
+    pub async fn purge_at(&self, key: &str, revision: u64) -> Result<Option<u64>, LinkError> {
+        let mut headers = HeaderMap::new();
+        headers.insert("KV-Operation", "PURGE");
+        headers.insert("Nats-Rollup", "sub");
+        headers.insert(
+            "Nats-Expected-Last-Subject-Sequence",
+            revision.to_string().as_str(),
+        );
+        let subject = format!("{}{key}", self.prefix);
+        let sent = self
+            .js
+            .publish_with_headers(subject, headers, Vec::new().into())
+            .await
+            .map_err(|e| LinkError::Write(e.to_string()))?;
+        match sent.await {
+            Ok(ack) => Ok(Some(ack.sequence)),
             // A newer word is there.
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                Ok(None)
+            }
             Err(e) => Err(LinkError::Write(e.to_string())),
         }
     }
@@ -269,5 +299,55 @@ impl Link {
             .watch_with_history(">")
             .await
             .map_err(|e| LinkError::Watch(e.to_string()))
+    }
+
+    /// The bucket's message at `revision`, or none when it is gone
+    /// (replaced by a later word of its key, or swept).
+    pub async fn read(&self, revision: u64) -> Result<Option<Read>, LinkError> {
+        use jetstream::stream::RawMessageErrorKind;
+        match self.stream.get_raw_message(revision).await {
+            Ok(m) => {
+                let key = m.subject.strip_prefix(&self.prefix).unwrap_or_default();
+                let marker = m
+                    .headers
+                    .get("KV-Operation")
+                    .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+                Ok(Some(Read {
+                    key: key.to_string(),
+                    marker,
+                    payload: m.payload.to_vec(),
+                }))
+            }
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(LinkError::Watch(format!(
+                "read of revision {revision}: {e}"
+            ))),
+        }
+    }
+
+    /// The notices of every node, this one's included, from now on.
+    pub async fn notices(&self) -> Result<async_nats::Subscriber, LinkError> {
+        self.js
+            .client()
+            .subscribe(self.notices.clone())
+            .await
+            .map_err(|e| LinkError::Watch(e.to_string()))
+    }
+
+    /// Sends a notice (at most once: a lost one is read from the bucket).
+    pub async fn announce(&self, notice: Vec<u8>) -> Result<(), LinkError> {
+        self.js
+            .client()
+            .publish(self.notices.clone(), notice.into())
+            .await
+            .map_err(|e| LinkError::Write(e.to_string()))
+    }
+
+    /// The largest notice the server takes.
+    pub fn notice_limit(&self) -> usize {
+        let max = self.js.client().server_info().max_payload;
+        // What the server says, or its default; the subject and framing
+        // take a little.
+        if max == 0 { 1 << 20 } else { max }.saturating_sub(1024)
     }
 }

@@ -22,8 +22,10 @@ pub mod gate;
 pub mod key;
 pub mod link;
 pub mod local;
+pub mod notice;
 pub mod outbox;
 pub mod reconcile;
+pub mod sequencer;
 pub mod status;
 pub mod value;
 

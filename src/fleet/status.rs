@@ -24,6 +24,7 @@ pub struct FleetCounters {
     pub rejected: AtomicU64,
     pub purged: AtomicU64,
     pub swept: AtomicU64,
+    pub fetched: AtomicU64,
     pub reconnects: AtomicU64,
     last_error: Mutex<Option<(String, u64)>>,
 }
@@ -73,6 +74,7 @@ impl FleetCounters {
             rejected: get(&self.rejected),
             purged: get(&self.purged),
             swept: get(&self.swept),
+            fetched: get(&self.fetched),
             reconnects: get(&self.reconnects),
             last_error_at: error.as_ref().map(|e| e.1),
             last_error: error.map(|e| e.0),

@@ -50,11 +50,18 @@ impl Value {
         }
         let value: Value =
             serde_json::from_slice(bytes).map_err(|e| ValueError::Json(e.to_string()))?;
-        Tag::parse_optional(value.tag.as_deref()).map_err(|e| ValueError::Tag(e.to_string()))?;
-        if !super::valid_node(&value.node) {
+        value.check()?;
+        Ok(value)
+    }
+
+    /// Checks what JSON alone does not: the tag's rules and the node's
+    /// name.
+    pub fn check(&self) -> Result<(), ValueError> {
+        Tag::parse_optional(self.tag.as_deref()).map_err(|e| ValueError::Tag(e.to_string()))?;
+        if !super::valid_node(&self.node) {
             return Err(ValueError::Node);
         }
-        Ok(value)
+        Ok(())
     }
 
     /// The entry it holds for `cidr`.

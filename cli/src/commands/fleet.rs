@@ -63,6 +63,7 @@ pub fn table(s: &FleetStatus, now: u64) -> Table {
         ("Rejected", s.rejected.to_string()),
         ("Purged", s.purged.to_string()),
         ("Swept", s.swept.to_string()),
+        ("Fetched", s.fetched.to_string()),
         ("Reconnects", s.reconnects.to_string()),
         ("Last error", error),
     ] {
