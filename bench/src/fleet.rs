@@ -354,7 +354,7 @@ fn rate(
         cpu / wall,
     ));
     section.push(Figure::plain(
-        format!("{label}: nats-server CPU per message delivered"),
+        format!("{label}: nats-server CPU per word and daemon"),
         "µs",
         cpu * 1e6 / (total * nodes.len()) as f64,
     ));

@@ -34,7 +34,7 @@ use crate::firewall::Committed;
 use crate::fleet::key;
 use crate::fleet::link::{self, Link, LinkError};
 use crate::fleet::local::{FleetKey, Local};
-use crate::fleet::notice::{self, Notice, Said};
+use crate::fleet::notice::{Draft, Notice, Said};
 use crate::fleet::outbox::{Op, Pending};
 use crate::fleet::reconcile::reconcile;
 use crate::fleet::sequencer::Sequencer;
@@ -65,6 +65,12 @@ pub const POLL: Duration = Duration::from_secs(1);
 pub const GAP_LIMIT: usize = 16_384;
 /// Revisions read from the bucket at once.
 pub const READ_BATCH: usize = 64;
+/// This node sends a notice this often at most: words acknowledged
+/// meanwhile wait for the next (a notice a word would cost every node a
+/// batch each). A word after a quiet spell goes at once.
+pub const NOTICE_EVERY: Duration = Duration::from_millis(50);
+/// A notice of this many words goes without waiting.
+pub const NOTICE_WORDS: usize = 1024;
 
 /// What the FleetSync is made of.
 pub struct FleetParts {
@@ -183,6 +189,9 @@ async fn run(local: Arc<Local>, parts: FleetParts, writer: Addr<MapWriter>, cloc
                     clock: &clock,
                     seen: None,
                     through: 0,
+                    draft: Draft::new(&local.node, link.notice_limit()),
+                    due: None,
+                    last_notice: None,
                 };
                 session.run().await
             }
@@ -204,6 +213,13 @@ async fn run(local: Arc<Local>, parts: FleetParts, writer: Addr<MapWriter>, cloc
     }
 }
 
+/// Waits until `due`, if any.
+async fn until(due: Option<tokio::time::Instant>) {
+    if let Some(due) = due {
+        tokio::time::sleep_until(due).await;
+    }
+}
+
 /// One connection's work.
 struct Session<'a> {
     local: &'a Local,
@@ -216,6 +232,11 @@ struct Session<'a> {
     seen: Option<HashSet<(Policy, Cidr)>>,
     /// Every revision up to this one is applied (or gone from the bucket).
     through: u64,
+    /// The next notice of this node's words, when it goes, and when the
+    /// last went.
+    draft: Draft,
+    due: Option<tokio::time::Instant>,
+    last_notice: Option<tokio::time::Instant>,
 }
 
 impl Session<'_> {
@@ -271,6 +292,7 @@ impl Session<'_> {
                     self.words(batch, last).await?;
                 }
                 _ = self.local.wake.notified() => self.send_queued().await?,
+                _ = until(self.due), if self.due.is_some() => self.notify().await,
             }
         }
         drop(watch);
@@ -339,6 +361,7 @@ impl Session<'_> {
                     known = last;
                 }
                 _ = self.local.wake.notified() => self.send_queued().await?,
+                _ = until(self.due), if self.due.is_some() => self.notify().await,
             }
         }
     }
@@ -521,14 +544,34 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Sends a notice of `words`, this node's, just acknowledged. One
-    /// that fails is only logged: the others read the words from the
-    /// bucket.
-    async fn announce(&self, words: &[Said<'_>]) {
-        if words.is_empty() {
+    /// Adds `words`, this node's, just acknowledged, to the next notice,
+    /// which goes [`NOTICE_EVERY`] after the last, at once if that is
+    /// past or when it holds [`NOTICE_WORDS`].
+    async fn announce(&mut self, words: &[Said<'_>]) {
+        for word in words {
+            self.draft.push(word);
+        }
+        if self.draft.words() >= NOTICE_WORDS {
+            return self.notify().await;
+        }
+        if self.draft.words() == 0 || self.due.is_some() {
             return;
         }
-        for bytes in notice::encode(&self.local.node, words, self.link.notice_limit()) {
+        let now = tokio::time::Instant::now();
+        let due = self.last_notice.map_or(now, |last| last + NOTICE_EVERY);
+        if due <= now {
+            self.notify().await;
+        } else {
+            self.due = Some(due);
+        }
+    }
+
+    /// Sends the notices written. One that fails is only logged: the
+    /// others read its words from the bucket.
+    async fn notify(&mut self) {
+        self.due = None;
+        self.last_notice = Some(tokio::time::Instant::now());
+        for bytes in self.draft.take() {
             if let Err(e) = self.link.announce(bytes).await {
                 tracing::debug!("fleet: a notice was not sent: {e}");
             }

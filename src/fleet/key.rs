@@ -5,16 +5,57 @@
 //! the address's canonical form, so that one CIDR has one key; a key in
 //! any other form is not couic's and is skipped.
 
+use std::fmt::Write;
 use std::net::IpAddr;
 
 use couic_common::{Cidr, Policy};
 
 /// The key of `cidr` (normalised) in `policy`.
 pub fn encode(policy: Policy, cidr: Cidr) -> String {
-    let addr = cidr.addr().to_string();
-    // An IPv6 address may end in a dotted quad (`::ffff:192.0.2.1`).
-    let addr = addr.replace('.', "_").replace(':', "-");
-    format!("{}.{addr}.{}", policy.as_str(), cidr.prefix_len())
+    let mut key = String::with_capacity(56);
+    key.push_str(policy.as_str());
+    key.push('.');
+    key.push_str(Text::of(cidr.addr()).as_str());
+    let _ = write!(key, ".{}", cidr.prefix_len());
+    key
+}
+
+/// An address in its usual text (45 bytes at most), `.` written `_` and
+/// `:` written `-` (an IPv6 address may end in a dotted quad:
+/// `::ffff:192.0.2.1`), made without allocating.
+struct Text {
+    bytes: [u8; 45],
+    len: usize,
+}
+
+impl Write for Text {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        for b in s.bytes() {
+            let slot = self.bytes.get_mut(self.len).ok_or(std::fmt::Error)?;
+            *slot = match b {
+                b'.' => b'_',
+                b':' => b'-',
+                b => b,
+            };
+            self.len += 1;
+        }
+        Ok(())
+    }
+}
+
+impl Text {
+    fn of(addr: IpAddr) -> Text {
+        let mut text = Text {
+            bytes: [0; 45],
+            len: 0,
+        };
+        write!(text, "{addr}").expect("an address fits in 45 bytes");
+        text
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).expect("ASCII")
+    }
 }
 
 /// The policy and CIDR of a key made by [`encode`]; `None` for any other.
@@ -31,9 +72,25 @@ pub fn decode(key: &str) -> Option<(Policy, Cidr)> {
         return None;
     }
     let prefix: u8 = prefix.parse().ok()?;
-    let ip: IpAddr = addr.replace('_', ".").replace('-', ":").parse().ok()?;
+    if addr.len() > 45 {
+        return None;
+    }
+    // The address back in its usual text, on the stack.
+    let mut text = [0u8; 45];
+    for (t, b) in text.iter_mut().zip(addr.bytes()) {
+        *t = match b {
+            b'_' => b'.',
+            b'-' => b':',
+            b => b,
+        };
+    }
+    let ip: IpAddr = std::str::from_utf8(&text[..addr.len()])
+        .ok()?
+        .parse()
+        .ok()?;
     let cidr = Cidr::new(ip, prefix).ok()?;
-    (cidr.normalized() == cidr && encode(policy, cidr) == key).then_some((policy, cidr))
+    // One CIDR, one key: the canonical text only.
+    (cidr.normalized() == cidr && Text::of(ip).as_str() == addr).then_some((policy, cidr))
 }
 
 #[cfg(test)]

@@ -65,38 +65,83 @@ pub struct Said<'a> {
     pub value: Option<&'a Value>,
 }
 
-/// `words` of `node` as notices of `limit` bytes at most each (a word
-/// too large for one alone is left out: the others will read it from the
-/// bucket).
-pub fn encode<W: Serialize>(node: &str, words: &[W], limit: usize) -> Vec<Vec<u8>> {
-    let head = format!(
-        r#"{{"node":{},"words":["#,
-        serde_json::to_string(node).unwrap()
-    );
-    let mut notices = Vec::new();
-    let mut current = head.clone().into_bytes();
-    let mut count = 0;
-    for word in words {
+/// Notices being written, a word at a time as they are acknowledged: each
+/// of `limit` bytes at most (a word too large for one alone is left out:
+/// the others will read it from the bucket).
+#[derive(Debug)]
+pub struct Draft {
+    head: Vec<u8>,
+    limit: usize,
+    current: Vec<u8>,
+    /// Words in `current`.
+    count: usize,
+    /// Words in all.
+    words: usize,
+    /// Notices complete.
+    full: Vec<Vec<u8>>,
+}
+
+impl Draft {
+    pub fn new(node: &str, limit: usize) -> Self {
+        let head = format!(
+            r#"{{"node":{},"words":["#,
+            serde_json::to_string(node).unwrap()
+        );
+        Draft {
+            head: head.clone().into_bytes(),
+            limit,
+            current: head.into_bytes(),
+            count: 0,
+            words: 0,
+            full: Vec::new(),
+        }
+    }
+
+    pub fn push<W: Serialize>(&mut self, word: &W) {
         let bytes = serde_json::to_vec(word).expect("a word always serialises");
-        if head.len() + bytes.len() + 2 > limit {
-            continue;
+        if self.head.len() + bytes.len() + 2 > self.limit {
+            return;
         }
-        if current.len() + bytes.len() + 3 > limit {
-            current.extend_from_slice(b"]}");
-            notices.push(std::mem::replace(&mut current, head.clone().into_bytes()));
-            count = 0;
+        if self.current.len() + bytes.len() + 3 > self.limit {
+            self.close();
         }
-        if count > 0 {
-            current.push(b',');
+        if self.count > 0 {
+            self.current.push(b',');
         }
-        current.extend_from_slice(&bytes);
-        count += 1;
+        self.current.extend_from_slice(&bytes);
+        self.count += 1;
+        self.words += 1;
     }
-    if count > 0 {
-        current.extend_from_slice(b"]}");
-        notices.push(current);
+
+    /// Words written and not taken.
+    pub fn words(&self) -> usize {
+        self.words
     }
-    notices
+
+    /// The notices written, emptying the draft.
+    pub fn take(&mut self) -> Vec<Vec<u8>> {
+        if self.count > 0 {
+            self.close();
+        }
+        self.words = 0;
+        std::mem::take(&mut self.full)
+    }
+
+    fn close(&mut self) {
+        let mut done = std::mem::replace(&mut self.current, self.head.clone());
+        done.extend_from_slice(b"]}");
+        self.full.push(done);
+        self.count = 0;
+    }
+}
+
+/// `words` of `node` as notices of `limit` bytes at most each.
+pub fn encode<W: Serialize>(node: &str, words: &[W], limit: usize) -> Vec<Vec<u8>> {
+    let mut draft = Draft::new(node, limit);
+    for word in words {
+        draft.push(word);
+    }
+    draft.take()
 }
 
 #[cfg(test)]
