@@ -68,7 +68,7 @@ pub const READ_BATCH: usize = 64;
 /// This node sends a notice this often at most: words acknowledged
 /// meanwhile wait for the next (a notice a word would cost every node a
 /// batch each). A word after a quiet spell goes at once.
-pub const NOTICE_EVERY: Duration = Duration::from_millis(50);
+pub const NOTICE_EVERY: Duration = Duration::from_millis(10);
 /// A notice of this many words goes without waiting.
 pub const NOTICE_WORDS: usize = 1024;
 
@@ -326,16 +326,11 @@ impl Session<'_> {
                             _ => break,
                         }
                     }
-                    if let Some(missing) = order.overdue(Instant::now(), GAP_WAIT) {
-                        self.read(&mut order, missing.collect()).await?;
-                    }
                     self.release(&mut order).await?;
+                    self.fill_overdue(&mut notices, &mut order).await?;
                 }
                 _ = tokio::time::sleep(GAP_WAIT), if order.held() > 0 => {
-                    if let Some(missing) = order.overdue(Instant::now(), GAP_WAIT) {
-                        self.read(&mut order, missing.collect()).await?;
-                        self.release(&mut order).await?;
-                    }
+                    self.fill_overdue(&mut notices, &mut order).await?;
                 }
                 _ = poll.tick() => {
                     let last = match self.link.state().await {
@@ -354,6 +349,10 @@ impl Session<'_> {
                     // A revision the bucket had a poll ago that no notice
                     // brought: a lost notice, or another program's word.
                     if order.done() < known {
+                        self.drain(&mut notices, &mut order);
+                        self.release(&mut order).await?;
+                    }
+                    if order.done() < known {
                         let missing = order.unheld(known, GAP_LIMIT + 1);
                         self.read(&mut order, missing).await?;
                         self.release(&mut order).await?;
@@ -363,6 +362,34 @@ impl Session<'_> {
                 _ = self.local.wake.notified() => self.send_queued().await?,
                 _ = until(self.due), if self.due.is_some() => self.notify().await,
             }
+        }
+    }
+
+    /// Reads from the bucket the revisions missing for [`GAP_WAIT`] while
+    /// later ones came, once the notices received are in.
+    async fn fill_overdue(
+        &mut self,
+        notices: &mut async_nats::Subscriber,
+        order: &mut Sequencer,
+    ) -> Result<(), LinkError> {
+        if order.overdue(Instant::now(), GAP_WAIT).is_none() {
+            return Ok(());
+        }
+        self.drain(notices, order);
+        self.release(order).await?;
+        if let Some(missing) = order.overdue(Instant::now(), GAP_WAIT) {
+            self.read(order, missing.collect()).await?;
+            self.release(order).await?;
+        }
+        Ok(())
+    }
+
+    /// Offers the notices already received to `order`: none of their
+    /// words is read from the bucket (a node slow to apply would otherwise
+    /// read what it holds already).
+    fn drain(&self, notices: &mut async_nats::Subscriber, order: &mut Sequencer) {
+        while let Some(Some(message)) = notices.next().now_or_never() {
+            self.notice(order, &message.payload);
         }
     }
 
