@@ -68,7 +68,7 @@ pub const READ_BATCH: usize = 64;
 /// This node sends a notice this often at most: words acknowledged
 /// meanwhile wait for the next (a notice a word would cost every node a
 /// batch each). A word after a quiet spell goes at once.
-pub const NOTICE_EVERY: Duration = Duration::from_millis(10);
+pub const NOTICE_EVERY: Duration = Duration::from_millis(50);
 /// A notice of this many words goes without waiting.
 pub const NOTICE_WORDS: usize = 1024;
 
