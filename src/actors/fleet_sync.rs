@@ -34,7 +34,7 @@ use crate::firewall::Committed;
 use crate::fleet::key;
 use crate::fleet::link::{self, Link, LinkError};
 use crate::fleet::local::{FleetKey, Local};
-use crate::fleet::notice::{Draft, Notice, Said};
+use crate::fleet::notice::{Cadence, Draft, Notice, Said};
 use crate::fleet::outbox::{Op, Pending};
 use crate::fleet::reconcile::reconcile;
 use crate::fleet::sequencer::Sequencer;
@@ -65,10 +65,12 @@ pub const POLL: Duration = Duration::from_secs(1);
 pub const GAP_LIMIT: usize = 16_384;
 /// Revisions read from the bucket at once.
 pub const READ_BATCH: usize = 64;
-/// This node sends a notice this often at most: words acknowledged
-/// meanwhile wait for the next (a notice a word would cost every node a
-/// batch each). A word after a quiet spell goes at once.
+/// A node writing more than [`NOTICE_QUIET`] words in this long sends a
+/// notice this often at most: words acknowledged meanwhile wait for the
+/// next (a notice a word would cost every node a batch each). Below, each
+/// goes at once.
 pub const NOTICE_EVERY: Duration = Duration::from_millis(50);
+pub const NOTICE_QUIET: usize = 8;
 /// A notice of this many words goes without waiting.
 pub const NOTICE_WORDS: usize = 1024;
 
@@ -191,7 +193,7 @@ async fn run(local: Arc<Local>, parts: FleetParts, writer: Addr<MapWriter>, cloc
                     through: 0,
                     draft: Draft::new(&local.node, link.notice_limit()),
                     due: None,
-                    last_notice: None,
+                    cadence: Cadence::new(NOTICE_EVERY, NOTICE_QUIET),
                 };
                 session.run().await
             }
@@ -232,11 +234,10 @@ struct Session<'a> {
     seen: Option<HashSet<(Policy, Cidr)>>,
     /// Every revision up to this one is applied (or gone from the bucket).
     through: u64,
-    /// The next notice of this node's words, when it goes, and when the
-    /// last went.
+    /// The next notice of this node's words, and when it goes.
     draft: Draft,
     due: Option<tokio::time::Instant>,
-    last_notice: Option<tokio::time::Instant>,
+    cadence: Cadence,
 }
 
 impl Session<'_> {
@@ -576,24 +577,21 @@ impl Session<'_> {
     }
 
     /// Adds `words`, this node's, just acknowledged, to the next notice,
-    /// which goes [`NOTICE_EVERY`] after the last, at once if that is
-    /// past or when it holds [`NOTICE_WORDS`].
+    /// which goes when its [`Cadence`] says, or at once when it holds
+    /// [`NOTICE_WORDS`].
     async fn announce(&mut self, words: &[Said<'_>]) {
+        if words.is_empty() {
+            return;
+        }
         for word in words {
             self.draft.push(word);
         }
-        if self.draft.words() >= NOTICE_WORDS {
-            return self.notify().await;
-        }
-        if self.draft.words() == 0 || self.due.is_some() {
-            return;
-        }
-        let now = tokio::time::Instant::now();
-        let due = self.last_notice.map_or(now, |last| last + NOTICE_EVERY);
-        if due <= now {
+        let now = Instant::now();
+        let due = self.cadence.due(words.len(), now);
+        if self.draft.words() >= NOTICE_WORDS || due <= now {
             self.notify().await;
-        } else {
-            self.due = Some(due);
+        } else if self.due.is_none() {
+            self.due = Some(tokio::time::Instant::from_std(due));
         }
     }
 
@@ -601,7 +599,7 @@ impl Session<'_> {
     /// others read its words from the bucket.
     async fn notify(&mut self) {
         self.due = None;
-        self.last_notice = Some(tokio::time::Instant::now());
+        self.cadence.sent(Instant::now());
         for bytes in self.draft.take() {
             if let Err(e) = self.link.announce(bytes).await {
                 tracing::debug!("fleet: a notice was not sent: {e}");
