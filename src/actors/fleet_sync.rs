@@ -69,7 +69,7 @@ pub const READ_BATCH: usize = 64;
 /// notice this often at most: words acknowledged meanwhile wait for the
 /// next (a notice a word would cost every node a batch each). Below, each
 /// goes at once.
-pub const NOTICE_EVERY: Duration = Duration::from_millis(50);
+pub const NOTICE_EVERY: Duration = Duration::from_millis(100);
 pub const NOTICE_QUIET: usize = 8;
 /// A notice of this many words goes without waiting.
 pub const NOTICE_WORDS: usize = 1024;
