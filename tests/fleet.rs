@@ -325,6 +325,60 @@ fn expired_entries_are_purged_from_the_bucket() {
     assert!(set(&c, "drop").is_empty());
 }
 
+/// An entry whose writer is gone when it expires: another node purges it
+/// from the bucket, one node only.
+#[test]
+fn an_expired_entry_of_a_node_gone_is_purged_by_another() {
+    let nats = NatsServer::start(None).unwrap();
+    let mut a = Daemon::start(fleet(&nats.url(), "a", "")).unwrap();
+    let b = Daemon::start(fleet(&nats.url(), "b", "")).unwrap();
+    let c = Daemon::start(fleet(&nats.url(), "c", "")).unwrap();
+    for d in [&a, &b, &c] {
+        wait_caught_up(d);
+    }
+    add(
+        &a,
+        "drop",
+        "192.0.2.9/32",
+        "short",
+        couic_testkit::now() + 2,
+    );
+    for d in [&b, &c] {
+        assert!(wait_until(SPREAD, || entry(d, "drop", "192.0.2.9/32").is_some()));
+    }
+    a.sigterm().unwrap();
+    a.wait_exit(Duration::from_secs(30)).unwrap();
+    let purged = |d: &Daemon| status(d)["purged"].as_u64().unwrap();
+    // Expired at 2 s, left to its writer 5 s, then 0-10 s more.
+    assert!(
+        wait_until(CONVERGE, || purged(&b) + purged(&c) > 0),
+        "{}\n{}",
+        status(&b),
+        status(&c)
+    );
+    assert!(entry(&b, "drop", "192.0.2.9/32").is_none());
+    // The first purge's marker reached the other, or its condition failed.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(purged(&b) + purged(&c), 1);
+    let (messages, _) = bucket_state(&nats);
+    assert_eq!(messages, 1, "only the purge marker is left");
+}
+
+/// The bucket's messages and last revision, asked of the server.
+fn bucket_state(nats: &NatsServer) -> (u64, u64) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream("KV_couic").await.unwrap();
+        let info = stream.info().await.unwrap();
+        (info.state.messages, info.state.last_sequence)
+    })
+}
+
 #[test]
 fn bad_credentials_are_a_clear_degraded_state_and_never_logged() {
     const GOOD: &str = "s3cret-fleet-token";

@@ -63,6 +63,8 @@ pub const POLL: Duration = Duration::from_secs(1);
 /// Revisions missing past this many (or held waiting for them): the node
 /// catches up again with the watch rather than reading each.
 pub const GAP_LIMIT: usize = 16_384;
+/// Others' expired keys purged a second at most.
+pub const LAPSED_BATCH: usize = 1024;
 /// Revisions read from the bucket at once.
 pub const READ_BATCH: usize = 64;
 /// A node writing more than [`NOTICE_QUIET`] words in this long sends a
@@ -363,6 +365,7 @@ impl Session<'_> {
                         self.release(&mut order).await?;
                     }
                     known = last;
+                    self.purge_lapsed().await?;
                 }
                 _ = self.local.wake.notified() => self.send_queued().await?,
                 _ = until(self.due), if self.due.is_some() => self.notify().await,
@@ -386,6 +389,26 @@ impl Session<'_> {
             self.read(order, missing.collect()).await?;
             self.release(order).await?;
         }
+        Ok(())
+    }
+
+    /// Purges others' expired entries still in the bucket past their
+    /// grace (see [`crate::fleet::lapsed`]), [`LAPSED_BATCH`] at most.
+    async fn purge_lapsed(&mut self) -> Result<(), LinkError> {
+        let now = self.clock.now();
+        let mut said = Vec::new();
+        for ((policy, cidr), expiration) in self.local.lapsed(now, LAPSED_BATCH) {
+            let key = key::encode(policy, cidr);
+            if let Some(revision) = self.link.purge_expired(&key, expiration, now).await? {
+                self.local.counters.purged.fetch_add(1, Ordering::Relaxed);
+                said.push(Said {
+                    key,
+                    revision,
+                    value: None,
+                });
+            }
+        }
+        self.announce(&said).await;
         Ok(())
     }
 

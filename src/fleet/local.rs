@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use couic_common::{Cidr, Policy};
 
 use super::gate::Gate;
+use super::lapsed::Lapsed;
 use super::outbox::{Op, Outbox, Pending};
 use super::status::FleetCounters;
 use super::value::{Value, Word};
@@ -36,6 +37,8 @@ pub struct Local {
     pub node: Arc<str>,
     outbox: Mutex<Outbox<FleetKey>>,
     gate: Mutex<Gate<FleetKey>>,
+    /// Others' entries expired here, to purge if their writer does not.
+    lapsed: Mutex<Lapsed<FleetKey>>,
     /// The origin of each node met, made once.
     origins: Mutex<HashMap<String, Origin>>,
     /// Changes taken from the outbox and not acknowledged yet, and the
@@ -57,6 +60,7 @@ impl Local {
             node: node.into(),
             outbox: Mutex::new(Outbox::new(capacity)),
             gate: Mutex::new(Gate::default()),
+            lapsed: Mutex::new(Lapsed::default()),
             origins: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
             deletes_in_flight: Mutex::new(Vec::new()),
@@ -87,6 +91,13 @@ impl Local {
                         expiration: change.entry.expiration,
                     }
                 }
+                (Origin::Expiry, ChangeKind::Removed)
+                    if matches!(change.entry.origin, Origin::Fleet { .. }) =>
+                {
+                    lock(&self.lapsed)
+                        .expired((change.policy, change.entry.cidr), change.entry.expiration);
+                    continue;
+                }
                 _ => continue,
             };
             released.extend(self.queue((change.policy, change.entry.cidr), op));
@@ -109,6 +120,13 @@ impl Local {
     /// Words of the bucket: the operations of those to apply now (the
     /// others wait for, or are older than, a local change).
     pub fn admit(&self, words: Vec<Word>) -> PolicyOps {
+        let mut lapsed = lock(&self.lapsed);
+        if !lapsed.is_empty() {
+            for word in &words {
+                lapsed.forget(&(word.policy, word.cidr));
+            }
+        }
+        drop(lapsed);
         let mut gate = lock(&self.gate);
         let admitted = words
             .into_iter()
@@ -128,6 +146,12 @@ impl Local {
             .collect();
         drop(gate);
         self.ops(released)
+    }
+
+    /// Others' expired entries still in the bucket by `now`, past their
+    /// grace: `max` at most, with their expirations, to purge.
+    pub fn lapsed(&self, now: u64, max: usize) -> Vec<(FleetKey, u64)> {
+        lock(&self.lapsed).due(now, max)
     }
 
     /// Up to `max` queued changes, oldest first, now in flight.

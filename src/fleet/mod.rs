@@ -20,6 +20,7 @@
 pub mod carried;
 pub mod gate;
 pub mod key;
+pub mod lapsed;
 pub mod link;
 pub mod local;
 pub mod notice;
