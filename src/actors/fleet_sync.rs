@@ -340,8 +340,8 @@ impl Session<'_> {
                     self.fill_overdue(&mut notices, &mut order).await?;
                 }
                 _ = poll.tick() => {
-                    let last = match self.link.state().await {
-                        Ok((_, last)) => last,
+                    let last = match self.drop_bogus(&mut order).await {
+                        Ok(last) => last,
                         // The client reconnects on its own; asked again
                         // at the next tick.
                         Err(e) => {
@@ -385,11 +385,36 @@ impl Session<'_> {
         }
         self.drain(notices, order);
         self.release(order).await?;
+        let Some(missing) = order.overdue(Instant::now(), GAP_WAIT) else {
+            return Ok(());
+        };
+        if missing.end() - missing.start() >= GAP_LIMIT as u64 {
+            // So many missing: is the word after them the bucket's?
+            self.drop_bogus(order).await?;
+        }
         if let Some(missing) = order.overdue(Instant::now(), GAP_WAIT) {
-            self.read(order, missing.collect()).await?;
+            self.read(order, missing.take(GAP_LIMIT + 1).collect())
+                .await?;
             self.release(order).await?;
         }
         Ok(())
+    }
+
+    /// Drops the words of notices past the bucket's last revision (a
+    /// notice that lies): its revision, asked now.
+    async fn drop_bogus(&self, order: &mut Sequencer) -> Result<u64, LinkError> {
+        let (_, last) = self.link.state().await?;
+        let bogus = order.drop_above(last);
+        if bogus > 0 {
+            self.local
+                .counters
+                .rejected
+                .fetch_add(bogus as u64, Ordering::Relaxed);
+            tracing::warn!(
+                "fleet: {bogus} words of notices past the bucket's last revision {last}: skipped"
+            );
+        }
+        Ok(last)
     }
 
     /// Purges others' expired entries still in the bucket past their

@@ -86,6 +86,16 @@ impl Sequencer {
         (now.saturating_duration_since(since) >= wait).then_some(self.done + 1..=first - 1)
     }
 
+    /// Drops the revisions held past `last`, the bucket's last revision:
+    /// no word can be newer than the bucket (a notice that lies). How many.
+    pub fn drop_above(&mut self, last: u64) -> usize {
+        let bogus = self.ahead.split_off(&(last + 1)).len();
+        if self.ahead.is_empty() {
+            self.missing_since = None;
+        }
+        bogus
+    }
+
     /// The revisions from the next to `last` not held (to read from the
     /// bucket), `max` of them at most.
     pub fn unheld(&self, last: u64, max: usize) -> Vec<u64> {
@@ -161,6 +171,23 @@ mod tests {
         s.offer(8, None);
         assert_eq!(revisions(s.release(t + 2 * wait)), [9]);
         assert_eq!(s.overdue(t + 9 * wait, wait), None);
+    }
+
+    #[test]
+    fn revisions_past_the_bucket_are_dropped() {
+        let t = Instant::now();
+        let mut s = Sequencer::new(3);
+        s.offer(5, word(5));
+        s.offer(u64::MAX, word(6));
+        s.release(t);
+        assert_eq!(s.drop_above(5), 1);
+        assert_eq!(s.held(), 1);
+        assert_eq!(
+            s.overdue(t + Duration::from_secs(1), Duration::ZERO),
+            Some(4..=4)
+        );
+        assert_eq!(s.drop_above(3), 1);
+        assert_eq!(s.overdue(t + Duration::from_secs(1), Duration::ZERO), None);
     }
 
     #[test]
