@@ -47,9 +47,18 @@ pub fn run(settings: &Settings) -> anyhow::Result<Section> {
     let mut section = Section::goals("Peering", method(settings));
     let dir = tempfile::tempdir()?;
     let pki = Pki::make(dir.path());
-    single_adds(&bins, settings, &pki, &mut section)?;
-    latency(&bins, &pki, &mut section)?;
-    resync(&bins, &pki, &mut section)?;
+    // COUIC_BENCH_PEERS=adds,latency: only those figures.
+    let only = std::env::var("COUIC_BENCH_PEERS").unwrap_or_default();
+    let wants = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
+    if wants("adds") {
+        single_adds(&bins, settings, &pki, &mut section)?;
+    }
+    if wants("latency") {
+        latency(&bins, &pki, &mut section)?;
+    }
+    if wants("resync") {
+        resync(&bins, &pki, &mut section)?;
+    }
     Ok(section)
 }
 
