@@ -360,22 +360,28 @@ fn an_expired_entry_of_a_node_gone_is_purged_by_another() {
     // The first purge's marker reached the other, or its condition failed.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(purged(&b) + purged(&c), 1);
-    let (messages, _) = bucket_state(&nats);
+    let messages = with_jetstream(&nats, |js| async move {
+        let mut stream = js.get_stream("KV_couic").await.unwrap();
+        stream.info().await.unwrap().state.messages
+    });
     assert_eq!(messages, 1, "only the purge marker is left");
 }
 
-/// The bucket's messages and last revision, asked of the server.
-fn bucket_state(nats: &NatsServer) -> (u64, u64) {
+/// Runs `work` with a JetStream client of the test's own on `nats`.
+fn with_jetstream<T, F>(
+    nats: &NatsServer,
+    work: impl FnOnce(async_nats::jetstream::Context) -> F,
+) -> T
+where
+    F: std::future::Future<Output = T>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
         let client = async_nats::connect(nats.url()).await.unwrap();
-        let js = async_nats::jetstream::new(client);
-        let mut stream = js.get_stream("KV_couic").await.unwrap();
-        let info = stream.info().await.unwrap();
-        (info.state.messages, info.state.last_sequence)
+        work(async_nats::jetstream::new(client)).await
     })
 }
 
@@ -647,13 +653,7 @@ fn words_without_a_notice_are_read_from_the_bucket() {
     let b = Daemon::start(fleet(&nats.url(), "b", "")).unwrap();
     wait_caught_up(&a);
     wait_caught_up(&b);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = async_nats::connect(nats.url()).await.unwrap();
-        let js = async_nats::jetstream::new(client);
+    with_jetstream(&nats, |js| async move {
         let value = br#"{"node":"ops","tag":"by-hand","creation":1,"expiration":0}"#;
         // A notice that lies: a word far past anything the bucket holds.
         let lie = br#"{"node":"x","words":[{"key":"drop.203_0_113_66.32","revision":1000000000,"value":{"node":"x","tag":null,"creation":1,"expiration":0}}]}"#;
