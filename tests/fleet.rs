@@ -571,6 +571,140 @@ fn an_nkey_login_works_and_a_missing_seed_file_is_said() {
     );
 }
 
+/// base64url without padding, as JWTs are written.
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A NATS JWT of `claims` for `subject`, signed by `issuer`.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: Value) -> String {
+    let header = base64url(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = json!({
+        "jti": format!("{name}{}", couic_testkit::now()),
+        "iat": couic_testkit::now(),
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let payload = base64url(claims.to_string().as_bytes());
+    let signed = format!("{header}.{payload}");
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", base64url(&signature))
+}
+
+/// A credentials file (a user's JWT and seed, as `nsc` writes it) against
+/// a server in operator mode: the decentralised login.
+#[test]
+fn a_credentials_file_login_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let operator_jwt = jwt(
+        &operator,
+        &operator.public_key(),
+        "test",
+        json!({"type": "operator", "version": 2}),
+    );
+    let unlimited = json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
+    });
+    let account_jwt = jwt(
+        &operator,
+        &account.public_key(),
+        "couic",
+        json!({"limits": unlimited, "type": "account", "version": 2}),
+    );
+    let user_jwt = jwt(
+        &account,
+        &user.public_key(),
+        "fleet",
+        json!({"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+               "type": "user", "version": 2}),
+    );
+    // JetStream wants a system account.
+    let system = nkeys::KeyPair::new_account();
+    let system_jwt = jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        json!({"type": "account", "version": 2}),
+    );
+    std::fs::write(dir.path().join("operator.jwt"), &operator_jwt).unwrap();
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "operator: {}\nsystem_account: {sys}\nresolver: MEMORY\n\
+             resolver_preload: {{ {}: \"{account_jwt}\", {sys}: \"{system_jwt}\" }}\n",
+            dir.path().join("operator.jwt").display(),
+            account.public_key(),
+            sys = system.public_key(),
+        ),
+    )
+    .unwrap();
+    let creds = dir.path().join("fleet.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    let nats = NatsServer::start_with(&["-c".to_string(), conf.display().to_string()]).unwrap();
+    let login = format!("creds_file = \"{}\"\n", creds.display());
+    let a = Daemon::start(fleet(&nats.url(), "a", &login)).unwrap();
+    let b = Daemon::start(fleet(&nats.url(), "b", &login)).unwrap();
+    wait_caught_up(&a);
+    wait_caught_up(&b);
+    add(&a, "drop", "192.0.2.0/24", "creds", 0);
+    assert!(wait_until(SPREAD, || entry(&b, "drop", "192.0.2.0/24").is_some()));
+    assert!(!a.log().contains(&user.seed().unwrap()));
+
+    // A user the account did not sign: refused, and said.
+    let stranger = nkeys::KeyPair::new_account();
+    let forged = jwt(
+        &stranger,
+        &user.public_key(),
+        "fleet",
+        json!({"type": "user", "version": 2}),
+    );
+    let bad = dir.path().join("bad.creds");
+    std::fs::write(
+        &bad,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{forged}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    let refused = format!("creds_file = \"{}\"\n", bad.display());
+    let c = Daemon::start(fleet(&nats.url(), "c", &refused)).unwrap();
+    assert!(
+        wait_until(CONVERGE, || status(&c)["last_error"].is_string()),
+        "{}",
+        status(&c)
+    );
+    assert_eq!(status(&c)["connected"], false);
+}
+
 /// The conditional writes themselves, on the bucket: a purge on condition
 /// spares a newer word, and a sweep below a marker spares a word written
 /// after it.
