@@ -16,7 +16,8 @@ pub struct FleetStatus {
     pub caught_up: bool,
     /// The revision of the last word of the bucket applied here.
     pub last_revision: u64,
-    /// Words of the bucket not applied here yet.
+    /// Revisions of the bucket not applied here yet (once caught up, as
+    /// of the last asking: once a second).
     pub lag: u64,
     /// This node's changes waiting to be written to the bucket.
     pub queued: u64,
