@@ -187,6 +187,7 @@ fn acquire(config: &Config, cli: &Cli, layout: &Layout) -> anyhow::Result<Acquir
             counters: Arc::new(FleetCounters::new(&node, &f.bucket, &f.servers)),
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
             carried: Vec::new(),
+            suspects: Vec::new(),
         }
     });
 
@@ -222,7 +223,7 @@ fn acquire(config: &Config, cli: &Cli, layout: &Layout) -> anyhow::Result<Acquir
     let now = SystemClock.now();
     if config.state.durable {
         let dir = layout.state_dir();
-        let opened = journal::open(
+        let mut opened = journal::open(
             &dir,
             layout.owner,
             Options::default(),
@@ -230,6 +231,7 @@ fn acquire(config: &Config, cli: &Cli, layout: &Layout) -> anyhow::Result<Acquir
             cli.salvage_state,
         )
         .context("Cannot open the state store")?;
+        let deleted = std::mem::take(&mut opened.replayed.live.deleted);
         let restored = firewall
             .restore(opened.replayed.live.into_puts())
             .context("Cannot put back the durable entries")?;
@@ -238,6 +240,7 @@ fn acquire(config: &Config, cli: &Cli, layout: &Layout) -> anyhow::Result<Acquir
         if let Some(fleet) = fleet.as_mut() {
             // Read once the state is this couic's (its lock taken).
             fleet.carried = carried_deletes(&dir);
+            fleet.suspects = deleted.into_iter().collect();
         }
     }
     let target = couic::sets::load_target(&layout.root.join("sets"), layout.owner)

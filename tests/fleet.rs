@@ -845,6 +845,51 @@ fn words_without_a_notice_are_read_from_the_bucket() {
     assert_eq!(status(&b)["fetched"], before);
 }
 
+/// A delete made while the server is away, then couic killed (kill -9):
+/// the delete was on disk but not in the bucket. At the next start the
+/// bucket's put of it, by this node, is not brought back but deleted; a
+/// put another node made meanwhile would be left alone.
+#[test]
+fn a_delete_lost_in_a_crash_is_not_undone_by_the_bucket() {
+    let mut nats = NatsServer::start(None).unwrap();
+    let mut a = Daemon::start(fleet(&nats.url(), "a", "")).unwrap();
+    let b = Daemon::start(fleet(&nats.url(), "b", "")).unwrap();
+    wait_caught_up(&a);
+    wait_caught_up(&b);
+    for cidr in ["192.0.2.0/24", "192.0.2.1/32", "198.51.100.0/24"] {
+        add(&a, "drop", cidr, "t", 0);
+    }
+    assert!(wait_until(SPREAD, || set(&b, "drop").len() == 3));
+    nats.stop();
+    for cidr in ["192.0.2.0/24", "198.51.100.0/24"] {
+        let (code, body) = a.call("DELETE", &format!("/v1/drop/{cidr}"), None);
+        assert_eq!(code, 204, "{body}");
+    }
+    a.kill();
+    nats.restart().unwrap();
+    // Meanwhile B writes one of them again: its put is newer and stays.
+    wait_caught_up(&b);
+    let (code, body) = b.call("DELETE", "/v1/drop/198.51.100.0/24", None);
+    assert_eq!(code, 204, "{body}");
+    add(&b, "drop", "198.51.100.0/24", "b", 0);
+    a.spawn().unwrap();
+    a.wait_ready().unwrap();
+    wait_caught_up(&a);
+    let want = BTreeSet::from(["192.0.2.1/32".to_string(), "198.51.100.0/24".to_string()]);
+    assert!(
+        wait_until(SPREAD, || set(&a, "drop") == want
+            && set(&b, "drop") == want),
+        "A {:?}, B {:?}\n{}",
+        set(&a, "drop"),
+        set(&b, "drop"),
+        a.log()
+    );
+    assert_eq!(entry(&a, "drop", "198.51.100.0/24").unwrap()["tag"], "b");
+    let c = Daemon::start(fleet(&nats.url(), "c", "")).unwrap();
+    wait_caught_up(&c);
+    assert_eq!(set(&c, "drop"), want);
+}
+
 /// A delete made while the server is away, then couic stopped before the
 /// server comes back: the delete is kept and written at the next start,
 /// so the bucket does not bring the entry back, here or elsewhere.

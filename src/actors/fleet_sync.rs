@@ -82,6 +82,8 @@ pub struct FleetParts {
     pub counters: Arc<FleetCounters>,
     /// Deletes kept from the last run (see [`crate::fleet::carried`]).
     pub carried: Vec<FleetKey>,
+    /// Keys the state's journals deleted (see [`Local::suspect`]).
+    pub suspects: Vec<FleetKey>,
     /// The first delay between two connection attempts, doubled up to
     /// [`crate::backoff::MAX_DELAY`].
     pub backoff: Backoff,
@@ -569,6 +571,7 @@ impl Session<'_> {
         let mut words = Vec::with_capacity(batch.len());
         let mut purge = Vec::new();
         let mut sweep = Vec::new();
+        let mut undo = Vec::new();
         let mut done = false;
         for entry in batch {
             counters
@@ -583,6 +586,16 @@ impl Session<'_> {
             let Some(word) = self.word(&entry.key, entry.revision, value) else {
                 continue;
             };
+            let key = (word.policy, word.cidr);
+            match &word.value {
+                // This node deleted it before it stopped, and the delete
+                // did not reach the bucket (a crash): not brought back.
+                Some(v) if *v.node == *self.local.node && self.local.undone(&key) => {
+                    undo.push((entry.key, entry.revision));
+                    continue;
+                }
+                _ => self.local.cleared(&key),
+            }
             if let Some(seen) = &mut self.seen {
                 seen.insert((word.policy, word.cidr));
             }
@@ -603,6 +616,19 @@ impl Session<'_> {
         for (key, revision) in purge {
             if let Some(marker) = self.link.purge_at(&key, revision).await? {
                 counters.purged.fetch_add(1, Ordering::Relaxed);
+                purged.push(Said {
+                    key,
+                    revision: marker,
+                    value: None,
+                });
+            }
+        }
+        for (key, revision) in undo {
+            if let Some(marker) = self.link.delete_at(&key, revision).await? {
+                tracing::info!(
+                    "fleet: {key} was deleted here before the last stop and is deleted from \
+                     the bucket now"
+                );
                 purged.push(Said {
                     key,
                     revision: marker,
@@ -658,6 +684,7 @@ impl Session<'_> {
     /// The catch-up is over: reconcile with what the bucket holds.
     async fn caught_up(&mut self) -> Result<(), LinkError> {
         let seen = self.seen.take().unwrap_or_default();
+        self.local.clear_suspects();
         let held = self
             .writer
             .send(FleetHeld)

@@ -122,6 +122,7 @@ pub fn start(
                 parts.counters.clone(),
             ));
             local.carry(std::mem::take(&mut parts.carried));
+            local.suspect(std::mem::take(&mut parts.suspects));
             // Queued first: before any change reaches the MapWriter.
             writer.do_send(AttachFleet(local.clone()));
             let (writer, clock) = (writer.clone(), subscriber_clock.clone());

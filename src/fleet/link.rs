@@ -240,9 +240,30 @@ impl Link {
     /// client's own conditional purge sends, whose answer leaves out the
     /// revision.)
     pub async fn purge_at(&self, key: &str, revision: u64) -> Result<Option<u64>, LinkError> {
+        self.mark_at(key, revision, true).await
+    }
+
+    /// Deletes `key` if its last revision is `revision`: the delete
+    /// marker's revision, or none when the key was written since.
+    pub async fn delete_at(&self, key: &str, revision: u64) -> Result<Option<u64>, LinkError> {
+        self.mark_at(key, revision, false).await
+    }
+
+    /// A purge (or a delete) marker for `key` on condition that its last
+    /// revision is `revision`.
+    async fn mark_at(
+        &self,
+        key: &str,
+        revision: u64,
+        purge: bool,
+    ) -> Result<Option<u64>, LinkError> {
         let mut headers = HeaderMap::new();
-        headers.insert("KV-Operation", "PURGE");
-        headers.insert("Nats-Rollup", "sub");
+        if purge {
+            headers.insert("KV-Operation", "PURGE");
+            headers.insert("Nats-Rollup", "sub");
+        } else {
+            headers.insert("KV-Operation", "DEL");
+        }
         headers.insert(
             "Nats-Expected-Last-Subject-Sequence",
             revision.to_string().as_str(),

@@ -10,7 +10,7 @@
 //! and being registered, and undo that change on this node only.) The
 //! sync task takes from the outbox what to send.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -39,6 +39,9 @@ pub struct Local {
     gate: Mutex<Gate<FleetKey>>,
     /// Others' entries expired here, to purge if their writer does not.
     lapsed: Mutex<Lapsed<FleetKey>>,
+    /// Keys this node deleted before it last stopped, whose delete may not
+    /// have reached the bucket (a crash): checked at the next catch-up.
+    suspects: Mutex<HashSet<FleetKey>>,
     /// The origin of each node met, made once.
     origins: Mutex<HashMap<String, Origin>>,
     /// Changes taken from the outbox and not acknowledged yet, and the
@@ -61,6 +64,7 @@ impl Local {
             outbox: Mutex::new(Outbox::new(capacity)),
             gate: Mutex::new(Gate::default()),
             lapsed: Mutex::new(Lapsed::default()),
+            suspects: Mutex::new(HashSet::new()),
             origins: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
             deletes_in_flight: Mutex::new(Vec::new()),
@@ -82,9 +86,12 @@ impl Local {
         let mut queued = false;
         for change in changes {
             let op = match (cause, change.kind) {
-                (Origin::Api { .. }, ChangeKind::Added) => Op::Put(Box::new(
-                    self.value(&change.entry, change.metadata.as_deref()),
-                )),
+                (Origin::Api { .. }, ChangeKind::Added) => {
+                    self.cleared(&(change.policy, change.entry.cidr));
+                    Op::Put(Box::new(
+                        self.value(&change.entry, change.metadata.as_deref()),
+                    ))
+                }
                 (Origin::Api { .. }, ChangeKind::Removed) => Op::Delete,
                 (Origin::Expiry, ChangeKind::Removed) if self.wrote(&change.entry.origin) => {
                     Op::Expired {
@@ -146,6 +153,33 @@ impl Local {
             .collect();
         drop(gate);
         self.ops(released)
+    }
+
+    /// Keys deleted here before the last stop (the state's journals say
+    /// so), whose delete may not have reached the bucket.
+    pub fn suspect(&self, keys: impl IntoIterator<Item = FleetKey>) {
+        lock(&self.suspects).extend(keys);
+    }
+
+    /// Whether the bucket's put of `key`, by this node, is one this node
+    /// deleted before it last stopped: to delete again, not to apply. Asked
+    /// once per key: the answer is forgotten.
+    pub fn undone(&self, key: &FleetKey) -> bool {
+        lock(&self.suspects).remove(key)
+    }
+
+    /// `key` needs no check any more: written since, or seen otherwise in
+    /// the bucket.
+    pub fn cleared(&self, key: &FleetKey) {
+        let mut suspects = lock(&self.suspects);
+        if !suspects.is_empty() {
+            suspects.remove(key);
+        }
+    }
+
+    /// The catch-up is over: keys the bucket did not hold need nothing.
+    pub fn clear_suspects(&self) {
+        lock(&self.suspects).clear();
     }
 
     /// Others' expired entries still in the bucket by `now`, past their
@@ -237,7 +271,11 @@ impl Local {
             .store(outbox.len() as u64, Ordering::Relaxed);
         let dropped = pushed.dropped?;
         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-        gate.abandoned(&dropped)
+        if dropped.op == Op::Delete {
+            // Its entry is checked at the next catch-up instead.
+            lock(&self.suspects).insert(dropped.key);
+        }
+        gate.abandoned(&dropped.key)
     }
 
     /// Words as operations, per policy.
@@ -297,6 +335,30 @@ mod tests {
                 origin: Origin::api("admin"),
             },
         )
+    }
+
+    #[test]
+    fn a_delete_dropped_from_a_full_outbox_is_checked_at_the_next_catch_up() {
+        let l = Local::new("b", 1, Arc::new(FleetCounters::default()));
+        let api = Origin::api("admin");
+        let mut gone = added("t");
+        gone.kind = ChangeKind::Removed;
+        l.changed(&api, &[gone]);
+        // Another key's change takes the only room: the delete is dropped.
+        let mut other = added("u");
+        other.entry.cidr = "192.0.2.2/32".parse().unwrap();
+        l.changed(&api, &[other]);
+        assert_eq!(l.counters.dropped.load(Ordering::Relaxed), 1);
+        let key = (Policy::Drop, cidr());
+        assert!(l.undone(&key), "the bucket's put of it is to delete");
+        assert!(!l.undone(&key), "once");
+        // Added again since: nothing to delete.
+        l.suspect([key]);
+        l.changed(&api, &[added("v")]);
+        assert!(!l.undone(&key));
+        l.suspect([key]);
+        l.clear_suspects();
+        assert!(!l.undone(&key));
     }
 
     fn word(node: &str, tag: &str, revision: u64) -> Word {

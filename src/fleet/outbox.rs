@@ -2,8 +2,9 @@
 //! (a put after a put is one put), in the order first queued, at most
 //! `capacity` keys. Past it the oldest is dropped and counted: the
 //! reconciliation after the next catch-up puts back what this node still
-//! holds and the bucket lacks, but a dropped delete stays undone in the
-//! fleet. While the server is away this is all that is kept.
+//! holds and the bucket lacks, and deletes the bucket's put of a key whose
+//! delete was dropped (see `Local::suspect`). While the server is away
+//! this is all that is kept.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -49,8 +50,8 @@ pub struct Pushed<K> {
     /// The change's generation; `None` when it was not queued (an expiry
     /// behind a put or a delete).
     pub generation: Option<u64>,
-    /// The key of the change dropped to make room, if one was.
-    pub dropped: Option<K>,
+    /// The change dropped to make room, if one was.
+    pub dropped: Option<Pending<K>>,
 }
 
 impl<K: Hash + Eq + Clone> Outbox<K> {
@@ -82,7 +83,7 @@ impl<K: Hash + Eq + Clone> Outbox<K> {
         }
         let mut dropped = None;
         if !self.ops.contains_key(&key) && self.ops.len() >= self.capacity {
-            dropped = self.pop_oldest().map(|p| p.key);
+            dropped = self.pop_oldest();
         }
         let generation = self.next;
         self.next += 1;
@@ -184,7 +185,8 @@ mod tests {
         o.push("a".into(), put("1"));
         o.push("b".into(), put("2"));
         assert_eq!(o.push("b".into(), put("3")).dropped, None);
-        assert_eq!(o.push("c".into(), put("4")).dropped.as_deref(), Some("a"));
+        let dropped = o.push("c".into(), put("4")).dropped.unwrap();
+        assert_eq!(dropped.key, "a");
         assert_eq!(keys(&o.take(10)), ["b", "c"]);
     }
 

@@ -4,7 +4,7 @@
 //! `snapshot-N` holds every entry live at the end of `journal-N`; replay
 //! is the newest snapshot, then every journal after it, in order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -158,20 +158,31 @@ fn valid_record_after(data: &[u8], from: usize) -> bool {
         .any(|at| matches!(read_frame(&data[at..]), Frame::Record(..)))
 }
 
+/// Keys deleted in the journals that [`Live`] remembers, at most: a start
+/// after a crash checks these against the fleet's bucket.
+pub const DELETED_KEPT: usize = 262_144;
+
 /// The entries the files add up to, by policy and CIDR.
 #[derive(Debug, Default)]
 pub struct Live {
     pub entries: HashMap<(Policy, Cidr), Put>,
+    /// Keys whose entry a journal deleted and no later record put back
+    /// ([`DELETED_KEPT`] at most; snapshots hold no deletes).
+    pub deleted: HashSet<(Policy, Cidr)>,
 }
 
 impl Live {
     pub fn apply(&mut self, record: Record) {
         match record {
             Record::Put(p) => {
+                self.deleted.remove(&(p.policy, p.entry.cidr));
                 self.entries.insert((p.policy, p.entry.cidr), p);
             }
             Record::Delete { policy, cidr } => {
                 self.entries.remove(&(policy, cidr));
+                if self.deleted.len() < DELETED_KEPT {
+                    self.deleted.insert((policy, cidr));
+                }
             }
         }
     }
@@ -343,6 +354,25 @@ mod tests {
         let replayed = replay(dir.path(), &listing, None, false).unwrap();
         assert_eq!(cidrs(&replayed), ["192.0.2.2/32", "192.0.2.3/32"]);
         assert!(replayed.torn.is_empty());
+        // The journal's delete is remembered, for the fleet's catch-up.
+        let deleted: Vec<_> = replayed.live.deleted.iter().collect();
+        assert_eq!(deleted, [&(Policy::Drop, "192.0.2.1/32".parse().unwrap())]);
+    }
+
+    #[test]
+    fn a_key_put_back_after_its_delete_is_not_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut frames = Vec::new();
+        put_frame(&mut frames, "192.0.2.1/32", 0);
+        encode_delete(&mut frames, Policy::Drop, "192.0.2.1/32".parse().unwrap());
+        put_frame(&mut frames, "192.0.2.1/32", 0);
+        encode_delete(&mut frames, Policy::Drop, "192.0.2.9/32".parse().unwrap());
+        journal(dir.path(), 1, &frames, &[]);
+        let listing = Listing::read(dir.path()).unwrap();
+        let replayed = replay(dir.path(), &listing, None, false).unwrap();
+        assert_eq!(cidrs(&replayed), ["192.0.2.1/32"]);
+        let deleted: Vec<_> = replayed.live.deleted.iter().collect();
+        assert_eq!(deleted, [&(Policy::Drop, "192.0.2.9/32".parse().unwrap())]);
     }
 
     #[test]
