@@ -41,6 +41,15 @@ fn wait_caught_up(d: &Daemon) {
     );
 }
 
+/// Nodes `a` and `b` of the fleet at `nats`, caught up.
+fn two_nodes(nats: &NatsServer) -> (Daemon, Daemon) {
+    let a = Daemon::start(fleet(&nats.url(), "a", "")).unwrap();
+    let b = Daemon::start(fleet(&nats.url(), "b", "")).unwrap();
+    wait_caught_up(&a);
+    wait_caught_up(&b);
+    (a, b)
+}
+
 fn entry(d: &Daemon, policy: &str, cidr: &str) -> Option<Value> {
     let (code, body) = d.call("GET", &format!("/v1/{policy}/{cidr}"), None);
     match code {
@@ -219,10 +228,7 @@ fn a_node_away_catches_up_and_reconciles() {
 #[test]
 fn the_server_restarting_mid_stream_loses_and_duplicates_nothing() {
     let mut nats = NatsServer::start(None).unwrap();
-    let a = Daemon::start(fleet(&nats.url(), "a", "")).unwrap();
-    let b = Daemon::start(fleet(&nats.url(), "b", "")).unwrap();
-    wait_caught_up(&a);
-    wait_caught_up(&b);
+    let (a, b) = two_nodes(&nats);
     // A writes on until 200 adds after the server came back.
     let written = AtomicU32::new(0);
     let stop = AtomicBool::new(false);
@@ -300,10 +306,7 @@ fn a_node_started_without_its_server_filters_queues_and_catches_up() {
 #[test]
 fn expired_entries_are_purged_from_the_bucket() {
     let nats = NatsServer::start(None).unwrap();
-    let a = Daemon::start(fleet(&nats.url(), "a", "")).unwrap();
-    let b = Daemon::start(fleet(&nats.url(), "b", "")).unwrap();
-    wait_caught_up(&a);
-    wait_caught_up(&b);
+    let (a, b) = two_nodes(&nats);
     add(
         &a,
         "drop",
@@ -527,7 +530,13 @@ fn user_password_and_tls_logins_work() {
     add(&b, "drop", "192.0.2.0/24", "tls", 0);
     assert!(wait_until(SPREAD, || entry(&c, "drop", "192.0.2.0/24").is_some()));
     let untrusted = format!("ca_file = \"{}\"\n", pki.other_ca.display());
-    let d = Daemon::start(fleet(&nats.tls_url(), "d", &untrusted)).unwrap();
+    assert_refused(&nats.tls_url(), &untrusted);
+}
+
+/// A node given `login` for the server at `url` says it was refused and
+/// stays unconnected.
+fn assert_refused(url: &str, login: &str) {
+    let d = Daemon::start(fleet(url, "refused", login)).unwrap();
     assert!(
         wait_until(CONVERGE, || status(&d)["last_error"].is_string()),
         "{}",
@@ -604,6 +613,22 @@ fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: Value) -> Strin
     format!("{signed}.{}", base64url(&signature))
 }
 
+/// `dir/name`: a credentials file of `jwt` and `user`'s seed, as `nsc`
+/// writes one.
+fn creds_file(dir: &Path, name: &str, jwt: &str, user: &nkeys::KeyPair) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    path
+}
+
 /// A credentials file (a user's JWT and seed, as `nsc` writes it) against
 /// a server in operator mode: the decentralised login.
 #[test]
@@ -657,16 +682,7 @@ fn a_credentials_file_login_works() {
         ),
     )
     .unwrap();
-    let creds = dir.path().join("fleet.creds");
-    std::fs::write(
-        &creds,
-        format!(
-            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
-             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
-            user.seed().unwrap()
-        ),
-    )
-    .unwrap();
+    let creds = creds_file(dir.path(), "fleet.creds", &user_jwt, &user);
     let nats = NatsServer::start_with(&["-c".to_string(), conf.display().to_string()]).unwrap();
     let login = format!("creds_file = \"{}\"\n", creds.display());
     let a = Daemon::start(fleet(&nats.url(), "a", &login)).unwrap();
@@ -685,24 +701,11 @@ fn a_credentials_file_login_works() {
         "fleet",
         json!({"type": "user", "version": 2}),
     );
-    let bad = dir.path().join("bad.creds");
-    std::fs::write(
-        &bad,
-        format!(
-            "-----BEGIN NATS USER JWT-----\n{forged}\n------END NATS USER JWT------\n\n\
-             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
-            user.seed().unwrap()
-        ),
-    )
-    .unwrap();
-    let refused = format!("creds_file = \"{}\"\n", bad.display());
-    let c = Daemon::start(fleet(&nats.url(), "c", &refused)).unwrap();
-    assert!(
-        wait_until(CONVERGE, || status(&c)["last_error"].is_string()),
-        "{}",
-        status(&c)
+    let bad = creds_file(dir.path(), "bad.creds", &forged, &user);
+    assert_refused(
+        &nats.url(),
+        &format!("creds_file = \"{}\"\n", bad.display()),
     );
-    assert_eq!(status(&c)["connected"], false);
 }
 
 /// The conditional writes themselves, on the bucket: a purge on condition
@@ -783,10 +786,7 @@ fn purges_and_sweeps_on_condition_spare_newer_words() {
 #[test]
 fn words_without_a_notice_are_read_from_the_bucket() {
     let nats = NatsServer::start(None).unwrap();
-    let a = Daemon::start(fleet(&nats.url(), "a", "")).unwrap();
-    let b = Daemon::start(fleet(&nats.url(), "b", "")).unwrap();
-    wait_caught_up(&a);
-    wait_caught_up(&b);
+    let (a, b) = two_nodes(&nats);
     with_jetstream(&nats, |js| async move {
         let value = br#"{"node":"ops","tag":"by-hand","creation":1,"expiration":0}"#;
         // A notice that lies: a word far past anything the bucket holds.
