@@ -39,7 +39,7 @@ use crate::fleet::outbox::{Op, Pending};
 use crate::fleet::reconcile::reconcile;
 use crate::fleet::sequencer::Sequencer;
 use crate::fleet::status::FleetCounters;
-use crate::fleet::value::{Value, Word};
+use crate::fleet::value::{Value, ValueError, Word};
 
 /// Words handed to the MapWriter at once, at most.
 pub const WORD_BATCH: usize = 4096;
@@ -335,7 +335,7 @@ impl Session<'_> {
                             _ => break,
                         }
                     }
-                    self.release(&mut order).await?;
+                    self.release(&mut order).await;
                     self.fill_overdue(&mut notices, &mut order).await?;
                 }
                 _ = tokio::time::sleep(GAP_WAIT), if order.held() > 0 => {
@@ -359,12 +359,12 @@ impl Session<'_> {
                     // brought: a lost notice, or another program's word.
                     if order.done() < known {
                         self.drain(&mut notices, &mut order);
-                        self.release(&mut order).await?;
+                        self.release(&mut order).await;
                     }
                     if order.done() < known {
                         let missing = order.unheld(known, GAP_LIMIT + 1);
                         self.read(&mut order, missing).await?;
-                        self.release(&mut order).await?;
+                        self.release(&mut order).await;
                     }
                     known = last;
                     self.purge_lapsed().await?;
@@ -386,7 +386,7 @@ impl Session<'_> {
             return Ok(());
         }
         self.drain(notices, order);
-        self.release(order).await?;
+        self.release(order).await;
         let Some(missing) = order.overdue(Instant::now(), GAP_WAIT) else {
             return Ok(());
         };
@@ -397,7 +397,7 @@ impl Session<'_> {
         if let Some(missing) = order.overdue(Instant::now(), GAP_WAIT) {
             self.read(order, missing.take(GAP_LIMIT + 1).collect())
                 .await?;
-            self.release(order).await?;
+            self.release(order).await;
         }
         Ok(())
     }
@@ -463,25 +463,8 @@ impl Session<'_> {
             if said.revision <= order.done() {
                 continue;
             }
-            let word = match said.check() {
-                Ok(()) => key::decode(&said.key).map(|(policy, cidr)| Word {
-                    policy,
-                    cidr,
-                    revision: said.revision,
-                    value: said.value,
-                }),
-                Err(e) => {
-                    tracing::warn!(
-                        "fleet: key {} revision {}: {e}: skipped",
-                        said.key,
-                        said.revision
-                    );
-                    None
-                }
-            };
-            if word.is_none() {
-                counters.rejected.fetch_add(1, Ordering::Relaxed);
-            }
+            let value = said.check().map(|()| said.value);
+            let word = self.word(&said.key, said.revision, value);
             order.offer(said.revision, word);
         }
     }
@@ -500,8 +483,8 @@ impl Session<'_> {
             let reads = chunk.iter().map(|&r| self.link.read(r));
             for (&revision, read) in chunk.iter().zip(join_all(reads).await) {
                 let word = read?.and_then(|read| {
-                    let value = (!read.marker).then_some(read.payload.as_slice());
-                    self.word(&read.key, revision, value)
+                    let value = (!read.marker).then(|| Value::parse(&read.payload));
+                    self.word(&read.key, revision, value.transpose())
                 });
                 order.offer(revision, word);
             }
@@ -514,7 +497,7 @@ impl Session<'_> {
     }
 
     /// Applies the words `order` can release.
-    async fn release(&mut self, order: &mut Sequencer) -> Result<(), LinkError> {
+    async fn release(&mut self, order: &mut Sequencer) {
         let words = order.release(Instant::now());
         self.through = order.done();
         self.local
@@ -524,19 +507,24 @@ impl Session<'_> {
         if !words.is_empty() {
             self.apply(ApplyFleet { words }).await;
         }
-        Ok(())
     }
 
-    /// The word of `key` at `revision` (`value` none: a marker), checked;
-    /// none, counted, when it is not couic's.
-    fn word(&self, key: &str, revision: u64, value: Option<&[u8]>) -> Option<Word> {
+    /// The word of `key` at `revision` (`value` none: a marker), from
+    /// the watch, a notice or a read; none, counted, when the key or the
+    /// value (as checked) is not couic's.
+    fn word(
+        &self,
+        key: &str,
+        revision: u64,
+        value: Result<Option<Value>, ValueError>,
+    ) -> Option<Word> {
         let counters = &self.local.counters;
         let Some((policy, cidr)) = key::decode(key) else {
             counters.rejected.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("fleet: key {key:?} is not couic's: skipped");
             return None;
         };
-        let value = match value.map(Value::parse).transpose() {
+        let value = match value {
             Ok(value) => value,
             Err(e) => {
                 counters.rejected.fetch_add(1, Ordering::Relaxed);
@@ -582,8 +570,8 @@ impl Session<'_> {
             // The word the bucket ended on when the watch began, or none
             // left to deliver: everything before is in.
             done |= entry.revision >= last || entry.delta == 0;
-            let value = (entry.operation == kv::Operation::Put).then_some(&entry.value[..]);
-            let Some(word) = self.word(&entry.key, entry.revision, value) else {
+            let value = (entry.operation == kv::Operation::Put).then(|| Value::parse(&entry.value));
+            let Some(word) = self.word(&entry.key, entry.revision, value.transpose()) else {
                 continue;
             };
             let key = (word.policy, word.cidr);

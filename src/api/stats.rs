@@ -360,7 +360,7 @@ pub fn openmetrics(
             ("couic_fleet_connected", "1 while connected to a NATS server", G, u64::from(f.connected)),
             ("couic_fleet_caught_up", "1 once the catch-up with the bucket is done", G, u64::from(f.caught_up)),
             ("couic_fleet_last_revision", "Revision of the last word of the bucket applied", G, f.last_revision),
-            ("couic_fleet_lag", "Words of the bucket not applied yet", G, f.lag),
+            ("couic_fleet_lag", "Revisions of the bucket not applied yet", G, f.lag),
             ("couic_fleet_queued", "This node's changes waiting to be written to the bucket", G, f.queued),
             ("couic_fleet_dropped_total", "This node's changes dropped when the queue was full", C, f.dropped),
             ("couic_fleet_published_total", "This node's changes written to the bucket", C, f.published),

@@ -51,11 +51,7 @@ fn parse(text: &str) -> (Vec<FleetKey>, usize) {
     let mut bad = 0;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let key = line.split_once(' ').and_then(|(policy, cidr)| {
-            let policy = match policy {
-                "drop" => Policy::Drop,
-                "ignore" => Policy::Ignore,
-                _ => return None,
-            };
+            let policy: Policy = policy.parse().ok()?;
             let cidr: Cidr = cidr.trim().parse().ok()?;
             Some((policy, cidr.normalized()))
         });

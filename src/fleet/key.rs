@@ -61,11 +61,7 @@ impl Text {
 /// The policy and CIDR of a key made by [`encode`]; `None` for any other.
 pub fn decode(key: &str) -> Option<(Policy, Cidr)> {
     let mut parts = key.split('.');
-    let policy = match parts.next()? {
-        "drop" => Policy::Drop,
-        "ignore" => Policy::Ignore,
-        _ => return None,
-    };
+    let policy: Policy = parts.next()?.parse().ok()?;
     let addr = parts.next()?;
     let prefix = parts.next()?;
     if parts.next().is_some() || prefix.len() > 3 || (prefix.len() > 1 && prefix.starts_with('0')) {

@@ -214,7 +214,7 @@ impl Local {
     /// The deletes queued or in flight (see [`super::carried`]).
     pub fn deletes(&self) -> Vec<FleetKey> {
         let mut deletes = lock(&self.outbox).deletes();
-        let queued: std::collections::HashSet<FleetKey> = deletes.iter().copied().collect();
+        let queued: HashSet<FleetKey> = deletes.iter().copied().collect();
         let in_flight = lock(&self.deletes_in_flight);
         deletes.extend(in_flight.iter().filter(|key| !queued.contains(key)));
         deletes
