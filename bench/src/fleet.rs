@@ -57,8 +57,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Section> {
     let bins = Binaries::build()?;
     let mut section = Section::goals("Fleet sync through NATS JetStream", method(settings));
     // COUIC_BENCH_FLEET=join,convergence: only those figures.
-    let only = std::env::var("COUIC_BENCH_FLEET").unwrap_or_default();
-    let wants = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
+    let wants = crate::parts("COUIC_BENCH_FLEET");
     if wants("adds") {
         single_adds(&bins, settings, &mut section)?;
     }

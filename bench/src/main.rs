@@ -192,6 +192,14 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Which parts of a figure set to run: those named, comma-separated, in
+/// the environment variable `var` (`COUIC_BENCH_FLEET=join,convergence`),
+/// or all when it is unset or empty.
+pub fn parts(var: &str) -> impl Fn(&str) -> bool {
+    let only = std::env::var(var).unwrap_or_default();
+    move |part| only.is_empty() || only.split(',').any(|p| p == part)
+}
+
 /// The three load averages of /proc/loadavg.
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")

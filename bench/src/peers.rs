@@ -48,8 +48,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Section> {
     let dir = tempfile::tempdir()?;
     let pki = Pki::make(dir.path());
     // COUIC_BENCH_PEERS=adds,latency: only those figures.
-    let only = std::env::var("COUIC_BENCH_PEERS").unwrap_or_default();
-    let wants = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
+    let wants = crate::parts("COUIC_BENCH_PEERS");
     if wants("adds") {
         single_adds(&bins, settings, &pki, &mut section)?;
     }

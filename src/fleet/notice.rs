@@ -181,18 +181,18 @@ impl Cadence {
     }
 }
 
-/// `words` of `node` as notices of `limit` bytes at most each.
-pub fn encode<W: Serialize>(node: &str, words: &[W], limit: usize) -> Vec<Vec<u8>> {
-    let mut draft = Draft::new(node, limit);
-    for word in words {
-        draft.push(word);
-    }
-    draft.take()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `words` of `node` as notices of `limit` bytes at most each.
+    fn encode<W: Serialize>(node: &str, words: &[W], limit: usize) -> Vec<Vec<u8>> {
+        let mut draft = Draft::new(node, limit);
+        for word in words {
+            draft.push(word);
+        }
+        draft.take()
+    }
 
     fn word(revision: u64, value: bool) -> NoticeWord {
         NoticeWord {
