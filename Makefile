@@ -65,8 +65,11 @@ lint:
 	clang-format --dry-run --Werror $(C_SOURCES)
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The tests' daemons pin their links under /sys/fs/bpf/couic/<instance>
+# and remove them; the emptied parent goes too, whether the tests pass or
+# not (rmdir leaves it if anything is still pinned there).
 test: deps lint
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace; status=$$?; rmdir /sys/fs/bpf/couic 2>/dev/null; exit $$status
 	$(MAKE) test-packages
 
 # Builds both packages, then installs, runs, upgrades and purges them in a
