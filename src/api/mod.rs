@@ -221,27 +221,35 @@ where
 
 /// Registers every route. Resources with literal segments come first:
 /// actix tries resources in order, so `/v1/stats` is never a `{policy}`.
+/// Then `/v1/{policy}`, the route of single adds: each resource with a
+/// `{name}` before it is a regular expression tried on every request.
+/// It takes two segments and no other dynamic resource does, so the
+/// order among them decides nothing else.
 /// Other methods on a known path get actix's 405 (empty, with `Allow`);
 /// unknown paths a 404 with an empty body.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(get_and_head(web::resource("/v1/stats"), stats::global))
-        .service(get_and_head(
-            web::resource("/v1/stats/tags/{policy}"),
-            stats::tags,
-        ))
         .service(get_and_head(web::resource("/v1/metrics"), stats::metrics))
         .service(
             get_and_head(web::resource("/v1/client"), clients::list)
                 .route(web::post().to(clients::create)),
         )
+        .service(get_and_head(web::resource("/v1/peers"), peers::list))
+        .service(get_and_head(web::resource("/v1/fleet"), peers::fleet))
+        .service(
+            get_and_head(web::resource("/v1/{policy}"), policies::list)
+                .route(web::post().to(policies::add)),
+        )
+        .service(get_and_head(
+            web::resource("/v1/stats/tags/{policy}"),
+            stats::tags,
+        ))
         .service(
             get_and_head(web::resource("/v1/client/{name}"), clients::get)
                 .route(web::delete().to(clients::delete)),
         )
         .service(get_and_head(web::resource("/v1/check/{ip}"), check::check))
         .configure(sets::configure)
-        .service(get_and_head(web::resource("/v1/peers"), peers::list))
-        .service(get_and_head(web::resource("/v1/fleet"), peers::fleet))
         .service(web::resource("/v1/{policy}/peer").route(web::post().to(peer::batch)))
         .service(get_and_head(
             web::resource("/v1/{policy}/peer/digest"),
@@ -249,10 +257,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         ))
         .service(web::resource("/v1/{policy}/peer/shard/{shard}").route(web::put().to(peer::shard)))
         .service(web::resource("/v1/{policy}/bulk").route(web::post().to(bulk::bulk)))
-        .service(
-            get_and_head(web::resource("/v1/{policy}"), policies::list)
-                .route(web::post().to(policies::add)),
-        )
         .service(
             get_and_head(web::resource("/v1/{policy}/{ip}/{prefix}"), policies::get)
                 .route(web::delete().to(policies::delete)),

@@ -25,7 +25,7 @@ use crate::sets::{SetError, SetOpError, Sets};
 /// add at most about half again), unlike the reference (§18.16).
 pub const SET_BODY_LIMIT: usize = 12 * 1024 * 1024;
 
-/// Registers the set routes; they must come before the `/v1/{policy}...`
+/// Registers the set routes; they must come before the `/v1/{policy}/...`
 /// routes so that `sets` is never taken for a policy.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/v1/sets/reload").route(web::post().to(reload)))
