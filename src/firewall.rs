@@ -23,7 +23,7 @@ mod queries;
 pub mod set_plan;
 mod sets;
 
-pub use change::{Change, ChangeKind, Changed, ItemResult, NewEntry, WriteError};
+pub use change::{Change, ChangeKind, Changed, ChangedBatch, ItemResult, NewEntry, WriteError};
 pub(crate) use change::{Puts, Stamp};
 pub use journaled::Committed;
 pub use maps::{MemoryMaps, RuleMaps};

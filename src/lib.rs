@@ -9,6 +9,7 @@ pub mod api;
 pub mod backoff;
 pub mod batch;
 pub mod bpf;
+pub mod cadence;
 pub mod clock;
 pub mod config;
 pub mod dirs;

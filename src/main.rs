@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::Parser;
 
 use couic::actors::fleet_sync::{FleetFlush, FleetParts};
+use couic::actors::map_writer::Deliver;
 use couic::actors::peer_broadcaster::PeerParts;
 use couic::actors::reporter::Flush;
 use couic::actors::set_reloader::SetReloader;
@@ -341,7 +342,7 @@ fn run(layout: Layout, acquired: Acquired, entry_lines: u32) -> anyhow::Result<(
             writer.clone(),
         );
 
-        let mut state = AppState::new(writer, clients, client_files, clock)
+        let mut state = AppState::new(writer.clone(), clients, client_files, clock)
             .with_sets(sets)
             .with_entry_log_budget(entry_lines);
         if reporter.is_some() {
@@ -368,7 +369,9 @@ fn run(layout: Layout, acquired: Acquired, entry_lines: u32) -> anyhow::Result<(
         handle.stop(true).await;
         state.entry_log.finish();
         drop(socket);
-        // What is queued for the webhook goes now, within a bound.
+        // What is queued for the webhook goes now, within a bound: the
+        // last changes' events first.
+        let _ = writer.send(Deliver).await;
         if let Some(reporter) = reporter {
             if let Ok(sent) = reporter.send(Flush).await {
                 tracing::info!("sent {sent} queued reports before stopping");

@@ -27,6 +27,7 @@ use futures_util::{FutureExt, StreamExt};
 
 use crate::actors::map_writer::{ApplyFleet, FleetAcked, FleetHeld, MapWriter, Republish};
 use crate::backoff::Backoff;
+use crate::cadence::Cadence;
 use crate::clock::SharedClock;
 use crate::config;
 use crate::firewall::fleet::FleetApplied;
@@ -34,7 +35,7 @@ use crate::firewall::Committed;
 use crate::fleet::key;
 use crate::fleet::link::{self, Link, LinkError};
 use crate::fleet::local::{FleetKey, Local};
-use crate::fleet::notice::{Cadence, Draft, Notice, Said};
+use crate::fleet::notice::{Draft, Notice, Said};
 use crate::fleet::outbox::{Op, Pending};
 use crate::fleet::reconcile::reconcile;
 use crate::fleet::sequencer::Sequencer;

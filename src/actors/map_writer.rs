@@ -2,7 +2,9 @@
 //! handles). The API (the peer receiver included), the Expirer and the set
 //! reloader send it changes; it applies them, answers with per-item
 //! results, then publishes one numbered [`Changed`] event to the
-//! subscribers it was built with (the Expirer, the Reporter).
+//! subscribers it was built with: at once to the Expirer beside it, and in
+//! batches at a [`Cadence`] to those on the senders' thread (the Reporter,
+//! the PeerBroadcasters), which then wake once per batch, not per change.
 //!
 //! Past 400 lines with its actor tests (over in-memory maps); the actor
 //! itself is under 300.
@@ -10,14 +12,16 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use couic_common::peer::shard_of;
 use couic_common::{Cidr, PeerDigest, Policy};
 
-use crate::actors::messages::{Changed, Origin};
+use crate::actors::messages::{Changed, ChangedBatch, Origin};
 use crate::batch::{self, Op, Rules};
 use crate::bpf::BpfError;
+use crate::cadence::Cadence;
 use crate::clock::SharedClock;
 use crate::firewall::fleet::FleetApplied;
 use crate::firewall::set_plan::{ReloadSummary, SetsTarget};
@@ -168,11 +172,68 @@ pub struct FleetHeld;
 #[rtype(result = "u64")]
 pub struct LastSeq;
 
+/// Events to the paced subscribers go at most this often under load...
+pub const PACED_EVERY: Duration = Duration::from_millis(10);
+/// ...and at once while there are this many changes at most in
+/// [`PACED_EVERY`]: a lone ban is sent on without waiting.
+pub const PACED_QUIET: usize = 8;
+
+/// Send what is waiting for the paced subscribers, now (the MapWriter's
+/// own timer; `main` before it flushes the Reporter).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver;
+
+/// Who gets the change events. Given at construction: every change, from
+/// the first, reaches them, in order.
+#[derive(Default)]
+pub struct Subscribers {
+    /// On the MapWriter's own thread: each event at once.
+    pub now: Vec<Recipient<Changed>>,
+    /// On another thread: events in batches, at [`PACED_EVERY`].
+    pub paced: Vec<Recipient<ChangedBatch>>,
+}
+
+impl From<Vec<Recipient<Changed>>> for Subscribers {
+    fn from(now: Vec<Recipient<Changed>>) -> Self {
+        Subscribers {
+            now,
+            paced: Vec::new(),
+        }
+    }
+}
+
+/// The paced subscribers and the events waiting for them.
+struct Paced {
+    to: Vec<Recipient<ChangedBatch>>,
+    cadence: Cadence,
+    waiting: Vec<Changed>,
+    /// A [`Deliver`] is on its way.
+    armed: bool,
+}
+
+impl Paced {
+    fn deliver(&mut self) {
+        self.armed = false;
+        if self.waiting.is_empty() {
+            return;
+        }
+        self.cadence.sent(Instant::now());
+        let batch = ChangedBatch(Arc::new(std::mem::take(&mut self.waiting)));
+        for subscriber in &self.to {
+            subscriber.do_send(batch.clone());
+        }
+    }
+}
+
 pub struct MapWriter {
     firewall: Firewall,
     clock: SharedClock,
-    /// Given at construction: every change, from the first, reaches them.
     subscribers: Vec<Recipient<Changed>>,
+    paced: Paced,
+    /// This actor's own address, for the [`Deliver`] timer (weak: it does
+    /// not keep the MapWriter alive).
+    me: Option<actix::WeakAddr<MapWriter>>,
     /// The `seq` of the last change published.
     seq: u64,
     /// This node's side of the fleet, when `[fleet]` is on.
@@ -183,12 +244,20 @@ impl MapWriter {
     pub fn new(
         firewall: Firewall,
         clock: SharedClock,
-        subscribers: Vec<Recipient<Changed>>,
+        subscribers: impl Into<Subscribers>,
     ) -> Self {
+        let subscribers = subscribers.into();
         MapWriter {
             firewall,
             clock,
-            subscribers,
+            subscribers: subscribers.now,
+            paced: Paced {
+                to: subscribers.paced,
+                cadence: Cadence::new(PACED_EVERY, PACED_QUIET),
+                waiting: Vec::new(),
+                armed: false,
+            },
+            me: None,
             seq: 0,
             fleet: None,
         }
@@ -205,7 +274,7 @@ impl MapWriter {
         subscribe: F,
     ) -> Addr<MapWriter>
     where
-        F: FnOnce(&Addr<MapWriter>) -> Vec<Recipient<Changed>> + Send + 'static,
+        F: FnOnce(&Addr<MapWriter>) -> Subscribers + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let spawned = arbiter.spawn_fn(move || {
@@ -252,10 +321,34 @@ impl MapWriter {
         for subscriber in &self.subscribers {
             subscriber.do_send(event.clone());
         }
+        self.pace(event);
         if released.iter().any(|ops| !ops.is_empty()) {
             // Words that waited for a change dropped from the outbox: the
             // sync does not wait for this write to be durable.
             drop(self.apply_fleet(released));
+        }
+    }
+
+    /// Hands `event` to the paced subscribers now, or arms a [`Deliver`]
+    /// for when their [`Cadence`] says.
+    fn pace(&mut self, event: Changed) {
+        if self.paced.to.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let due = self.paced.cadence.due(event.changes.len(), now);
+        self.paced.waiting.push(event);
+        if due <= now {
+            self.paced.deliver();
+        } else if !self.paced.armed {
+            self.paced.armed = true;
+            let me = self.me.clone();
+            actix::spawn(async move {
+                actix::clock::sleep(due - now).await;
+                if let Some(me) = me.and_then(|me| me.upgrade()) {
+                    me.do_send(Deliver);
+                }
+            });
         }
     }
 
@@ -290,6 +383,24 @@ fn refuse<T>(count: usize, e: WriteError) -> Committed<T> {
 
 impl Actor for MapWriter {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.me = Some(ctx.address().downgrade());
+    }
+
+    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        // Nothing waits in the MapWriter once it is gone.
+        self.paced.deliver();
+        Running::Stop
+    }
+}
+
+impl Handler<Deliver> for MapWriter {
+    type Result = ();
+
+    fn handle(&mut self, _: Deliver, _: &mut Context<Self>) {
+        self.paced.deliver();
+    }
 }
 
 impl Handler<AddEntries> for MapWriter {
@@ -586,18 +697,34 @@ mod tests {
         }
     }
 
+    /// Keeps every batch of events it is sent (a paced subscriber).
+    struct Batches(Arc<Mutex<Vec<ChangedBatch>>>);
+
+    impl Actor for Batches {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<ChangedBatch> for Batches {
+        type Result = ();
+
+        fn handle(&mut self, msg: ChangedBatch, _: &mut Context<Self>) {
+            self.0.lock().unwrap().push(msg);
+        }
+    }
+
     struct Fixture {
         writer: Addr<MapWriter>,
         expirer: Addr<Expirer>,
         maps: MemoryMaps,
         clock: ManualClock,
         events: Arc<Mutex<Vec<Changed>>>,
+        batches: Arc<Mutex<Vec<ChangedBatch>>>,
         _arbiter: Arbiter,
     }
 
     impl Fixture {
         /// A MapWriter on its own arbiter, as in `main`, with the Expirer
-        /// and a recorder as subscribers.
+        /// and a recorder as subscribers, and a paced recorder of batches.
         fn start(capacity: u32) -> Fixture {
             let maps = MemoryMaps::default();
             let caps = Capacities {
@@ -610,13 +737,18 @@ mod tests {
             let shared: SharedClock = Arc::new(clock.clone());
             let events = Arc::new(Mutex::new(Vec::new()));
             let recorded = events.clone();
+            let batches = Arc::new(Mutex::new(Vec::new()));
+            let batched = batches.clone();
             let arbiter = Arbiter::new();
             let (tx, rx) = std::sync::mpsc::channel();
             let expiry_clock = shared.clone();
             let writer = MapWriter::start_on(&arbiter.handle(), firewall, shared, move |w| {
                 let expirer = Expirer::new(w.clone(), expiry_clock, Default::default()).start();
                 tx.send(expirer.clone()).unwrap();
-                vec![expirer.recipient(), Recorder(recorded).start().recipient()]
+                Subscribers {
+                    now: vec![expirer.recipient(), Recorder(recorded).start().recipient()],
+                    paced: vec![Batches(batched).start().recipient()],
+                }
             });
             Fixture {
                 writer,
@@ -624,6 +756,7 @@ mod tests {
                 maps,
                 clock,
                 events,
+                batches,
                 _arbiter: arbiter,
             }
         }
@@ -740,6 +873,50 @@ mod tests {
             f.maps.rules(table).len(),
             1,
             "the kernel holds what the store holds"
+        );
+    }
+
+    #[actix::test]
+    async fn paced_subscribers_get_every_change_in_order_in_few_batches() {
+        let f = Fixture::start(1024);
+        // A lone add goes at once; a burst goes in a few batches.
+        f.add(Policy::Drop, &["10.0.0.1/32"], 0).await;
+        let burst: Vec<_> = (2..=201)
+            .map(|i| {
+                f.writer.send(AddEntries {
+                    policy: Policy::Drop,
+                    entries: vec![entry(&format!("10.0.{}.{}/32", i / 256, i % 256))],
+                    origin: Origin::api("admin"),
+                    atomic: false,
+                })
+            })
+            .collect();
+        for sent in futures_util::future::join_all(burst).await {
+            sent.unwrap().await;
+        }
+        let last = f.writer.send(LastSeq).await.unwrap();
+        assert_eq!(last, 201);
+        let mut seqs = Vec::new();
+        for _ in 0..5000 {
+            let batches = f.batches.lock().unwrap().clone();
+            seqs = batches
+                .iter()
+                .flat_map(|b| b.0.iter().flat_map(|e| e.changes.iter().map(|c| c.seq)))
+                .collect();
+            if seqs.last() == Some(&last) {
+                assert!(
+                    batches.len() <= 40,
+                    "201 changes, {} batches: not paced",
+                    batches.len()
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(
+            seqs,
+            (1..=last).collect::<Vec<_>>(),
+            "every change, in order"
         );
     }
 

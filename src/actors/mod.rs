@@ -22,7 +22,7 @@ use crate::firewall::Firewall;
 use crate::reporting::{ReportCounters, ReportQueue};
 use expirer::Expirer;
 use fleet_sync::{FleetParts, FleetSync};
-use map_writer::AttachFleet;
+use map_writer::{AttachFleet, Subscribers};
 
 use crate::fleet::local::Local;
 use map_writer::MapWriter;
@@ -58,7 +58,8 @@ pub struct Actors {
 /// given and a PeerBroadcaster per peer on one thread of their own, so
 /// that sending batch after batch never waits for the MapWriter to finish
 /// a bulk write, and queuing never holds up the MapWriter (they post on
-/// the blocking pool); the FleetSync when given, on a thread of its own;
+/// the blocking pool; their events come paced, a wake-up of that thread
+/// per batch of changes); the FleetSync when given, on a thread of its own;
 /// then `also`.
 pub fn start(
     arbiter: &ArbiterHandle,
@@ -83,7 +84,7 @@ pub fn start(
     }
     let writer = MapWriter::start_on(arbiter, firewall, clock, move |writer| {
         let expirer = Expirer::new(writer.clone(), subscriber_clock.clone(), index).start();
-        let mut subscribers = vec![expirer.clone().recipient()];
+        let mut subscribers = Subscribers::from(vec![expirer.clone().recipient()]);
         // Made above whenever there is a Reporter or a peer.
         let senders = senders.as_ref();
         let reporter = reporter.map(|parts| {
@@ -101,7 +102,7 @@ pub fn start(
             })
         });
         if let Some(reporter) = &reporter {
-            subscribers.push(reporter.clone().recipient());
+            subscribers.paced.push(reporter.clone().recipient());
         }
         let peers: Vec<Addr<PeerBroadcaster>> = peers
             .into_iter()
@@ -113,7 +114,9 @@ pub fn start(
                 })
             })
             .collect();
-        subscribers.extend(peers.iter().map(|p| p.clone().recipient()));
+        subscribers
+            .paced
+            .extend(peers.iter().map(|p| p.clone().recipient()));
         let fleet = fleet.map(|mut parts| {
             let handle = fleet_thread.as_ref().expect("a thread for the fleet");
             let local = Arc::new(Local::new(
@@ -130,7 +133,7 @@ pub fn start(
                 FleetSync::new(parts, local, writer, clock)
             })
         });
-        subscribers.extend(also);
+        subscribers.now.extend(also);
         tx.send((expirer, reporter, peers, fleet))
             .expect("start waits for its subscribers");
         subscribers

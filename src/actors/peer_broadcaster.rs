@@ -15,7 +15,7 @@ use actix::prelude::*;
 use couic_common::{PeerDigest, PeerEntry, PeerState, Policy, SHARDS};
 
 use crate::actors::map_writer::{ListEntries, MapWriter};
-use crate::actors::messages::Changed;
+use crate::actors::messages::ChangedBatch;
 use crate::backoff::Backoff;
 use crate::clock::SharedClock;
 use crate::origin::Origin;
@@ -373,12 +373,14 @@ impl Actor for PeerBroadcaster {
     }
 }
 
-impl Handler<Changed> for PeerBroadcaster {
+impl Handler<ChangedBatch> for PeerBroadcaster {
     type Result = ();
 
-    fn handle(&mut self, msg: Changed, _: &mut Context<Self>) {
-        if let Some(dropped) = self.queue.push_event(&msg) {
-            self.count_overflow(dropped);
+    fn handle(&mut self, msg: ChangedBatch, _: &mut Context<Self>) {
+        for event in msg.0.iter() {
+            if let Some(dropped) = self.queue.push_event(event) {
+                self.count_overflow(dropped);
+            }
         }
         self.publish();
     }

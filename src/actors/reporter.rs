@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::actors::messages::Changed;
+use crate::actors::messages::ChangedBatch;
 use crate::backoff::Backoff;
 use crate::clock::SharedClock;
 use crate::reporting::delivery::{Outcome, Webhook};
@@ -200,12 +200,14 @@ impl Actor for Reporter {
     }
 }
 
-impl Handler<Changed> for Reporter {
+impl Handler<ChangedBatch> for Reporter {
     type Result = ();
 
-    fn handle(&mut self, msg: Changed, ctx: &mut Context<Self>) {
-        let dropped = self.queue.push_event(&msg);
-        self.count_overflow(dropped);
+    fn handle(&mut self, msg: ChangedBatch, ctx: &mut Context<Self>) {
+        for event in msg.0.iter() {
+            let dropped = self.queue.push_event(event);
+            self.count_overflow(dropped);
+        }
         self.publish_queued();
         // Under load a whole batch goes at once: waiting for the tick would
         // let a burst fill the queue.

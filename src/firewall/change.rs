@@ -139,6 +139,12 @@ pub struct Changed {
     pub changes: Arc<Vec<Change>>,
 }
 
+/// Events in order, handed at once to a subscriber on another thread
+/// (one wake-up of it for the lot).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ChangedBatch(pub Arc<Vec<Changed>>);
+
 impl Changed {
     /// The sequence number of the last change of the event.
     pub fn last_seq(&self) -> u64 {

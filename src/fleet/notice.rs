@@ -12,8 +12,6 @@
 //! another program) sees a hole in the revisions and reads what is missing
 //! from the bucket (see [`super::sequencer`]). The bucket stays the truth.
 
-use std::time::{Duration, Instant};
-
 use serde::{Deserialize, Serialize};
 
 use super::value::{Value, ValueError};
@@ -137,50 +135,6 @@ impl Draft {
     }
 }
 
-/// When this node's notices go: at once while it writes little (`quiet`
-/// words at most in the last `every`), else at most once per `every`, so
-/// that a busy node costs every other node a few batches a second, and a
-/// lone ban waits for nothing.
-#[derive(Debug)]
-pub struct Cadence {
-    every: Duration,
-    quiet: usize,
-    /// The words written since the window's start.
-    window: Option<(Instant, usize)>,
-    last: Option<Instant>,
-}
-
-impl Cadence {
-    pub fn new(every: Duration, quiet: usize) -> Self {
-        Cadence {
-            every,
-            quiet,
-            window: None,
-            last: None,
-        }
-    }
-
-    /// `words` more were written at `now`: when their notice is to go.
-    pub fn due(&mut self, words: usize, now: Instant) -> Instant {
-        let (start, count) = match self.window {
-            Some((start, count)) if now.saturating_duration_since(start) < self.every => {
-                (start, count + words)
-            }
-            _ => (now, words),
-        };
-        self.window = Some((start, count));
-        match self.last {
-            Some(last) if count > self.quiet => (last + self.every).max(now),
-            _ => now,
-        }
-    }
-
-    /// A notice went at `now`.
-    pub fn sent(&mut self, now: Instant) {
-        self.last = Some(now);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,30 +189,6 @@ mod tests {
         assert_eq!(back, words);
         assert!(encode("n1", &words[..1], one).is_empty());
         assert!(encode::<NoticeWord>("n1", &[], 1 << 20).is_empty());
-    }
-
-    #[test]
-    fn a_quiet_node_notifies_at_once_and_a_busy_one_at_its_pace() {
-        let every = Duration::from_millis(50);
-        let ms = |n| Duration::from_millis(n);
-        let t = Instant::now();
-        let mut c = Cadence::new(every, 8);
-        // A lone word, then a few more: each goes at once.
-        for i in 0..8 {
-            let now = t + ms(i);
-            assert_eq!(c.due(1, now), now);
-            c.sent(now);
-        }
-        // Past 8 words in 50 ms: 50 ms after the last notice.
-        assert_eq!(c.due(1, t + ms(8)), t + ms(7) + every);
-        c.sent(t + ms(57));
-        assert_eq!(c.due(100, t + ms(60)), t + ms(107), "a busy window");
-        // A quiet spell: at once again.
-        assert_eq!(c.due(1, t + ms(200)), t + ms(200));
-        // A notice long ago: due now, not in the past.
-        let mut c = Cadence::new(every, 0);
-        c.sent(t);
-        assert_eq!(c.due(5, t + ms(500)), t + ms(500));
     }
 
     #[test]
