@@ -42,7 +42,7 @@ const IGNORE_FULL: usize = 65_536;
 const FULL_TEXT: &str = "262,144";
 const IGNORE_TEXT: &str = "65,536";
 /// Client threads (and connections) of the single-add figure.
-const CLIENTS: usize = 8;
+pub const CLIENTS: usize = 8;
 /// Items per bulk request.
 const BULK_CHUNK: usize = 16_384;
 /// Connections the bulk loads are spread over.
@@ -235,8 +235,10 @@ fn single_adds_and_couicctl(
 /// own keep-alive connection, after a warm-up: requests per second. Thread
 /// `t` adds hosts of `10.(round * 8 + t) / 12`, so rounds on one daemon do
 /// not collide.
+/// Adds each connection of [`single_adds`] makes before it is timed.
+pub const WARMUP: usize = 500;
+
 pub fn single_adds(daemon: &Daemon, requests: usize, round: u32) -> anyhow::Result<f64> {
-    const WARMUP: usize = 500;
     let (before, _) = counts(&mut daemon.api())?;
     let barrier = Arc::new(Barrier::new(CLIENTS + 1));
     let mut threads = Vec::new();

@@ -122,3 +122,15 @@ pub fn counts(api: &mut Api) -> anyhow::Result<(u64, u64)> {
     };
     Ok((count("drop_cidr_count")?, count("ignore_cidr_count")?))
 }
+
+/// CPU seconds (user + system) of process `pid` so far.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command (which may hold spaces), from field 3.
+    let rest = stat.rsplit_once(')').context("a stat line")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks as f64 / hz)
+}

@@ -20,7 +20,7 @@ use couic_testkit::nats::NatsServer;
 use couic_testkit::{Api, Daemon, Spec};
 
 use crate::api::{self, FULL};
-use crate::daemon::{self, counts, rss, Binaries};
+use crate::daemon::{self, counts, cpu_seconds, rss, Binaries};
 use crate::report::{Figure, Goal, Section};
 use crate::Settings;
 
@@ -193,18 +193,6 @@ fn settle(pid: u32, deadline: Instant) -> anyhow::Result<Duration> {
         }
         before = now;
     }
-}
-
-/// CPU seconds (user + system) of process `pid` so far.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The fields after the command (which may hold spaces), from field 3.
-    let rest = stat.rsplit_once(')').context("a stat line")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks as f64 / hz)
 }
 
 fn convergence(bins: &Binaries, section: &mut Section) -> anyhow::Result<()> {

@@ -33,7 +33,9 @@ pub fn method(settings: &Settings) -> String {
          *Single adds*: as in the control plane ({} requests per connection), A with its two \
          peers against a daemon with none, in turns, fresh daemons each turn, best of 2; and A \
          with two peers that answer every batch at once (the sender's own cost, with no peer \
-         daemon sharing the 2 cores). \
+         daemon sharing the 2 cores). *CPU per add*: user and system time of the daemon (and \
+         of B and C) over those runs, warm-up included, divided by the adds; the least of the \
+         turns. \
          *Latency*: 10,000 adds a second on A paced over 4 connections for 10 s; B's \
          `drop_cidr_count` polled every 5 ms; the k-th entry's latency is from A's k-th 201 to \
          B holding k entries. *Resync*: C's proxy down while A takes 262,144 adds in bulk, \
@@ -124,21 +126,42 @@ fn peering(entries: &[String]) -> String {
     format!("[peering]\nenabled = true\n{}", entries.concat())
 }
 
+/// Single adds on `a`: the rate, and the CPU of `a` (and of `peers`, the
+/// daemons behind its peers) per add, in µs.
+fn timed(a: &Daemon, peers: &[&Daemon], settings: &Settings) -> anyhow::Result<[f64; 3]> {
+    let cpu = |d: &Daemon| daemon::cpu_seconds(d.pid());
+    let peers_cpu = || -> anyhow::Result<f64> { peers.iter().map(|d| cpu(d)).sum() };
+    let (a0, p0) = (cpu(a)?, peers_cpu()?);
+    let rate = api::single_adds(a, settings.api_requests, 0)?;
+    let adds = (api::CLIENTS * (api::WARMUP + settings.api_requests)) as f64;
+    let per_add = |seconds: f64| seconds * 1e6 / adds;
+    Ok([rate, per_add(cpu(a)? - a0), per_add(peers_cpu()? - p0)])
+}
+
 fn single_adds(
     bins: &Binaries,
     settings: &Settings,
     pki: &Pki,
     section: &mut Section,
 ) -> anyhow::Result<()> {
-    let (mut best_alone, mut best_peered, mut best_sinks) = (0f64, 0f64, 0f64);
+    // Per setting: the best rate, and the least CPU per add (of A, of B
+    // and C together) over the turns.
+    let mut best = [[0f64, f64::MAX, f64::MAX]; 3];
+    let mut keep = |i: usize, [rate, cpu, peers]: [f64; 3]| {
+        best[i] = [
+            best[i][0].max(rate),
+            best[i][1].min(cpu),
+            best[i][2].min(peers),
+        ];
+    };
     for _ in 0..2 {
         let alone = daemon::start(bins)?;
-        best_alone = best_alone.max(api::single_adds(&alone, settings.api_requests, 0)?);
+        keep(0, timed(&alone, &[], settings)?);
         drop(alone);
         let (b, c) = (Peer::start(bins, pki)?, Peer::start(bins, pki)?);
         let config = peering(&[b.entry("b", pki, b.port()), c.entry("c", pki, c.port())]);
         let a = Daemon::start(daemon::spec(bins).extra(&config))?;
-        best_peered = best_peered.max(api::single_adds(&a, settings.api_requests, 0)?);
+        keep(1, timed(&a, &[&b.daemon, &c.daemon], settings)?);
         drop((a, b, c));
         // The sender's own cost: two peers that take every batch at once
         // (a reference peer's answer, no catch-up routes), no daemon behind.
@@ -155,22 +178,47 @@ fn single_adds(
             })
             .collect();
         let a = Daemon::start(daemon::spec(bins).extra(&peering(&entries)))?;
-        best_sinks = best_sinks.max(api::single_adds(&a, settings.api_requests, 0)?);
+        keep(2, timed(&a, &[], settings)?);
     }
+    let [alone, peered, sinks] = best;
     section.push(Figure::ratio(
         "single adds on A with two peers (nginx, TLS)",
         "req/s",
-        best_peered,
-        best_alone,
+        peered[0],
+        alone[0],
         "without peers",
         Goal::AtLeast(0.9),
     ));
     section.push(Figure::compared(
         "single adds on A with two peers that take batches at once",
         "req/s",
-        best_sinks,
-        best_alone,
+        sinks[0],
+        alone[0],
         "without peers",
+    ));
+    section.push(Figure::plain(
+        "A's CPU per single add, without peers",
+        "µs",
+        alone[1],
+    ));
+    section.push(Figure::compared(
+        "A's CPU per single add, two peers (nginx, TLS)",
+        "µs",
+        peered[1],
+        alone[1],
+        "without peers",
+    ));
+    section.push(Figure::compared(
+        "A's CPU per single add, two peers that take batches at once",
+        "µs",
+        sinks[1],
+        alone[1],
+        "without peers",
+    ));
+    section.push(Figure::plain(
+        "B's and C's CPU per add on A, together",
+        "µs",
+        peered[2],
     ));
     Ok(())
 }
