@@ -6,8 +6,8 @@
 //! batches at a [`Cadence`] to those on the senders' thread (the Reporter,
 //! the PeerBroadcasters), which then wake once per batch, not per change.
 //!
-//! Past 400 lines with its actor tests (over in-memory maps); the actor
-//! itself is under 300.
+//! Long: its messages, the actor and its tests (over in-memory maps); the
+//! logic lives in [`Firewall`], [`Cadence`] and the fleet's `Local`.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
