@@ -482,48 +482,6 @@ fn echo(body: &[u8]) -> http::Answer {
     )
 }
 
-/// A full resync of 262,144 entries to one peer through nginx. Timed in a
-/// release build (`cargo test --release --test peering -- --ignored`); the
-/// goal is 5 s. December 2026, 2 shared cores under a load of 6: 2.2 s.
-#[test]
-#[ignore = "a timing: run in release"]
-fn a_full_resync_of_262144_entries() {
-    const N: u32 = 262_144;
-    let caps = couic::bpf::Capacities {
-        drop: N,
-        ignore: 4096,
-        tags: 64,
-    };
-    let later = Later::default();
-    let a = Daemon::start_peering_with(caps, vec![parts("b", Arc::new(later.clone()), 1 << 20)]);
-    let b = Daemon::start_with(caps);
-    let dir = tempfile::tempdir().unwrap();
-    let nginx = Nginx::plain(dir.path(), &Nginx::socket_upstream(&b.socket));
-    let add: Vec<serde_json::Value> = (0..N)
-        .map(|i| serde_json::json!({"cidr": format!("10.{}.{}.{}/32", i >> 16, (i >> 8) & 255, i & 255), "expiration": 0}))
-        .collect();
-    let body = serde_json::json!({ "add": add }).to_string();
-    let resp = a.admin().post("/v1/drop/bulk", &body);
-    assert!(resp.status < 300, "{}", resp.text());
-    // What was queued while B was unknown goes too: drop it, to time the
-    // resync alone.
-    let token = b.create_client("node-a", "peering");
-    let peer = Peer {
-        host: "127.0.0.1".into(),
-        port: nginx.port,
-        tls: false,
-        token: token.parse().unwrap(),
-        ca_file: None,
-        name: None,
-    };
-    let start = Instant::now();
-    assert!(later.0.set(HttpPeer::new(&peer).unwrap()).is_ok());
-    assert!(wait_until(Duration::from_secs(60), || {
-        json(&b.admin().get("/v1/stats"))["drop_cidr_count"] == N
-    }));
-    eprintln!("full resync of {N} entries: {:?}", start.elapsed());
-}
-
 /// A TLS peer whose certificate is signed by a CA the link does not trust:
 /// nothing is sent, the link retries and says why.
 #[test]
