@@ -24,7 +24,7 @@ C_SOURCES := $(wildcard bpf/*.c bpf/*.h include/*.h bench/bpf/*.c)
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: deps apt-deps python-deps build run test test-packages lint fmt bench man deb clean-run
+.PHONY: deps apt-deps python-deps bpffs build run test test-packages lint fmt bench man deb clean-run
 
 deps: apt-deps python-deps
 
@@ -53,7 +53,7 @@ build: deps
 
 # `make run` alone: a demo namespace, veth, working directory and config,
 # removed on Ctrl-C. `make run CONFIG=/etc/couic/couic.toml`: that config.
-run: build
+run: build bpffs
 ifeq ($(CONFIG),)
 	./scripts/demo.sh
 else
@@ -65,10 +65,15 @@ lint:
 	clang-format --dry-run --Werror $(C_SOURCES)
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# couic pins its links in bpffs, which systemd mounts at boot; a machine
+# that booted without it (a container, a minimal VM) gets it here.
+bpffs:
+	mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+
 # The tests' daemons pin their links under /sys/fs/bpf/couic/<instance>
 # and remove them; the emptied parent goes too, whether the tests pass or
 # not (rmdir leaves it if anything is still pinned there).
-test: deps lint
+test: deps bpffs lint
 	$(CARGO) test --workspace; status=$$?; rmdir /sys/fs/bpf/couic 2>/dev/null; exit $$status
 	$(MAKE) test-packages
 
@@ -107,6 +112,6 @@ fmt:
 	clang-format -i $(C_SOURCES)
 
 # Not part of `make test`: takes several minutes and wants an idle machine.
-bench: deps
+bench: deps bpffs
 	$(CARGO) build --release -p couic-bench
 	./target/release/couic-bench --write BENCHMARKS.md

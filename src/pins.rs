@@ -52,6 +52,11 @@ impl Pins {
         &self.dir
     }
 
+    /// Where bpffs should be: the dir is `<bpffs>/couic/<instance>`.
+    fn bpffs(&self) -> Option<&Path> {
+        self.dir.parent()?.parent()
+    }
+
     fn io(&self, e: std::io::Error) -> PinError {
         PinError::Io {
             path: self.dir.clone(),
@@ -71,6 +76,16 @@ impl Pins {
     ) -> Result<Vec<XdpLink>, PinError> {
         if ifaces.is_empty() && !self.dir.exists() {
             return Ok(Vec::new());
+        }
+        if let Some(root) = self.bpffs().filter(|root| !is_bpffs(root)) {
+            // Nothing is made there: it is no place for pins.
+            tracing::warn!(
+                "no bpffs is mounted at {} (`mount -t bpf bpf {0}`, as systemd does at \
+                 boot): the links are not pinned, filtering stops when couic stops \
+                 (README \"Restarts\")",
+                root.display()
+            );
+            return Ok(xdp::attach_all(prog, ifaces, mode)?);
         }
         let made = fs::DirBuilder::new()
             .recursive(true)
@@ -256,6 +271,19 @@ impl Pins {
 
 /// `link_<mode>_<iface>`, a dot of the name (a VLAN's `eth0.100`) as `:`:
 /// bpffs refuses dots, and no interface name has a colon.
+/// Whether `path` is the root of a mounted bpffs (`BPF_FS_MAGIC`).
+pub fn is_bpffs(path: &Path) -> bool {
+    const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
+    let Ok(path) = c_path(path) else {
+        return false;
+    };
+    let mut fs = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: a NUL-terminated path and room for the answer.
+    let done = unsafe { libc::statfs(path.as_ptr(), fs.as_mut_ptr()) } == 0;
+    // SAFETY: statfs filled it when it returned 0.
+    done && unsafe { fs.assume_init() }.f_type as u32 == BPF_FS_MAGIC
+}
+
 fn pin_name(mode: AttachMode, iface: &str) -> String {
     format!("link_{mode}_{}", iface.replace('.', ":"))
 }

@@ -121,6 +121,37 @@ fn daemon_attaches_with_bpf_and_net_admin_only_and_stays_pinned_until_detach() {
     );
 }
 
+/// `[state] bpffs` where no bpffs is mounted: couic filters all the same,
+/// unpinned, says why at start, and the program goes with the process.
+#[test]
+fn without_bpffs_couic_filters_unpinned_and_says_why() {
+    let pair = VethPair::new();
+    let plain = tempfile::tempdir().unwrap();
+    assert!(!couic::pins::is_bpffs(plain.path()));
+    let toml = format!("[state]\nbpffs = \"{}\"\n", plain.path().display());
+    let mut d = Daemon::new(spec(&pair, &[&pair.rx_if], "native").extra(&toml)).unwrap();
+    d.spawn().unwrap();
+    let started = wait_until(EXIT, || couic_started(&d) || d.exited().unwrap().is_some());
+    let out = d.log();
+    assert!(
+        started && d.exited().unwrap().is_none(),
+        "couic exited: {out}"
+    );
+    assert!(pair.rx.has_xdp(&pair.rx_if), "filtering: {out}");
+    let said = format!("no bpffs is mounted at {}", plain.path().display());
+    assert!(out.contains(&said), "{said}: {out}");
+    d.sigterm().unwrap();
+    assert!(d.wait_exit(EXIT).unwrap().success(), "{}", d.log());
+    assert!(
+        !pair.rx.has_xdp(&pair.rx_if),
+        "an unpinned link goes with couic"
+    );
+    assert!(
+        fs::read_dir(plain.path()).unwrap().next().is_none(),
+        "nothing written where bpffs should be"
+    );
+}
+
 /// The loader alone, on a thread whose capabilities are cut down to
 /// CAP_BPF + CAP_NET_ADMIN (capabilities are per thread).
 #[test]
