@@ -25,7 +25,9 @@ use crate::cadence::Cadence;
 use crate::clock::SharedClock;
 use crate::firewall::fleet::FleetApplied;
 use crate::firewall::set_plan::{ReloadSummary, SetsTarget};
-use crate::firewall::{Change, Committed, Firewall, NewEntry, Snapshot, Verdict, WriteError};
+use crate::firewall::{
+    Change, Committed, Firewall, ItemResult, NewEntry, Snapshot, Verdict, WriteError,
+};
 use crate::fleet::local::{FleetKey, Local, PolicyOps};
 use crate::fleet::value::Word;
 use crate::store::StoredEntry;
@@ -39,6 +41,16 @@ pub struct AddEntries {
     pub entries: Vec<NewEntry>,
     pub origin: Origin,
     pub atomic: bool,
+}
+
+/// `msg` ([`AddEntries`] or [`RemoveEntries`]) with its results sent to
+/// `reply` once durable, rather than answered at once and awaited again:
+/// the caller is woken once, by the journal's thread after its sync.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Answered<M> {
+    pub msg: M,
+    pub reply: tokio::sync::oneshot::Sender<Vec<ItemResult>>,
 }
 
 /// Remove entries by CIDR, in order. `protect_sets` refuses set entries.
@@ -329,6 +341,18 @@ impl MapWriter {
         }
     }
 
+    /// Sends `committed`'s results to `reply` once durable.
+    fn answer(
+        &self,
+        committed: Committed<StoredEntry>,
+        reply: tokio::sync::oneshot::Sender<Vec<ItemResult>>,
+    ) {
+        self.firewall.answer(committed, move |results| {
+            // The caller may have gone (a closed connection): nothing to do.
+            let _ = reply.send(results);
+        });
+    }
+
     /// Hands `event` to the paced subscribers now, or arms a [`Deliver`]
     /// for when their [`Cadence`] says.
     fn pace(&mut self, event: Changed) {
@@ -429,6 +453,24 @@ impl Handler<RemoveEntries> for MapWriter {
             self.firewall
                 .remove(msg.policy, msg.cidrs, msg.protect_sets, msg.atomic);
         MessageResult(self.commit(msg.origin, changes, results))
+    }
+}
+
+impl Handler<Answered<AddEntries>> for MapWriter {
+    type Result = ();
+
+    fn handle(&mut self, msg: Answered<AddEntries>, ctx: &mut Context<Self>) {
+        let MessageResult(committed) = self.handle(msg.msg, ctx);
+        self.answer(committed, msg.reply);
+    }
+}
+
+impl Handler<Answered<RemoveEntries>> for MapWriter {
+    type Result = ();
+
+    fn handle(&mut self, msg: Answered<RemoveEntries>, ctx: &mut Context<Self>) {
+        let MessageResult(committed) = self.handle(msg.msg, ctx);
+        self.answer(committed, msg.reply);
     }
 }
 

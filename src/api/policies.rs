@@ -12,9 +12,13 @@ use super::body::{self, BODY_LIMIT};
 use super::entry_log::{Change, Key};
 use super::error::{ApiError, Fields};
 use super::{json, params, AppState};
-use crate::actors::map_writer::{AddEntries, GetEntry, ListEntries, RemoveEntries};
+use actix::Handler;
+
+use crate::actors::map_writer::{
+    AddEntries, Answered, GetEntry, ListEntries, MapWriter, RemoveEntries,
+};
 use crate::actors::messages::Origin;
-use crate::firewall::NewEntry;
+use crate::firewall::{ItemResult, NewEntry};
 use crate::rbac::Scope;
 use crate::store::StoredEntry;
 
@@ -104,19 +108,13 @@ pub async fn add(
     let request: EntryRequest = body::json(&req, payload, BODY_LIMIT, state.body_deadline).await?;
     let entry = validate(&request, state.clock.now()).map_err(ApiError::Validation)?;
     let origin = Origin::api(&caller.name);
-    let result = state
-        .writer
-        .send(AddEntries {
-            policy,
-            entries: vec![entry],
-            origin,
-            atomic: true,
-        })
-        .await?
-        .await
-        .pop()
-        .ok_or_else(|| ApiError::internal("no result"))?;
-    let added = result?;
+    let add = AddEntries {
+        policy,
+        entries: vec![entry],
+        origin,
+        atomic: true,
+    };
+    let added = durably(&state, add).await??;
     let key = Key::new(&caller, Change::Created, policy);
     state.entry_log.log(key, added.cidr, || {
         tracing::info!(
@@ -143,24 +141,36 @@ pub async fn get(req: HttpRequest, state: Data<AppState>) -> Result<HttpResponse
     Ok(json(StatusCode::OK, &Listed::from(&entry)))
 }
 
+/// A single add or delete through the MapWriter, its result once durable.
+/// The answer comes from the journal's thread right after its sync, so the
+/// worker is woken once per request, not by the MapWriter and again by the
+/// sync. Queued unconditionally: each connection has one request in flight.
+async fn durably<M>(state: &AppState, msg: M) -> Result<ItemResult, ApiError>
+where
+    M: Send + 'static,
+    MapWriter: Handler<Answered<M>>,
+{
+    let (reply, results) = tokio::sync::oneshot::channel();
+    state.writer.do_send(Answered { msg, reply });
+    results
+        .await
+        .map_err(|_| ApiError::internal("the map writer is unavailable"))?
+        .pop()
+        .ok_or_else(|| ApiError::internal("no result"))
+}
+
 pub async fn delete(req: HttpRequest, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
     let caller = state.authorize(&req, Scope::POLICY_DELETE)?;
     let (policy, cidr) = params::entry(&req)?;
     let origin = Origin::api(&caller.name);
-    let result = state
-        .writer
-        .send(RemoveEntries {
-            policy,
-            cidrs: vec![cidr],
-            origin,
-            protect_sets: true,
-            atomic: true,
-        })
-        .await?
-        .await
-        .pop()
-        .ok_or_else(|| ApiError::internal("no result"))?;
-    let removed = result?;
+    let remove = RemoveEntries {
+        policy,
+        cidrs: vec![cidr],
+        origin,
+        protect_sets: true,
+        atomic: true,
+    };
+    let removed = durably(&state, remove).await??;
     let key = Key::new(&caller, Change::Deleted, policy);
     state.entry_log.log(key, removed.cidr, || {
         tracing::info!(

@@ -19,7 +19,11 @@ use crate::origin::Origin;
 /// the journal's sync of its records.
 pub enum Durable {
     Now,
-    After(Pin<Box<dyn Future<Output = Result<(), Arc<JournalError>>> + Send>>),
+    /// The journal's sync up to `ticket`, and a future of it.
+    After(
+        u64,
+        Pin<Box<dyn Future<Output = Result<(), Arc<JournalError>>> + Send>>,
+    ),
     Failed(WriteError),
 }
 
@@ -50,23 +54,57 @@ impl<T: Send + 'static> std::future::IntoFuture for Committed<T> {
     /// that was applied.
     fn into_future(self) -> Self::IntoFuture {
         let Committed { results, durable } = self;
-        let fail = |results: Vec<Result<T, WriteError>>, e: WriteError| -> Self::Output {
-            results.into_iter().map(|r| r.and(Err(e.clone()))).collect()
-        };
         match durable {
             Durable::Now => Box::pin(std::future::ready(results)),
-            Durable::Failed(e) => Box::pin(std::future::ready(fail(results, e))),
-            Durable::After(synced) => Box::pin(async move {
+            Durable::Failed(e) => Box::pin(std::future::ready(failed(results, e))),
+            Durable::After(_, synced) => Box::pin(async move {
                 match synced.await {
                     Ok(()) => results,
-                    Err(e) => fail(results, WriteError::Storage(e)),
+                    Err(e) => failed(results, WriteError::Storage(e)),
                 }
             }),
         }
     }
 }
 
+/// When the sync failed: that failure for every item that was applied.
+fn failed<T>(results: Vec<Result<T, WriteError>>, e: WriteError) -> Vec<Result<T, WriteError>> {
+    results.into_iter().map(|r| r.and(Err(e.clone()))).collect()
+}
+
 impl Firewall {
+    /// Hands `committed`'s results to `reply` once they are durable: from
+    /// the journal's thread right after its sync when they wait for one
+    /// (the caller is woken once, by that thread), else at once.
+    pub fn answer<T: Send + 'static>(
+        &self,
+        committed: Committed<T>,
+        reply: impl FnOnce(Vec<Result<T, WriteError>>) + Send + 'static,
+    ) {
+        let Committed { results, durable } = committed;
+        match (durable, &self.journal) {
+            (Durable::Now, _) => reply(results),
+            (Durable::Failed(e), _) => reply(failed(results, e)),
+            (Durable::After(ticket, _), Some(journal)) => {
+                journal.on_durable(ticket, move |synced| {
+                    reply(match synced {
+                        Ok(()) => results,
+                        Err(e) => failed(results, WriteError::Storage(e)),
+                    })
+                })
+            }
+            (Durable::After(_, synced), None) => {
+                // Not reached: a ticket comes from the journal.
+                actix::spawn(async move {
+                    reply(match synced.await {
+                        Ok(()) => results,
+                        Err(e) => failed(results, WriteError::Storage(e)),
+                    })
+                });
+            }
+        }
+    }
+
     /// From now on, API and peer changes are journaled.
     pub fn set_journal(&mut self, journal: Journal) {
         self.journal = Some(journal);
@@ -130,7 +168,7 @@ impl Firewall {
         };
         match journal.log(changes) {
             Ok(None) => Durable::Now,
-            Ok(Some(ticket)) => Durable::After(Box::pin(journal.durable(ticket))),
+            Ok(Some(ticket)) => Durable::After(ticket, Box::pin(journal.durable(ticket))),
             Err(e) => Durable::Failed(WriteError::Storage(Arc::new(e))),
         }
     }

@@ -31,10 +31,16 @@ struct Batch {
     upto: u64,
 }
 
+/// Called once its records are on disk (or the journal failed), on the
+/// flusher's thread: it answers a request without waking anyone between.
+pub type OnDurable = Box<dyn FnOnce(Result<(), String>) + Send>;
+
 #[derive(Default)]
 struct State {
     batches: VecDeque<Batch>,
     appended: u64,
+    /// By ticket, in the order appended (tickets only grow).
+    callbacks: VecDeque<(u64, OnDurable)>,
     /// The thread waits for work: a new batch wakes it.
     idle: bool,
     stop: bool,
@@ -137,6 +143,26 @@ impl Flusher {
         }
     }
 
+    /// Calls `then` once what was appended up to `ticket` is on disk: on
+    /// the flusher's thread after its sync, or here if that is done.
+    pub fn on_durable(&self, ticket: u64, then: OnDurable) {
+        let mut st = self.shared.state.lock().expect("journal state");
+        // The thread publishes a sync before it takes the callbacks, under
+        // this lock: one not due here is taken after the sync that is.
+        let now = match &*self.synced.borrow() {
+            Synced::Upto(n) if *n >= ticket => Some(Ok(())),
+            Synced::Upto(_) => None,
+            Synced::Failed(m) => Some(Err(m.clone())),
+        };
+        match now {
+            Some(outcome) => {
+                drop(st);
+                then(outcome);
+            }
+            None => st.callbacks.push_back((ticket, then)),
+        }
+    }
+
     /// A handle a thread can block on until `ticket` is durable.
     pub fn waiter(&self, ticket: u64) -> impl FnOnce() -> Result<(), String> + Send + 'static {
         let durable = self.durable(ticket);
@@ -180,12 +206,25 @@ fn run(shared: &Shared, synced: &watch::Sender<Synced>) {
             if let Err(e) = done {
                 tracing::error!("the state store failed to write or sync: {e}");
                 synced.send_replace(Synced::Failed(e.to_string()));
+                let all =
+                    std::mem::take(&mut shared.state.lock().expect("journal state").callbacks);
+                for (_, then) in all {
+                    then(Err(e.to_string()));
+                }
                 return;
             }
             upto = Some(b.upto);
         }
         if let Some(upto) = upto {
             synced.send_replace(Synced::Upto(upto));
+            let due: Vec<OnDurable> = {
+                let mut st = shared.state.lock().expect("journal state");
+                let n = st.callbacks.iter().take_while(|(t, _)| *t <= upto).count();
+                st.callbacks.drain(..n).map(|(_, then)| then).collect()
+            };
+            for then in due {
+                then(Ok(()));
+            }
         }
     }
 }
@@ -198,5 +237,56 @@ impl Drop for Flusher {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn outcome(flusher: &Flusher, ticket: u64) -> mpsc::Receiver<Result<(), String>> {
+        let (tx, rx) = mpsc::channel();
+        flusher.on_durable(
+            ticket,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx
+    }
+
+    #[test]
+    fn a_callback_runs_once_its_records_are_synced_or_at_once_after() {
+        let file = Arc::new(tempfile::tempfile().unwrap());
+        let mut flusher = Flusher::new();
+        let first = flusher.append(&file, 0, b"abc".to_vec()).unwrap();
+        let second = flusher.append(&file, 3, b"defg".to_vec()).unwrap();
+        let (a, b) = (outcome(&flusher, first), outcome(&flusher, second));
+        let wait = Duration::from_secs(10);
+        assert_eq!(a.recv_timeout(wait), Ok(Ok(())));
+        assert_eq!(b.recv_timeout(wait), Ok(Ok(())));
+        let mut on_disk = vec![0; 7];
+        file.read_exact_at(&mut on_disk, 0).unwrap();
+        assert_eq!(on_disk, b"abcdefg", "written before the callbacks ran");
+        // Long synced: answered on the caller's thread, before it returns.
+        assert_eq!(outcome(&flusher, first).try_recv(), Ok(Ok(())));
+    }
+
+    #[test]
+    fn a_failed_write_fails_every_callback_then_and_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        std::fs::write(&path, b"").unwrap();
+        // Opened read-only: the write fails.
+        let file = Arc::new(File::open(&path).unwrap());
+        let mut flusher = Flusher::new();
+        let ticket = flusher.append(&file, 0, b"abc".to_vec()).unwrap();
+        let failed = outcome(&flusher, ticket);
+        let got = failed.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(got.is_err(), "{got:?}");
+        assert!(outcome(&flusher, ticket).try_recv().unwrap().is_err());
     }
 }

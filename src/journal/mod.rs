@@ -386,6 +386,19 @@ impl Journal {
         async move { synced.await.map_err(|m| Arc::new(JournalError::Failed(m))) }
     }
 
+    /// Calls `then` once what was appended up to `ticket` is on disk,
+    /// on the flusher's thread (see [`flusher::Flusher::on_durable`]).
+    pub fn on_durable(
+        &self,
+        ticket: u64,
+        then: impl FnOnce(Result<(), Arc<JournalError>>) + Send + 'static,
+    ) {
+        self.flusher.on_durable(
+            ticket,
+            Box::new(move |r| then(r.map_err(|m| Arc::new(JournalError::Failed(m))))),
+        );
+    }
+
     /// Closes this journal for a new one and folds it into a snapshot on a
     /// thread of its own. A failure keeps the current journal.
     fn rotate(&mut self) {
