@@ -40,6 +40,19 @@ fn couic_started(d: &Daemon) -> bool {
     exe.ends_with("couic") && d.log().contains("attached")
 }
 
+/// couic spawned from `spec` and attached, with its log so far.
+fn started(spec: Spec) -> (Daemon, String) {
+    let mut d = Daemon::new(spec).unwrap();
+    d.spawn().unwrap();
+    let started = wait_until(EXIT, || couic_started(&d) || d.exited().unwrap().is_some());
+    let out = d.log();
+    assert!(
+        started && d.exited().unwrap().is_none(),
+        "couic exited: {out}"
+    );
+    (d, out)
+}
+
 #[test]
 fn missing_interface_is_named_and_nothing_stays_attached() {
     let pair = VethPair::new();
@@ -78,14 +91,7 @@ fn refused_attach_names_interface_and_mode() {
 fn daemon_attaches_with_bpf_and_net_admin_only_and_stays_pinned_until_detach() {
     let pair = VethPair::new();
     let spec = spec(&pair, &[&pair.rx_if], "auto").only_caps("+bpf,+net_admin");
-    let mut d = Daemon::new(spec).unwrap();
-    d.spawn().unwrap();
-    let started = wait_until(EXIT, || couic_started(&d) || d.exited().unwrap().is_some());
-    let out = d.log();
-    assert!(
-        started && d.exited().unwrap().is_none(),
-        "couic exited: {out}"
-    );
+    let (mut d, out) = started(spec);
     assert_eq!(
         cap_mask(d.pid(), "CapBnd:"),
         (1 << CAP_BPF) | (1 << CAP_NET_ADMIN),
@@ -129,14 +135,7 @@ fn without_bpffs_couic_filters_unpinned_and_says_why() {
     let plain = tempfile::tempdir().unwrap();
     assert!(!couic::pins::is_bpffs(plain.path()));
     let toml = format!("[state]\nbpffs = \"{}\"\n", plain.path().display());
-    let mut d = Daemon::new(spec(&pair, &[&pair.rx_if], "native").extra(&toml)).unwrap();
-    d.spawn().unwrap();
-    let started = wait_until(EXIT, || couic_started(&d) || d.exited().unwrap().is_some());
-    let out = d.log();
-    assert!(
-        started && d.exited().unwrap().is_none(),
-        "couic exited: {out}"
-    );
+    let (mut d, out) = started(spec(&pair, &[&pair.rx_if], "native").extra(&toml));
     assert!(pair.rx.has_xdp(&pair.rx_if), "filtering: {out}");
     let said = format!("no bpffs is mounted at {}", plain.path().display());
     assert!(out.contains(&said), "{said}: {out}");
