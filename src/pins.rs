@@ -269,8 +269,6 @@ impl Pins {
     }
 }
 
-/// `link_<mode>_<iface>`, a dot of the name (a VLAN's `eth0.100`) as `:`:
-/// bpffs refuses dots, and no interface name has a colon.
 /// Whether `path` is the root of a mounted bpffs (`BPF_FS_MAGIC`).
 pub fn is_bpffs(path: &Path) -> bool {
     const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
@@ -284,6 +282,8 @@ pub fn is_bpffs(path: &Path) -> bool {
     done && unsafe { fs.assume_init() }.f_type as u32 == BPF_FS_MAGIC
 }
 
+/// `link_<mode>_<iface>`, a dot of the name (a VLAN's `eth0.100`) as `:`:
+/// bpffs refuses dots, and no interface name has a colon.
 fn pin_name(mode: AttachMode, iface: &str) -> String {
     format!("link_{mode}_{}", iface.replace('.', ":"))
 }

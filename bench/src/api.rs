@@ -231,13 +231,13 @@ fn single_adds_and_couicctl(
     Ok(())
 }
 
+/// Adds each connection of [`single_adds`] makes before it is timed.
+pub const WARMUP: usize = 500;
+
 /// Single-entry adds, `POST /v1/drop`, from [`CLIENTS`] threads with their
 /// own keep-alive connection, after a warm-up: requests per second. Thread
 /// `t` adds hosts of `10.(round * 8 + t) / 12`, so rounds on one daemon do
 /// not collide.
-/// Adds each connection of [`single_adds`] makes before it is timed.
-pub const WARMUP: usize = 500;
-
 pub fn single_adds(daemon: &Daemon, requests: usize, round: u32) -> anyhow::Result<f64> {
     let (before, _) = counts(&mut daemon.api())?;
     let barrier = Arc::new(Barrier::new(CLIENTS + 1));

@@ -2,6 +2,7 @@
 //! get and delete entries. Validation here; the change itself is the
 //! MapWriter's, and success is answered only once it applied it.
 
+use actix::Handler;
 use actix_web::http::StatusCode;
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
@@ -12,8 +13,6 @@ use super::body::{self, BODY_LIMIT};
 use super::entry_log::{Change, Key};
 use super::error::{ApiError, Fields};
 use super::{json, params, AppState};
-use actix::Handler;
-
 use crate::actors::map_writer::{
     AddEntries, Answered, GetEntry, ListEntries, MapWriter, RemoveEntries,
 };

@@ -57,12 +57,7 @@ impl<T: Send + 'static> std::future::IntoFuture for Committed<T> {
         match durable {
             Durable::Now => Box::pin(std::future::ready(results)),
             Durable::Failed(e) => Box::pin(std::future::ready(failed(results, e))),
-            Durable::After(_, synced) => Box::pin(async move {
-                match synced.await {
-                    Ok(()) => results,
-                    Err(e) => failed(results, WriteError::Storage(e)),
-                }
-            }),
+            Durable::After(_, synced) => Box::pin(async move { settled(results, synced.await) }),
         }
     }
 }
@@ -70,6 +65,17 @@ impl<T: Send + 'static> std::future::IntoFuture for Committed<T> {
 /// When the sync failed: that failure for every item that was applied.
 fn failed<T>(results: Vec<Result<T, WriteError>>, e: WriteError) -> Vec<Result<T, WriteError>> {
     results.into_iter().map(|r| r.and(Err(e.clone()))).collect()
+}
+
+/// The results once their sync is over, `synced` telling how it went.
+fn settled<T>(
+    results: Vec<Result<T, WriteError>>,
+    synced: Result<(), Arc<JournalError>>,
+) -> Vec<Result<T, WriteError>> {
+    match synced {
+        Ok(()) => results,
+        Err(e) => failed(results, WriteError::Storage(e)),
+    }
 }
 
 impl Firewall {
@@ -86,21 +92,11 @@ impl Firewall {
             (Durable::Now, _) => reply(results),
             (Durable::Failed(e), _) => reply(failed(results, e)),
             (Durable::After(ticket, _), Some(journal)) => {
-                journal.on_durable(ticket, move |synced| {
-                    reply(match synced {
-                        Ok(()) => results,
-                        Err(e) => failed(results, WriteError::Storage(e)),
-                    })
-                })
+                journal.on_durable(ticket, move |synced| reply(settled(results, synced)))
             }
             (Durable::After(_, synced), None) => {
                 // Not reached: a ticket comes from the journal.
-                actix::spawn(async move {
-                    reply(match synced.await {
-                        Ok(()) => results,
-                        Err(e) => failed(results, WriteError::Storage(e)),
-                    })
-                });
+                actix::spawn(async move { reply(settled(results, synced.await)) });
             }
         }
     }
