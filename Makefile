@@ -24,7 +24,7 @@ C_SOURCES := $(wildcard bpf/*.c bpf/*.h include/*.h bench/bpf/*.c)
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: deps apt-deps python-deps bpffs build run test test-packages lint fmt bench man deb clean-run
+.PHONY: deps apt-deps python-deps build run test test-packages lint fmt bench man deb clean-run
 
 deps: apt-deps python-deps
 
@@ -53,9 +53,9 @@ build: deps
 
 # `make run` alone: a demo namespace, veth, working directory and config,
 # removed on Ctrl-C. `make run CONFIG=/etc/couic/couic.toml`: that config.
-run: build bpffs
+run: build
 ifeq ($(CONFIG),)
-	./scripts/demo.sh
+	./scripts/with-bpffs.sh ./scripts/demo.sh
 else
 	./target/debug/couic -c $(CONFIG)
 endif
@@ -65,16 +65,11 @@ lint:
 	clang-format --dry-run --Werror $(C_SOURCES)
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# couic pins its links in bpffs, which systemd mounts at boot; a machine
-# that booted without it (a container, a minimal VM) gets it here.
-bpffs:
-	mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
-
-# The tests' daemons pin their links under /sys/fs/bpf/couic/<instance>
-# and remove them; the emptied parent goes too, whether the tests pass or
-# not (rmdir leaves it if anything is still pinned there).
-test: deps bpffs lint
-	$(CARGO) test --workspace; status=$$?; rmdir /sys/fs/bpf/couic 2>/dev/null; exit $$status
+# couic pins its links in bpffs, which systemd mounts at boot: the tests,
+# the demo and the bench run with it mounted, mounted only for them on a
+# machine that booted without it (scripts/with-bpffs.sh).
+test: deps lint
+	./scripts/with-bpffs.sh $(CARGO) test --workspace
 	$(MAKE) test-packages
 
 # Builds both packages, then installs, runs, upgrades and purges them in a
@@ -112,6 +107,6 @@ fmt:
 	clang-format -i $(C_SOURCES)
 
 # Not part of `make test`: takes several minutes and wants an idle machine.
-bench: deps bpffs
+bench: deps
 	$(CARGO) build --release -p couic-bench
-	./target/release/couic-bench --write BENCHMARKS.md
+	./scripts/with-bpffs.sh ./target/release/couic-bench --write BENCHMARKS.md
