@@ -9,7 +9,7 @@ use actix::prelude::*;
 use anyhow::Context as _;
 use clap::Parser;
 
-use couic::actors::fleet_sync::{FleetFlush, FleetParts};
+use couic::actors::fleet_sync::{FleetFlush, FleetParts, Marks};
 use couic::actors::map_writer::Deliver;
 use couic::actors::peer_broadcaster::PeerParts;
 use couic::actors::reporter::Flush;
@@ -189,6 +189,7 @@ fn acquire(config: &Config, cli: &Cli, layout: &Layout) -> anyhow::Result<Acquir
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
             carried: Vec::new(),
             suspects: Vec::new(),
+            marks: None,
         }
     });
 
@@ -242,6 +243,7 @@ fn acquire(config: &Config, cli: &Cli, layout: &Layout) -> anyhow::Result<Acquir
             // Read once the state is this couic's (its lock taken).
             fleet.carried = carried_deletes(&dir);
             fleet.suspects = deleted.into_iter().collect();
+            fleet.marks = Some(Marks::kept_in(dir.clone()));
         }
     }
     let target = couic::sets::load_target(&layout.root.join("sets"), layout.owner)

@@ -927,3 +927,114 @@ fn a_delete_queued_at_a_stop_is_written_at_the_next_start() {
         set(&b, "drop")
     );
 }
+
+/// `before` of `d`'s mark (README "Fleet", `state/fleet-synced`), if any.
+fn mark(d: &Daemon) -> Option<u64> {
+    let text = std::fs::read_to_string(d.work().join("state/fleet-synced")).ok()?;
+    text.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// C's own entry is deleted on A while C is away, and the delete marker
+/// swept before C comes back: C must remove it rather than write it back
+/// (its mark says it was in the bucket), and still write an entry of its
+/// own the bucket never had.
+#[test]
+fn an_entry_deleted_while_its_writer_was_away_past_the_retention_stays_deleted() {
+    let nats = NatsServer::start(None).unwrap();
+    let short = "tombstone_retention = 1\n";
+    let a = Daemon::start(fleet(&nats.url(), "a", short)).unwrap();
+    let mut c = Daemon::start(fleet(&nats.url(), "c", short)).unwrap();
+    wait_caught_up(&a);
+    wait_caught_up(&c);
+    add(&c, "drop", "192.0.2.0/24", "c", 0);
+    add(&c, "drop", "192.0.2.1/32", "kept", 0);
+    assert!(wait_until(SPREAD, || set(&a, "drop").len() == 2));
+    let made = entry(&c, "drop", "192.0.2.0/24").unwrap()["creation"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        wait_until(CONVERGE, || mark(&c).is_some_and(|m| m > made)),
+        "no mark past {made}: {:?}\n{}",
+        mark(&c),
+        c.log()
+    );
+    c.sigterm().unwrap();
+    c.wait_exit(Duration::from_secs(30)).unwrap();
+    // An entry C makes while away from the fleet (its config without
+    // `[fleet]`): the bucket never had it.
+    let config = std::fs::read_to_string(c.config()).unwrap();
+    let (alone, _) = config.split_once("[fleet]").unwrap();
+    std::fs::write(c.config(), alone).unwrap();
+    c.spawn().unwrap();
+    c.wait_ready().unwrap();
+    add(&c, "drop", "198.51.100.0/24", "offline", 0);
+    c.sigterm().unwrap();
+    c.wait_exit(Duration::from_secs(30)).unwrap();
+    std::fs::write(c.config(), config).unwrap();
+
+    let (code, body) = a.call("DELETE", "/v1/drop/192.0.2.0/24", None);
+    assert_eq!(code, 204, "{body}");
+    // A node catching up past the retention sweeps the marker: no trace of
+    // the delete is left in the bucket.
+    let started = Instant::now();
+    assert!(wait_until(CONVERGE, || {
+        if started.elapsed() < Duration::from_millis(1100) {
+            return false;
+        }
+        let b = Daemon::start(fleet(&nats.url(), "b", short)).unwrap();
+        wait_caught_up(&b);
+        status(&b)["swept"] == 1
+    }));
+
+    c.spawn().unwrap();
+    c.wait_ready().unwrap();
+    wait_caught_up(&c);
+    let want = BTreeSet::from(["192.0.2.1/32".to_string(), "198.51.100.0/24".to_string()]);
+    assert_eq!(set(&c, "drop"), want, "{}", c.log());
+    // What C wrote at its catch-up is before this add in its outbox.
+    add(&c, "drop", "203.0.113.0/24", "after", 0);
+    assert!(wait_until(SPREAD, || entry(&a, "drop", "203.0.113.0/24").is_some()));
+    let mut want = want;
+    want.insert("203.0.113.0/24".into());
+    assert_eq!(set(&a, "drop"), want);
+    assert!(
+        c.log().contains("1 of them this node's, deleted elsewhere"),
+        "{}",
+        c.log()
+    );
+}
+
+/// The server loses its store: the bucket made again is another, and
+/// nothing of C's is taken for deleted, though its mark is past it all.
+#[test]
+fn a_server_that_lost_its_store_gets_every_entry_back() {
+    let mut nats = NatsServer::start(None).unwrap();
+    let a = Daemon::start(fleet(&nats.url(), "a", "")).unwrap();
+    let c = Daemon::start(fleet(&nats.url(), "c", "")).unwrap();
+    wait_caught_up(&a);
+    wait_caught_up(&c);
+    add(&c, "drop", "192.0.2.0/24", "c", 0);
+    add(&a, "drop", "192.0.2.1/32", "a", 0);
+    let made = entry(&c, "drop", "192.0.2.0/24").unwrap()["creation"]
+        .as_u64()
+        .unwrap();
+    assert!(wait_until(CONVERGE, || mark(&c).is_some_and(|m| m > made)));
+    nats.restart_empty().unwrap();
+    let want = BTreeSet::from(["192.0.2.0/24".to_string(), "192.0.2.1/32".to_string()]);
+    // Both find the bucket gone, make it again and write their own again:
+    // a node that joins now gets them all from it.
+    let b = Daemon::start(fleet(&nats.url(), "b", "")).unwrap();
+    assert!(
+        wait_until(CONVERGE, || set(&b, "drop") == want),
+        "B {:?}\n{}",
+        set(&b, "drop"),
+        c.log()
+    );
+    assert_eq!(set(&a, "drop"), want);
+    assert_eq!(set(&c, "drop"), want);
+    assert!(
+        c.log().contains("not the one this node last wrote to"),
+        "{}",
+        c.log()
+    );
+}

@@ -14,6 +14,7 @@
 //! from the bucket.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +26,9 @@ use couic_common::{Cidr, Policy};
 use futures_util::future::join_all;
 use futures_util::{FutureExt, StreamExt};
 
-use crate::actors::map_writer::{ApplyFleet, FleetAcked, FleetHeld, MapWriter, Republish};
+use crate::actors::map_writer::{
+    ApplyFleet, FleetAcked, FleetHeld, FleetSettled, MapWriter, Republish,
+};
 use crate::backoff::Backoff;
 use crate::cadence::Cadence;
 use crate::clock::SharedClock;
@@ -40,6 +43,7 @@ use crate::fleet::outbox::{Op, Pending};
 use crate::fleet::reconcile::reconcile;
 use crate::fleet::sequencer::Sequencer;
 use crate::fleet::status::FleetCounters;
+use crate::fleet::synced::{self, Mark};
 use crate::fleet::value::{Value, ValueError, Word};
 
 /// Words handed to the MapWriter at once, at most.
@@ -76,6 +80,9 @@ pub const NOTICE_EVERY: Duration = Duration::from_millis(100);
 pub const NOTICE_QUIET: usize = 8;
 /// A notice of this many words goes without waiting.
 pub const NOTICE_WORDS: usize = 1024;
+/// This node's mark ([`crate::fleet::synced`]) is asked for at each
+/// [`POLL`] once caught up, and saved this often at most.
+pub const MARK_EVERY: Duration = Duration::from_secs(5);
 
 /// What the FleetSync is made of.
 pub struct FleetParts {
@@ -88,6 +95,87 @@ pub struct FleetParts {
     /// The first delay between two connection attempts, doubled up to
     /// [`crate::backoff::MAX_DELAY`].
     pub backoff: Backoff,
+    /// This node's mark and where it is kept: with `[state] durable` only
+    /// (without, no entry outlives a restart to be told apart).
+    pub marks: Option<Marks>,
+}
+
+/// This node's mark of [`crate::fleet::synced`], kept in `dir`.
+pub struct Marks {
+    dir: PathBuf,
+    mark: Option<Mark>,
+    saved: Option<Instant>,
+    /// The last failure to save it, said once.
+    failure: Option<String>,
+}
+
+impl Marks {
+    /// The mark kept in `dir` (the state directory), if it can be read.
+    pub fn kept_in(dir: PathBuf) -> Marks {
+        let mark = synced::load(&dir).unwrap_or_else(|e| {
+            tracing::warn!(
+                "fleet: {e}: this node's entries the bucket lacks will all be written again"
+            );
+            None
+        });
+        Marks {
+            dir,
+            mark,
+            saved: None,
+            failure: None,
+        }
+    }
+
+    /// The time no API entry may be stamped before (see [`Local::stamp`]).
+    pub fn floor(&self) -> u64 {
+        self.mark.as_ref().map_or(0, |m| m.before)
+    }
+
+    /// What the mark says of `bucket`, whose stream was made at `stream`.
+    fn acked_before(&self, bucket: &str, stream: i128) -> Option<u64> {
+        let mark = self.mark.as_ref()?;
+        let before = mark.of(bucket, stream);
+        if before.is_none() {
+            tracing::info!(
+                "fleet: the bucket is not the one this node last wrote to (made anew, or \
+                 another): its entries the bucket lacks are written again"
+            );
+        }
+        before
+    }
+
+    /// Whether a mark is to be saved: [`MARK_EVERY`] at most.
+    fn due(&self) -> bool {
+        self.saved.is_none_or(|at| at.elapsed() >= MARK_EVERY)
+    }
+
+    /// Keeps `mark` if it says more than the one kept.
+    fn keep(&mut self, mark: Mark) {
+        let newer = self.mark.as_ref().is_none_or(|m| {
+            m.bucket != mark.bucket || m.stream != mark.stream || m.before < mark.before
+        });
+        if !newer {
+            return;
+        }
+        self.saved = Some(Instant::now());
+        match synced::save(&self.dir, &mark) {
+            Ok(()) => {
+                self.mark = Some(mark);
+                self.failure = None;
+            }
+            Err(e) => {
+                let message = e.to_string();
+                if self.failure.as_ref() != Some(&message) {
+                    tracing::warn!(
+                        "fleet: cannot keep {} in {}: {message}",
+                        synced::FILE,
+                        self.dir.display()
+                    );
+                    self.failure = Some(message);
+                }
+            }
+        }
+    }
 }
 
 /// Write what is queued, within [`FLUSH_DEADLINE`] (before the daemon
@@ -161,6 +249,7 @@ async fn run(local: Arc<Local>, parts: FleetParts, writer: Addr<MapWriter>, cloc
         config,
         counters,
         mut backoff,
+        mut marks,
         ..
     } = parts;
     let mut last_error = String::new();
@@ -191,6 +280,8 @@ async fn run(local: Arc<Local>, parts: FleetParts, writer: Addr<MapWriter>, cloc
                 let mut session = Session {
                     local: &local,
                     retention: config.tombstone_retention,
+                    bucket: &config.bucket,
+                    marks: marks.as_mut(),
                     link: &link,
                     writer: &writer,
                     clock: &clock,
@@ -232,6 +323,8 @@ struct Session<'a> {
     local: &'a Local,
     /// `[fleet] tombstone_retention`.
     retention: u64,
+    bucket: &'a str,
+    marks: Option<&'a mut Marks>,
     link: &'a Link,
     writer: &'a Addr<MapWriter>,
     clock: &'a SharedClock,
@@ -345,6 +438,7 @@ impl Session<'_> {
                 _ = poll.tick() => {
                     let last = match self.drop_bogus(&mut order).await {
                         Ok(last) => last,
+                        Err(LinkError::Gone) => return Err(LinkError::Gone),
                         // The client reconnects on its own; asked again
                         // at the next tick.
                         Err(e) => {
@@ -369,10 +463,29 @@ impl Session<'_> {
                     }
                     known = last;
                     self.purge_lapsed().await?;
+                    self.mark().await;
                 }
                 _ = self.local.wake.notified() => self.send_queued().await?,
                 _ = until(self.due), if self.due.is_some() => self.notify().await,
             }
+        }
+    }
+
+    /// Keeps this node's mark, when due, if everything of its is in the
+    /// bucket (asked of the MapWriter, which applies the API's changes).
+    async fn mark(&mut self) {
+        let Some(marks) = self.marks.as_deref_mut() else {
+            return;
+        };
+        if !marks.due() {
+            return;
+        }
+        if let Ok(Some(before)) = self.writer.send(FleetSettled).await {
+            marks.keep(Mark {
+                bucket: self.bucket.to_string(),
+                stream: self.link.stream_made(),
+                before,
+            });
         }
     }
 
@@ -679,7 +792,13 @@ impl Session<'_> {
             .send(FleetHeld)
             .await
             .map_err(|e| LinkError::Watch(format!("the MapWriter is gone: {e}")))?;
-        let reconciled = reconcile(held, &seen);
+        let stream = self.link.stream_made();
+        let acked_before = self
+            .marks
+            .as_deref()
+            .and_then(|m| m.acked_before(self.bucket, stream));
+        let reconciled = reconcile(held, &seen, acked_before);
+        let withdrawn = reconciled.withdrawn;
         let removed = reconciled.remove.len();
         let published = reconciled.publish.len();
         // Through the gate too: a key changed here since stays.
@@ -704,7 +823,8 @@ impl Session<'_> {
         counters.caught_up.store(true, Ordering::Relaxed);
         tracing::info!(
             "fleet: caught up with bucket at revision {} ({} keys; {removed} entries gone \
-             from the fleet removed, {published} of this node's written again)",
+             from the fleet removed, {withdrawn} of them this node's, deleted elsewhere while \
+             it was away; {published} of this node's written again)",
             counters.last_revision.load(Ordering::Relaxed),
             seen.len()
         );

@@ -179,6 +179,13 @@ pub struct Republish {
 #[rtype(result = "Vec<(Policy, StoredEntry)>")]
 pub struct FleetHeld;
 
+/// Whether every API change applied so far is in the fleet's bucket:
+/// the time before which this node's entries all reached it (see
+/// [`crate::fleet::synced`]).
+#[derive(Message)]
+#[rtype(result = "Option<u64>")]
+pub struct FleetSettled;
+
 /// The sequence number of the last change published (0 before any).
 #[derive(Message)]
 #[rtype(result = "u64")]
@@ -376,6 +383,13 @@ impl MapWriter {
         }
     }
 
+    /// The time an API change applied now is stamped with: with `[fleet]`,
+    /// never before the fleet's last mark ([`Local::stamp`]).
+    fn stamp(&self) -> u64 {
+        let now = self.clock.now();
+        self.fleet.as_ref().map_or(now, |fleet| fleet.stamp(now))
+    }
+
     /// Applies fleet operations of both policies as one change.
     fn apply_fleet(&mut self, ops: PolicyOps) -> Committed<FleetApplied> {
         // Room for both policies first: refused, nothing is applied.
@@ -434,7 +448,7 @@ impl Handler<AddEntries> for MapWriter {
         if let Err(e) = self.firewall.reserve_adds(&msg.entries, &msg.origin) {
             return MessageResult(refuse(msg.entries.len(), e));
         }
-        let now = self.clock.now();
+        let now = self.stamp();
         let (results, changes) =
             self.firewall
                 .add(msg.policy, msg.entries, &msg.origin, msg.atomic, now);
@@ -481,7 +495,7 @@ impl Handler<ApplyBatch> for MapWriter {
         if let Err(e) = self.firewall.reserve_ops(&msg.ops, &msg.origin) {
             return MessageResult(refuse(msg.ops.len(), e));
         }
-        let now = self.clock.now();
+        let now = self.stamp();
         let (results, changes) = batch::apply(
             &mut self.firewall,
             msg.policy,
@@ -680,6 +694,9 @@ impl Handler<FleetHeld> for MapWriter {
     type Result = Vec<(Policy, StoredEntry)>;
 
     fn handle(&mut self, _: FleetHeld, _: &mut Context<Self>) -> Self::Result {
+        if let Some(fleet) = &self.fleet {
+            fleet.listed();
+        }
         let store = self.firewall.store();
         let now = self.clock.now();
         let mut held = Vec::new();
@@ -696,6 +713,14 @@ impl Handler<FleetHeld> for MapWriter {
             }
         }
         held
+    }
+}
+
+impl Handler<FleetSettled> for MapWriter {
+    type Result = Option<u64>;
+
+    fn handle(&mut self, _: FleetSettled, _: &mut Context<Self>) -> Self::Result {
+        self.fleet.as_ref()?.settled(self.clock.now())
     }
 }
 

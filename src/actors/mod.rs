@@ -124,6 +124,9 @@ pub fn start(
                 parts.config.queue_capacity,
                 parts.counters.clone(),
             ));
+            if let Some(marks) = &parts.marks {
+                local.keep_above(marks.floor());
+            }
             local.carry(std::mem::take(&mut parts.carried));
             local.suspect(std::mem::take(&mut parts.suspects));
             // Queued first: before any change reaches the MapWriter.

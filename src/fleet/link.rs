@@ -37,6 +37,10 @@ pub enum LinkError {
     Write(String),
     #[error("watch of the bucket: {0}")]
     Watch(String),
+    /// The bucket's stream is gone, or made anew (a server that lost its
+    /// store): the session starts over, to catch up and write again.
+    #[error("the bucket is gone or was made anew")]
+    Gone,
 }
 
 /// A connection and its bucket.
@@ -182,6 +186,12 @@ impl Link {
         })
     }
 
+    /// When the server made the bucket's stream, in nanoseconds since
+    /// 1970: a bucket deleted and made again under its name is another.
+    pub fn stream_made(&self) -> i128 {
+        self.stream.cached_info().created.unix_timestamp_nanos()
+    }
+
     /// Sends `op` of `key` (a put or a delete); the future resolves to the
     /// revision the bucket gave it, once the server acknowledged it.
     pub async fn send(
@@ -307,10 +317,18 @@ impl Link {
     /// is what it was when opened).
     pub async fn state(&self) -> Result<(u64, u64), LinkError> {
         let mut stream = self.stream.clone();
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| LinkError::Watch(e.to_string()))?;
+        let info = stream.info().await.map_err(|e| {
+            let missing = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<jetstream::Error>())
+                .is_some_and(|j| j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND);
+            match missing {
+                true => LinkError::Gone,
+                false => LinkError::Watch(e.to_string()),
+            }
+        })?;
+        if info.created.unix_timestamp_nanos() != self.stream_made() {
+            return Err(LinkError::Gone);
+        }
         Ok((info.state.messages, info.state.last_sequence))
     }
 

@@ -11,7 +11,7 @@
 //! sync task takes from the outbox what to send.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use couic_common::{Cidr, Policy};
@@ -48,6 +48,12 @@ pub struct Local {
     /// keys of the deletes among them.
     in_flight: AtomicUsize,
     deletes_in_flight: Mutex<Vec<FleetKey>>,
+    /// The changes dropped from a full outbox when the last reconciliation
+    /// listed the entries held (`None` before one): see [`Local::settled`].
+    listed_at_drops: Mutex<Option<u64>>,
+    /// No API entry is stamped earlier than this: the last mark of
+    /// [`super::synced`], which a clock set back must not get under.
+    floor: AtomicU64,
     /// Rung when a change is queued.
     pub wake: tokio::sync::Notify,
     pub counters: Arc<FleetCounters>,
@@ -68,6 +74,8 @@ impl Local {
             origins: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
             deletes_in_flight: Mutex::new(Vec::new()),
+            listed_at_drops: Mutex::new(None),
+            floor: AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
             counters,
         }
@@ -190,8 +198,12 @@ impl Local {
 
     /// Up to `max` queued changes, oldest first, now in flight.
     pub fn take(&self, max: usize) -> Vec<Pending<FleetKey>> {
-        let taken = lock(&self.outbox).take(max);
+        // Counted in flight under the outbox's lock: [`Local::waiting`]
+        // never sees them neither queued nor in flight.
+        let mut outbox = lock(&self.outbox);
+        let taken = outbox.take(max);
         self.in_flight.store(taken.len(), Ordering::Relaxed);
+        drop(outbox);
         *lock(&self.deletes_in_flight) = taken
             .iter()
             .filter(|p| p.op == Op::Delete)
@@ -231,7 +243,43 @@ impl Local {
 
     /// Changes queued or in flight.
     pub fn waiting(&self) -> usize {
-        lock(&self.outbox).len() + self.in_flight.load(Ordering::Relaxed)
+        let outbox = lock(&self.outbox);
+        outbox.len() + self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The reconciliation lists the entries held (on the MapWriter's
+    /// thread): those of this node's the bucket lacks are queued again.
+    pub fn listed(&self) {
+        *lock(&self.listed_at_drops) = Some(self.counters.dropped.load(Ordering::Relaxed));
+    }
+
+    /// Asked on the MapWriter's thread at `now`: whether every API change
+    /// applied so far is in the bucket (none queued or in flight, none
+    /// dropped since the last reconciliation queued again what the bucket
+    /// lacked). If so, entries made before `now` were all acknowledged:
+    /// the mark to keep, below which no entry is stamped from now on.
+    pub fn settled(&self, now: u64) -> Option<u64> {
+        let outbox = lock(&self.outbox);
+        let idle = outbox.len() + self.in_flight.load(Ordering::Relaxed) == 0;
+        let dropped = self.counters.dropped.load(Ordering::Relaxed);
+        drop(outbox);
+        if !idle || *lock(&self.listed_at_drops) != Some(dropped) {
+            return None;
+        }
+        self.floor.fetch_max(now, Ordering::Relaxed);
+        Some(now)
+    }
+
+    /// The time to stamp an API entry made at `now` with: not before the
+    /// last mark, so that an entry made after it is never taken for one
+    /// the bucket acknowledged (a clock set back).
+    pub fn stamp(&self, now: u64) -> u64 {
+        now.max(self.floor.load(Ordering::Relaxed))
+    }
+
+    /// The mark kept from the last run (see [`Local::stamp`]).
+    pub fn keep_above(&self, before: u64) {
+        self.floor.fetch_max(before, Ordering::Relaxed);
     }
 
     pub fn queued(&self) -> usize {
@@ -415,6 +463,43 @@ mod tests {
         assert!(tags(&b.admit(vec![word("a", "a", 5)])).is_empty());
         let key = sent[0].key;
         assert_eq!(tags(&b.acked(&[(key, sent[0].generation, 4)])), ["a"]);
+    }
+
+    #[test]
+    fn settled_only_once_listed_with_nothing_waiting_nor_dropped_since() {
+        let l = Local::new("b", 1, Arc::new(FleetCounters::default()));
+        let api = Origin::api("admin");
+        assert_eq!(l.settled(100), None, "no reconciliation yet");
+        l.listed();
+        assert_eq!(l.settled(100), Some(100));
+        l.changed(&api, &[added("t")]);
+        assert_eq!(l.settled(101), None, "queued");
+        assert_eq!(l.take(10).len(), 1);
+        assert_eq!(l.settled(101), None, "in flight");
+        l.put_back(Vec::new());
+        assert_eq!(l.settled(102), Some(102), "acknowledged");
+        // Two changes for a room of one: one dropped, never to be taken
+        // for one in the bucket until a reconciliation wrote it again.
+        let mut other = added("u");
+        other.entry.cidr = "192.0.2.2/32".parse().unwrap();
+        l.changed(&api, &[added("v"), other]);
+        assert_eq!(l.take(10).len(), 1);
+        l.put_back(Vec::new());
+        assert_eq!(l.waiting(), 0);
+        assert_eq!(l.settled(103), None, "dropped since the listing");
+        l.listed();
+        assert_eq!(l.settled(104), Some(104));
+    }
+
+    #[test]
+    fn no_entry_is_stamped_before_the_last_mark() {
+        let l = local();
+        l.keep_above(500);
+        assert_eq!(l.stamp(400), 500, "a clock set back");
+        assert_eq!(l.stamp(600), 600);
+        l.listed();
+        assert_eq!(l.settled(700), Some(700));
+        assert_eq!(l.stamp(650), 700);
     }
 
     #[test]

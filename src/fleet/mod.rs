@@ -28,6 +28,7 @@ pub mod outbox;
 pub mod reconcile;
 pub mod sequencer;
 pub mod status;
+pub mod synced;
 pub mod value;
 
 /// A bucket name NATS takes: 1 to 64 of `A-Z a-z 0-9 - _`.

@@ -3,8 +3,12 @@
 //! The catch-up delivers the last word of every key. A fleet entry held
 //! here whose key had no word is gone from the fleet (its key purged while
 //! this node was away): removed. An API entry of this node's without a
-//! word never reached the bucket (made before `[fleet]` was on, or dropped
-//! from a full outbox): written again. Nothing else is touched.
+//! word is either of two, told apart by the mark of [`super::synced`]:
+//! made before it, it was in the bucket and was deleted by another node
+//! while this one was away, the delete marker swept since: removed too;
+//! made after it (or with no mark), it never reached the bucket (made
+//! before `[fleet]` was on, or dropped from a full outbox): written
+//! again. Nothing else is touched.
 
 use std::collections::HashSet;
 
@@ -16,10 +20,17 @@ use crate::store::StoredEntry;
 #[derive(Debug, Default, PartialEq)]
 pub struct Reconciled {
     pub remove: Vec<(Policy, Cidr)>,
+    /// Of `remove`, the entries of this node's.
+    pub withdrawn: usize,
     pub publish: Vec<(Policy, StoredEntry)>,
 }
 
-pub fn reconcile(held: Vec<(Policy, StoredEntry)>, seen: &HashSet<(Policy, Cidr)>) -> Reconciled {
+/// `acked_before`: this node's entries made before it were in the bucket.
+pub fn reconcile(
+    held: Vec<(Policy, StoredEntry)>,
+    seen: &HashSet<(Policy, Cidr)>,
+    acked_before: Option<u64>,
+) -> Reconciled {
     let mut out = Reconciled::default();
     for (policy, entry) in held {
         if seen.contains(&(policy, entry.cidr)) {
@@ -27,6 +38,10 @@ pub fn reconcile(held: Vec<(Policy, StoredEntry)>, seen: &HashSet<(Policy, Cidr)
         }
         match entry.origin {
             Origin::Fleet { .. } => out.remove.push((policy, entry.cidr)),
+            Origin::Api { .. } if acked_before.is_some_and(|m| entry.creation < m) => {
+                out.remove.push((policy, entry.cidr));
+                out.withdrawn += 1;
+            }
             Origin::Api { .. } => out.publish.push((policy, entry)),
             _ => {}
         }
@@ -61,9 +76,37 @@ mod tests {
             (Policy::Drop, "10.0.0.2/32".parse().unwrap()),
             (Policy::Ignore, "10.0.0.4/32".parse().unwrap()),
         ]);
-        let r = reconcile(held, &seen);
+        let r = reconcile(held, &seen, None);
         assert_eq!(r.remove, [(Policy::Drop, "10.0.0.1/32".parse().unwrap())]);
+        assert_eq!(r.withdrawn, 0);
         assert_eq!(r.publish.len(), 1);
         assert_eq!(r.publish[0].1.cidr, "10.0.0.3/32".parse().unwrap());
+    }
+
+    #[test]
+    fn an_entry_of_this_nodes_missing_goes_if_the_mark_says_it_was_in_the_bucket() {
+        let at = |cidr: &str, creation| StoredEntry {
+            creation,
+            ..entry(cidr, Origin::api("admin"))
+        };
+        let held = vec![
+            (Policy::Drop, at("10.0.0.1/32", 99)),
+            (Policy::Drop, at("10.0.0.2/32", 100)),
+            (Policy::Ignore, at("10.0.0.3/32", 101)),
+        ];
+        let r = reconcile(held.clone(), &HashSet::new(), Some(100));
+        assert_eq!(r.remove, [(Policy::Drop, "10.0.0.1/32".parse().unwrap())]);
+        assert_eq!(r.withdrawn, 1);
+        let published: Vec<Cidr> = r.publish.iter().map(|(_, e)| e.cidr).collect();
+        assert_eq!(
+            published,
+            [
+                "10.0.0.2/32".parse().unwrap(),
+                "10.0.0.3/32".parse().unwrap()
+            ],
+            "made in the mark's second or after: maybe never sent"
+        );
+        // No mark (or one of another bucket): all written again.
+        assert_eq!(reconcile(held, &HashSet::new(), None).publish.len(), 3);
     }
 }

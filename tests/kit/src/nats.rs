@@ -96,4 +96,12 @@ impl NatsServer {
         self.stop();
         self.spawn()
     }
+
+    /// Starts it again on the same port with an empty store: a server
+    /// that lost its disk.
+    pub fn restart_empty(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        std::fs::remove_dir_all(self.dir.path().join("store"))?;
+        self.spawn()
+    }
 }
