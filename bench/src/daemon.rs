@@ -124,6 +124,21 @@ pub fn counts(api: &mut Api) -> anyhow::Result<(u64, u64)> {
 }
 
 /// CPU seconds (user + system) of process `pid` so far.
+/// The machine's CPU time spent idle so far, all cores, in seconds.
+pub fn idle_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let cpu = stat.lines().next().context("a cpu line")?;
+    // cpu user nice system idle iowait ...: idle and iowait.
+    let fields: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((fields[3] + fields[4]) as f64 / hz)
+}
+
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The fields after the command (which may hold spaces), from field 3.
