@@ -244,6 +244,10 @@ fn acquire(config: &Config, cli: &Cli, layout: &Layout) -> anyhow::Result<Acquir
             fleet.carried = carried_deletes(&dir);
             fleet.suspects = deleted.into_iter().collect();
             fleet.marks = Some(Marks::kept_in(dir.clone()));
+        } else {
+            // Entries made while `[fleet]` is off are stamped without the
+            // mark's floor: the mark says nothing of them, so it goes.
+            fleet::synced::forget(&dir);
         }
     }
     let target = couic::sets::load_target(&layout.root.join("sets"), layout.owner)

@@ -51,6 +51,15 @@ pub fn save(dir: &Path, mark: &Mark) -> std::io::Result<()> {
     std::fs::rename(&temporary, dir.join(FILE))
 }
 
+/// Removes the mark in `dir`, if any: couic runs without `[fleet]`.
+pub fn forget(dir: &Path) {
+    if let Err(e) = std::fs::remove_file(dir.join(FILE)) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("cannot remove {}: {e}", dir.join(FILE).display());
+        }
+    }
+}
+
 /// The mark in `dir`, if any. A file that is not one is an error, which
 /// the caller reports and treats as no mark (every entry of this node's
 /// the bucket lacks is written again: nothing is lost).
@@ -84,6 +93,7 @@ mod tests {
     fn a_mark_saved_is_loaded_and_holds_for_its_bucket_only() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(load(dir.path()), Ok(None));
+        forget(dir.path());
         let mark = Mark {
             bucket: "couic".into(),
             stream: 1_733_450_000_123_456_789,
