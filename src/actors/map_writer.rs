@@ -348,6 +348,18 @@ impl MapWriter {
         }
     }
 
+    /// Sends `committed`'s results to `reply` once durable.
+    fn answer(
+        &self,
+        committed: Committed<StoredEntry>,
+        reply: tokio::sync::oneshot::Sender<Vec<ItemResult>>,
+    ) {
+        self.firewall.answer(committed, move |results| {
+            // The caller may have gone (a closed connection): nothing to do.
+            let _ = reply.send(results);
+        });
+    }
+
     /// Hands `event` to the paced subscribers now, or arms a [`Deliver`]
     /// for when their [`Cadence`] says.
     fn pace(&mut self, event: Changed) {
@@ -400,14 +412,6 @@ impl MapWriter {
             .map_or_else(|| Origin::fleet("-"), |c| c.entry.origin.clone());
         self.commit(cause, changes, vec![Ok(done)])
     }
-}
-
-/// Sends `committed`'s results to `reply` once durable.
-fn answer(committed: Committed<StoredEntry>, reply: tokio::sync::oneshot::Sender<Vec<ItemResult>>) {
-    committed.answer(move |results| {
-        // The caller may have gone (a closed connection): nothing to do.
-        let _ = reply.send(results);
-    });
 }
 
 /// `count` items refused before anything was applied.
@@ -471,7 +475,7 @@ impl Handler<Answered<AddEntries>> for MapWriter {
 
     fn handle(&mut self, msg: Answered<AddEntries>, ctx: &mut Context<Self>) {
         let MessageResult(committed) = self.handle(msg.msg, ctx);
-        answer(committed, msg.reply);
+        self.answer(committed, msg.reply);
     }
 }
 
@@ -480,7 +484,7 @@ impl Handler<Answered<RemoveEntries>> for MapWriter {
 
     fn handle(&mut self, msg: Answered<RemoveEntries>, ctx: &mut Context<Self>) {
         let MessageResult(committed) = self.handle(msg.msg, ctx);
-        answer(committed, msg.reply);
+        self.answer(committed, msg.reply);
     }
 }
 

@@ -52,16 +52,9 @@ struct Shared {
     wake: Condvar,
 }
 
-/// What waits for a sync: cloned for each change's ticket (two counted
-/// references, no allocation).
-#[derive(Clone)]
-pub(super) struct Handle {
+pub(super) struct Flusher {
     shared: Arc<Shared>,
     synced: watch::Receiver<Synced>,
-}
-
-pub(super) struct Flusher {
-    handle: Handle,
     /// The thread starts with the first batch, once couic has given up its
     /// capabilities (a thread keeps those it starts with).
     to_start: Option<watch::Sender<Synced>>,
@@ -72,10 +65,8 @@ impl Flusher {
     pub fn new() -> Flusher {
         let (tx, rx) = watch::channel(Synced::Upto(0));
         Flusher {
-            handle: Handle {
-                shared: Arc::default(),
-                synced: rx,
-            },
+            shared: Arc::default(),
+            synced: rx,
             to_start: Some(tx),
             thread: None,
         }
@@ -85,14 +76,14 @@ impl Flusher {
     /// for with [`Flusher::durable`].
     pub fn append(&mut self, file: &Arc<File>, offset: u64, bytes: Vec<u8>) -> io::Result<u64> {
         if let Some(tx) = self.to_start.take() {
-            let shared = self.handle.shared.clone();
+            let shared = self.shared.clone();
             self.thread = Some(
                 std::thread::Builder::new()
                     .name("couic-journal".into())
                     .spawn(move || run(&shared, &tx))?,
             );
         }
-        let mut st = self.handle.shared.state.lock().expect("journal state");
+        let mut st = self.shared.state.lock().expect("journal state");
         st.appended += bytes.len() as u64;
         let upto = st.appended;
         match st.batches.back_mut() {
@@ -112,46 +103,24 @@ impl Flusher {
         }
         if st.idle {
             st.idle = false;
-            self.handle.shared.wake.notify_one();
+            self.shared.wake.notify_one();
         }
         Ok(upto)
     }
 
     /// Everything appended so far.
     pub fn appended(&self) -> u64 {
-        self.handle
-            .shared
-            .state
-            .lock()
-            .expect("journal state")
-            .appended
+        self.shared.state.lock().expect("journal state").appended
     }
 
     /// Why the journal can take nothing more, once a write or sync failed.
     pub fn failure(&self) -> Option<String> {
-        match &*self.handle.synced.borrow() {
+        match &*self.synced.borrow() {
             Synced::Failed(m) => Some(m.clone()),
             Synced::Upto(_) => None,
         }
     }
 
-    pub fn handle(&self) -> Handle {
-        self.handle.clone()
-    }
-
-    /// A handle a thread can block on until `ticket` is durable.
-    pub fn waiter(&self, ticket: u64) -> impl FnOnce() -> Result<(), String> + Send + 'static {
-        let durable = self.handle.durable(ticket);
-        move || {
-            tokio::runtime::Builder::new_current_thread()
-                .build()
-                .map_err(|e| e.to_string())?
-                .block_on(durable)
-        }
-    }
-}
-
-impl Handle {
     /// Resolves once what was appended up to `ticket` is on disk.
     pub fn durable(
         &self,
@@ -191,6 +160,17 @@ impl Handle {
                 then(outcome);
             }
             None => st.callbacks.push_back((ticket, then)),
+        }
+    }
+
+    /// A handle a thread can block on until `ticket` is durable.
+    pub fn waiter(&self, ticket: u64) -> impl FnOnce() -> Result<(), String> + Send + 'static {
+        let durable = self.durable(ticket);
+        move || {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .map_err(|e| e.to_string())?
+                .block_on(durable)
         }
     }
 }
@@ -252,9 +232,8 @@ fn run(shared: &Shared, synced: &watch::Sender<Synced>) {
 impl Drop for Flusher {
     /// What is queued is written and synced before the thread ends.
     fn drop(&mut self) {
-        let shared = &self.handle.shared;
-        shared.state.lock().expect("journal state").stop = true;
-        shared.wake.notify_one();
+        self.shared.state.lock().expect("journal state").stop = true;
+        self.shared.wake.notify_one();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -270,7 +249,7 @@ mod tests {
 
     fn outcome(flusher: &Flusher, ticket: u64) -> mpsc::Receiver<Result<(), String>> {
         let (tx, rx) = mpsc::channel();
-        flusher.handle().on_durable(
+        flusher.on_durable(
             ticket,
             Box::new(move |r| {
                 let _ = tx.send(r);

@@ -32,33 +32,6 @@ use crate::dirs::Owner;
 use crate::firewall::{Change, ChangeKind};
 use files::{Ending, Listing, Replayed, FILE_HEADER, JOURNAL_MAGIC};
 use flusher::Flusher;
-
-/// A change's records, appended: resolved by the sync that covers them.
-/// Nothing is made to wait until it is asked for.
-pub struct Ticket {
-    upto: u64,
-    flusher: flusher::Handle,
-}
-
-impl Ticket {
-    /// Resolves once the records are on disk.
-    pub fn durable(
-        self,
-    ) -> impl std::future::Future<Output = Result<(), Arc<JournalError>>> + Send + 'static {
-        let synced = self.flusher.durable(self.upto);
-        async move { synced.await.map_err(|m| Arc::new(JournalError::Failed(m))) }
-    }
-
-    /// Calls `then` once the records are on disk, on the flusher's thread
-    /// right after its sync (see [`flusher::Handle::on_durable`]), or here
-    /// if that is done.
-    pub fn then(self, then: impl FnOnce(Result<(), Arc<JournalError>>) + Send + 'static) {
-        self.flusher.on_durable(
-            self.upto,
-            Box::new(move |r| then(r.map_err(|m| Arc::new(JournalError::Failed(m))))),
-        );
-    }
-}
 use record::durable;
 
 #[derive(Debug, thiserror::Error)]
@@ -404,13 +377,26 @@ impl Journal {
         Ok(Some(ticket))
     }
 
-    /// What waits for the records appended up to `upto` (as [`Journal::log`]
-    /// answered) to be on disk.
-    pub fn ticket(&self, upto: u64) -> Ticket {
-        Ticket {
-            upto,
-            flusher: self.flusher.handle(),
-        }
+    /// Resolves once what was appended up to `ticket` is on disk.
+    pub fn durable(
+        &self,
+        ticket: u64,
+    ) -> impl std::future::Future<Output = Result<(), Arc<JournalError>>> + Send + 'static {
+        let synced = self.flusher.durable(ticket);
+        async move { synced.await.map_err(|m| Arc::new(JournalError::Failed(m))) }
+    }
+
+    /// Calls `then` once what was appended up to `ticket` is on disk,
+    /// on the flusher's thread (see [`flusher::Flusher::on_durable`]).
+    pub fn on_durable(
+        &self,
+        ticket: u64,
+        then: impl FnOnce(Result<(), Arc<JournalError>>) + Send + 'static,
+    ) {
+        self.flusher.on_durable(
+            ticket,
+            Box::new(move |r| then(r.map_err(|m| Arc::new(JournalError::Failed(m))))),
+        );
     }
 
     /// Closes this journal for a new one and folds it into a snapshot on a
