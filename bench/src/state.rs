@@ -132,32 +132,37 @@ fn single_adds(bins: &Binaries, settings: &Settings, section: &mut Section) -> a
         best_on,
         Goal::AtLeast(30_000.0),
     ));
-    for (label, value) in [
-        ("the daemon's CPU per single add, durability off", cpu_off),
-        ("the daemon's CPU per single add, durable", cpu_on),
+    let sync = sync_p50()?;
+    for (label, unit, value) in [
+        (
+            "the daemon's CPU per single add, durability off",
+            "µs",
+            cpu_off,
+        ),
+        ("the daemon's CPU per single add, durable", "µs", cpu_on),
         (
             "the machine idle during the single adds, durability off",
+            "%",
             idle_off * 100.0,
         ),
         (
             "the machine idle during the single adds, durable",
+            "%",
             idle_on * 100.0,
         ),
+        (
+            "the disk's fdatasync after a 128-byte write, p50",
+            "µs",
+            sync * 1e6,
+        ),
+        (
+            "a single add alone on one connection, durability off, p50",
+            "µs",
+            alone * 1e6,
+        ),
     ] {
-        let unit = if label.contains("idle") { "%" } else { "µs" };
         section.push(Figure::plain(label, unit, value));
     }
-    let sync = sync_p50()?;
-    section.push(Figure::plain(
-        "the disk's fdatasync after a 128-byte write, p50",
-        "µs",
-        sync * 1e6,
-    ));
-    section.push(Figure::plain(
-        "a single add alone on one connection, durability off, p50",
-        "µs",
-        alone * 1e6,
-    ));
     // A durable add takes at least that and one sync more (none can start
     // before its record is written), whatever the load.
     section.push(Figure::compared(

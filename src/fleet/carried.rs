@@ -4,8 +4,6 @@
 //! bring their entries back from the bucket. (Entries need no such file:
 //! the reconciliation writes again those the bucket lacks.)
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use couic_common::{Cidr, Policy};
@@ -16,20 +14,11 @@ pub const FILE: &str = "fleet-deletes";
 
 /// Writes `keys` to `dir`'s file (mode 0600), in place of any before.
 pub fn save(dir: &Path, keys: &[FleetKey]) -> std::io::Result<()> {
-    let temporary = dir.join(format!("{FILE}.tmp"));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)?;
     let mut text = String::with_capacity(keys.len() * 24);
     for (policy, cidr) in keys {
         text.push_str(&format!("{policy} {cidr}\n"));
     }
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, dir.join(FILE))
+    super::replace_file(dir, FILE, text.as_bytes())
 }
 
 /// The keys kept in `dir`'s file, which is removed: none when there is

@@ -31,6 +31,17 @@ pub mod status;
 pub mod synced;
 pub mod value;
 
+/// Writes `text` to `dir`'s file `name` (mode 0600), synced, in place of
+/// any before: a crash leaves the old file or the new, whole.
+fn replace_file(dir: &std::path::Path, name: &str, text: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let temporary = dir.join(format!("{name}.tmp"));
+    let mut file = crate::journal::create_private(&temporary)?;
+    file.write_all(text)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, dir.join(name))
+}
+
 /// A bucket name NATS takes: 1 to 64 of `A-Z a-z 0-9 - _`.
 pub fn valid_bucket(name: &str) -> bool {
     (1..=64).contains(&name.len())

@@ -13,8 +13,6 @@
 //! `stream`) or another bucket says nothing of it: its entries are all
 //! written again.
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 pub const FILE: &str = "fleet-synced";
@@ -36,19 +34,11 @@ impl Mark {
     }
 }
 
-/// Writes `mark` to `dir`'s file (mode 0600), in place of any before.
+/// Writes `mark` to `dir`'s file (mode 0600), in place of any before. (A
+/// rename lost to a power cut leaves the older mark, which still holds.)
 pub fn save(dir: &Path, mark: &Mark) -> std::io::Result<()> {
-    let temporary = dir.join(format!("{FILE}.tmp"));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)?;
-    writeln!(file, "{} {} {}", mark.bucket, mark.stream, mark.before)?;
-    file.sync_all()?;
-    // A rename lost to a power cut leaves the older mark, which still holds.
-    std::fs::rename(&temporary, dir.join(FILE))
+    let text = format!("{} {} {}\n", mark.bucket, mark.stream, mark.before);
+    super::replace_file(dir, FILE, text.as_bytes())
 }
 
 /// Removes the mark in `dir`, if any: couic runs without `[fleet]`.
