@@ -266,6 +266,20 @@ impl EntryStore {
         self.policy(policy).shadows.get(&cidr)
     }
 
+    /// The entries hidden under set entries, as they will come back.
+    pub fn shadows(&self, policy: Policy) -> impl Iterator<Item = StoredEntry> + '_ {
+        self.policy(policy)
+            .shadows
+            .iter()
+            .map(|(cidr, s)| StoredEntry {
+                cidr: *cidr,
+                tag: s.tag.clone(),
+                creation: s.creation,
+                expiration: s.expiration,
+                origin: s.origin.clone(),
+            })
+    }
+
     pub fn shadow_count(&self, policy: Policy) -> usize {
         self.policy(policy).shadows.len()
     }

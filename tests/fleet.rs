@@ -1009,8 +1009,10 @@ fn an_entry_deleted_while_its_writer_was_away_past_the_retention_stays_deleted()
 #[test]
 fn a_server_that_lost_its_store_gets_every_entry_back() {
     let mut nats = NatsServer::start(None).unwrap();
-    let a = Daemon::start(fleet(&nats.url(), "a", "")).unwrap();
-    let c = Daemon::start(fleet(&nats.url(), "c", "")).unwrap();
+    // A short retention: the marks trail by 1 s rather than 5 minutes.
+    let short = "tombstone_retention = 1\n";
+    let a = Daemon::start(fleet(&nats.url(), "a", short)).unwrap();
+    let c = Daemon::start(fleet(&nats.url(), "c", short)).unwrap();
     wait_caught_up(&a);
     wait_caught_up(&c);
     add(&c, "drop", "192.0.2.0/24", "c", 0);
@@ -1033,8 +1035,68 @@ fn a_server_that_lost_its_store_gets_every_entry_back() {
     assert_eq!(set(&a, "drop"), want);
     assert_eq!(set(&c, "drop"), want);
     assert!(
-        c.log().contains("not the one this node last wrote to"),
+        c.log()
+            .contains("the bucket is not as this node last marked it"),
         "{}",
         c.log()
+    );
+}
+
+/// An API entry hidden under a set line when the node first catches up
+/// is written to the bucket all the same: when the line goes, the entry
+/// comes back, and the mark must not take it for one deleted elsewhere.
+#[test]
+fn an_entry_hidden_under_a_set_line_reaches_the_bucket_and_stays() {
+    let nats = NatsServer::start(None).unwrap();
+    let mut a = Daemon::start(Spec::new(COUIC)).unwrap();
+    add(&a, "drop", "192.0.2.0/24", "api", 0);
+    let made = entry(&a, "drop", "192.0.2.0/24").unwrap()["creation"]
+        .as_u64()
+        .unwrap();
+    let reload = |d: &Daemon| {
+        let (code, body) = d.call("POST", "/v1/sets/reload", None);
+        assert_eq!(code, 201, "{body}");
+    };
+    a.write_set("drop", "hide", "192.0.2.0/24\n").unwrap();
+    reload(&a);
+    assert_eq!(
+        entry(&a, "drop", "192.0.2.0/24").unwrap()["tag"],
+        "hide.couic"
+    );
+    a.sigterm().unwrap();
+    a.wait_exit(Duration::from_secs(30)).unwrap();
+    let mut config = std::fs::read_to_string(a.config()).unwrap();
+    config.push_str(&format!(
+        "[fleet]\nenabled = true\nservers = [\"{}\"]\nnode = \"a\"\ntombstone_retention = 1\n",
+        nats.url()
+    ));
+    std::fs::write(a.config(), config).unwrap();
+    a.spawn().unwrap();
+    a.wait_ready().unwrap();
+    wait_caught_up(&a);
+    assert!(
+        wait_until(CONVERGE, || mark(&a).is_some_and(|m| m > made)),
+        "{}",
+        a.log()
+    );
+    a.write_set("drop", "hide", "").unwrap();
+    reload(&a);
+    assert_eq!(entry(&a, "drop", "192.0.2.0/24").unwrap()["tag"], "api");
+    a.sigterm().unwrap();
+    a.wait_exit(Duration::from_secs(30)).unwrap();
+    a.spawn().unwrap();
+    a.wait_ready().unwrap();
+    wait_caught_up(&a);
+    assert_eq!(
+        entry(&a, "drop", "192.0.2.0/24").map(|e| e["tag"].clone()),
+        Some(json!("api")),
+        "{}",
+        a.log()
+    );
+    let b = Daemon::start(fleet(&nats.url(), "b", "")).unwrap();
+    wait_caught_up(&b);
+    assert_eq!(
+        set(&b, "drop"),
+        BTreeSet::from(["192.0.2.0/24".to_string()])
     );
 }

@@ -13,7 +13,7 @@
 //! notices, put in revision order by a [`Sequencer`], what is missing read
 //! from the bucket.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -81,8 +81,13 @@ pub const NOTICE_QUIET: usize = 8;
 /// A notice of this many words goes without waiting.
 pub const NOTICE_WORDS: usize = 1024;
 /// This node's mark ([`crate::fleet::synced`]) is asked for at each
-/// [`POLL`] once caught up, and saved this often at most.
+/// [`POLL`] once caught up, kept once this old (or `tombstone_retention`,
+/// if shorter: a mark is for nodes away longer than that)...
+pub const MARK_DELAY: Duration = Duration::from_secs(300);
+/// ...and saved this often at most.
 pub const MARK_EVERY: Duration = Duration::from_secs(5);
+/// Marks waiting for [`MARK_DELAY`], at most (one per [`POLL`]).
+const MARK_PENDING: usize = 1024;
 
 /// What the FleetSync is made of.
 pub struct FleetParts {
@@ -104,6 +109,12 @@ pub struct FleetParts {
 pub struct Marks {
     dir: PathBuf,
     mark: Option<Mark>,
+    /// Marks the MapWriter gave, not kept until [`Marks::delay`] old: a
+    /// server acknowledges a write before its disk has it (JetStream's
+    /// file store syncs every 2 minutes by default), so a mark trails what
+    /// a server that crashed could have lost.
+    pending: VecDeque<(Instant, Mark)>,
+    delay: Duration,
     saved: Option<Instant>,
     /// The last failure to save it, said once.
     failure: Option<String>,
@@ -121,9 +132,16 @@ impl Marks {
         Marks {
             dir,
             mark,
+            pending: VecDeque::new(),
+            delay: MARK_DELAY,
             saved: None,
             failure: None,
         }
+    }
+
+    /// Marks trail by [`MARK_DELAY`], or `retention` if shorter.
+    fn trail(&mut self, retention: u64) {
+        self.delay = MARK_DELAY.min(Duration::from_secs(retention));
     }
 
     /// The time no API entry may be stamped before (see [`Local::stamp`]).
@@ -131,22 +149,41 @@ impl Marks {
         self.mark.as_ref().map_or(0, |m| m.before)
     }
 
-    /// What the mark says of `bucket`, whose stream was made at `stream`.
-    fn acked_before(&self, bucket: &str, stream: i128) -> Option<u64> {
+    /// What the mark says of `bucket`, whose stream was made at `stream`
+    /// and is at revision `last`.
+    fn acked_before(&self, bucket: &str, stream: i128, last: u64) -> Option<u64> {
         let mark = self.mark.as_ref()?;
-        let before = mark.of(bucket, stream);
+        let before = mark.of(bucket, stream, last);
         if before.is_none() {
             tracing::info!(
-                "fleet: the bucket is not the one this node last wrote to (made anew, or \
-                 another): its entries the bucket lacks are written again"
+                "fleet: the bucket is not as this node last marked it (made anew, another, \
+                 or back at revision {last} of {}): its entries the bucket lacks are written \
+                 again",
+                mark.revision
             );
         }
         before
     }
 
-    /// Whether a mark is to be saved: [`MARK_EVERY`] at most.
-    fn due(&self) -> bool {
-        self.saved.is_none_or(|at| at.elapsed() >= MARK_EVERY)
+    /// A mark the MapWriter gave now: kept once [`Marks::delay`] old, and
+    /// saved [`MARK_EVERY`] at most.
+    fn offer(&mut self, mark: Mark) {
+        let now = Instant::now();
+        if self.pending.len() >= MARK_PENDING {
+            self.pending.pop_front();
+        }
+        self.pending.push_back((now, mark));
+        let mut ripe = None;
+        while let Some((at, _)) = self.pending.front() {
+            if now.duration_since(*at) < self.delay {
+                break;
+            }
+            ripe = self.pending.pop_front().map(|(_, m)| m);
+        }
+        let due = self.saved.is_none_or(|at| at.elapsed() >= MARK_EVERY);
+        if let Some(mark) = ripe.filter(|_| due) {
+            self.keep(mark);
+        }
     }
 
     /// Keeps `mark` if it says more than the one kept.
@@ -252,6 +289,9 @@ async fn run(local: Arc<Local>, parts: FleetParts, writer: Addr<MapWriter>, cloc
         mut marks,
         ..
     } = parts;
+    if let Some(marks) = marks.as_mut() {
+        marks.trail(config.tombstone_retention);
+    }
     let mut last_error = String::new();
     loop {
         let events = counters.clone();
@@ -463,7 +503,7 @@ impl Session<'_> {
                     }
                     known = last;
                     self.purge_lapsed().await?;
-                    self.mark().await;
+                    self.mark(last).await;
                 }
                 _ = self.local.wake.notified() => self.send_queued().await?,
                 _ = until(self.due), if self.due.is_some() => self.notify().await,
@@ -471,20 +511,19 @@ impl Session<'_> {
         }
     }
 
-    /// Keeps this node's mark, when due, if everything of its is in the
-    /// bucket (asked of the MapWriter, which applies the API's changes).
-    async fn mark(&mut self) {
+    /// Offers this node's mark, if everything of its is in the bucket
+    /// (asked of the MapWriter, which applies the API's changes), the
+    /// bucket being at revision `last`.
+    async fn mark(&mut self, last: u64) {
         let Some(marks) = self.marks.as_deref_mut() else {
             return;
         };
-        if !marks.due() {
-            return;
-        }
         if let Ok(Some(before)) = self.writer.send(FleetSettled).await {
-            marks.keep(Mark {
+            marks.offer(Mark {
                 bucket: self.bucket.to_string(),
                 stream: self.link.stream_made(),
                 before,
+                revision: last,
             });
         }
     }
@@ -792,11 +831,14 @@ impl Session<'_> {
             .send(FleetHeld)
             .await
             .map_err(|e| LinkError::Watch(format!("the MapWriter is gone: {e}")))?;
+        // The stream asked again: a bucket made anew during the catch-up
+        // is not the one the watch began on (`Gone`: start over).
+        let (_, last) = self.link.state().await?;
         let stream = self.link.stream_made();
         let acked_before = self
             .marks
             .as_deref()
-            .and_then(|m| m.acked_before(self.bucket, stream));
+            .and_then(|m| m.acked_before(self.bucket, stream, last));
         let reconciled = reconcile(held, &seen, acked_before);
         let withdrawn = reconciled.withdrawn;
         let removed = reconciled.remove.len();
@@ -964,5 +1006,39 @@ impl Session<'_> {
             Some(f) => Err(f),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(before: u64) -> Mark {
+        Mark {
+            bucket: "couic".into(),
+            stream: 7,
+            before,
+            revision: before,
+        }
+    }
+
+    #[test]
+    fn a_mark_is_kept_only_once_it_is_as_old_as_the_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut marks = Marks::kept_in(dir.path().to_path_buf());
+        marks.trail(3_600);
+        marks.offer(mark(100));
+        assert_eq!(synced::load(dir.path()), Ok(None), "too young");
+        assert_eq!(marks.floor(), 0);
+        // A delay past: the newest mark that old is kept, and saved.
+        marks.delay = Duration::ZERO;
+        marks.offer(mark(200));
+        assert_eq!(synced::load(dir.path()), Ok(Some(mark(200))));
+        assert_eq!(marks.floor(), 200);
+        assert_eq!(marks.acked_before("couic", 7, 200), Some(200));
+        assert_eq!(marks.acked_before("couic", 7, 199), None);
+        // Saved MARK_EVERY at most.
+        marks.offer(mark(300));
+        assert_eq!(synced::load(dir.path()), Ok(Some(mark(200))));
     }
 }

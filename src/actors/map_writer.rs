@@ -29,6 +29,7 @@ use crate::firewall::{
     Change, Committed, Firewall, ItemResult, NewEntry, Snapshot, Verdict, WriteError,
 };
 use crate::fleet::local::{FleetKey, Local, PolicyOps};
+use crate::fleet::reconcile::Held;
 use crate::fleet::value::Word;
 use crate::store::StoredEntry;
 
@@ -176,7 +177,7 @@ pub struct Republish {
 /// The API and fleet entries held, not expired: what the fleet's
 /// reconciliation compares with the bucket.
 #[derive(Message)]
-#[rtype(result = "Vec<(Policy, StoredEntry)>")]
+#[rtype(result = "Held")]
 pub struct FleetHeld;
 
 /// Whether every API change applied so far is in the fleet's bucket:
@@ -678,8 +679,13 @@ impl Handler<Republish> for MapWriter {
         };
         for (policy, entry) in msg.entries {
             // Deleted or replaced here since it was listed: not again.
-            let still = self.firewall.store().get(policy, entry.cidr);
-            if still.as_ref() != Some(&entry) {
+            let store = self.firewall.store();
+            let held = store.get(policy, entry.cidr).as_ref() == Some(&entry)
+                || store.shadowed(policy, entry.cidr).is_some_and(|s| {
+                    (&s.tag, s.creation, s.expiration, &s.origin)
+                        == (&entry.tag, entry.creation, entry.expiration, &entry.origin)
+                });
+            if !held {
                 continue;
             }
             let released = fleet.republish(policy, &entry);
@@ -691,7 +697,7 @@ impl Handler<Republish> for MapWriter {
 }
 
 impl Handler<FleetHeld> for MapWriter {
-    type Result = Vec<(Policy, StoredEntry)>;
+    type Result = MessageResult<FleetHeld>;
 
     fn handle(&mut self, _: FleetHeld, _: &mut Context<Self>) -> Self::Result {
         if let Some(fleet) = &self.fleet {
@@ -699,20 +705,27 @@ impl Handler<FleetHeld> for MapWriter {
         }
         let store = self.firewall.store();
         let now = self.clock.now();
-        let mut held = Vec::new();
+        let live = |expiration: u64| expiration == 0 || expiration > now;
+        let mut held = Held::default();
         for policy in Policy::ALL {
             for (cidr, record) in store.iter(policy) {
-                let live = record.expiration == 0 || record.expiration > now;
                 let kind = store.origin(record.origin);
-                if live
+                if live(record.expiration)
                     && matches!(kind, Origin::Api { .. } | Origin::Fleet { .. })
                     && !store.is_set_record(policy, record)
                 {
-                    held.push((policy, store.view(policy, cidr, record)));
+                    held.entries
+                        .push((policy, store.view(policy, cidr, record)));
                 }
             }
+            held.hidden.extend(
+                store
+                    .shadows(policy)
+                    .filter(|e| live(e.expiration) && matches!(e.origin, Origin::Api { .. }))
+                    .map(|e| (policy, e)),
+            );
         }
-        held
+        MessageResult(held)
     }
 }
 

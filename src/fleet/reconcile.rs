@@ -25,14 +25,30 @@ pub struct Reconciled {
     pub publish: Vec<(Policy, StoredEntry)>,
 }
 
+/// What the MapWriter holds of the API and the fleet, not expired.
+#[derive(Debug, Default)]
+pub struct Held {
+    pub entries: Vec<(Policy, StoredEntry)>,
+    /// API entries of this node's hidden under set entries: they come back
+    /// when the set line goes, so the bucket must have them too.
+    pub hidden: Vec<(Policy, StoredEntry)>,
+}
+
 /// `acked_before`: this node's entries made before it were in the bucket.
 pub fn reconcile(
-    held: Vec<(Policy, StoredEntry)>,
+    held: Held,
     seen: &HashSet<(Policy, Cidr)>,
     acked_before: Option<u64>,
 ) -> Reconciled {
     let mut out = Reconciled::default();
-    for (policy, entry) in held {
+    // A hidden entry the bucket lacks is written again, never removed: a
+    // set file may have hidden it before it was ever sent.
+    for (policy, entry) in held.hidden {
+        if !seen.contains(&(policy, entry.cidr)) && matches!(entry.origin, Origin::Api { .. }) {
+            out.publish.push((policy, entry));
+        }
+    }
+    for (policy, entry) in held.entries {
         if seen.contains(&(policy, entry.cidr)) {
             continue;
         }
@@ -76,7 +92,14 @@ mod tests {
             (Policy::Drop, "10.0.0.2/32".parse().unwrap()),
             (Policy::Ignore, "10.0.0.4/32".parse().unwrap()),
         ]);
-        let r = reconcile(held, &seen, None);
+        let r = reconcile(
+            Held {
+                entries: held,
+                hidden: Vec::new(),
+            },
+            &seen,
+            None,
+        );
         assert_eq!(r.remove, [(Policy::Drop, "10.0.0.1/32".parse().unwrap())]);
         assert_eq!(r.withdrawn, 0);
         assert_eq!(r.publish.len(), 1);
@@ -94,19 +117,30 @@ mod tests {
             (Policy::Drop, at("10.0.0.2/32", 100)),
             (Policy::Ignore, at("10.0.0.3/32", 101)),
         ];
-        let r = reconcile(held.clone(), &HashSet::new(), Some(100));
+        let hidden = vec![(Policy::Drop, at("10.0.0.9/32", 1))];
+        let r = reconcile(
+            Held {
+                entries: held.clone(),
+                hidden,
+            },
+            &HashSet::new(),
+            Some(100),
+        );
         assert_eq!(r.remove, [(Policy::Drop, "10.0.0.1/32".parse().unwrap())]);
         assert_eq!(r.withdrawn, 1);
         let published: Vec<Cidr> = r.publish.iter().map(|(_, e)| e.cidr).collect();
-        assert_eq!(
-            published,
-            [
-                "10.0.0.2/32".parse().unwrap(),
-                "10.0.0.3/32".parse().unwrap()
-            ],
-            "made in the mark's second or after: maybe never sent"
-        );
+        let want: Vec<Cidr> = ["10.0.0.9/32", "10.0.0.2/32", "10.0.0.3/32"]
+            .iter()
+            .map(|c| c.parse().unwrap())
+            .collect();
+        // Hidden under a set entry, whatever its age; made in the mark's
+        // second or after: maybe never sent.
+        assert_eq!(published, want);
         // No mark (or one of another bucket): all written again.
-        assert_eq!(reconcile(held, &HashSet::new(), None).publish.len(), 3);
+        let all = Held {
+            entries: held,
+            hidden: Vec::new(),
+        };
+        assert_eq!(reconcile(all, &HashSet::new(), None).publish.len(), 3);
     }
 }
