@@ -438,23 +438,29 @@ fn bad_fleet_settings_stop_startup_with_a_clear_error() {
     );
 }
 
+/// Stops `a`, a daemon without `[fleet]`, and starts it again as node
+/// "a" of the fleet at `nats` (with `extra` settings), caught up.
+fn join(a: &mut Daemon, nats: &NatsServer, extra: &str) {
+    a.sigterm().unwrap();
+    a.wait_exit(Duration::from_secs(30)).unwrap();
+    let mut config = std::fs::read_to_string(a.config()).unwrap();
+    config.push_str(&format!(
+        "[fleet]\nenabled = true\nservers = [\"{}\"]\nnode = \"a\"\n{extra}",
+        nats.url()
+    ));
+    std::fs::write(a.config(), config).unwrap();
+    a.spawn().unwrap();
+    a.wait_ready().unwrap();
+    wait_caught_up(a);
+}
+
 #[test]
 fn a_node_joining_the_fleet_writes_the_entries_it_had() {
     let nats = NatsServer::start(None).unwrap();
     let mut a = Daemon::start(Spec::new(COUIC)).unwrap();
     add(&a, "drop", "192.0.2.0/24", "before", 0);
     add(&a, "ignore", "2001:db8::1/128", "before", 0);
-    a.sigterm().unwrap();
-    a.wait_exit(Duration::from_secs(30)).unwrap();
-    let mut config = std::fs::read_to_string(a.config()).unwrap();
-    config.push_str(&format!(
-        "[fleet]\nenabled = true\nservers = [\"{}\"]\nnode = \"a\"\n",
-        nats.url()
-    ));
-    std::fs::write(a.config(), config).unwrap();
-    a.spawn().unwrap();
-    a.wait_ready().unwrap();
-    wait_caught_up(&a);
+    join(&mut a, &nats, "");
     let b = Daemon::start(fleet(&nats.url(), "b", "")).unwrap();
     wait_caught_up(&b);
     assert!(
@@ -1063,17 +1069,7 @@ fn an_entry_hidden_under_a_set_line_reaches_the_bucket_and_stays() {
         entry(&a, "drop", "192.0.2.0/24").unwrap()["tag"],
         "hide.couic"
     );
-    a.sigterm().unwrap();
-    a.wait_exit(Duration::from_secs(30)).unwrap();
-    let mut config = std::fs::read_to_string(a.config()).unwrap();
-    config.push_str(&format!(
-        "[fleet]\nenabled = true\nservers = [\"{}\"]\nnode = \"a\"\ntombstone_retention = 1\n",
-        nats.url()
-    ));
-    std::fs::write(a.config(), config).unwrap();
-    a.spawn().unwrap();
-    a.wait_ready().unwrap();
-    wait_caught_up(&a);
+    join(&mut a, &nats, "tombstone_retention = 1\n");
     assert!(
         wait_until(CONVERGE, || mark(&a).is_some_and(|m| m > made)),
         "{}",
