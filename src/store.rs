@@ -33,6 +33,19 @@ pub struct StoredEntry {
     pub origin: Origin,
 }
 
+impl Shadowed {
+    /// The entry hidden at `cidr`, as it will come back.
+    pub fn view(&self, cidr: Cidr) -> StoredEntry {
+        StoredEntry {
+            cidr,
+            tag: self.tag.clone(),
+            creation: self.creation,
+            expiration: self.expiration,
+            origin: self.origin.clone(),
+        }
+    }
+}
+
 impl StoredEntry {
     pub fn is_set_entry(&self) -> bool {
         self.origin == Origin::Set || self.tag.ends_with(SET_TAG_SUFFIX)
@@ -271,13 +284,7 @@ impl EntryStore {
         self.policy(policy)
             .shadows
             .iter()
-            .map(|(cidr, s)| StoredEntry {
-                cidr: *cidr,
-                tag: s.tag.clone(),
-                creation: s.creation,
-                expiration: s.expiration,
-                origin: s.origin.clone(),
-            })
+            .map(|(cidr, s)| s.view(*cidr))
     }
 
     pub fn shadow_count(&self, policy: Policy) -> usize {

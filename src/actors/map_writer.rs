@@ -681,10 +681,9 @@ impl Handler<Republish> for MapWriter {
             // Deleted or replaced here since it was listed: not again.
             let store = self.firewall.store();
             let held = store.get(policy, entry.cidr).as_ref() == Some(&entry)
-                || store.shadowed(policy, entry.cidr).is_some_and(|s| {
-                    (&s.tag, s.creation, s.expiration, &s.origin)
-                        == (&entry.tag, entry.creation, entry.expiration, &entry.origin)
-                });
+                || store
+                    .shadowed(policy, entry.cidr)
+                    .is_some_and(|s| s.view(entry.cidr) == entry);
             if !held {
                 continue;
             }
@@ -762,32 +761,18 @@ mod tests {
 
     const T0: u64 = 1_000_000;
 
-    /// Keeps every event it is sent.
-    struct Recorder(Arc<Mutex<Vec<Changed>>>);
+    /// Keeps every message it is sent: the events of a subscriber at
+    /// once, or the batches of a paced one.
+    struct Keeper<M>(Arc<Mutex<Vec<M>>>);
 
-    impl Actor for Recorder {
+    impl<M: Unpin + 'static> Actor for Keeper<M> {
         type Context = Context<Self>;
     }
 
-    impl Handler<Changed> for Recorder {
+    impl<M: Message<Result = ()> + Unpin + Send + 'static> Handler<M> for Keeper<M> {
         type Result = ();
 
-        fn handle(&mut self, msg: Changed, _: &mut Context<Self>) {
-            self.0.lock().unwrap().push(msg);
-        }
-    }
-
-    /// Keeps every batch of events it is sent (a paced subscriber).
-    struct Batches(Arc<Mutex<Vec<ChangedBatch>>>);
-
-    impl Actor for Batches {
-        type Context = Context<Self>;
-    }
-
-    impl Handler<ChangedBatch> for Batches {
-        type Result = ();
-
-        fn handle(&mut self, msg: ChangedBatch, _: &mut Context<Self>) {
+        fn handle(&mut self, msg: M, _: &mut Context<Self>) {
             self.0.lock().unwrap().push(msg);
         }
     }
@@ -826,8 +811,8 @@ mod tests {
                 let expirer = Expirer::new(w.clone(), expiry_clock, Default::default()).start();
                 tx.send(expirer.clone()).unwrap();
                 Subscribers {
-                    now: vec![expirer.recipient(), Recorder(recorded).start().recipient()],
-                    paced: vec![Batches(batched).start().recipient()],
+                    now: vec![expirer.recipient(), Keeper(recorded).start().recipient()],
+                    paced: vec![Keeper(batched).start().recipient()],
                 }
             });
             Fixture {

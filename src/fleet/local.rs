@@ -259,10 +259,10 @@ impl Local {
     /// lacked). If so, entries made before `now` were all acknowledged:
     /// the mark to keep, below which no entry is stamped from now on.
     pub fn settled(&self, now: u64) -> Option<u64> {
-        let outbox = lock(&self.outbox);
-        let idle = outbox.len() + self.in_flight.load(Ordering::Relaxed) == 0;
+        // A drop needs a full outbox: one counted after this reads 0 is
+        // seen in `dropped` below.
+        let idle = self.waiting() == 0;
         let dropped = self.counters.dropped.load(Ordering::Relaxed);
-        drop(outbox);
         if !idle || *lock(&self.listed_at_drops) != Some(dropped) {
             return None;
         }

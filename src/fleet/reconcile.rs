@@ -44,7 +44,7 @@ pub fn reconcile(
     // A hidden entry the bucket lacks is written again, never removed: a
     // set file may have hidden it before it was ever sent.
     for (policy, entry) in held.hidden {
-        if !seen.contains(&(policy, entry.cidr)) && matches!(entry.origin, Origin::Api { .. }) {
+        if !seen.contains(&(policy, entry.cidr)) {
             out.publish.push((policy, entry));
         }
     }
