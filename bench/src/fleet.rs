@@ -48,7 +48,10 @@ pub fn method(settings: &Settings) -> String {
          *Rate*: {RATE} adds a second on the first daemon, paced over 4 connections for \
          {SECONDS} s; from the last 201 to every daemon counting them all (`GET /v1/stats`). \
          Memory: VmRSS of each daemon after that; the server's CPU: its user and system \
-         time over the rate figure's wall time. The rate figure again with 10 daemons.",
+         time over the rate figure's wall time. *CPU per change*: the same for the writing \
+         daemon per add and for the other daemons per change applied; the cores the asked \
+         rate would take is that rate times the CPU per add of the writer, of each other \
+         daemon and of the server (per delivery). The rate figure again with 10 daemons.",
         settings.api_requests
     )
 }
@@ -324,6 +327,11 @@ fn rate(
     let base = counts(&mut nodes[0].api())?.0;
     let server = nats.pid().context("the server runs")?;
     let cpu_before = cpu_seconds(server)?;
+    let nodes_cpu = || -> anyhow::Result<(f64, f64)> {
+        let others: anyhow::Result<f64> = nodes[1..].iter().map(|d| cpu_seconds(d.pid())).sum();
+        Ok((cpu_seconds(nodes[0].pid())?, others?))
+    };
+    let (writer_before, others_before) = nodes_cpu()?;
     let first = u32::from(Ipv4Addr::new(80, 0, 0, 0));
     let start = Instant::now();
     api::paced_adds(&nodes[0], first, total, RATE, CONNECTIONS, start)?;
@@ -350,6 +358,7 @@ fn rate(
     let converged = last.elapsed();
     let wall = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds(server)? - cpu_before;
+    let (writer_after, others_after) = nodes_cpu()?;
     section.push(Figure::limit(
         format!("{label}: adds acknowledged on one daemon, asked {RATE}/s"),
         "adds/s",
@@ -371,6 +380,25 @@ fn rate(
         format!("{label}: nats-server CPU per word and daemon"),
         "µs",
         cpu * 1e6 / (total * nodes.len()) as f64,
+    ));
+    // What the asked rate would take of a machine, from the CPU each part
+    // spent per change here (the writer per add, every other daemon and
+    // the server per change delivered), against this machine's 2 cores.
+    let writer = (writer_after - writer_before) / total as f64;
+    let applied = (total * (nodes.len() - 1)) as f64;
+    let other = (others_after - others_before) / applied;
+    let server = cpu / (total * nodes.len()) as f64;
+    let others = (nodes.len() - 1) as f64;
+    for (what, value) in [
+        ("the writing daemon's CPU per add", writer),
+        ("another daemon's CPU per change applied", other),
+    ] {
+        section.push(Figure::plain(format!("{label}: {what}"), "µs", value * 1e6));
+    }
+    section.push(Figure::plain(
+        format!("{label}: so {RATE} adds/s need (writer + others + server)"),
+        "cores",
+        RATE as f64 * (writer + others * (other + server) + server),
     ));
     Ok(())
 }
