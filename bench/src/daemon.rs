@@ -123,7 +123,6 @@ pub fn counts(api: &mut Api) -> anyhow::Result<(u64, u64)> {
     Ok((count("drop_cidr_count")?, count("ignore_cidr_count")?))
 }
 
-/// CPU seconds (user + system) of process `pid` so far.
 /// The machine's CPU time spent idle so far, all cores, in seconds.
 pub fn idle_seconds() -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string("/proc/stat")?;
@@ -139,6 +138,7 @@ pub fn idle_seconds() -> anyhow::Result<f64> {
     Ok((fields[3] + fields[4]) as f64 / hz)
 }
 
+/// CPU seconds (user + system) of process `pid` so far.
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The fields after the command (which may hold spaces), from field 3.
