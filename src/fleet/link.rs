@@ -321,9 +321,10 @@ impl Link {
             let missing = std::error::Error::source(&e)
                 .and_then(|s| s.downcast_ref::<jetstream::Error>())
                 .is_some_and(|j| j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND);
-            match missing {
-                true => LinkError::Gone,
-                false => LinkError::Watch(e.to_string()),
+            if missing {
+                LinkError::Gone
+            } else {
+                LinkError::Watch(e.to_string())
             }
         })?;
         if info.created.unix_timestamp_nanos() != self.stream_made() {
