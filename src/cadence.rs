@@ -12,9 +12,17 @@ use std::time::{Duration, Instant};
 pub struct Cadence {
     every: Duration,
     quiet: usize,
-    /// The words written since the window's start.
-    window: Option<(Instant, usize)>,
+    window: Option<Window>,
     last: Option<Instant>,
+}
+
+/// Words counted in windows of `every`: the current one and the one just
+/// before it, so that a new window does not start out quiet under load.
+#[derive(Debug)]
+struct Window {
+    start: Instant,
+    count: usize,
+    before: usize,
 }
 
 impl Cadence {
@@ -29,15 +37,31 @@ impl Cadence {
 
     /// `words` more were written at `now`: when their batch is to go.
     pub fn due(&mut self, words: usize, now: Instant) -> Instant {
-        let (start, count) = match self.window {
-            Some((start, count)) if now.saturating_duration_since(start) < self.every => {
-                (start, count + words)
-            }
-            _ => (now, words),
-        };
-        self.window = Some((start, count));
+        let every = self.every;
+        let w = self.window.get_or_insert(Window {
+            start: now,
+            count: 0,
+            before: 0,
+        });
+        let elapsed = now.saturating_duration_since(w.start);
+        if elapsed >= every * 2 {
+            // A whole window went by empty.
+            *w = Window {
+                start: now,
+                count: 0,
+                before: 0,
+            };
+        } else if elapsed >= every {
+            w.before = std::mem::take(&mut w.count);
+            w.start += every;
+        }
+        w.count += words;
+        // The words of the last `every`: this window's, and the share of
+        // the one before that is still within it.
+        let into = now.saturating_duration_since(w.start).as_secs_f64() / every.as_secs_f64();
+        let recent = w.count as f64 + w.before as f64 * (1.0 - into).max(0.0);
         match self.last {
-            Some(last) if count > self.quiet => (last + self.every).max(now),
+            Some(last) if recent > self.quiet as f64 => (last + every).max(now),
             _ => now,
         }
     }
@@ -74,5 +98,54 @@ mod tests {
         let mut c = Cadence::new(every, 0);
         c.sent(t);
         assert_eq!(c.due(5, t + ms(500)), t + ms(500));
+    }
+
+    /// What a caller does (as the MapWriter and the fleet do): sends when
+    /// due now, else once at the time due. The times of the sends.
+    fn sends(c: &mut Cadence, writes: impl Iterator<Item = Instant>) -> Vec<Instant> {
+        let mut sent = Vec::new();
+        let mut armed: Option<Instant> = None;
+        for now in writes {
+            if let Some(at) = armed.filter(|at| *at <= now) {
+                c.sent(at);
+                sent.push(at);
+                armed = None;
+            }
+            let due = c.due(1, now);
+            if due <= now {
+                c.sent(now);
+                sent.push(now);
+            } else if armed.is_none() {
+                armed = Some(due);
+            }
+        }
+        sent
+    }
+
+    #[test]
+    fn a_steady_writer_is_paced_in_every_window_not_only_its_first() {
+        let every = Duration::from_millis(50);
+        let t = Instant::now();
+        let mut c = Cadence::new(every, 8);
+        // A word a millisecond for a second: 20 windows.
+        let writes = (0..1000).map(|i| t + Duration::from_millis(i));
+        let sent = sends(&mut c, writes);
+        // The first 8 at once, then one send per 50 ms.
+        assert!(sent.len() <= 8 + 20, "{} sends", sent.len());
+        for pair in sent[8..].windows(2) {
+            assert!(pair[1] - pair[0] >= every, "{:?} apart", pair[1] - pair[0]);
+        }
+    }
+
+    #[test]
+    fn a_writer_gone_quiet_for_a_window_sends_at_once_again() {
+        let every = Duration::from_millis(50);
+        let ms = |n| Duration::from_millis(n);
+        let t = Instant::now();
+        let mut c = Cadence::new(every, 8);
+        let busy = (0..100).map(|i| t + ms(i));
+        sends(&mut c, busy);
+        // Nothing for more than a window, then a lone word: at once.
+        assert_eq!(c.due(1, t + ms(210)), t + ms(210));
     }
 }
