@@ -25,6 +25,16 @@ struct Window {
     before: usize,
 }
 
+impl Window {
+    fn starting(start: Instant) -> Window {
+        Window {
+            start,
+            count: 0,
+            before: 0,
+        }
+    }
+}
+
 impl Cadence {
     pub fn new(every: Duration, quiet: usize) -> Self {
         Cadence {
@@ -38,19 +48,11 @@ impl Cadence {
     /// `words` more were written at `now`: when their batch is to go.
     pub fn due(&mut self, words: usize, now: Instant) -> Instant {
         let every = self.every;
-        let w = self.window.get_or_insert(Window {
-            start: now,
-            count: 0,
-            before: 0,
-        });
+        let w = self.window.get_or_insert_with(|| Window::starting(now));
         let elapsed = now.saturating_duration_since(w.start);
         if elapsed >= every * 2 {
             // A whole window went by empty.
-            *w = Window {
-                start: now,
-                count: 0,
-                before: 0,
-            };
+            *w = Window::starting(now);
         } else if elapsed >= every {
             w.before = std::mem::take(&mut w.count);
             w.start += every;
