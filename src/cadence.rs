@@ -59,9 +59,10 @@ impl Cadence {
         }
         w.count += words;
         // The words of the last `every`: this window's, and the share of
-        // the one before that is still within it.
+        // the one before that is still within it (`now` is less than
+        // `every` into this window, so that share is between 0 and 1).
         let into = now.saturating_duration_since(w.start).as_secs_f64() / every.as_secs_f64();
-        let recent = w.count as f64 + w.before as f64 * (1.0 - into).max(0.0);
+        let recent = w.count as f64 + w.before as f64 * (1.0 - into);
         match self.last {
             Some(last) if recent > self.quiet as f64 => (last + every).max(now),
             _ => now,

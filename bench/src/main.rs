@@ -200,6 +200,22 @@ pub fn parts(var: &str) -> impl Fn(&str) -> bool {
     move |part| only.is_empty() || only.split(',').any(|p| p == part)
 }
 
+/// Gives thread `tid` (0: the calling thread) scheduling `policy`
+/// (`libc::SCHED_FIFO`, `libc::SCHED_IDLE`, ...) at `priority`.
+pub fn set_scheduler(tid: i32, policy: libc::c_int, priority: i32) -> anyhow::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: `param` is a valid sched_param that outlives the call.
+    if unsafe { libc::sched_setscheduler(tid, policy, &param) } != 0 {
+        anyhow::bail!(
+            "sched_setscheduler({tid}, policy {policy}, priority {priority}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
 /// The three load averages of /proc/loadavg.
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")

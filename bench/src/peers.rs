@@ -157,7 +157,7 @@ fn single_adds(
     section: &mut Section,
 ) -> anyhow::Result<()> {
     // Per setting: the best rate, and the least CPU per add (of A, of B
-    // and C together) over the turns; and each turn's ratio with peers.
+    // and C together) over the turns.
     let mut best = [[0f64, f64::MAX, f64::MAX]; 4];
     let mut keep = |i: usize, [rate, cpu, peers]: [f64; 3]| {
         best[i] = [
@@ -167,6 +167,7 @@ fn single_adds(
         ];
         rate
     };
+    // Each turn's rate with peers over its rate without.
     let mut ratios = Vec::with_capacity(TURNS);
     for _ in 0..TURNS {
         let alone = daemon::start(bins)?;
@@ -270,16 +271,9 @@ fn peered(bins: &Binaries, pki: &Pki) -> anyhow::Result<(Daemon, Peer, Peer)> {
 /// Puts every thread of process `pid` under SCHED_IDLE (the threads it
 /// starts later inherit it): it runs only when a core has nothing else.
 fn idle_priority(pid: u32) -> anyhow::Result<()> {
-    let param = libc::sched_param { sched_priority: 0 };
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let tid: i32 = task?.file_name().to_string_lossy().parse()?;
-        // SAFETY: `param` is a valid sched_param that outlives the call.
-        if unsafe { libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) } != 0 {
-            bail!(
-                "sched_setscheduler({tid}, SCHED_IDLE): {}",
-                std::io::Error::last_os_error()
-            );
-        }
+        crate::set_scheduler(tid, libc::SCHED_IDLE, 0)?;
     }
     Ok(())
 }

@@ -184,21 +184,6 @@ fn pin(cpu: usize) -> anyhow::Result<()> {
     set_affinity(0, cpu)
 }
 
-/// Gives thread `tid` (0: the calling thread) SCHED_FIFO at `priority`.
-fn set_fifo(tid: i32, priority: i32) -> anyhow::Result<()> {
-    let param = libc::sched_param {
-        sched_priority: priority,
-    };
-    // SAFETY: `param` is a valid sched_param that outlives the call.
-    if unsafe { libc::sched_setscheduler(tid, libc::SCHED_FIFO, &param) } != 0 {
-        bail!(
-            "sched_setscheduler({tid}, SCHED_FIFO {priority}): {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
-}
-
 /// Pins thread `tid` (0: the calling thread) to `cpu`.
 fn set_affinity(tid: i32, cpu: usize) -> anyhow::Result<()> {
     // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it and
@@ -282,7 +267,7 @@ fn napi_threads() -> anyhow::Result<Vec<i32>> {
             continue; // not a kernel thread
         }
         set_affinity(pid, RX_CPU)?;
-        set_fifo(pid, RX_PRIORITY)?;
+        crate::set_scheduler(pid, libc::SCHED_FIFO, RX_PRIORITY)?;
         pids.push(pid);
     }
     if pids.is_empty() {
@@ -422,7 +407,7 @@ fn round(generator: &Generator, settings: &Settings) -> anyhow::Result<Rate> {
     let before = Lab::rx_packets()?;
     let start = Instant::now();
     in_ns(TX_NS, Some(GEN_CPU), || {
-        set_fifo(0, GEN_PRIORITY)?;
+        crate::set_scheduler(0, libc::SCHED_FIFO, GEN_PRIORITY)?;
         let mut chunk = FIRST_CHUNK;
         loop {
             let call = Instant::now();
