@@ -359,6 +359,8 @@ fn rate(
     let wall = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds(server)? - cpu_before;
     let (writer_after, others_after) = nodes_cpu()?;
+    // The server's CPU per change delivered to a daemon.
+    let per_delivery = cpu / (total * nodes.len()) as f64;
     section.push(Figure::limit(
         format!("{label}: adds acknowledged on one daemon, asked {RATE}/s"),
         "adds/s",
@@ -379,7 +381,7 @@ fn rate(
     section.push(Figure::plain(
         format!("{label}: nats-server CPU per word and daemon"),
         "µs",
-        cpu * 1e6 / (total * nodes.len()) as f64,
+        per_delivery * 1e6,
     ));
     // What the asked rate would take of a machine, from the CPU each part
     // spent per change here (the writer per add, every other daemon and
@@ -387,7 +389,6 @@ fn rate(
     let writer = (writer_after - writer_before) / total as f64;
     let applied = (total * (nodes.len() - 1)) as f64;
     let other = (others_after - others_before) / applied;
-    let server = cpu / (total * nodes.len()) as f64;
     let others = (nodes.len() - 1) as f64;
     for (what, value) in [
         ("the writing daemon's CPU per add", writer),
@@ -398,7 +399,7 @@ fn rate(
     section.push(Figure::plain(
         format!("{label}: so {RATE} adds/s need (writer + others + server)"),
         "cores",
-        RATE as f64 * (writer + others * (other + server) + server),
+        RATE as f64 * (writer + others * (other + per_delivery) + per_delivery),
     ));
     Ok(())
 }
