@@ -349,18 +349,6 @@ impl MapWriter {
         }
     }
 
-    /// Sends `committed`'s results to `reply` once durable.
-    fn answer(
-        &self,
-        committed: Committed<StoredEntry>,
-        reply: tokio::sync::oneshot::Sender<Vec<ItemResult>>,
-    ) {
-        self.firewall.answer(committed, move |results| {
-            // The caller may have gone (a closed connection): nothing to do.
-            let _ = reply.send(results);
-        });
-    }
-
     /// Hands `event` to the paced subscribers now, or arms a [`Deliver`]
     /// for when their [`Cadence`] says.
     fn pace(&mut self, event: Changed) {
@@ -471,21 +459,34 @@ impl Handler<RemoveEntries> for MapWriter {
     }
 }
 
-impl Handler<Answered<AddEntries>> for MapWriter {
-    type Result = ();
+/// The messages [`Answered`] may carry: those answered with entries.
+pub trait Answerable: Message<Result = Committed<StoredEntry>> + Sized {
+    /// Handled by `writer` as when sent alone.
+    fn apply(self, writer: &mut MapWriter, ctx: &mut Context<MapWriter>) -> Self::Result;
+}
 
-    fn handle(&mut self, msg: Answered<AddEntries>, ctx: &mut Context<Self>) {
-        let MessageResult(committed) = self.handle(msg.msg, ctx);
-        self.answer(committed, msg.reply);
+impl Answerable for AddEntries {
+    fn apply(self, writer: &mut MapWriter, ctx: &mut Context<MapWriter>) -> Self::Result {
+        writer.handle(self, ctx).0
     }
 }
 
-impl Handler<Answered<RemoveEntries>> for MapWriter {
+impl Answerable for RemoveEntries {
+    fn apply(self, writer: &mut MapWriter, ctx: &mut Context<MapWriter>) -> Self::Result {
+        writer.handle(self, ctx).0
+    }
+}
+
+impl<M: Answerable> Handler<Answered<M>> for MapWriter {
     type Result = ();
 
-    fn handle(&mut self, msg: Answered<RemoveEntries>, ctx: &mut Context<Self>) {
-        let MessageResult(committed) = self.handle(msg.msg, ctx);
-        self.answer(committed, msg.reply);
+    /// `M` handled as ever, its results sent once durable.
+    fn handle(&mut self, msg: Answered<M>, ctx: &mut Context<Self>) {
+        let committed = msg.msg.apply(self, ctx);
+        committed.answer(move |results| {
+            // The caller may have gone (a closed connection): nothing to do.
+            let _ = msg.reply.send(results);
+        });
     }
 }
 

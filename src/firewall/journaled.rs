@@ -12,18 +12,14 @@ use super::{ChangeKind, Firewall, Puts, Stamp, WriteError};
 use crate::batch::Op;
 use crate::firewall::{Change, NewEntry};
 use crate::journal::record::{self, durable, Put};
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalError, Pending};
 use crate::origin::Origin;
 
 /// What an applied change waits for before it is answered: nothing, or
 /// the journal's sync of its records.
 pub enum Durable {
     Now,
-    /// The journal's sync up to `ticket`, and a future of it.
-    After(
-        u64,
-        Pin<Box<dyn Future<Output = Result<(), Arc<JournalError>>> + Send>>,
-    ),
+    After(Pending),
     Failed(WriteError),
 }
 
@@ -57,7 +53,25 @@ impl<T: Send + 'static> std::future::IntoFuture for Committed<T> {
         match durable {
             Durable::Now => Box::pin(std::future::ready(results)),
             Durable::Failed(e) => Box::pin(std::future::ready(failed(results, e))),
-            Durable::After(_, synced) => Box::pin(async move { settled(results, synced.await) }),
+            Durable::After(pending) => {
+                Box::pin(async move { settled(results, pending.wait().await) })
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static> Committed<T> {
+    /// Hands the results to `reply` once they are durable: from the
+    /// journal's thread right after its sync when they wait for one (the
+    /// caller is woken once, by that thread), else at once.
+    pub fn answer(self, reply: impl FnOnce(Vec<Result<T, WriteError>>) + Send + 'static) {
+        let Committed { results, durable } = self;
+        match durable {
+            Durable::Now => reply(results),
+            Durable::Failed(e) => reply(failed(results, e)),
+            Durable::After(pending) => {
+                pending.on_durable(move |synced| reply(settled(results, synced)))
+            }
         }
     }
 }
@@ -79,28 +93,6 @@ fn settled<T>(
 }
 
 impl Firewall {
-    /// Hands `committed`'s results to `reply` once they are durable: from
-    /// the journal's thread right after its sync when they wait for one
-    /// (the caller is woken once, by that thread), else at once.
-    pub fn answer<T: Send + 'static>(
-        &self,
-        committed: Committed<T>,
-        reply: impl FnOnce(Vec<Result<T, WriteError>>) + Send + 'static,
-    ) {
-        let Committed { results, durable } = committed;
-        match (durable, &self.journal) {
-            (Durable::Now, _) => reply(results),
-            (Durable::Failed(e), _) => reply(failed(results, e)),
-            (Durable::After(ticket, _), Some(journal)) => {
-                journal.on_durable(ticket, move |synced| reply(settled(results, synced)))
-            }
-            (Durable::After(_, synced), None) => {
-                // Not reached: a ticket comes from the journal.
-                actix::spawn(async move { reply(settled(results, synced.await)) });
-            }
-        }
-    }
-
     /// From now on, API and peer changes are journaled.
     pub fn set_journal(&mut self, journal: Journal) {
         self.journal = Some(journal);
@@ -164,7 +156,7 @@ impl Firewall {
         };
         match journal.log(changes) {
             Ok(None) => Durable::Now,
-            Ok(Some(ticket)) => Durable::After(ticket, Box::pin(journal.durable(ticket))),
+            Ok(Some(ticket)) => Durable::After(journal.pending(ticket)),
             Err(e) => Durable::Failed(WriteError::Storage(Arc::new(e))),
         }
     }

@@ -6,7 +6,6 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Condvar, Mutex};
@@ -121,57 +120,78 @@ impl Flusher {
         }
     }
 
-    /// Resolves once what was appended up to `ticket` is on disk.
-    pub fn durable(
-        &self,
-        ticket: u64,
-    ) -> impl Future<Output = Result<(), String>> + Send + 'static {
-        let mut rx = self.synced.clone();
-        async move {
-            let seen = rx
-                .wait_for(|s| match s {
-                    Synced::Upto(n) => *n >= ticket,
-                    Synced::Failed(_) => true,
-                })
-                .await
-                .map(|s| s.clone());
-            match seen {
-                Ok(Synced::Upto(_)) => Ok(()),
-                Ok(Synced::Failed(m)) => Err(m),
-                Err(_) => Err("the journal was closed".into()),
-            }
+    /// What was appended up to `ticket`, to wait for until it is on disk.
+    pub fn pending(&self, ticket: u64) -> Pending {
+        Pending {
+            ticket,
+            shared: self.shared.clone(),
+            synced: self.synced.clone(),
+        }
+    }
+}
+
+/// Records appended up to a ticket, not known to be on disk yet: a handle
+/// to wait for them, by a callback or a future. Cheap: two counted
+/// references, nothing allocated until one waits.
+pub struct Pending {
+    ticket: u64,
+    shared: Arc<Shared>,
+    synced: watch::Receiver<Synced>,
+}
+
+impl Pending {
+    /// The outcome if it is known now.
+    fn settled(&self) -> Option<Result<(), String>> {
+        match &*self.synced.borrow() {
+            Synced::Upto(n) if *n >= self.ticket => Some(Ok(())),
+            Synced::Upto(_) => None,
+            Synced::Failed(m) => Some(Err(m.clone())),
         }
     }
 
-    /// Calls `then` once what was appended up to `ticket` is on disk: on
-    /// the flusher's thread after its sync, or here if that is done.
-    pub fn on_durable(&self, ticket: u64, then: OnDurable) {
+    /// Calls `then` once the records are on disk: on the flusher's thread
+    /// after its sync, or here if that is done.
+    pub fn on_durable(self, then: OnDurable) {
         let mut st = self.shared.state.lock().expect("journal state");
         // The thread publishes a sync before it takes the callbacks, under
         // this lock: one not due here is taken after the sync that is.
-        let now = match &*self.synced.borrow() {
-            Synced::Upto(n) if *n >= ticket => Some(Ok(())),
-            Synced::Upto(_) => None,
-            Synced::Failed(m) => Some(Err(m.clone())),
-        };
-        match now {
+        match self.settled() {
             Some(outcome) => {
                 drop(st);
                 then(outcome);
             }
-            None => st.callbacks.push_back((ticket, then)),
+            None => st.callbacks.push_back((self.ticket, then)),
         }
     }
 
-    /// A handle a thread can block on until `ticket` is durable.
-    pub fn waiter(&self, ticket: u64) -> impl FnOnce() -> Result<(), String> + Send + 'static {
-        let durable = self.durable(ticket);
-        move || {
-            tokio::runtime::Builder::new_current_thread()
-                .build()
-                .map_err(|e| e.to_string())?
-                .block_on(durable)
+    /// Resolves once the records are on disk.
+    pub async fn wait(self) -> Result<(), String> {
+        let Pending {
+            ticket, mut synced, ..
+        } = self;
+        let seen = synced
+            .wait_for(|s| match s {
+                Synced::Upto(n) => *n >= ticket,
+                Synced::Failed(_) => true,
+            })
+            .await
+            .map(|s| s.clone());
+        match seen {
+            Ok(Synced::Upto(_)) => Ok(()),
+            Ok(Synced::Failed(m)) => Err(m),
+            Err(_) => Err("the journal was closed".into()),
         }
+    }
+
+    /// Blocks the calling thread until the records are on disk.
+    pub fn block(self) -> Result<(), String> {
+        if let Some(outcome) = self.settled() {
+            return outcome;
+        }
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(self.wait())
     }
 }
 
@@ -249,12 +269,9 @@ mod tests {
 
     fn outcome(flusher: &Flusher, ticket: u64) -> mpsc::Receiver<Result<(), String>> {
         let (tx, rx) = mpsc::channel();
-        flusher.on_durable(
-            ticket,
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
+        flusher.pending(ticket).on_durable(Box::new(move |r| {
+            let _ = tx.send(r);
+        }));
         rx
     }
 

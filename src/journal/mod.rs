@@ -377,26 +377,9 @@ impl Journal {
         Ok(Some(ticket))
     }
 
-    /// Resolves once what was appended up to `ticket` is on disk.
-    pub fn durable(
-        &self,
-        ticket: u64,
-    ) -> impl std::future::Future<Output = Result<(), Arc<JournalError>>> + Send + 'static {
-        let synced = self.flusher.durable(ticket);
-        async move { synced.await.map_err(|m| Arc::new(JournalError::Failed(m))) }
-    }
-
-    /// Calls `then` once what was appended up to `ticket` is on disk,
-    /// on the flusher's thread (see [`flusher::Flusher::on_durable`]).
-    pub fn on_durable(
-        &self,
-        ticket: u64,
-        then: impl FnOnce(Result<(), Arc<JournalError>>) + Send + 'static,
-    ) {
-        self.flusher.on_durable(
-            ticket,
-            Box::new(move |r| then(r.map_err(|m| Arc::new(JournalError::Failed(m))))),
-        );
+    /// What was appended up to `ticket`, to wait for until it is on disk.
+    pub fn pending(&self, ticket: u64) -> Pending {
+        Pending(self.flusher.pending(ticket))
     }
 
     /// Closes this journal for a new one and folds it into a snapshot on a
@@ -413,7 +396,7 @@ impl Journal {
         };
         // The closed journal's last records may still be queued: the
         // compaction reads it once they are on disk.
-        let written = self.flusher.waiter(self.flusher.appended());
+        let written = self.flusher.pending(self.flusher.appended());
         self.file = Arc::new(file);
         self.pos = FILE_HEADER as u64;
         self.zeroed = zeroed;
@@ -424,7 +407,8 @@ impl Journal {
         let spawned = std::thread::Builder::new()
             .name("couic-compact".into())
             .spawn(move || {
-                let folded = written()
+                let folded = written
+                    .block()
                     .map_err(JournalError::Failed)
                     .and_then(|()| compact(&dir, closed));
                 if let Err(e) = folded {
@@ -446,4 +430,28 @@ pub fn compact(dir: &Path, upto: u64) -> Result<(), JournalError> {
     let now = chrono::Utc::now().timestamp().max(0) as u64;
     replayed.live.drop_expired(now);
     files::write_snapshot(dir, upto, &replayed.live)
+}
+
+/// Records appended to the journal, not known to be on disk yet: wait for
+/// them by a callback ([`Pending::on_durable`]) or a future
+/// ([`Pending::wait`]).
+pub struct Pending(flusher::Pending);
+
+impl Pending {
+    /// Calls `then` once the records are on disk (or the journal failed):
+    /// on the flusher's thread right after its sync, or at once if that is
+    /// done, so that whoever waits is woken once, by that thread.
+    pub fn on_durable(self, then: impl FnOnce(Result<(), Arc<JournalError>>) + Send + 'static) {
+        self.0
+            .on_durable(Box::new(move |r| then(r.map_err(failed))));
+    }
+
+    /// Resolves once the records are on disk (or the journal failed).
+    pub async fn wait(self) -> Result<(), Arc<JournalError>> {
+        self.0.wait().await.map_err(failed)
+    }
+}
+
+fn failed(message: String) -> Arc<JournalError> {
+    Arc::new(JournalError::Failed(message))
 }
