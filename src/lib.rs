@@ -29,6 +29,7 @@ pub mod sets;
 pub mod store;
 pub mod tags;
 pub mod throttle;
+pub mod trim;
 pub mod xdp;
 
 /// The daemon's version, as `couic -V` and the webhook User-Agent show it.

@@ -211,3 +211,51 @@ fn sigterm_flushes_queued_reports() {
     );
     assert!(!log.contains("s3cr3t"), "{log}");
 }
+
+/// The daemon's anonymous resident memory, in kB.
+fn rss_anon_kb(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_memory_a_burst_freed_goes_back_once_it_is_over() {
+    let spec = Spec::new(env!("CARGO_BIN_EXE_couic")).limits(65_536, 1024);
+    let mut d = Daemon::new(spec).unwrap();
+    d.spawn().unwrap();
+    d.wait_ready().unwrap();
+    let mut api = d.api();
+    let cidrs: Vec<String> = (0..65_536u32)
+        .map(|i| format!("10.{}.{}.{}/32", (i >> 16) & 255, (i >> 8) & 255, i & 255))
+        .collect();
+    // The burst: 65,536 hosts added, then removed, 16,384 a request. The
+    // most memory seen between its requests, none trimmed meanwhile (a
+    // trim waits for a quiet half second).
+    let mut most = 0;
+    for chunk in cidrs.chunks(16_384) {
+        let adds: Vec<_> = chunk
+            .iter()
+            .map(|c| json!({"cidr": c, "expiration": 0}))
+            .collect();
+        let (status, _) = api.json("POST", "/v1/drop/bulk", Some(&json!({"add": adds})));
+        assert_eq!(status, 200);
+        most = most.max(rss_anon_kb(d.pid()));
+    }
+    let (_, stats) = api.json("GET", "/v1/stats", None);
+    assert_eq!(stats["drop_cidr_count"], 65_536, "{stats}");
+    for chunk in cidrs.chunks(16_384) {
+        let (status, _) = api.json("POST", "/v1/drop/bulk", Some(&json!({"remove": chunk})));
+        assert_eq!(status, 200);
+        most = most.max(rss_anon_kb(d.pid()));
+    }
+    // Without the trim, glibc keeps what the burst freed: the figure stays.
+    let back = wait_until(Duration::from_secs(10), || {
+        rss_anon_kb(d.pid()) + 1_500 <= most
+    });
+    assert!(
+        back,
+        "RssAnon stayed at {} kB after a burst that reached {most} kB",
+        rss_anon_kb(d.pid())
+    );
+}

@@ -32,6 +32,7 @@ use crate::fleet::local::{FleetKey, Local, PolicyOps};
 use crate::fleet::reconcile::Held;
 use crate::fleet::value::Word;
 use crate::store::StoredEntry;
+use crate::trim::{self, Check, Trim};
 
 /// Add entries, in order. `atomic`: all or none. The answer is to be
 /// awaited again: it resolves once the change is durable.
@@ -258,6 +259,8 @@ pub struct MapWriter {
     seq: u64,
     /// This node's side of the fleet, when `[fleet]` is on.
     fleet: Option<Arc<Local>>,
+    /// When the memory of a burst of large writes goes back to the kernel.
+    trim: Trim,
 }
 
 impl MapWriter {
@@ -280,6 +283,7 @@ impl MapWriter {
             me: None,
             seq: 0,
             fleet: None,
+            trim: Trim::new(trim::QUIET, trim::LARGE),
         }
     }
 
@@ -317,8 +321,26 @@ impl MapWriter {
         results: Vec<Result<T, WriteError>>,
     ) -> Committed<T> {
         let durable = self.firewall.log(&changes);
+        if let Some(at) = self.trim.wrote(changes.len(), Instant::now()) {
+            self.send_at(at, TrimMemory);
+        }
         self.publish(origin, changes);
         Committed::new(results, durable)
+    }
+
+    /// Sends itself `msg` at `at` (nothing once the MapWriter is gone).
+    fn send_at<M>(&self, at: Instant, msg: M)
+    where
+        M: Message<Result = ()> + Send + 'static,
+        MapWriter: Handler<M>,
+    {
+        let me = self.me.clone();
+        actix::spawn(async move {
+            actix::clock::sleep_until(at.into()).await;
+            if let Some(me) = me.and_then(|me| me.upgrade()) {
+                me.do_send(msg);
+            }
+        });
     }
 
     /// Numbers the changes and sends them to every subscriber as one event.
@@ -362,13 +384,7 @@ impl MapWriter {
             self.paced.deliver();
         } else if !self.paced.armed {
             self.paced.armed = true;
-            let me = self.me.clone();
-            actix::spawn(async move {
-                actix::clock::sleep(due - now).await;
-                if let Some(me) = me.and_then(|me| me.upgrade()) {
-                    me.do_send(Deliver);
-                }
-            });
+            self.send_at(due, Deliver);
         }
     }
 
@@ -413,6 +429,11 @@ impl Actor for MapWriter {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.me = Some(ctx.address().downgrade());
+        // The startup (durable entries restored, set files loaded) was a
+        // burst of large writes too.
+        if let Some(at) = self.trim.wrote(trim::LARGE, Instant::now()) {
+            self.send_at(at, TrimMemory);
+        }
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
@@ -427,6 +448,40 @@ impl Handler<Deliver> for MapWriter {
 
     fn handle(&mut self, _: Deliver, _: &mut Context<Self>) {
         self.paced.deliver();
+    }
+}
+
+/// A burst of large writes may be over: if so, its freed memory goes back
+/// to the kernel (see [`crate::trim`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TrimMemory;
+
+impl Handler<TrimMemory> for MapWriter {
+    type Result = ();
+
+    fn handle(&mut self, _: TrimMemory, _: &mut Context<Self>) {
+        match self.trim.check(Instant::now()) {
+            Check::Again(at) => self.send_at(at, TrimMemory),
+            // On a thread of its own: it walks every arena, under their
+            // locks, and the MapWriter goes on meanwhile.
+            Check::Now => {
+                let spawned = std::thread::Builder::new()
+                    .name("couic-trim".into())
+                    .spawn(|| {
+                        let started = Instant::now();
+                        let released = trim::release_free_memory();
+                        tracing::debug!(
+                            released,
+                            took = ?started.elapsed(),
+                            "free memory handed back after a burst of large writes"
+                        );
+                    });
+                if let Err(e) = spawned {
+                    tracing::debug!("cannot trim free memory: {e}");
+                }
+            }
+        }
     }
 }
 
