@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::time::Duration;
 
-use couic_testkit::{wait_until, Daemon, Spec};
+use couic_testkit::{status_field, wait_until, Daemon, Spec};
 use serde_json::json;
 
 /// How long a start that must fail, or a stop, may take.
@@ -214,9 +214,7 @@ fn sigterm_flushes_queued_reports() {
 
 /// The daemon's anonymous resident memory, in kB.
 fn rss_anon_kb(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    status_field(pid, "RssAnon").parse().unwrap()
 }
 
 #[test]

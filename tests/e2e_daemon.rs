@@ -11,7 +11,7 @@ use couic::config::OperationMode;
 use couic::privileges::{CAP_BPF, CAP_NET_ADMIN};
 use couic::xdp;
 use couic_testkit::net::VethPair;
-use couic_testkit::{wait_until, Daemon, Spec};
+use couic_testkit::{status_field, wait_until, Daemon, Spec};
 
 const COUIC: &str = env!("CARGO_BIN_EXE_couic");
 /// How long a failing start may take to exit, and a stop to finish.
@@ -28,9 +28,7 @@ fn spec(pair: &VethPair, ifaces: &[&str], mode: &str) -> Spec {
 
 /// The capability sets of `pid` (`CapBnd`, `CapEff`, ...) from /proc.
 fn cap_mask(pid: u32, set: &str) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with(set)).unwrap();
-    u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    u64::from_str_radix(&status_field(pid, set), 16).unwrap()
 }
 
 /// Whether the `couic` process (nsenter and setpriv exec into it, so it
@@ -93,7 +91,7 @@ fn daemon_attaches_with_bpf_and_net_admin_only_and_stays_pinned_until_detach() {
     let spec = spec(&pair, &[&pair.rx_if], "auto").only_caps("+bpf,+net_admin");
     let (mut d, out) = started(spec);
     assert_eq!(
-        cap_mask(d.pid(), "CapBnd:"),
+        cap_mask(d.pid(), "CapBnd"),
         (1 << CAP_BPF) | (1 << CAP_NET_ADMIN),
         "couic ran with CAP_BPF + CAP_NET_ADMIN only"
     );

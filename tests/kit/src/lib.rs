@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 pub use api::Api;
 pub use ctl::Out;
 pub use daemon::{Daemon, Spec};
-pub use process::Guard;
+pub use process::{status_field, Guard};
 
 /// Polls `cond` every 20 ms until it holds (true) or `timeout` passes
 /// (false).

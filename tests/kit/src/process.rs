@@ -99,3 +99,14 @@ impl Drop for Guard {
         self.kill();
     }
 }
+
+/// The value of `field` (`RssAnon`, `CapEff`, ...) in `/proc/<pid>/status`:
+/// its first word, without the unit.
+pub fn status_field(pid: u32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.split(':').next() == Some(field))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    line.split_whitespace().nth(1).unwrap().to_string()
+}
